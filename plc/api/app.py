@@ -1,0 +1,128 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` wires settings → engine → migrations → store → directory (and its
+committer thread) in the lifespan; tests pass their own clock and engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import plc
+from plc.api.errors import install_error_handlers
+from plc.api.routes import did, export, health
+from plc.config import Settings
+from plc.service import Clock, Directory, system_clock
+from plc.store.engine import make_engine
+from plc.store.migrate import upgrade
+from plc.store.sql import SqlStore
+
+DESCRIPTION = (
+    "A did:plc directory, wire-compatible with plc.directory, with a transparency log. "
+    "Every error body is `{\"message\": string}`."
+)
+
+
+class CorsMiddleware:
+    """Adds ``Access-Control-Allow-Origin: *`` to every response and answers preflights, as
+    the reference's ``cors()`` does (cheaper than a general CORS middleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            headers = dict(scope["headers"])
+            if b"access-control-request-method" in headers:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 204,
+                        "headers": [
+                            (b"access-control-allow-origin", b"*"),
+                            (b"access-control-allow-methods", b"GET,HEAD,PUT,PATCH,POST,DELETE"),
+                            (
+                                b"access-control-allow-headers",
+                                headers.get(b"access-control-request-headers", b"*"),
+                            ),
+                            (b"content-length", b"0"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"access-control-allow-origin", b"*"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = system_clock,
+    engine: Engine | None = None,
+) -> FastAPI:
+    """Build the app.
+
+    Args:
+        settings: defaults to :class:`Settings` read from the environment.
+        clock: the time source for new ops (tests inject a fixed or stepping clock).
+        engine: an engine to use instead of one built from ``settings.database_url``.
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = engine or make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            busy_timeout_ms=settings.db_busy_timeout_ms,
+        )
+        upgrade(db)
+        store = SqlStore(db)
+        directory = Directory(store, settings.policy(), clock, settings.commit_batch_max)
+        directory.start()
+        app.state.directory = directory
+        app.state.settings = settings
+        try:
+            yield
+        finally:
+            directory.stop()
+            if engine is None:
+                db.dispose()
+
+    app = FastAPI(
+        title="did:plc directory",
+        version=plc.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(export.router)
+    app.include_router(did.router)
+    app.add_middleware(CorsMiddleware)
+    return app
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document of ``app`` (what ``openapi/plc-directory.json`` holds)."""
+    return app.openapi()

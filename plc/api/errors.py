@@ -1,0 +1,93 @@
+"""The one table from the project's exceptions to HTTP status codes and ``{"message"}`` bodies.
+
+Nothing below ``plc.api`` knows a status code. Every error body is ``{"message": str}`` (the
+reference's shape); user values in messages are already cut to 200 characters where raised.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from plc.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidOperation,
+    NotFound,
+    PlcError,
+    PolicyViolation,
+    RateLimited,
+    Unavailable,
+    VerificationError,
+)
+
+log = logging.getLogger("plc.api")
+
+STATUS_OF: tuple[tuple[type[PlcError], int], ...] = (
+    (RateLimited, 429),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unavailable, 503),
+    (InvalidInput, 400),
+    (InvalidOperation, 400),
+    (PolicyViolation, 400),
+    (VerificationError, 400),
+    (PlcError, 400),
+)
+
+CORS_HEADERS = {"access-control-allow-origin": "*"}
+
+
+def message_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A ``{"message": …}`` JSON response."""
+    return Response(
+        orjson.dumps({"message": message}),
+        status_code=status,
+        media_type="application/json; charset=utf-8",
+        headers=headers,
+    )
+
+
+def status_for(exc: PlcError) -> int:
+    """HTTP status of a project exception (first matching class in :data:`STATUS_OF`)."""
+    for cls, status in STATUS_OF:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers: project errors, request validation, HTTP errors, and a last
+    resort that answers 500 without detail (and logs the traceback)."""
+
+    async def on_plc_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PlcError)
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"retry-after": str(exc.retry_after_s)}
+        return message_response(status_for(exc), exc.message, headers)
+
+    async def on_validation_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return message_response(400, f"Invalid request: {where} {first.get('msg', '')}".strip())
+
+    async def on_http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else "Error"
+        return message_response(exc.status_code, detail, dict(exc.headers or {}))
+
+    async def on_unexpected(_request: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return message_response(500, "Internal Server Error")
+
+    app.add_exception_handler(PlcError, on_plc_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,61 @@
+"""``GET /export``: the whole directory as JSON Lines, by ``seq`` or (legacy) by time."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from plc.api.deps import DirectoryDep
+from plc.api.responses import JSONLINES, error_responses
+from plc.errors import InvalidInput
+from plc.timestamps import parse_timestamp_lenient
+
+router = APIRouter()
+
+MAX_COUNT = 1000
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_SEQ_LIKE = re.compile(r"[0-9]+")
+
+
+def parse_count(count: str | None) -> int:
+    """``count``: an integer 1–1000, default 1000. Raises InvalidInput otherwise."""
+    if count is None:
+        return MAX_COUNT
+    if not _DIGITS.fullmatch(count) or not 1 <= int(count) <= MAX_COUNT:
+        raise InvalidInput("Invalid count parameter")
+    return int(count)
+
+
+@router.get(
+    "/export",
+    summary="Export operations as JSON Lines",
+    description=(
+        "Integer `after` (or `after=0`): `sequenced_op` lines with `seq > after`, in `seq` "
+        "order. Any other `after` is a timestamp: legacy lines `{did, cid, createdAt, "
+        "operation, nullified}` with `createdAt > after`. `count` is 1–1000 (default 1000). "
+        "Lines are joined by `\\n` with no trailing newline."
+    ),
+    response_class=Response,
+    responses={200: {"description": "JSON Lines", "content": {JSONLINES: {}}}, **error_responses(400)},
+)
+def export(
+    directory: DirectoryDep,
+    after: str | None = Query(default=None),
+    count: str | None = Query(default=None),
+) -> Response:
+    page = parse_count(count)
+    if after is not None and _SEQ_LIKE.fullmatch(after):
+        if not _DIGITS.fullmatch(after):
+            raise InvalidInput("Invalid after parameter")
+        body = directory.export_after_seq(int(after), page)
+    elif after:
+        try:
+            moment = parse_timestamp_lenient(after)
+        except InvalidInput as exc:
+            raise InvalidInput("Invalid after parameter") from exc
+        body = directory.export_after_time(moment, page)
+    else:
+        body = directory.export_after_time(None, page)
+    return Response(body, media_type=JSONLINES)

@@ -1,0 +1,71 @@
+"""Every setting an operator can change, read from the environment (``PLC_*``, ``DATABASE_URL``).
+
+Each has a documented default (README, "Configuration"); command-line options of ``plc serve``
+override them. Nothing else in the project reads the environment.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from plc.policy import PolicySettings
+
+DEFAULT_DATABASE_URL = "sqlite:///plc-directory.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Server settings. Environment names are ``PLC_<FIELD>`` unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="PLC_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    """Address ``plc serve`` binds to (``PLC_HOST``)."""
+    port: int = 2582
+    """TCP port (``PLC_PORT``)."""
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("DATABASE_URL", "PLC_DATABASE_URL"),
+    )
+    """``sqlite:///relative``, ``sqlite:////absolute``, ``postgresql://…`` or ``postgres://…``
+    (``DATABASE_URL``). Default: a SQLite file in the working directory."""
+    workers: int = 1
+    """uvicorn worker processes (``PLC_WORKERS``)."""
+    log_level: str = "info"
+    """Log level of the server (``PLC_LOG_LEVEL``)."""
+    db_pool_size: int = 16
+    """Connections kept open per process (``PLC_DB_POOL_SIZE``)."""
+    db_busy_timeout_ms: int = 5000
+    """How long a SQLite writer waits for the lock before the request answers 503."""
+    commit_batch_max: int = 256
+    """Most operations grouped into one commit (group commit)."""
+    max_body_bytes: int = 100_000
+    """Largest accepted POST body; larger bodies answer 413 (``PLC_MAX_BODY_BYTES``)."""
+    policy_enabled: bool = True
+    """False switches every admission limit off (replay and conformance only)."""
+    max_op_bytes: int = 4000
+    min_rotation_keys: int = 1
+    max_rotation_keys: int = 5
+    max_also_known_as: int = 10
+    max_services: int = 10
+    max_verification_methods: int = 10
+    ops_per_hour: int = 10
+    ops_per_day: int = 30
+    ops_per_week: int = 100
+    version: str = "0.1.0"
+    """Reported by ``GET /_health``."""
+
+    def policy(self) -> PolicySettings:
+        """The admission limits as the pure policy module takes them."""
+        return PolicySettings(
+            enabled=self.policy_enabled,
+            max_op_bytes=self.max_op_bytes,
+            min_rotation_keys=self.min_rotation_keys,
+            max_rotation_keys=self.max_rotation_keys,
+            max_also_known_as=self.max_also_known_as,
+            max_services=self.max_services,
+            max_verification_methods=self.max_verification_methods,
+            ops_per_hour=self.ops_per_hour,
+            ops_per_day=self.ops_per_day,
+            ops_per_week=self.ops_per_week,
+        )

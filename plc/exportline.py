@@ -1,0 +1,52 @@
+"""The ``sequenced_op`` export line: built once at commit, stored and served as bytes.
+
+Shape (design.md decision 5; plc-spec-notes.md §4.1): compact UTF-8 JSON, keys in the order
+``did, cid, seq, createdAt, operation, type`` with ``"type":"sequenced_op"`` last, and the
+operation's maps in DAG-CBOR key order. Because ``did``, ``cid`` and ``createdAt`` are plain
+ASCII and ``type`` is fixed, the operation's JSON is an exact slice of the line: the op log and
+audit log are served from the same stored bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_OP_KEY = b'"operation":'
+_TAIL = b',"type":"sequenced_op"}'
+
+
+def build_line(did: str, cid: str, seq: int, created_at: str, operation_json: bytes) -> bytes:
+    """The export line of one op.
+
+    Args:
+        did, cid: the op's DID and CID.
+        seq: its sequence number (1-based).
+        created_at: ``YYYY-MM-DDTHH:MM:SS.sssZ``.
+        operation_json: the op's canonical compact JSON (``Operation.canonical_json()``).
+    """
+    return orjson.dumps(
+        {
+            "did": did,
+            "cid": cid,
+            "seq": seq,
+            "createdAt": created_at,
+            "operation": orjson.Fragment(operation_json),
+            "type": "sequenced_op",
+        }
+    )
+
+
+def operation_json(line: bytes) -> bytes:
+    """The operation's JSON bytes inside a stored export line (no parsing, a slice)."""
+    start = line.index(_OP_KEY) + len(_OP_KEY)
+    return line[start : len(line) - len(_TAIL)]
+
+
+def parse_line(line: bytes | str) -> dict[str, Any]:
+    """Decode an export line to a dict (``orjson``; raises ``orjson.JSONDecodeError``)."""
+    value = orjson.loads(line)
+    if not isinstance(value, dict):
+        raise ValueError("export line is not a JSON object")
+    return value

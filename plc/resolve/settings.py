@@ -1,0 +1,108 @@
+"""Settings of the identity resolver, read from ``PLC_RESOLVE_*`` environment variables.
+
+Every limit the resolver applies to the network lives here (issue 5: "a setting, default 3 s";
+plc-spec-notes.md §9.2). List settings accept JSON (``["1.1.1.1"]``) or a comma-separated
+string (``1.1.1.1,8.8.8.8``).
+
+The ``*_http_scheme`` / ``*_http_port`` overrides exist **only for tests** (a plain-HTTP server
+on 127.0.0.1); production resolution is HTTPS on port 443, as the atproto handle and did:web
+rules require.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_list(value: object) -> object:
+    """Accept ``"a,b"`` (and ``""``) for a list setting; pass any other value through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class ResolverSettings(BaseSettings):
+    """Limits, caches and network policy of :class:`plc.resolve.IdentityResolver`.
+
+    Durations are seconds (``_s``), sizes bytes (``_bytes``). Environment prefix
+    ``PLC_RESOLVE_`` (e.g. ``PLC_RESOLVE_TIME_BUDGET_S=1.5``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PLC_RESOLVE_", extra="ignore", frozen=True)
+
+    time_budget_s: float = Field(default=3.0, gt=0, le=60)
+    """Wall-clock budget of one resolution (handle lookup, did:web fetch, handle verification).
+    A handle not verified in time is reported as ``handle.invalid``."""
+
+    request_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    """Timeout of one HTTP request (connect, each read, write, pool) and of one DNS query."""
+
+    max_body_bytes: int = Field(default=65_536, ge=256, le=16 * 1024 * 1024)
+    """Largest response body read from ``/.well-known/atproto-did`` or ``did.json`` (decoded)."""
+
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    """Most HTTP redirects followed per fetch; each hop is re-checked by the safety rules."""
+
+    cache_ttl_s: float = Field(default=600.0, ge=0)
+    """How long a successful handle -> DID answer or did:web document is reused."""
+
+    negative_cache_ttl_s: float = Field(default=60.0, ge=0)
+    """How long a failed handle or did:web lookup (including a timeout) is reused."""
+
+    cache_max_entries: int = Field(default=100_000, ge=1)
+    """Entries per cache (handles, did:web documents); least recently used are evicted."""
+
+    allow_private_networks: bool = False
+    """Fetch from loopback, private, link-local, multicast and reserved addresses too (tests,
+    private deployments). Off: such hosts are refused before any connection is made."""
+
+    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """CIDR blocks allowed even though they are not public (e.g. ``10.1.0.0/16``)."""
+
+    dns_nameservers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """IP addresses of the DNS servers to ask; empty = the system's (``/etc/resolv.conf``)."""
+
+    dns_port: int = Field(default=53, ge=1, le=65_535)
+    """UDP/TCP port of ``dns_nameservers``."""
+
+    handle_http_scheme: Literal["https", "http"] = "https"
+    """Scheme of ``/.well-known/atproto-did`` requests; ``http`` is for tests only."""
+
+    handle_http_port: int | None = Field(default=None, ge=1, le=65_535)
+    """Port of ``/.well-known/atproto-did`` requests; ``None`` = the scheme's default (443)."""
+
+    did_web_http_scheme: Literal["https", "http"] = "https"
+    """Scheme of did:web ``/.well-known/did.json`` requests; ``http`` is for tests only."""
+
+    did_web_http_port: int | None = Field(default=None, ge=1, le=65_535)
+    """Port of did:web requests; ``None`` = the scheme's default (443)."""
+
+    user_agent: str = "plc-directory-resolver/0.1"
+    """``User-Agent`` sent with every HTTP request."""
+
+    @field_validator("allowed_networks", "dns_nameservers", mode="before")
+    @classmethod
+    def _accept_comma_list(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError -> validation error
+        return value
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        for address in value:
+            ipaddress.ip_address(address)
+        return value

@@ -1,0 +1,307 @@
+"""The directory service: load history → rules → policy → commit, and the read models.
+
+Knows nothing about HTTP. Writes go through one committer thread per process that groups the
+ops waiting at that moment into one transaction (group commit); each submitter is answered
+after the commit that holds its op is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from plc.document import format_data, format_did_document
+from plc.errors import (
+    DidNotAvailable,
+    DidNotRegistered,
+    HeadMismatch,
+    MisorderedOperation,
+    PlcError,
+    Unavailable,
+    echo,
+)
+from plc.exportline import operation_json, parse_line
+from plc.operation import normalize, parse_operation, trusted_operation
+from plc.policy import PolicySettings, validate_admission, validate_rate_limit
+from plc.rules import LogEntry, validate_next_op
+from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
+from plc.timestamps import ONE_MS, format_timestamp, from_ms, truncate_ms
+
+log = logging.getLogger("plc.service")
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """Outcome of an accepted submission: its ``seq`` (None when it was already stored)."""
+
+    cid: str
+    seq: int | None
+    duplicate: bool
+
+
+class _Job:
+    __slots__ = ("pending", "loop", "future")
+
+    def __init__(
+        self, pending: PendingCommit, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
+        self.pending = pending
+        self.loop = loop
+        self.future = future
+
+
+class Directory:
+    """The did:plc directory over a :class:`SqlStore`.
+
+    Args:
+        store: the storage.
+        policy: admission limits for new ops.
+        clock: returns the current aware UTC time (tests inject their own).
+        batch_max: most ops grouped into one commit.
+    """
+
+    def __init__(
+        self,
+        store: SqlStore,
+        policy: PolicySettings,
+        clock: Clock = system_clock,
+        batch_max: int = 256,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.batch_max = batch_max
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.commit_listeners: list[Callable[[list[CommitOutcome]], None]] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the committer thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="plc-committer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish queued commits and stop the committer thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def prepare(self, did: str, body: Any) -> PendingCommit | SubmitResult:
+        """Validate a submitted op against the DID's stored history (no write).
+
+        Returns the :class:`PendingCommit` to commit, or a :class:`SubmitResult` when the very
+        same op is already the DID's (non-nullified) op: re-submission is idempotent.
+
+        Raises:
+            PlcError: the op is malformed, invalid under the rules, or refused by policy.
+        """
+        op = parse_operation(body)
+        validate_admission(op, self.policy)
+        rows = self.store.audit_rows(did)
+        history = [_entry(did, row) for row in rows]
+        for entry in history:
+            if entry.cid == op.cid:
+                if entry.nullified:
+                    raise MisorderedOperation(
+                        f"Operations not correctly ordered: {op.cid} was nullified"
+                    )
+                return SubmitResult(op.cid, None, duplicate=True)
+        active = [e for e in history if not e.nullified]
+        head = active[-1] if active else None
+        created_at = truncate_ms(self.clock())
+        if head is not None and created_at <= head.created_at:
+            created_at = head.created_at + ONE_MS
+        prepared = validate_next_op(history, did, op, created_at)
+        if not prepared.nullified:
+            validate_rate_limit((e.created_at for e in active), created_at, self.policy)
+        state = normalize(op)
+        data = document = None
+        if state is not None:
+            data = orjson.dumps(format_data(did, state))
+            document = orjson.dumps(format_did_document(did, state))
+        return PendingCommit(prepared, head.cid if head else None, data, document)
+
+    async def submit(self, did: str, body: Any) -> SubmitResult:
+        """Validate and durably append an op; answers after its commit.
+
+        Raises:
+            PlcError: as :meth:`prepare`; HeadMismatch (409) when the DID's head moved between
+                validation and commit; Unavailable (503) when the database is locked.
+        """
+        prepared = await asyncio.to_thread(self.prepare, did, body)
+        if isinstance(prepared, SubmitResult):
+            return prepared
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CommitOutcome] = loop.create_future()
+        self._queue.put(_Job(prepared, loop, future))
+        outcome = await future
+        cid = prepared.prepared.operation.cid
+        if outcome.status is CommitStatus.CONFLICT:
+            raise HeadMismatch(
+                "Proposed prev does not match the most recent operation: the DID changed "
+                "while this operation was validated; retry"
+            )
+        if outcome.status is CommitStatus.DUPLICATE:
+            return SubmitResult(cid, None, duplicate=True)
+        return SubmitResult(cid, outcome.seq, duplicate=False)
+
+    def commit_now(self, batch: list[PendingCommit]) -> list[CommitOutcome]:
+        """Commit a batch synchronously on the caller's thread (imports, tests)."""
+        outcomes = self.store.commit_batch(batch)
+        self._notify(outcomes)
+        return outcomes
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs = [first]
+            stop = False
+            while len(jobs) < self.batch_max:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                jobs.append(job)
+            self._commit_jobs(jobs)
+            if stop:
+                return
+
+    def _commit_jobs(self, jobs: list[_Job]) -> None:
+        try:
+            outcomes = self.store.commit_batch([job.pending for job in jobs])
+        except PlcError as exc:
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - any driver failure must reach the waiters
+            log.exception("commit failed")
+            failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_set_exception, job.future, failure)
+            return
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            job.loop.call_soon_threadsafe(_set_result, job.future, outcome)
+        self._notify(outcomes)
+
+    def _notify(self, outcomes: list[CommitOutcome]) -> None:
+        for listener in self.commit_listeners:
+            try:
+                listener(outcomes)
+            except Exception:  # noqa: BLE001 - a listener must not break the write path
+                log.exception("commit listener failed")
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def _state(self, did: str) -> tuple[bytes, bytes]:
+        state = self.store.did_state(did)
+        if state is None:
+            raise DidNotRegistered(f"DID not registered: {echo(did)}")
+        tombstoned, data, document = state
+        if tombstoned or data is None or document is None:
+            raise DidNotAvailable(f"DID not available: {echo(did)}")
+        return data, document
+
+    def document(self, did: str) -> bytes:
+        """The DID document JSON. Raises DidNotRegistered / DidNotAvailable (tombstone)."""
+        return self._state(did)[1]
+
+    def data(self, did: str) -> bytes:
+        """The ``/data`` JSON. Raises DidNotRegistered / DidNotAvailable (tombstone)."""
+        return self._state(did)[0]
+
+    def _rows(self, did: str) -> list[StoredOp]:
+        rows = self.store.audit_rows(did)
+        if not rows:
+            raise DidNotRegistered(f"DID not registered: {echo(did)}")
+        return rows
+
+    def op_log(self, did: str) -> bytes:
+        """JSON array of the non-nullified ops (``/log``). Raises DidNotRegistered."""
+        ops = [operation_json(r.line) for r in self._rows(did) if not r.nullified]
+        return b"[" + b",".join(ops) + b"]"
+
+    def last_op(self, did: str) -> bytes:
+        """JSON of the newest non-nullified op (``/log/last``). Raises DidNotRegistered."""
+        active = [r for r in self._rows(did) if not r.nullified]
+        if not active:
+            raise DidNotRegistered(f"DID not registered: {echo(did)}")
+        return operation_json(active[-1].line)
+
+    def audit_log(self, did: str) -> bytes:
+        """JSON array of ``{did, operation, cid, nullified, createdAt}`` (``/log/audit``)."""
+        return orjson.dumps(
+            [
+                {
+                    "did": did,
+                    "operation": orjson.Fragment(operation_json(r.line)),
+                    "cid": r.cid,
+                    "nullified": r.nullified,
+                    "createdAt": format_timestamp(from_ms(r.created_at_ms)),
+                }
+                for r in self._rows(did)
+            ]
+        )
+
+    def export_after_seq(self, after: int, count: int) -> bytes:
+        """JSON Lines of ``sequenced_op`` lines with ``seq > after`` (no trailing newline)."""
+        return b"\n".join(self.store.export_after_seq(after, count))
+
+    def export_after_time(self, after: datetime | None, count: int) -> bytes:
+        """Legacy JSON Lines ``{did, cid, createdAt, operation, nullified}`` after ``after``."""
+        after_ms = -(2**62) if after is None else int(after.timestamp() * 1000)
+        lines = []
+        for line, nullified in self.store.export_after_time(after_ms, count):
+            value = parse_line(line)
+            lines.append(
+                orjson.dumps(
+                    {
+                        "did": value["did"],
+                        "cid": value["cid"],
+                        "createdAt": value["createdAt"],
+                        "operation": orjson.Fragment(operation_json(line)),
+                        "nullified": nullified,
+                    }
+                )
+            )
+        return b"\n".join(lines)
+
+
+def _entry(did: str, row: StoredOp) -> LogEntry:
+    op_data = orjson.loads(operation_json(row.line))
+    return LogEntry(did, trusted_operation(op_data, row.cid), from_ms(row.created_at_ms), row.nullified)
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

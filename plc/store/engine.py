@@ -1,0 +1,83 @@
+"""Database engines: SQLite (default, a file) or PostgreSQL, from one URL.
+
+Accepted URLs (design.md decision 6): ``sqlite:///relative/path``, ``sqlite:////absolute/path``,
+``postgresql://…`` and ``postgres://…`` (driven by psycopg 3). SQLite runs in WAL mode with
+``synchronous=FULL`` (a committed op survives power loss) and a busy timeout; writers take the
+lock up front (``BEGIN IMMEDIATE``) so two processes never deadlock upgrading a read lock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import QueuePool
+from sqlmodel import create_engine
+
+from plc.errors import InvalidInput
+
+
+def normalize_database_url(url: str) -> URL:
+    """Parse a database URL and pick the driver.
+
+    Raises:
+        InvalidInput: a scheme other than sqlite / postgresql / postgres.
+    """
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        return parsed.set(drivername="sqlite+pysqlite")
+    raise InvalidInput(f"Unsupported database URL scheme: {parsed.drivername}")
+
+
+def redacted(url: str) -> str:
+    """The URL with any password hidden, for logs."""
+    return normalize_database_url(url).render_as_string(hide_password=True)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """True for a SQLite engine."""
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, *, pool_size: int = 16, busy_timeout_ms: int = 5000) -> Engine:
+    """Create the engine for ``url`` (no module-level engine exists anywhere)."""
+    parsed = normalize_database_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        engine = create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+            poolclass=QueuePool,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        _configure_sqlite(engine, busy_timeout_ms)
+        return engine
+    return create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE can be issued.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.info.get("plc_begin", "BEGIN")
+        conn.exec_driver_sql(mode)

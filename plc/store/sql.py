@@ -1,0 +1,254 @@
+"""SqlStore: the directory's reads and its one write path (a batch of ops in one transaction).
+
+Writers serialise on the ``log_head`` row (``SELECT … FOR UPDATE`` on PostgreSQL,
+``BEGIN IMMEDIATE`` on SQLite), so the heads read after taking it are current, ``seq`` has no
+gaps, and two processes on one database never fork a DID: each op carries the head it was
+validated against, and a moved head answers "conflict" for that op alone (compare-and-swap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+
+from plc.errors import Unavailable
+from plc.exportline import build_line
+from plc.rules import PreparedOperation
+from plc.store.engine import is_sqlite
+from plc.store.models import DidRow, LogHeadRow, OperationRow
+from plc.timestamps import format_timestamp, to_ms
+
+DIDS = cast(Table, DidRow.__table__)
+OPERATIONS = cast(Table, OperationRow.__table__)
+LOG_HEAD = cast(Table, LogHeadRow.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommit:
+    """An op validated against ``expected_head`` (None for a genesis), with the bodies of the
+    state it leads to (None for a tombstone)."""
+
+    prepared: PreparedOperation
+    expected_head: str | None
+    data: bytes | None
+    document: bytes | None
+
+
+class CommitStatus(Enum):
+    """What happened to one op of a batch."""
+
+    COMMITTED = "committed"
+    DUPLICATE = "duplicate"  # the same op became the head in the meantime: nothing appended
+    CONFLICT = "conflict"  # the head moved: retryable
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """Status of one op, with its ``seq`` and export line when committed."""
+
+    status: CommitStatus
+    seq: int | None = None
+    line: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOp:
+    """One row of a DID's audit log as stored."""
+
+    seq: int
+    cid: str
+    created_at_ms: int
+    nullified: bool
+    line: bytes
+
+
+LeafHook = Callable[[Connection, int, Sequence[bytes]], None]
+"""Called inside the commit with (connection, tree size before, new export lines)."""
+
+
+class SqlStore:
+    """Reads and the batched write of the directory over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sqlite = is_sqlite(engine)
+        self.leaf_hooks: list[LeafHook] = []
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def did_state(self, did: str) -> tuple[bool, bytes | None, bytes | None] | None:
+        """``(tombstoned, data, document)`` of a DID, or None when it is not registered."""
+        query = select(DIDS.c.tombstoned, DIDS.c.data, DIDS.c.document).where(DIDS.c.did == did)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return bool(row[0]), row[1], row[2]
+
+    def audit_rows(self, did: str) -> list[StoredOp]:
+        """The DID's ops in acceptance order, nullified ones included."""
+        query = (
+            select(
+                OPERATIONS.c.seq,
+                OPERATIONS.c.cid,
+                OPERATIONS.c.created_at_ms,
+                OPERATIONS.c.nullified,
+                OPERATIONS.c.line,
+            )
+            .where(OPERATIONS.c.did == did)
+            .order_by(OPERATIONS.c.seq)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [StoredOp(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    def export_after_seq(self, after: int, count: int) -> list[bytes]:
+        """Export lines with ``seq > after`` in ``seq`` order, at most ``count``."""
+        query = (
+            select(OPERATIONS.c.line)
+            .where(OPERATIONS.c.seq > after)
+            .order_by(OPERATIONS.c.seq)
+            .limit(count)
+        )
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def export_after_time(self, after_ms: int, count: int) -> list[tuple[bytes, bool]]:
+        """(line, nullified) of ops with ``createdAt > after`` by (createdAt, cid)."""
+        query = (
+            select(OPERATIONS.c.line, OPERATIONS.c.nullified)
+            .where(OPERATIONS.c.created_at_ms > after_ms)
+            .order_by(OPERATIONS.c.created_at_ms, OPERATIONS.c.cid)
+            .limit(count)
+        )
+        with self.engine.connect() as conn:
+            return [(row[0], bool(row[1])) for row in conn.execute(query)]
+
+    def tree_size(self) -> int:
+        """The last assigned ``seq`` (0 for an empty log)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(LOG_HEAD.c.tree_size)).scalar_one())
+
+    def ping(self) -> None:
+        """Raise if the database does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(select(LOG_HEAD.c.id)).first()
+
+    # ---- the write path ----------------------------------------------------------------
+
+    def commit_batch(self, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
+        """Append every op of ``batch`` whose head still matches, in one transaction.
+
+        Returns one outcome per op, in order. Nothing is written for conflicting ops.
+
+        Raises:
+            Unavailable: the database is locked (SQLite busy timeout) or unreachable.
+        """
+        try:
+            with self.engine.connect() as conn:
+                if self._sqlite:
+                    conn.info["plc_begin"] = "BEGIN IMMEDIATE"
+                with conn.begin():
+                    return self._commit_in(conn, batch)
+        except OperationalError as exc:
+            raise Unavailable("Database unavailable, try again") from exc
+
+    def _commit_in(self, conn: Connection, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
+        head_query = select(LOG_HEAD.c.tree_size).where(LOG_HEAD.c.id == 1)
+        if not self._sqlite:
+            head_query = head_query.with_for_update()
+        start_size = int(conn.execute(head_query).scalar_one())
+        dids = sorted({p.prepared.did for p in batch})
+        heads: dict[str, str] = {
+            row[0]: row[1]
+            for row in conn.execute(
+                select(DIDS.c.did, DIDS.c.head_cid).where(DIDS.c.did.in_(dids))
+            )
+        }
+        existing = set(heads)
+        tree_size = start_size
+        outcomes: list[CommitOutcome] = []
+        op_rows: list[dict[str, Any]] = []
+        nullify_rows: list[dict[str, Any]] = []
+        did_rows: dict[str, dict[str, Any]] = {}
+        for pending in batch:
+            prepared = pending.prepared
+            current = heads.get(prepared.did)
+            if current != pending.expected_head:
+                status = (
+                    CommitStatus.DUPLICATE
+                    if current == prepared.operation.cid
+                    else CommitStatus.CONFLICT
+                )
+                outcomes.append(CommitOutcome(status))
+                continue
+            tree_size += 1
+            created_at_ms = to_ms(prepared.created_at)
+            line = build_line(
+                prepared.did,
+                prepared.operation.cid,
+                tree_size,
+                format_timestamp(prepared.created_at),
+                prepared.operation.canonical_json(),
+            )
+            op_rows.append(
+                {
+                    "seq": tree_size,
+                    "did": prepared.did,
+                    "cid": prepared.operation.cid,
+                    "created_at_ms": created_at_ms,
+                    "nullified": False,
+                    "key_index": prepared.key_index,
+                    "line": line,
+                }
+            )
+            nullify_rows.extend({"d": prepared.did, "c": cid} for cid in prepared.nullified)
+            did_rows[prepared.did] = {
+                "did": prepared.did,
+                "head_cid": prepared.operation.cid,
+                "head_created_at_ms": created_at_ms,
+                "tombstoned": pending.data is None,
+                "data": pending.data,
+                "document": pending.document,
+            }
+            heads[prepared.did] = prepared.operation.cid
+            outcomes.append(CommitOutcome(CommitStatus.COMMITTED, tree_size, line))
+        if not op_rows:
+            return outcomes
+        conn.execute(insert(OPERATIONS), op_rows)
+        if nullify_rows:
+            conn.execute(
+                update(OPERATIONS)
+                .where(and_(OPERATIONS.c.did == bindparam("d"), OPERATIONS.c.cid == bindparam("c")))
+                .values(nullified=True),
+                nullify_rows,
+            )
+        new_dids = [row for did, row in did_rows.items() if did not in existing]
+        old_dids = [
+            {**row, "d": row["did"]} for did, row in did_rows.items() if did in existing
+        ]
+        if new_dids:
+            conn.execute(insert(DIDS), new_dids)
+        if old_dids:
+            conn.execute(
+                update(DIDS)
+                .where(DIDS.c.did == bindparam("d"))
+                .values(
+                    head_cid=bindparam("head_cid"),
+                    head_created_at_ms=bindparam("head_created_at_ms"),
+                    tombstoned=bindparam("tombstoned"),
+                    data=bindparam("data"),
+                    document=bindparam("document"),
+                ),
+                [{k: v for k, v in row.items() if k != "did"} for row in old_dids],
+            )
+        conn.execute(update(LOG_HEAD).where(LOG_HEAD.c.id == 1).values(tree_size=tree_size))
+        for hook in self.leaf_hooks:
+            hook(conn, start_size, [row["line"] for row in op_rows])
+        return outcomes
