@@ -33,7 +33,7 @@ from plc.operation import normalize, parse_operation, trusted_operation
 from plc.policy import PolicySettings, validate_admission, validate_rate_limit
 from plc.rules import LogEntry, validate_next_op
 from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
-from plc.timestamps import ONE_MS, format_timestamp, from_ms, truncate_ms
+from plc.timestamps import ONE_MS, format_timestamp, from_ms, to_ms, truncate_ms
 
 log = logging.getLogger("plc.service")
 
@@ -107,8 +107,17 @@ class Directory:
 
     # ---- writes ------------------------------------------------------------------------
 
-    def prepare(self, did: str, body: Any) -> PendingCommit | SubmitResult:
+    def prepare(
+        self, did: str, body: Any, *, created_at: datetime | None = None, imported: bool = False
+    ) -> PendingCommit | SubmitResult:
         """Validate a submitted op against the DID's stored history (no write).
+
+        Args:
+            did: the DID from the request path (compared byte for byte).
+            body: the decoded JSON body.
+            created_at: import only: the op's original timestamp (else the clock's).
+            imported: import of history (a mirror or a restore): admission policy is not
+                applied and legacy ``create`` genesis ops are accepted.
 
         Returns the :class:`PendingCommit` to commit, or a :class:`SubmitResult` when the very
         same op is already the DID's (non-nullified) op: re-submission is idempotent.
@@ -117,7 +126,8 @@ class Directory:
             PlcError: the op is malformed, invalid under the rules, or refused by policy.
         """
         op = parse_operation(body)
-        validate_admission(op, self.policy)
+        if not imported:
+            validate_admission(op, self.policy)
         rows = self.store.audit_rows(did)
         history = [_entry(did, row) for row in rows]
         for entry in history:
@@ -129,11 +139,12 @@ class Directory:
                 return SubmitResult(op.cid, None, duplicate=True)
         active = [e for e in history if not e.nullified]
         head = active[-1] if active else None
-        created_at = truncate_ms(self.clock())
-        if head is not None and created_at <= head.created_at:
-            created_at = head.created_at + ONE_MS
+        if created_at is None:
+            created_at = truncate_ms(self.clock())
+            if head is not None and created_at <= head.created_at:
+                created_at = head.created_at + ONE_MS
         prepared = validate_next_op(history, did, op, created_at)
-        if not prepared.nullified:
+        if not prepared.nullified and not imported:
             validate_rate_limit((e.created_at for e in active), created_at, self.policy)
         state = normalize(op)
         data = document = None
@@ -166,11 +177,21 @@ class Directory:
             return SubmitResult(cid, None, duplicate=True)
         return SubmitResult(cid, outcome.seq, duplicate=False)
 
-    def commit_now(self, batch: list[PendingCommit]) -> list[CommitOutcome]:
-        """Commit a batch synchronously on the caller's thread (imports, tests)."""
-        outcomes = self.store.commit_batch(batch)
-        self._notify(outcomes)
-        return outcomes
+    def import_op(self, did: str, body: Any, created_at: datetime) -> SubmitResult:
+        """Append a historical op with its original timestamp, synchronously (no policy;
+        legacy genesis allowed; the rules still apply in full).
+
+        Raises:
+            PlcError: the op is malformed or invalid under the rules; HeadMismatch on a race.
+        """
+        pending = self.prepare(did, body, created_at=created_at, imported=True)
+        if isinstance(pending, SubmitResult):
+            return pending
+        outcome = self.store.commit_batch([pending])[0]
+        self._notify([outcome])
+        if outcome.status is not CommitStatus.COMMITTED:
+            raise HeadMismatch("Proposed prev does not match the most recent operation")
+        return SubmitResult(pending.prepared.operation.cid, outcome.seq, duplicate=False)
 
     def _run(self) -> None:
         while True:
@@ -274,7 +295,7 @@ class Directory:
 
     def export_after_time(self, after: datetime | None, count: int) -> bytes:
         """Legacy JSON Lines ``{did, cid, createdAt, operation, nullified}`` after ``after``."""
-        after_ms = -(2**62) if after is None else int(after.timestamp() * 1000)
+        after_ms = -(2**62) if after is None else to_ms(after)
         lines = []
         for line, nullified in self.store.export_after_time(after_ms, count):
             value = parse_line(line)

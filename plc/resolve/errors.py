@@ -23,6 +23,8 @@ a client verbatim (messages do not echo more than 200 characters of any remote v
     ├── TooManyRedirects              more than ``max_redirects`` hops, or a redirect loop
     ├── BodyTooLarge                  more than ``max_body_bytes`` (decoded) bytes
     ├── BadResponse                   non-2xx status, bad encoding, or unusable content
+    ├── NoValidRecord                 no valid ``did=`` TXT record / well-known DID
+    ├── AmbiguousRecords              several distinct valid ``did=`` TXT records
     └── TransportFailure              connect/read error or per-request timeout
 """
 
@@ -91,6 +93,14 @@ class BodyTooLarge(FetchError):
 
 class BadResponse(FetchError):
     """A non-2xx status, an unsupported content encoding, or content that is not usable."""
+
+
+class NoValidRecord(FetchError):
+    """The lookup answered, but with no valid DID (no ``did=`` record, malformed value)."""
+
+
+class AmbiguousRecords(FetchError):
+    """Several distinct valid DIDs in ``_atproto`` TXT records (resolution must fail)."""
 
 
 class TransportFailure(FetchError):

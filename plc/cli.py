@@ -1,0 +1,95 @@
+"""The ``plc`` command: ``plc serve`` (and, as they arrive, client verbs such as ``resolve``).
+
+Usage errors exit 1 (design.md decision 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from plc.config import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="A did:plc directory with a transparency log.",
+)
+log = logging.getLogger("plc.serve")
+
+
+@app.callback()
+def _root() -> None:
+    """A did:plc directory with a transparency log."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [env PLC_HOST; default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [env PLC_PORT; default 2582]")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Database URL [env DATABASE_URL; default sqlite:///plc-directory.sqlite3]"),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [env PLC_WORKERS; default 1]")] = None,
+) -> None:
+    """Run the directory: migrate the schema, then serve HTTP."""
+    import uvicorn
+
+    from plc.logging_setup import configure_logging
+    from plc.store.engine import make_engine, redacted
+    from plc.store.migrate import upgrade
+
+    overrides = {
+        k: v
+        for k, v in {"host": host, "port": port, "database_url": database_url, "workers": workers}.items()
+        if v is not None
+    }
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure_logging(settings.log_level)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    # Worker processes rebuild the settings from the environment; hand the overrides down.
+    import os
+
+    os.environ["PLC_HOST"] = settings.host
+    os.environ["PLC_PORT"] = str(settings.port)
+    os.environ["DATABASE_URL"] = settings.database_url
+    log.info(
+        "listening on http://%s:%d, database %s",
+        settings.host,
+        settings.port,
+        redacted(settings.database_url),
+        extra={"fields": {"host": settings.host, "port": settings.port}},
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    uvicorn.run(
+        "plc.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=90,
+    )
+
+
+def main() -> None:
+    """Console entry point. Click reports usage errors with exit code 2; that code is
+    reserved for "misbehaviour found" across our commands, so usage errors exit 1."""
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == 2:
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The identity resolver: handles and DIDs, bidirectionally verified (issue 5; §9.2-§9.3).
+
+:class:`IdentityResolver` ties the pieces together:
+
+- handle -> DID with :class:`~plc.resolve.handle.HandleLookup` (DNS preferred, HTTPS too);
+- DID -> document with the injected :class:`~plc.resolve.did.PlcDocumentSource` (did:plc,
+  never cached: the server's store is authoritative) or
+  :class:`~plc.resolve.did.DidWebLookup` (did:web, cached);
+- a handle is *verified* only when the DID's document claims it back (first valid ``at://``
+  entry of ``alsoKnownAs``, case-insensitive); otherwise it is reported as ``handle.invalid``;
+- every public call has one wall-clock deadline, ``time_budget_s`` from its start. A handle
+  that cannot be verified before it becomes ``handle.invalid``; it never turns a DID's
+  identity into an error or a timeout.
+
+Handle answers (positive and negative, timeouts included) and did:web documents are cached
+(:class:`~plc.resolve.cache.ResolutionCache`); ``refresh=True`` bypasses the caches and
+overwrites them. Nothing here blocks the directory's write path: it only reads documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import ssl
+import time
+from typing import Any, TypedDict
+
+from plc.errors import DidNotAvailable, NotFound, echo
+from plc.resolve.cache import Clock, ResolutionCache
+from plc.resolve.did import DidWebLookup, PlcDocumentSource, claimed_handle, validate_document
+from plc.resolve.dnsclient import DnsClient
+from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest
+from plc.resolve.fetch import SafeFetcher
+from plc.resolve.handle import HandleLookup
+from plc.resolve.safety import AddressPolicy
+from plc.resolve.settings import ResolverSettings
+from plc.resolve.syntax import (
+    INVALID_HANDLE,
+    ensure_valid_did,
+    has_disallowed_tld,
+    is_valid_handle,
+    is_valid_plc_did,
+    normalize_handle,
+)
+
+
+class IdentityInfo(TypedDict):
+    """``com.atproto.identity.defs#identityInfo``: the DID, its verified handle (or
+    ``handle.invalid``) and its DID document."""
+
+    did: str
+    handle: str
+    didDoc: dict[str, Any]
+
+
+class IdentityResolver:
+    """Resolves handles and DIDs with verification, caching, safety limits and a time budget.
+
+    Args:
+        settings: limits, caches and network policy (:class:`ResolverSettings`).
+        plc_source: where did:plc documents come from.
+        clock: monotonic seconds for the caches (tests move it); deadlines use the event loop.
+        ssl_context: TLS settings for HTTPS fetches (default: verification with certifi roots).
+    """
+
+    def __init__(
+        self,
+        settings: ResolverSettings,
+        plc_source: PlcDocumentSource,
+        *,
+        clock: Clock = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self._plc_source = plc_source
+        dns = DnsClient(settings)
+        fetcher = SafeFetcher(dns, AddressPolicy.from_settings(settings), settings.user_agent, ssl_context)
+        self._handles = HandleLookup(dns, fetcher, settings)
+        self._did_web = DidWebLookup(fetcher, settings)
+        self._handle_cache: ResolutionCache[str, str] = ResolutionCache(
+            settings.cache_ttl_s, settings.negative_cache_ttl_s, settings.cache_max_entries, clock
+        )
+        self._did_web_cache: ResolutionCache[str, dict[str, Any] | str] = ResolutionCache(
+            settings.cache_ttl_s, settings.negative_cache_ttl_s, settings.cache_max_entries, clock
+        )
+
+    async def resolve_handle(self, handle: str, *, refresh: bool = False, verify: bool = True) -> str:
+        """Return the DID of ``handle``.
+
+        Args:
+            handle: a handle in any case.
+            refresh: bypass the caches (and refill them).
+            verify: also require the DID's document to claim the handle back (default); the
+                lexicon allows skipping this, but the directory always answers verified.
+
+        Raises:
+            InvalidRequest: not a syntactically valid handle.
+            HandleNotFound: disallowed TLD, no DID within the budget, or (``verify``) the DID
+                does not resolve or its document does not claim the handle.
+        """
+        normalized = normalize_handle(handle)
+        deadline = self._deadline()
+        did = await self._handle_to_did(normalized, deadline, refresh)
+        if verify:
+            try:
+                document = await self._did_to_document(did, deadline, refresh)
+            except NotFound as err:
+                raise HandleNotFound(f"{did}: {err.message}") from err
+            if claimed_handle(document) != normalized:
+                raise HandleNotFound(f"the document of {did} does not claim the handle")
+        return did
+
+    async def resolve_did(self, did: str, *, refresh: bool = False) -> dict[str, Any]:
+        """Return the DID document of ``did`` (handle not verified).
+
+        Raises:
+            InvalidRequest: not a syntactically valid DID.
+            DidNotFound: unregistered, unsupported method or form, unreachable/invalid did:web.
+            DidDeactivated: a tombstoned did:plc.
+            plc.errors.Unavailable: the did:plc source cannot answer right now.
+        """
+        return await self._did_to_document(ensure_valid_did(did), self._deadline(), refresh)
+
+    async def resolve_identity(self, identifier: str, *, refresh: bool = False) -> IdentityInfo:
+        """Resolve a handle or DID to ``{"did", "handle", "didDoc"}``, the handle verified.
+
+        For a DID, the document's claimed handle is resolved within what is left of the time
+        budget; if that fails, times out or names another DID, ``handle`` is ``handle.invalid``.
+        For a handle, its DID is resolved first (failure: ``HandleNotFound``), then the document;
+        a document that does not claim the handle gives ``handle.invalid``.
+
+        Raises:
+            InvalidRequest: ``identifier`` is neither a valid handle nor a valid DID.
+            HandleNotFound: the handle resolves to no DID.
+            DidNotFound, DidDeactivated, plc.errors.Unavailable: as in :meth:`resolve_did`.
+        """
+        deadline = self._deadline()
+        if identifier.startswith("did:"):
+            did = ensure_valid_did(identifier)
+            document = await self._did_to_document(did, deadline, refresh)
+            handle = await self._verified_handle(did, document, deadline, refresh)
+        elif is_valid_handle(identifier):
+            normalized = identifier.lower()
+            did = await self._handle_to_did(normalized, deadline, refresh)
+            document = await self._did_to_document(did, deadline, refresh)
+            handle = normalized if claimed_handle(document) == normalized else INVALID_HANDLE
+        else:
+            raise InvalidRequest(f"Invalid identifier: {echo(identifier)}")
+        return {"did": did, "handle": handle, "didDoc": document}
+
+    def clear_caches(self) -> None:
+        """Forget every cached handle answer and did:web document."""
+        self._handle_cache.clear()
+        self._did_web_cache.clear()
+
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.settings.time_budget_s
+
+    async def _handle_to_did(self, handle: str, deadline: float, refresh: bool) -> str:
+        """Unverified handle -> DID through the cache; failures are cached negatively."""
+        if has_disallowed_tld(handle):
+            raise HandleNotFound("disallowed TLD")
+        entry = self._handle_cache.get(handle, refresh=refresh)
+        if entry is not None:
+            if entry.negative:
+                raise HandleNotFound(entry.value)
+            return entry.value
+        if asyncio.get_running_loop().time() >= deadline:
+            raise HandleNotFound("time budget exhausted before the lookup")  # not cached
+        try:
+            did = await self._handles.resolve(handle, deadline)
+        except HandleNotFound as err:
+            self._handle_cache.put(handle, err.reason, negative=True)
+            raise
+        self._handle_cache.put(handle, did)
+        return did
+
+    async def _verified_handle(
+        self, did: str, document: dict[str, Any], deadline: float, refresh: bool
+    ) -> str:
+        """The handle ``document`` claims, if it resolves back to ``did`` before ``deadline``."""
+        handle = claimed_handle(document)
+        if handle is None or has_disallowed_tld(handle):
+            return INVALID_HANDLE
+        try:
+            resolved = await self._handle_to_did(handle, deadline, refresh)
+        except HandleNotFound:
+            return INVALID_HANDLE
+        return handle if resolved == did else INVALID_HANDLE
+
+    async def _did_to_document(self, did: str, deadline: float, refresh: bool) -> dict[str, Any]:
+        """Document of a syntactically valid DID, by method; did:web must arrive by ``deadline``."""
+        if did.startswith("did:plc:"):
+            return await self._plc_document(did)
+        if did.startswith("did:web:"):
+            return await self._web_document(did, deadline, refresh)
+        raise DidNotFound(f"Unsupported DID method: {echo(did)}")
+
+    async def _plc_document(self, did: str) -> dict[str, Any]:
+        if not is_valid_plc_did(did):
+            raise DidNotFound(f"DID not registered: {echo(did)}")
+        try:
+            document = await self._plc_source.get_document(did)
+        except DidDeactivated:
+            raise
+        except DidNotAvailable as err:
+            raise DidDeactivated(f"DID has been deactivated: {echo(did)}") from err
+        except NotFound as err:
+            raise DidNotFound(f"DID not registered: {echo(did)}") from err
+        return validate_document(did, document)
+
+    async def _web_document(self, did: str, deadline: float, refresh: bool) -> dict[str, Any]:
+        """did:web document through the cache; a copy, so callers may modify it."""
+        entry = self._did_web_cache.get(did, refresh=refresh)
+        if entry is not None:
+            if isinstance(entry.value, str):
+                raise DidNotFound(entry.value)
+            return copy.deepcopy(entry.value)
+        if asyncio.get_running_loop().time() >= deadline:
+            raise DidNotFound(f"time budget exhausted before fetching: {echo(did)}")  # not cached
+        try:
+            async with asyncio.timeout_at(deadline):
+                document = await self._did_web.fetch(did)
+        except TimeoutError:
+            error = DidNotFound(f"did:web document timed out: {echo(did)}")
+            self._did_web_cache.put(did, error.message, negative=True)
+            raise error from None
+        except DidNotFound as err:
+            self._did_web_cache.put(did, err.message, negative=True)
+            raise
+        self._did_web_cache.put(did, document)
+        return copy.deepcopy(document)

@@ -1,0 +1,129 @@
+"""Read endpoints: shapes, content types, CORS, 404s, export paging in both modes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from plc.signing import cid_of, sign_operation, tombstone
+
+from ..conftest import Clock
+from ..helpers import new_did, update
+
+
+def _register(client: TestClient, clock: Clock, seed: str) -> tuple[str, list[dict], list]:  # type: ignore[type-arg]
+    did, genesis, keys = new_did(seed)
+    assert client.post(f"/{did}", json=genesis).status_code == 200
+    clock.advance(timedelta(seconds=1))
+    op1 = update(genesis, keys[0], also_known_as=[f"at://{seed}2.example.com"])
+    assert client.post(f"/{did}", json=op1).status_code == 200
+    clock.advance(timedelta(seconds=1))
+    return did, [genesis, op1], keys
+
+
+def test_read_endpoints(client: TestClient, clock: Clock) -> None:
+    did, ops, _ = _register(client, clock, "reader")
+    doc = client.get(f"/{did}")
+    assert doc.status_code == 200
+    assert doc.headers["content-type"] == "application/did+ld+json; charset=utf-8"
+    assert doc.headers["access-control-allow-origin"] == "*"
+    assert doc.json()["alsoKnownAs"] == ["at://reader2.example.com"]
+    data = client.get(f"/{did}/data").json()
+    assert data == {
+        "did": did,
+        "verificationMethods": ops[1]["verificationMethods"],
+        "rotationKeys": ops[1]["rotationKeys"],
+        "alsoKnownAs": ["at://reader2.example.com"],
+        "services": ops[1]["services"],
+    }
+    assert client.get(f"/{did}/log").json() == ops
+    assert client.get(f"/{did}/log/last").json() == ops[1]
+    audit = client.get(f"/{did}/log/audit").json()
+    assert [a["cid"] for a in audit] == [cid_of(o) for o in ops]
+    assert list(audit[0]) == ["did", "operation", "cid", "nullified", "createdAt"]
+
+
+def test_tombstoned_did(client: TestClient, clock: Clock) -> None:
+    did, ops, keys = _register(client, clock, "gone")
+    tomb = sign_operation(tombstone(cid_of(ops[1])), keys[0])
+    assert client.post(f"/{did}", json=tomb).status_code == 200
+    for path in (f"/{did}", f"/{did}/data"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert response.json() == {"message": f"DID not available: {did}"}
+    assert client.get(f"/{did}/log/last").json() == tomb
+    assert len(client.get(f"/{did}/log/audit").json()) == 3
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "/DID:PLC:AAAA", "/whatever", "/did:plc:x/log", "/did:plc:x/log/audit", "/did:plc:x/log/last", "/did:plc:x/data"],
+)
+def test_unregistered_answers_404_with_message(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    segment = path.split("/")[1]
+    assert response.json() == {"message": f"DID not registered: {segment}"}
+
+
+def test_path_did_is_not_case_folded(client: TestClient, clock: Clock) -> None:
+    did, _, _ = _register(client, clock, "casey")
+    assert client.get(f"/{did.upper()}").status_code == 404
+    assert client.get(f"/{did}").status_code == 200
+
+
+def test_unmatched_routes_have_message_bodies(client: TestClient) -> None:
+    response = client.get("/a/b/c/d")
+    assert response.status_code == 404 and "message" in response.json()
+    response = client.delete("/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
+    assert response.status_code == 405 and "message" in response.json()
+
+
+def test_export_sequence_mode(client: TestClient, clock: Clock) -> None:
+    dids = [_register(client, clock, f"exp{i}")[0] for i in range(3)]
+    body = client.get("/export?after=0")
+    assert body.headers["content-type"] == "application/jsonlines"
+    lines = body.content.split(b"\n")
+    assert not body.content.endswith(b"\n")
+    assert [orjson.loads(l)["seq"] for l in lines] == list(range(1, 7))
+    first = orjson.loads(lines[0])
+    assert list(first) == ["did", "cid", "seq", "createdAt", "operation", "type"]
+    assert first["type"] == "sequenced_op" and first["did"] == dids[0]
+    page = client.get("/export?after=2&count=2").content.split(b"\n")
+    assert [orjson.loads(l)["seq"] for l in page] == [3, 4]
+    assert client.get("/export?after=6").content == b""
+    # the same bytes as stored, every time
+    assert client.get("/export?after=0").content == body.content
+
+
+def test_export_time_mode(client: TestClient, clock: Clock) -> None:
+    _register(client, clock, "legacyexp")
+    lines = client.get("/export").content.split(b"\n")
+    entries = [orjson.loads(l) for l in lines]
+    assert [list(e) for e in entries] == [["did", "cid", "createdAt", "operation", "nullified"]] * 2
+    after = entries[0]["createdAt"]
+    assert len(client.get(f"/export?after={after}").content.split(b"\n")) == 1
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("count=0", "Invalid count parameter"),
+        ("count=1001", "Invalid count parameter"),
+        ("count=abc", "Invalid count parameter"),
+        ("count=-1", "Invalid count parameter"),
+        ("after=notatime", "Invalid after parameter"),
+        ("after=99999999999999999999999", "Invalid after parameter"),
+    ],
+)
+def test_export_bad_parameters(client: TestClient, query: str, message: str) -> None:
+    response = client.get(f"/export?{query}")
+    assert response.status_code == 400 and response.json() == {"message": message}
+
+
+def test_health(client: TestClient) -> None:
+    response = client.get("/_health")
+    assert response.status_code == 200 and "version" in response.json()
