@@ -28,13 +28,19 @@ def _root() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [env PLC_HOST; default 127.0.0.1]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address [env PLC_HOST; default 127.0.0.1]")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="TCP port [env PLC_PORT; default 2582]")] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(help="Database URL [env DATABASE_URL; default sqlite:///plc-directory.sqlite3]"),
+        typer.Option(
+            help="Database URL [env DATABASE_URL; default sqlite:///plc-directory.sqlite3]"
+        ),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes [env PLC_WORKERS; default 1]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes [env PLC_WORKERS; default 1]")
+    ] = None,
 ) -> None:
     """Run the directory: migrate the schema, then serve HTTP."""
     import uvicorn
@@ -45,7 +51,12 @@ def serve(
 
     overrides = {
         k: v
-        for k, v in {"host": host, "port": port, "database_url": database_url, "workers": workers}.items()
+        for k, v in {
+            "host": host,
+            "port": port,
+            "database_url": database_url,
+            "workers": workers,
+        }.items()
         if v is not None
     }
     settings = Settings(**overrides)  # type: ignore[arg-type]

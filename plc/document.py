@@ -61,7 +61,9 @@ def format_did_document(did: str, data: DocumentData) -> dict[str, Any]:
         suite = _SUITE_CONTEXT.get(multikey_type(did_key) or "")
         if suite is not None and suite not in context:
             context.append(suite)
-        multibase = did_key[len(DID_KEY_PREFIX) :] if did_key.startswith(DID_KEY_PREFIX) else did_key
+        multibase = (
+            did_key[len(DID_KEY_PREFIX) :] if did_key.startswith(DID_KEY_PREFIX) else did_key
+        )
         methods.append(
             {
                 "id": f"{did}#{name}",

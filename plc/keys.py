@@ -151,9 +151,7 @@ def parse_did_key(did_key: str) -> PublicKey:
         if raw.startswith(prefix):
             point = raw[len(prefix) :]
             if len(point) != 33 or point[0] not in (2, 3):
-                raise UnsupportedKeyType(
-                    f"Expected 33 byte compress pubkey: {echo(did_key)}"
-                )
+                raise UnsupportedKeyType(f"Expected 33 byte compress pubkey: {echo(did_key)}")
             native = _load_point(curve, point, did_key)
             return PublicKey(curve, point, did_key, native)
     raise UnsupportedKeyType(f"Unsupported key type: {echo(did_key)}")
@@ -218,4 +216,3 @@ class PrivateKey:
         if s > n // 2:
             s = n - s
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-

@@ -134,7 +134,7 @@ class Operation:
     @property
     def is_tombstone(self) -> bool:
         """True for ``plc_tombstone``."""
-        return self.data["type"] == PLC_TOMBSTONE
+        return bool(self.data["type"] == PLC_TOMBSTONE)
 
     def unsigned_cbor(self) -> bytes:
         """DAG-CBOR of the op without the ``sig`` key: the bytes that were signed."""
@@ -170,7 +170,9 @@ def parse_operation(obj: Any) -> Operation:
     except ValidationError as exc:
         raise MalformedOperation(f"Not a valid operation: {_short_json(obj)}") from exc
     if has_bad_unicode(obj):
-        raise MalformedOperation("Not a valid operation: strings must be valid Unicode without U+0000")
+        raise MalformedOperation(
+            "Not a valid operation: strings must be valid Unicode without U+0000"
+        )
     signed_cbor = encode_dag_cbor(obj)
     return Operation(data=obj, cid=cid_for_cbor(signed_cbor), _cache={"signed": signed_cbor})
 

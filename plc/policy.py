@@ -171,6 +171,4 @@ def validate_rate_limit(
             oldest_blocking = recent[len(recent) - limit]
             wait = oldest_blocking + span - now
             retry_after = max(1, int(wait.total_seconds()) + 1)
-            raise RateLimited(
-                f"To many operations within last {label} (max {limit})", retry_after
-            )
+            raise RateLimited(f"To many operations within last {label} (max {limit})", retry_after)

@@ -178,18 +178,18 @@ def validate_next_op(
     candidates = active[position + 1 :]
 
     if not candidates:
-        key_index = signer_index(keys, op)
-        if key_index is None:
+        append_index = signer_index(keys, op)
+        if append_index is None:
             raise InvalidSignature(f"Invalid signature on op: {_op_text(op)}")
-        return PreparedOperation(did, op, created_at, prev, (), key_index)
+        return PreparedOperation(did, op, created_at, prev, (), append_index)
 
     # A fork: only a strictly higher-authority key than the one that signed the first
     # nullified op may rewrite history, and only within the recovery window.
     first = candidates[0]
     disputed = signer_index(keys, first.operation)
     allowed = keys[: disputed if disputed is not None else len(keys)]
-    key_index = signer_index(allowed, op)
-    if key_index is None:
+    recovery_index = signer_index(allowed, op)
+    if recovery_index is None:
         raise InvalidSignature(f"Invalid signature on op: {_op_text(op)}")
     if created_at <= active[-1].created_at:
         raise MisorderedOperation(f"{MISORDERED}: not later than the newest op")
@@ -202,7 +202,7 @@ def validate_next_op(
             lapsed_ms,
         )
     nullified = tuple(entry.cid for entry in candidates)
-    return PreparedOperation(did, op, created_at, prev, nullified, key_index)
+    return PreparedOperation(did, op, created_at, prev, nullified, recovery_index)
 
 
 def _op_text(op: Operation) -> str:

@@ -18,11 +18,13 @@ from typing import Any
 
 import orjson
 
+from plc.codec import has_bad_unicode
 from plc.document import format_data, format_did_document
 from plc.errors import (
     DidNotAvailable,
     DidNotRegistered,
     HeadMismatch,
+    MalformedDid,
     MisorderedOperation,
     PlcError,
     Unavailable,
@@ -125,6 +127,8 @@ class Directory:
         Raises:
             PlcError: the op is malformed, invalid under the rules, or refused by policy.
         """
+        if has_bad_unicode(did):
+            raise MalformedDid("Improperly formatted did: NUL or lone surrogate in the path")
         op = parse_operation(body)
         if not imported:
             validate_admission(op, self.policy)
@@ -240,7 +244,7 @@ class Directory:
     # ---- reads -------------------------------------------------------------------------
 
     def _state(self, did: str) -> tuple[bytes, bytes]:
-        state = self.store.did_state(did)
+        state = None if has_bad_unicode(did) else self.store.did_state(did)
         if state is None:
             raise DidNotRegistered(f"DID not registered: {echo(did)}")
         tombstoned, data, document = state
@@ -257,7 +261,8 @@ class Directory:
         return self._state(did)[0]
 
     def _rows(self, did: str) -> list[StoredOp]:
-        rows = self.store.audit_rows(did)
+        # Text no store can hold (NUL, lone surrogates) names no DID; don't send it to the DB.
+        rows = [] if has_bad_unicode(did) else self.store.audit_rows(did)
         if not rows:
             raise DidNotRegistered(f"DID not registered: {echo(did)}")
         return rows
@@ -315,7 +320,9 @@ class Directory:
 
 def _entry(did: str, row: StoredOp) -> LogEntry:
     op_data = orjson.loads(operation_json(row.line))
-    return LogEntry(did, trusted_operation(op_data, row.cid), from_ms(row.created_at_ms), row.nullified)
+    return LogEntry(
+        did, trusted_operation(op_data, row.cid), from_ms(row.created_at_ms), row.nullified
+    )
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

@@ -49,9 +49,7 @@ def new_did(
     return did, genesis, keys
 
 
-def update(
-    prev_op: dict[str, Any], signer: PrivateKey, **changes: Any
-) -> dict[str, Any]:
+def update(prev_op: dict[str, Any], signer: PrivateKey, **changes: Any) -> dict[str, Any]:
     """A signed update of ``prev_op`` (a plc_operation) with ``changes`` applied."""
     base = {k: v for k, v in prev_op.items() if k not in ("sig", "prev", "type")}
     fields = {

@@ -25,7 +25,7 @@ from plc.store.sql import SqlStore
 
 DESCRIPTION = (
     "A did:plc directory, wire-compatible with plc.directory, with a transparency log. "
-    "Every error body is `{\"message\": string}`."
+    'Every error body is `{"message": string}`.'
 )
 
 

@@ -24,9 +24,9 @@ from plc.store.engine import is_sqlite
 from plc.store.models import DidRow, LogHeadRow, OperationRow
 from plc.timestamps import format_timestamp, to_ms
 
-DIDS = cast(Table, DidRow.__table__)
-OPERATIONS = cast(Table, OperationRow.__table__)
-LOG_HEAD = cast(Table, LogHeadRow.__table__)
+DIDS = cast(Table, DidRow.__table__)  # type: ignore[attr-defined]
+OPERATIONS = cast(Table, OperationRow.__table__)  # type: ignore[attr-defined]
+LOG_HEAD = cast(Table, LogHeadRow.__table__)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +167,7 @@ class SqlStore:
         dids = sorted({p.prepared.did for p in batch})
         heads: dict[str, str] = {
             row[0]: row[1]
-            for row in conn.execute(
-                select(DIDS.c.did, DIDS.c.head_cid).where(DIDS.c.did.in_(dids))
-            )
+            for row in conn.execute(select(DIDS.c.did, DIDS.c.head_cid).where(DIDS.c.did.in_(dids)))
         }
         existing = set(heads)
         tree_size = start_size
@@ -230,9 +228,7 @@ class SqlStore:
                 nullify_rows,
             )
         new_dids = [row for did, row in did_rows.items() if did not in existing]
-        old_dids = [
-            {**row, "d": row["did"]} for did, row in did_rows.items() if did in existing
-        ]
+        old_dids = [{**row, "d": row["did"]} for did, row in did_rows.items() if did in existing]
         if new_dids:
             conn.execute(insert(DIDS), new_dids)
         if old_dids:

@@ -97,6 +97,8 @@ def test_legacy_genesis_loaded_through_the_store_and_served(
     audit = open_client.get(f"/{did}/log/audit").json()
     assert _audit_view(audit) == _audit_view(raw)
     data = open_client.get(f"/{did}/data").json()
-    assert data["did"] == did and data["rotationKeys"] and data["alsoKnownAs"][0].startswith("at://")
+    assert (
+        data["did"] == did and data["rotationKeys"] and data["alsoKnownAs"][0].startswith("at://")
+    )
     document = open_client.get(f"/{did}").json()
     assert document["id"] == did

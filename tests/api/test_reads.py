@@ -60,7 +60,15 @@ def test_tombstoned_did(client: TestClient, clock: Clock) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "/DID:PLC:AAAA", "/whatever", "/did:plc:x/log", "/did:plc:x/log/audit", "/did:plc:x/log/last", "/did:plc:x/data"],
+    [
+        "/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa",
+        "/DID:PLC:AAAA",
+        "/whatever",
+        "/did:plc:x/log",
+        "/did:plc:x/log/audit",
+        "/did:plc:x/log/last",
+        "/did:plc:x/data",
+    ],
 )
 def test_unregistered_answers_404_with_message(client: TestClient, path: str) -> None:
     response = client.get(path)
@@ -88,12 +96,12 @@ def test_export_sequence_mode(client: TestClient, clock: Clock) -> None:
     assert body.headers["content-type"] == "application/jsonlines"
     lines = body.content.split(b"\n")
     assert not body.content.endswith(b"\n")
-    assert [orjson.loads(l)["seq"] for l in lines] == list(range(1, 7))
+    assert [orjson.loads(line)["seq"] for line in lines] == list(range(1, 7))
     first = orjson.loads(lines[0])
     assert list(first) == ["did", "cid", "seq", "createdAt", "operation", "type"]
     assert first["type"] == "sequenced_op" and first["did"] == dids[0]
     page = client.get("/export?after=2&count=2").content.split(b"\n")
-    assert [orjson.loads(l)["seq"] for l in page] == [3, 4]
+    assert [orjson.loads(line)["seq"] for line in page] == [3, 4]
     assert client.get("/export?after=6").content == b""
     # the same bytes as stored, every time
     assert client.get("/export?after=0").content == body.content
@@ -102,7 +110,7 @@ def test_export_sequence_mode(client: TestClient, clock: Clock) -> None:
 def test_export_time_mode(client: TestClient, clock: Clock) -> None:
     _register(client, clock, "legacyexp")
     lines = client.get("/export").content.split(b"\n")
-    entries = [orjson.loads(l) for l in lines]
+    entries = [orjson.loads(line) for line in lines]
     assert [list(e) for e in entries] == [["did", "cid", "createdAt", "operation", "nullified"]] * 2
     after = entries[0]["createdAt"]
     assert len(client.get(f"/export?after={after}").content.split(b"\n")) == 1

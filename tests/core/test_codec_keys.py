@@ -43,7 +43,9 @@ def test_signature_fixtures(case: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", json.loads((CRYPTO / "w3c_didkey_K256.json").read_text()), ids=lambda c: c["publicDidKey"]
+    "case",
+    json.loads((CRYPTO / "w3c_didkey_K256.json").read_text()),
+    ids=lambda c: c["publicDidKey"],
 )
 def test_k256_did_key_from_private(case: dict[str, str]) -> None:
     private = PrivateKey(Curve.K256, bytes.fromhex(case["privateKeyBytesHex"]))
@@ -142,7 +144,13 @@ def test_signature_round_trip(data: bytes) -> None:
 def test_parse_cid() -> None:
     cid = "bafyreifafe44xylxagcom47xb3lrya5pysu3b7zfjmmmitiuimhmgmerze"
     assert len(parse_cid(cid)) == 32
-    for bad in [cid.upper(), "z" + cid[1:], cid[:-1], cid + "a", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"]:
+    for bad in [
+        cid.upper(),
+        "z" + cid[1:],
+        cid[:-1],
+        cid + "a",
+        "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+    ]:
         with pytest.raises(MalformedEncoding):
             parse_cid(bad)
 
@@ -158,6 +166,12 @@ def test_sign_is_low_s_and_verifies(curve: Curve) -> None:
         assert not public.verifies(message + b"x", sig)
 
 
-@given(st.dictionaries(st.text(max_size=8), st.one_of(st.none(), st.text(max_size=12), st.lists(st.text(max_size=5), max_size=3)), max_size=6))
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(st.none(), st.text(max_size=12), st.lists(st.text(max_size=5), max_size=3)),
+        max_size=6,
+    )
+)
 def test_cbor2_canonical_agrees_with_libipld(value: dict[str, object]) -> None:
     assert cbor2.dumps(value, canonical=True) == encode_dag_cbor(value)

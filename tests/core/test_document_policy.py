@@ -16,7 +16,7 @@ from plc.signing import create_did, sign_operation
 from plc.timestamps import parse_timestamp
 
 from ..conftest import SHARED_VECTORS
-from ..helpers import key, new_did
+from ..helpers import key
 
 INDIGO = SHARED_VECTORS / "indigo" / "atproto" / "identity" / "testdata"
 
@@ -25,9 +25,13 @@ def test_document_matches_plc_directory() -> None:
     expected = json.loads((INDIGO / "did_plc_doc.json").read_text())
     state = DocumentData(
         rotation_keys=(),
-        verification_methods={"atproto": "did:key:zQ3shXjHeiBuRCKmM36cuYnm7YEMzhGnCmCyW92sRJ9pribSF"},
+        verification_methods={
+            "atproto": "did:key:zQ3shXjHeiBuRCKmM36cuYnm7YEMzhGnCmCyW92sRJ9pribSF"
+        },
         also_known_as=("at://atproto.com",),
-        services={"atproto_pds": {"type": "AtprotoPersonalDataServer", "endpoint": "https://bsky.social"}},
+        services={
+            "atproto_pds": {"type": "AtprotoPersonalDataServer", "endpoint": "https://bsky.social"}
+        },
     )
     document = format_did_document(expected["id"], state)
     assert json.dumps(document) == json.dumps(expected)  # same keys in the same order
@@ -39,7 +43,12 @@ def test_document_contexts_and_order() -> None:
     ed = "did:key:z6MkjwbBXZnFqL8su24wGL2Fdjti6GSLv9SWdYGswfazUPm9"
     state = DocumentData((), {"zz_long": p256, "b": ed, "a": k256, "atproto": k256}, (), {})
     document = format_did_document("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", state)
-    assert [m["id"].split("#")[1] for m in document["verificationMethod"]] == ["a", "b", "atproto", "zz_long"]
+    assert [m["id"].split("#")[1] for m in document["verificationMethod"]] == [
+        "a",
+        "b",
+        "atproto",
+        "zz_long",
+    ]
     assert document["@context"][2:] == [
         "https://w3id.org/security/suites/secp256k1-2019/v1",
         "https://w3id.org/security/suites/ecdsa-2019/v1",
@@ -68,20 +77,35 @@ def test_policy_accepts_ordinary_op_and_ed25519_method() -> None:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"rotationKeys": [key(f"k{i}").did_key for i in range(6)]}, "Too many rotationKey entries (max 5)"),
+        (
+            {"rotationKeys": [key(f"k{i}").did_key for i in range(6)]},
+            "Too many rotationKey entries (max 5)",
+        ),
         ({"rotationKeys": []}, "Too few rotationKey entries (min 1)"),
         ({"rotationKeys": [key("d").did_key, key("d").did_key]}, "duplicate rotationKey entry"),
-        ({"rotationKeys": ["did:key:z6MkjwbBXZnFqL8su24wGL2Fdjti6GSLv9SWdYGswfazUPm9"]}, "Invalid rotationKey"),
+        (
+            {"rotationKeys": ["did:key:z6MkjwbBXZnFqL8su24wGL2Fdjti6GSLv9SWdYGswfazUPm9"]},
+            "Invalid rotationKey",
+        ),
         ({"alsoKnownAs": [f"at://{i}" for i in range(11)]}, "To many alsoKnownAs entries (max 10)"),
         ({"alsoKnownAs": ["at://a", "at://a"]}, "duplicate alsoKnownAs entry"),
         ({"alsoKnownAs": ["a" * 259]}, "alsoKnownAs entry too long (max 258)"),
-        ({"services": {f"s{i}": {"type": "t", "endpoint": "e"} for i in range(11)}}, "To many service entries"),
+        (
+            {"services": {f"s{i}": {"type": "t", "endpoint": "e"} for i in range(11)}},
+            "To many service entries",
+        ),
         ({"services": {"s" * 33: {"type": "t", "endpoint": "e"}}}, "Service id too long (max 32)"),
         ({"services": {"s": {"type": "t" * 257, "endpoint": "e"}}}, "Service type too long"),
         ({"services": {"s": {"type": "t", "endpoint": "e" * 513}}}, "Service endpoint too long"),
-        ({"verificationMethods": {f"v{i}": key("v").did_key for i in range(11)}}, "Too many Verification Method entries"),
+        (
+            {"verificationMethods": {f"v{i}": key("v").did_key for i in range(11)}},
+            "Too many Verification Method entries",
+        ),
         ({"verificationMethods": {"v" * 33: key("v").did_key}}, "Verification Method id too long"),
-        ({"verificationMethods": {"atproto": "did:key:z" + "1" * 300}}, "Verification Method key too long"),
+        (
+            {"verificationMethods": {"atproto": "did:key:z" + "1" * 300}},
+            "Verification Method key too long",
+        ),
         ({"verificationMethods": {"atproto": "did:banana"}}, "Invalid verificationMethod key"),
         ({"verificationMethods": {"atproto": "did:key:B0O"}}, "Invalid verificationMethod key"),
     ],

@@ -77,7 +77,9 @@ def test_genesis_rules() -> None:
         validate_next_op([], did, parse_operation(by_stranger), T0)
     with_prev = sign_operation({**unsigned, "prev": parse_operation(genesis).cid}, keys[0])
     with pytest.raises(ImproperOperation):
-        validate_next_op([], did_for_genesis(parse_operation(with_prev)), parse_operation(with_prev), T0)
+        validate_next_op(
+            [], did_for_genesis(parse_operation(with_prev)), parse_operation(with_prev), T0
+        )
     tomb = sign_operation(tombstone(parse_operation(genesis).cid), keys[0])
     with pytest.raises(MisorderedOperation):
         validate_next_op([], did, parse_operation(tomb), T0)
@@ -108,15 +110,22 @@ def test_recovery_rules() -> None:
     history = _history(did, [genesis, hijack], T0)
     first_nullified_at = history[1].created_at
     recovery = update(genesis, keys[0], also_known_as=["at://good.example.com"])
-    ok = validate_next_op(history, did, parse_operation(recovery), first_nullified_at + RECOVERY_WINDOW)
+    ok = validate_next_op(
+        history, did, parse_operation(recovery), first_nullified_at + RECOVERY_WINDOW
+    )
     assert ok.nullified == (history[1].cid,) and ok.key_index == 0
     with pytest.raises(LateRecovery):
         validate_next_op(
-            history, did, parse_operation(recovery), first_nullified_at + RECOVERY_WINDOW + timedelta(milliseconds=1)
+            history,
+            did,
+            parse_operation(recovery),
+            first_nullified_at + RECOVERY_WINDOW + timedelta(milliseconds=1),
         )
     same_key = update(genesis, keys[1], also_known_as=["at://again.example.com"])
     with pytest.raises(InvalidSignature):
-        validate_next_op(history, did, parse_operation(same_key), first_nullified_at + timedelta(hours=1))
+        validate_next_op(
+            history, did, parse_operation(same_key), first_nullified_at + timedelta(hours=1)
+        )
     with pytest.raises(MisorderedOperation):
         validate_next_op(history, did, parse_operation(recovery), first_nullified_at)
 

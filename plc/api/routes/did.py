@@ -20,7 +20,9 @@ DRAIN_LIMIT = 1 << 20
 
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -106,7 +108,10 @@ def get_op_log(did: str, directory: DirectoryDep) -> Response:
     "/{did}/log/audit",
     summary="Audit log (every operation, nullified ones included)",
     response_class=Response,
-    responses={200: ok_json("Array of {did, operation, cid, nullified, createdAt}"), **error_responses(404)},
+    responses={
+        200: ok_json("Array of {did, operation, cid, nullified, createdAt}"),
+        **error_responses(404),
+    },
 )
 def get_audit_log(did: str, directory: DirectoryDep) -> Response:
     return json_bytes(directory.audit_log(did))

@@ -38,7 +38,10 @@ def parse_count(count: str | None) -> int:
         "Lines are joined by `\\n` with no trailing newline."
     ),
     response_class=Response,
-    responses={200: {"description": "JSON Lines", "content": {JSONLINES: {}}}, **error_responses(400)},
+    responses={
+        200: {"description": "JSON Lines", "content": {JSONLINES: {}}},
+        **error_responses(400),
+    },
 )
 def export(
     directory: DirectoryDep,
