@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 import libipld
+import orjson
 
 from plc.errors import MalformedEncoding, echo
 
@@ -119,19 +120,18 @@ def decode_signature(sig: str) -> bytes:
     raise MalformedEncoding(f"Invalid signature length: expected 64 bytes, got {len(raw)}")
 
 
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def has_bad_unicode(value: Any) -> bool:
     """True if any string in ``value`` holds U+0000 or a lone surrogate (refused: such strings
-    encode differently across implementations or cannot be stored)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return True
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(has_bad_unicode(k) or has_bad_unicode(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_bad_unicode(v) for v in value)
-    return False
+    encode differently across implementations or cannot be stored).
+
+    One ``orjson`` encoding does both checks: it refuses surrogates, and writes U+0000 as the
+    escape ``\\u0000`` (preceded by an even number of backslashes).
+    """
+    try:
+        encoded = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return True
+    return b"\\u0000" in encoded and _JSON_NUL.search(encoded) is not None

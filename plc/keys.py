@@ -23,6 +23,7 @@ from typing import Any
 
 import base58
 import coincurve
+import libipld
 from coincurve.ecdsa import cdata_to_der, deserialize_compact
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -98,13 +99,23 @@ class PublicKey:
         return True
 
 
+def _b58btc_decode(body: str) -> bytes:
+    """Decode base58btc (Bitcoin alphabet) text; raises ValueError. libipld's Rust decoder is
+    ~10x faster than the pure-Python one and this runs on every submitted key."""
+    code, raw = libipld.decode_multibase("z" + body)
+    if code != "z":
+        raise ValueError("not base58btc")
+    return bytes(raw)
+
+
+@lru_cache(maxsize=65536)
 def multikey_type(did_key: str) -> str | None:
     """The key type of any syntactically valid ``did:key:z…`` (``k256``, ``p256``, ``ed25519``,
     …), or None when the text is not a did:key or its multicodec is unknown. Never raises."""
     if not isinstance(did_key, str) or not did_key.startswith(DID_KEY_PREFIX + "z"):
         return None
     try:
-        raw = base58.b58decode(did_key[len(DID_KEY_PREFIX) + 1 :])
+        raw = _b58btc_decode(did_key[len(DID_KEY_PREFIX) + 1 :])
     except ValueError:
         return None
     for curve, prefix in _MULTICODEC.items():
@@ -113,6 +124,7 @@ def multikey_type(did_key: str) -> str | None:
     return _OTHER_PREFIXES.get(raw[:2])
 
 
+@lru_cache(maxsize=65536)
 def is_valid_multikey_text(did_key: str) -> bool:
     """True if ``did_key`` is ``did:key:`` + ``z`` + non-empty valid base58btc (the only check
     plc.directory applies to verification-method keys, spec v0.2)."""
@@ -122,7 +134,7 @@ def is_valid_multikey_text(did_key: str) -> bool:
     if not body:
         return False
     try:
-        base58.b58decode(body)
+        _b58btc_decode(body)
     except ValueError:
         return False
     return True
@@ -144,7 +156,7 @@ def parse_did_key(did_key: str) -> PublicKey:
     if not body.startswith("z"):
         raise MalformedEncoding(f"Incorrect prefix for multikey: {echo(did_key)}")
     try:
-        raw = base58.b58decode(body[1:])
+        raw = _b58btc_decode(body[1:])
     except ValueError as exc:
         raise MalformedEncoding(f"Invalid base58btc in did:key: {echo(did_key)}") from exc
     for curve, prefix in _MULTICODEC.items():

@@ -19,7 +19,7 @@ from plc.api.errors import install_error_handlers
 from plc.api.routes import did, export, health
 from plc.config import Settings
 from plc.service import Clock, Directory, system_clock
-from plc.store.engine import make_engine
+from plc.store.engine import is_sqlite, make_engine, make_read_engine
 from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
 
@@ -95,8 +95,15 @@ def create_app(
             busy_timeout_ms=settings.db_busy_timeout_ms,
         )
         upgrade(db)
-        store = SqlStore(db)
-        directory = Directory(store, settings.policy(), clock, settings.commit_batch_max)
+        reads = make_read_engine(db, pool_size=settings.db_pool_size)
+        store = SqlStore(db, reads)
+        directory = Directory(
+            store,
+            settings.policy(),
+            clock,
+            settings.commit_batch_max,
+            inline_io=is_sqlite(db),
+        )
         directory.start()
         app.state.directory = directory
         app.state.settings = settings
@@ -104,6 +111,8 @@ def create_app(
             yield
         finally:
             directory.stop()
+            if reads is not db:
+                reads.dispose()
             if engine is None:
                 db.dispose()
 

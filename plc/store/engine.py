@@ -79,5 +79,23 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        mode = conn.info.get("plc_begin", "BEGIN")
-        conn.exec_driver_sql(mode)
+        # Reads run without an explicit transaction (each SELECT is atomic in autocommit
+        # mode); a writer asks for BEGIN IMMEDIATE once, by setting a one-shot flag.
+        mode = conn.info.pop("plc_begin", None)
+        if mode is not None:
+            conn.exec_driver_sql(mode)
+
+
+def make_read_engine(engine: Engine, *, pool_size: int = 16) -> Engine:
+    """The engine reads use. SQLite: the same one (its connections are in autocommit mode
+    already). PostgreSQL: a second pool in AUTOCOMMIT, so a read is one round trip with no
+    transaction to roll back when the connection returns to the pool."""
+    if is_sqlite(engine):
+        return engine
+    return create_engine(
+        engine.url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )

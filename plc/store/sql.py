@@ -68,6 +68,25 @@ class StoredOp:
     line: bytes
 
 
+# Hot reads go straight to the DB-API cursor with fixed SQL: on SQLite, SQLAlchemy's statement
+# machinery costs ~20x the query itself. Written with ``?`` placeholders; PostgreSQL's driver
+# gets ``%s``. Writes use SQLAlchemy Core below.
+_SQL_DID_STATE = "SELECT tombstoned, data, document FROM dids WHERE did = ?"
+_SQL_AUDIT_ROWS = (
+    "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? ORDER BY seq"
+)
+_SQL_EXPORT_SEQ = "SELECT line FROM operations WHERE seq > ? ORDER BY seq LIMIT ?"
+_SQL_EXPORT_TIME = (
+    "SELECT line, nullified FROM operations WHERE created_at_ms > ? "
+    "ORDER BY created_at_ms, cid LIMIT ?"
+)
+_SQL_TREE_SIZE = "SELECT tree_size FROM log_head WHERE id = 1"
+_TREE_SIZE = select(LOG_HEAD.c.tree_size).where(LOG_HEAD.c.id == 1)
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 LeafHook = Callable[[Connection, int, Sequence[bytes]], None]
 """Called inside the commit with (connection, tree size before, new export lines)."""
 
@@ -75,70 +94,68 @@ LeafHook = Callable[[Connection, int, Sequence[bytes]], None]
 class SqlStore:
     """Reads and the batched write of the directory over one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
         self.engine = engine
+        self.read_engine = read_engine or engine
         self._sqlite = is_sqlite(engine)
         self.leaf_hooks: list[LeafHook] = []
 
     # ---- reads -------------------------------------------------------------------------
 
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        if not self._sqlite:
+            sql = sql.replace("?", "%s")
+        try:
+            conn = self.read_engine.raw_connection()
+        except OperationalError as exc:
+            raise Unavailable("Database unavailable, try again") from exc
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            cursor.close()
+        except Exception as exc:
+            conn.invalidate()
+            if isinstance(exc, self._driver_errors()):
+                raise Unavailable("Database unavailable, try again") from exc
+            raise
+        finally:
+            conn.close()
+        return list(rows)
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        module = self.engine.dialect.dbapi
+        return (module.OperationalError,) if module is not None else ()
+
     def did_state(self, did: str) -> tuple[bool, bytes | None, bytes | None] | None:
         """``(tombstoned, data, document)`` of a DID, or None when it is not registered."""
-        query = select(DIDS.c.tombstoned, DIDS.c.data, DIDS.c.document).where(DIDS.c.did == did)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
+        rows = self._fetch(_SQL_DID_STATE, (did,))
+        if not rows:
             return None
-        return bool(row[0]), row[1], row[2]
+        tombstoned, data, document = rows[0]
+        return bool(tombstoned), _bytes(data), _bytes(document)
 
     def audit_rows(self, did: str) -> list[StoredOp]:
         """The DID's ops in acceptance order, nullified ones included."""
-        query = (
-            select(
-                OPERATIONS.c.seq,
-                OPERATIONS.c.cid,
-                OPERATIONS.c.created_at_ms,
-                OPERATIONS.c.nullified,
-                OPERATIONS.c.line,
-            )
-            .where(OPERATIONS.c.did == did)
-            .order_by(OPERATIONS.c.seq)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [StoredOp(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+        rows = self._fetch(_SQL_AUDIT_ROWS, (did,))
+        return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in rows]
 
     def export_after_seq(self, after: int, count: int) -> list[bytes]:
         """Export lines with ``seq > after`` in ``seq`` order, at most ``count``."""
-        query = (
-            select(OPERATIONS.c.line)
-            .where(OPERATIONS.c.seq > after)
-            .order_by(OPERATIONS.c.seq)
-            .limit(count)
-        )
-        with self.engine.connect() as conn:
-            return [row[0] for row in conn.execute(query)]
+        return [bytes(row[0]) for row in self._fetch(_SQL_EXPORT_SEQ, (after, count))]
 
     def export_after_time(self, after_ms: int, count: int) -> list[tuple[bytes, bool]]:
         """(line, nullified) of ops with ``createdAt > after`` by (createdAt, cid)."""
-        query = (
-            select(OPERATIONS.c.line, OPERATIONS.c.nullified)
-            .where(OPERATIONS.c.created_at_ms > after_ms)
-            .order_by(OPERATIONS.c.created_at_ms, OPERATIONS.c.cid)
-            .limit(count)
-        )
-        with self.engine.connect() as conn:
-            return [(row[0], bool(row[1])) for row in conn.execute(query)]
+        rows = self._fetch(_SQL_EXPORT_TIME, (after_ms, count))
+        return [(bytes(row[0]), bool(row[1])) for row in rows]
 
     def tree_size(self) -> int:
         """The last assigned ``seq`` (0 for an empty log)."""
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(LOG_HEAD.c.tree_size)).scalar_one())
+        return int(self._fetch(_SQL_TREE_SIZE, ())[0][0])
 
     def ping(self) -> None:
         """Raise if the database does not answer."""
-        with self.engine.connect() as conn:
-            conn.execute(select(LOG_HEAD.c.id)).first()
+        self._fetch(_SQL_TREE_SIZE, ())
 
     # ---- the write path ----------------------------------------------------------------
 
@@ -160,9 +177,7 @@ class SqlStore:
             raise Unavailable("Database unavailable, try again") from exc
 
     def _commit_in(self, conn: Connection, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
-        head_query = select(LOG_HEAD.c.tree_size).where(LOG_HEAD.c.id == 1)
-        if not self._sqlite:
-            head_query = head_query.with_for_update()
+        head_query = _TREE_SIZE if self._sqlite else _TREE_SIZE.with_for_update()
         start_size = int(conn.execute(head_query).scalar_one())
         dids = sorted({p.prepared.did for p in batch})
         heads: dict[str, str] = {

@@ -21,9 +21,11 @@ async def _race(url: str, path: str, bodies: list[dict]) -> list[int]:  # type: 
 def test_twenty_concurrent_updates_one_winner(live_server: LiveServer) -> None:
     did, genesis, keys = new_did("race")
     assert httpx.post(f"{live_server.url}/{did}", json=genesis).status_code == 200
-    contenders = [
-        update(genesis, keys[i % 2], also_known_as=[f"at://c{i}.test"]) for i in range(20)
-    ]
+    # All signed by the same key: a contender validated after the winner committed is a fork
+    # by a key without higher authority (400); one validated before it loses the
+    # compare-and-swap (409). A contender signed by a stronger key would be a legitimate
+    # recovery, not a fork (test_recovery_races_are_recoveries_not_forks).
+    contenders = [update(genesis, keys[1], also_known_as=[f"at://c{i}.test"]) for i in range(20)]
     statuses = asyncio.run(_race(live_server.url, f"/{did}", contenders))
     assert statuses.count(200) == 1
     assert all(s in (400, 409) for s in statuses if s != 200)
@@ -45,3 +47,18 @@ def test_many_dids_concurrently_seq_contiguous(live_server: LiveServer) -> None:
     lines = httpx.get(f"{live_server.url}/export?after=0").content.split(b"\n")
     assert sorted(orjson.loads(line)["seq"] for line in lines) == list(range(1, 41))
     assert {orjson.loads(line)["did"] for line in lines} == {d for d, _, _ in created}
+
+
+def test_recovery_races_are_recoveries_not_forks(live_server: LiveServer) -> None:
+    did, genesis, keys = new_did("race2")
+    assert httpx.post(f"{live_server.url}/{did}", json=genesis).status_code == 200
+    contenders = [
+        update(genesis, keys[i % 2], also_known_as=[f"at://r{i}.test"]) for i in range(20)
+    ]
+    statuses = asyncio.run(_race(live_server.url, f"/{did}", contenders))
+    assert 1 <= statuses.count(200) <= 2
+    audit = httpx.get(f"{live_server.url}/{did}/log/audit").json()
+    active = [a for a in audit if not a["nullified"]]
+    # whatever interleaving happened, the DID has one chain: genesis and one child
+    assert len(active) == 2 and active[1]["operation"]["prev"] == audit[0]["cid"]
+    assert len(audit) == 1 + statuses.count(200)

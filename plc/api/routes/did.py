@@ -7,7 +7,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from plc.api.deps import DirectoryDep, SettingsDep
+from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
 from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
 from plc.errors import InvalidInput
@@ -58,9 +58,8 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
         }
     },
 )
-async def post_operation(
-    did: str, request: Request, directory: DirectoryDep, settings: SettingsDep
-) -> Response:
+async def post_operation(did: str, request: Request) -> Response:
+    directory, settings = directory_of(request), settings_of(request)
     if not _is_json(request.headers.get("content-type", "")):
         return message_response(400, "Content-Type must be application/json")
     body = await _read_body(request, settings.max_body_bytes)
@@ -80,8 +79,9 @@ async def post_operation(
     response_class=Response,
     responses={200: ok_json("DID document", "application/did+ld+json"), **error_responses(404)},
 )
-def get_document(did: str, directory: DirectoryDep) -> Response:
-    return json_bytes(directory.document(did), DID_LD_JSON)
+async def get_document(did: str, request: Request) -> Response:
+    directory = directory_of(request)
+    return json_bytes(await directory.run(directory.document, did), DID_LD_JSON)
 
 
 @router.get(
@@ -90,8 +90,9 @@ def get_document(did: str, directory: DirectoryDep) -> Response:
     response_class=Response,
     responses={200: ok_json("DID state"), **error_responses(404)},
 )
-def get_data(did: str, directory: DirectoryDep) -> Response:
-    return json_bytes(directory.data(did))
+async def get_data(did: str, request: Request) -> Response:
+    directory = directory_of(request)
+    return json_bytes(await directory.run(directory.data, did))
 
 
 @router.get(
@@ -100,8 +101,9 @@ def get_data(did: str, directory: DirectoryDep) -> Response:
     response_class=Response,
     responses={200: ok_json("Array of operations"), **error_responses(404)},
 )
-def get_op_log(did: str, directory: DirectoryDep) -> Response:
-    return json_bytes(directory.op_log(did))
+async def get_op_log(did: str, request: Request) -> Response:
+    directory = directory_of(request)
+    return json_bytes(await directory.run(directory.op_log, did))
 
 
 @router.get(
@@ -113,8 +115,9 @@ def get_op_log(did: str, directory: DirectoryDep) -> Response:
         **error_responses(404),
     },
 )
-def get_audit_log(did: str, directory: DirectoryDep) -> Response:
-    return json_bytes(directory.audit_log(did))
+async def get_audit_log(did: str, request: Request) -> Response:
+    directory = directory_of(request)
+    return json_bytes(await directory.run(directory.audit_log, did))
 
 
 @router.get(
@@ -123,5 +126,6 @@ def get_audit_log(did: str, directory: DirectoryDep) -> Response:
     response_class=Response,
     responses={200: ok_json("Operation"), **error_responses(404)},
 )
-def get_last_op(did: str, directory: DirectoryDep) -> Response:
-    return json_bytes(directory.last_op(did))
+async def get_last_op(did: str, request: Request) -> Response:
+    directory = directory_of(request)
+    return json_bytes(await directory.run(directory.last_op, did))

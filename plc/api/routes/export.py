@@ -43,7 +43,7 @@ def parse_count(count: str | None) -> int:
         **error_responses(400),
     },
 )
-def export(
+async def export(
     directory: DirectoryDep,
     after: str | None = Query(default=None),
     count: str | None = Query(default=None),
@@ -52,13 +52,13 @@ def export(
     if after is not None and _SEQ_LIKE.fullmatch(after):
         if not _DIGITS.fullmatch(after):
             raise InvalidInput("Invalid after parameter")
-        body = directory.export_after_seq(int(after), page)
+        body = await directory.run(directory.export_after_seq, int(after), page)
     elif after:
         try:
             moment = parse_timestamp_lenient(after)
         except InvalidInput as exc:
             raise InvalidInput("Invalid after parameter") from exc
-        body = directory.export_after_time(moment, page)
+        body = await directory.run(directory.export_after_time, moment, page)
     else:
-        body = directory.export_after_time(None, page)
+        body = await directory.run(directory.export_after_time, None, page)
     return Response(body, media_type=JSONLINES)

@@ -21,9 +21,9 @@ router = APIRouter()
         503: {"description": "Database unreachable", "content": {"application/json": {}}},
     },
 )
-def health(directory: DirectoryDep, settings: SettingsDep) -> Response:
+async def health(directory: DirectoryDep, settings: SettingsDep) -> Response:
     try:
-        directory.store.ping()
+        await directory.run(directory.store.ping)
     except Exception:  # noqa: BLE001 - any database failure means unhealthy
         body = {"version": settings.version, "error": "Service Unavailable"}
         return Response(orjson.dumps(body), status_code=503, media_type=JSON)
