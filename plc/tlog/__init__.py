@@ -17,10 +17,13 @@ Modules (each depends only on those above it)::
     hashing     leaf_hash, node_hash, EMPTY_ROOT (RFC 6962 §2.1)
     encoding    strict standard base64 (RFC 4648 §4) used by every text format here
     tree        stored-hash layout (golang.org/x/mod/sumdb/tlog style), append, root_hash
+    memory      in-memory HashReaders: MemoryHashStore, OverlayHashReader
     proof       inclusion / consistency proofs and their verification (RFC 6962, RFC 9162)
     note        C2SP signed-note with Ed25519 (sign_note, open_note, key texts)
     checkpoint  C2SP tlog-checkpoint body format, parse, sign, open
-    tiles       C2SP tlog-tiles paths, tile contents, entry bundles, a tile-only verifier
+    tile_format C2SP tlog-tiles values: Tile, paths, entry bundles
+    tiles       tiles from stored hashes; tile-only root, proofs and verifier (re-exports
+                tile_format)
     bundle      verification of a ``GET /{did}/log/proof`` response
 
 Sizes are counts of leaves; hashes are 32-byte ``bytes`` (SHA-256) unless a name says

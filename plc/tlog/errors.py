@@ -76,9 +76,7 @@ class RootMismatch(VerificationError):
     """
 
     def __init__(self, expected: bytes, actual: bytes, *, what: str = "root hash") -> None:
-        super().__init__(
-            f"{what} mismatch: expected {_show(expected)}, calculated {_show(actual)}"
-        )
+        super().__init__(f"{what} mismatch: expected {_show(expected)}, calculated {_show(actual)}")
         self.expected = expected
         self.actual = actual
         self.what = what
@@ -223,8 +221,9 @@ class OriginMismatch(VerificationError):
     """
 
     def __init__(self, expected: str, actual: str) -> None:
-        super().__init__(f"checkpoint origin mismatch: expected {_show(expected)}, "
-                         f"got {_show(actual)}")
+        super().__init__(
+            f"checkpoint origin mismatch: expected {_show(expected)}, got {_show(actual)}"
+        )
         self.expected = expected
         self.actual = actual
 
