@@ -22,7 +22,7 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry(Generic[V]):
-    """One cached answer: ``value``, whether it is ``negative``, and its ``expires_at`` (clock s)."""
+    """One cached answer: ``value``, whether it is ``negative``, ``expires_at`` (clock s)."""
 
     value: V
     negative: bool

@@ -22,7 +22,7 @@ import orjson
 
 from plc.errors import DidNotAvailable, DidNotRegistered, Unavailable, echo
 from plc.resolve.errors import BadResponse, DidNotFound, FetchError
-from plc.resolve.fetch import FetchLimits, SafeFetcher
+from plc.resolve.fetch import FetchLimits, SafeFetcher, production_ports
 from plc.resolve.settings import ResolverSettings
 from plc.resolve.syntax import has_disallowed_tld, is_valid_handle
 
@@ -102,12 +102,16 @@ class DidWebLookup:
         self._allow_localhost = settings.allow_private_networks
         self._limits = FetchLimits(
             allowed_schemes=frozenset({"https", settings.did_web_http_scheme}),
+            allowed_ports=production_ports(
+                settings.did_web_http_scheme, settings.did_web_http_port
+            ),
             max_redirects=settings.max_redirects,
             max_body_bytes=settings.max_body_bytes,
             timeout_s=settings.request_timeout_s,
         )
         self._localhost_limits = FetchLimits(
             allowed_schemes=frozenset({"https", "http"}),
+            allowed_ports=None,  # localhost:<port>, only with private networks allowed
             max_redirects=settings.max_redirects,
             max_body_bytes=settings.max_body_bytes,
             timeout_s=settings.request_timeout_s,
@@ -148,7 +152,9 @@ class DidWebLookup:
         try:
             result = await self._fetcher.get(url, limits, accept=_DID_ACCEPT)
         except FetchError as err:
-            raise DidNotFound(f"did:web document unavailable ({type(err).__name__}): {echo(did)}") from err
+            raise DidNotFound(
+                f"did:web document unavailable ({type(err).__name__}): {echo(did)}"
+            ) from err
         return parse_document(did, result.body)
 
 

@@ -2,7 +2,8 @@
 
 What :meth:`SafeFetcher.get` guarantees (issue 5, "Safety"; plc-spec-notes.md §9.2):
 
-1. the URL's scheme is one the caller allows (``https`` in production) and it has no userinfo;
+1. the URL's scheme and port are ones the caller allows (``https`` on 443 in production) and it
+   has no userinfo;
 2. the host is resolved with the resolver's own DNS client and *every* address is checked by
    the :class:`~plc.resolve.safety.AddressPolicy` before any connection; the request is then
    sent to a checked address (``Host`` header and TLS SNI/certificate check keep the name), so
@@ -39,6 +40,7 @@ from plc.resolve.safety import AddressPolicy
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_ADDRESSES_TRIED = 4
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 @dataclass(frozen=True)
@@ -47,15 +49,26 @@ class FetchLimits:
 
     Attributes:
         allowed_schemes: URL schemes allowed for the first URL and every redirect target.
+        allowed_ports: ports allowed likewise (an absent port counts as the scheme's default,
+            443 or 80); ``None`` allows any port (only when a test override is in force).
         max_redirects: redirects followed at most.
         max_body_bytes: largest body accepted, raw and decoded (bytes).
         timeout_s: budget of each hop, connection and body included (seconds).
     """
 
     allowed_schemes: frozenset[str]
+    allowed_ports: frozenset[int] | None
     max_redirects: int
     max_body_bytes: int
     timeout_s: float
+
+
+def production_ports(scheme: str, port_override: int | None) -> frozenset[int] | None:
+    """Ports a fetch may use: only 443 for plain production settings (https, no port
+    override); any port once a test override (``http`` or an explicit port) is set."""
+    if scheme == "https" and port_override is None:
+        return frozenset({443})
+    return None
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,9 @@ class SafeFetcher:
         """One request; returns the answer, or the next URL when redirected."""
         if url.scheme not in limits.allowed_schemes:
             raise UnsafeUrl(f"scheme {url.scheme[:20]!r} not allowed")
+        port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme, 0)
+        if limits.allowed_ports is not None and port not in limits.allowed_ports:
+            raise UnsafeUrl(f"port {port} not allowed")
         if url.userinfo:
             raise UnsafeUrl("URL with credentials")
         try:
@@ -171,7 +187,9 @@ class SafeFetcher:
         raise last_error
 
 
-async def _read(response: httpx.Response, url: httpx.URL, limits: FetchLimits) -> FetchResult | httpx.URL:
+async def _read(
+    response: httpx.Response, url: httpx.URL, limits: FetchLimits
+) -> FetchResult | httpx.URL:
     """Turn a streamed response into a result, a redirect target, or an error."""
     status = response.status_code
     if status in _REDIRECT_STATUSES:
@@ -185,7 +203,11 @@ async def _read(response: httpx.Response, url: httpx.URL, limits: FetchLimits) -
     if not 200 <= status <= 299:
         raise BadResponse(f"HTTP {status}")
     declared = response.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limits.max_body_bytes:
+    if (
+        declared is not None
+        and declared.strip().isdigit()
+        and int(declared) > limits.max_body_bytes
+    ):
         raise BodyTooLarge(f"Content-Length {int(declared)} over {limits.max_body_bytes}")
     raw = bytearray()
     async for chunk in response.aiter_raw():

@@ -28,7 +28,7 @@ from plc.resolve.errors import (
     HandleNotFound,
     NoValidRecord,
 )
-from plc.resolve.fetch import FetchLimits, SafeFetcher
+from plc.resolve.fetch import FetchLimits, SafeFetcher, production_ports
 from plc.resolve.settings import ResolverSettings
 from plc.resolve.syntax import is_valid_did
 
@@ -101,6 +101,7 @@ class HandleLookup:
         self._port = settings.handle_http_port
         self._limits = FetchLimits(
             allowed_schemes=frozenset({"https", settings.handle_http_scheme}),
+            allowed_ports=production_ports(settings.handle_http_scheme, settings.handle_http_port),
             max_redirects=settings.max_redirects,
             max_body_bytes=settings.max_body_bytes,
             timeout_s=settings.request_timeout_s,

@@ -74,7 +74,9 @@ class IdentityResolver:
         self.settings = settings
         self._plc_source = plc_source
         dns = DnsClient(settings)
-        fetcher = SafeFetcher(dns, AddressPolicy.from_settings(settings), settings.user_agent, ssl_context)
+        fetcher = SafeFetcher(
+            dns, AddressPolicy.from_settings(settings), settings.user_agent, ssl_context
+        )
         self._handles = HandleLookup(dns, fetcher, settings)
         self._did_web = DidWebLookup(fetcher, settings)
         self._handle_cache: ResolutionCache[str, str] = ResolutionCache(
@@ -84,7 +86,9 @@ class IdentityResolver:
             settings.cache_ttl_s, settings.negative_cache_ttl_s, settings.cache_max_entries, clock
         )
 
-    async def resolve_handle(self, handle: str, *, refresh: bool = False, verify: bool = True) -> str:
+    async def resolve_handle(
+        self, handle: str, *, refresh: bool = False, verify: bool = True
+    ) -> str:
         """Return the DID of ``handle``.
 
         Args:

@@ -8,9 +8,10 @@ documentation or reserved ranges, IPv4 or IPv6. IPv6 forms that embed an IPv4 ad
 ``64:ff9b::/96``) are judged by the embedded address. ``allow_private_networks`` lifts the rule
 and ``allowed_networks`` exempts chosen CIDR blocks (tests and private deployments).
 
-The caller resolves the host name itself, checks every address with :meth:`AddressPolicy.ensure_allowed`
-and then connects to one of the checked addresses (``plc.resolve.fetch``), so a DNS answer that
-changes between the check and the connection cannot bypass the rule.
+The caller resolves the host name itself, checks every address with
+:meth:`AddressPolicy.ensure_allowed` and then connects to one of the checked addresses
+(``plc.resolve.fetch``), so a DNS answer that changes between the check and the connection
+cannot bypass the rule.
 """
 
 from __future__ import annotations
@@ -109,6 +110,4 @@ class AddressPolicy:
 
 
 def _in_any(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
-    return any(
-        address.version == network.version and address in network for network in networks
-    )
+    return any(address.version == network.version and address in network for network in networks)

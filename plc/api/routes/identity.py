@@ -1,0 +1,222 @@
+"""XRPC identity endpoints, ``com.atproto.identity.*`` (plc-spec-notes.md §9.3; issue 5).
+
+- ``GET /xrpc/com.atproto.identity.resolveHandle?handle=`` -> ``{"did"}``
+- ``GET /xrpc/com.atproto.identity.resolveDid?did=`` -> ``{"didDoc"}``
+- ``GET /xrpc/com.atproto.identity.resolveIdentity?identifier=`` ->
+  ``{"did", "handle", "didDoc"}`` (``com.atproto.identity.defs#identityInfo``)
+- ``POST /xrpc/com.atproto.identity.refreshIdentity`` with ``{"identifier"}`` -> the same,
+  caches bypassed
+
+Errors use the XRPC envelope ``{"error": <lexicon name>, "message": <text>}`` with
+**status 400** for every lexicon error (``InvalidRequest``, ``HandleNotFound``,
+``DidNotFound``, ``DidDeactivated``), as the Bluesky PDS answers. 404 is deliberately not used:
+in XRPC a 404 means "this server does not serve the method" (``XRPCNotSupported``), and the
+atproto clients (e.g. the Python SDK's ``is_method_not_served``) read it that way. A transient
+failure of the did:plc store is 503 ``{"error": "Unavailable"}``.
+
+``resolveHandle`` answers a DID only when its document claims the handle back (the lexicon
+allows skipping that check; the directory never does). A handle that cannot be verified
+within the time budget is ``"handle.invalid"`` in a 200 identity, never a timeout.
+
+The handlers take the resolver from ``request.app.state.identity_resolver`` (an
+:class:`~plc.resolve.IdentityResolver` set by the app factory). Parameters are validated here,
+not by FastAPI, so that a missing or malformed one is an XRPC ``InvalidRequest``; user values
+in messages are cut to 200 characters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from plc.errors import PlcError, Unavailable, echo
+from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest
+from plc.resolve.resolver import IdentityResolver
+
+router = APIRouter(tags=["identity"])
+
+MAX_INPUT_BYTES = 8_192
+"""Largest ``refreshIdentity`` request body read (bytes)."""
+
+_JSON = "application/json; charset=utf-8"
+_LEXICON_ERRORS = (InvalidRequest, HandleNotFound, DidNotFound, DidDeactivated)
+
+
+def _error_schema(names: list[str]) -> dict[str, Any]:
+    return {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {"type": "string", "enum": names},
+                        "message": {"type": "string"},
+                    },
+                }
+            }
+        }
+    }
+
+
+def _responses(output: dict[str, Any], errors: list[str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of an identity method."""
+    return {
+        200: {"description": "Success", "content": {"application/json": {"schema": output}}},
+        400: {"description": "XRPC error", **_error_schema(["InvalidRequest", *errors])},
+        503: {
+            "description": "The DID store is unavailable; retry",
+            **_error_schema(["Unavailable"]),
+        },
+    }
+
+
+_IDENTITY_INFO = {
+    "type": "object",
+    "required": ["did", "handle", "didDoc"],
+    "properties": {
+        "did": {"type": "string", "format": "did"},
+        "handle": {"type": "string", "format": "handle", "description": "or handle.invalid"},
+        "didDoc": {"type": "object"},
+    },
+}
+_IDENTITY_ERRORS = ["HandleNotFound", "DidNotFound", "DidDeactivated"]
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+
+
+def _error(err: PlcError) -> Response:
+    """XRPC error envelope for a resolver error; other project errors propagate."""
+    if isinstance(err, _LEXICON_ERRORS):
+        return _json({"error": err.xrpc_error, "message": err.message}, 400)
+    if isinstance(err, Unavailable):
+        return _json({"error": "Unavailable", "message": err.message}, 503)
+    raise err
+
+
+def _resolver(request: Request) -> IdentityResolver:
+    resolver: IdentityResolver = request.app.state.identity_resolver
+    return resolver
+
+
+def _param(request: Request, name: str) -> str:
+    """The single, non-empty query parameter ``name``.
+
+    Raises:
+        InvalidRequest: missing, empty or repeated.
+    """
+    values = request.query_params.getlist(name)
+    if not values or values[0] == "":
+        raise InvalidRequest(f'Params must have the property "{name}"')
+    if len(values) > 1:
+        raise InvalidRequest(f'Params must have only one "{name}"')
+    return values[0]
+
+
+async def _identifier_from_body(request: Request) -> str:
+    """``identifier`` of a JSON ``refreshIdentity`` input, read up to :data:`MAX_INPUT_BYTES`.
+
+    Raises:
+        InvalidRequest: wrong Content-Type, body too large, not JSON, or no string identifier.
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise InvalidRequest(f"Wrong request encoding (Content-Type): {echo(media_type)}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_INPUT_BYTES:
+            raise InvalidRequest(f"Request body over {MAX_INPUT_BYTES} bytes")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise InvalidRequest("Request body is not valid JSON") from err
+    identifier = data.get("identifier") if isinstance(data, dict) else None
+    if not isinstance(identifier, str) or not identifier:
+        raise InvalidRequest('Input must have the property "identifier"')
+    return identifier
+
+
+@router.get(
+    "/xrpc/com.atproto.identity.resolveHandle",
+    summary="Resolve a handle to its DID (bidirectionally verified)",
+    responses=_responses(
+        {"type": "object", "required": ["did"], "properties": {"did": {"type": "string"}}},
+        ["HandleNotFound"],
+    ),
+)
+async def resolve_handle(request: Request, handle: str | None = None) -> Response:
+    """``com.atproto.identity.resolveHandle``: ``handle`` -> ``{"did"}``."""
+    del handle  # documented for OpenAPI; read (and checked for repeats) from the query
+    try:
+        did = await _resolver(request).resolve_handle(_param(request, "handle"))
+    except PlcError as err:
+        return _error(err)
+    return _json({"did": did})
+
+
+@router.get(
+    "/xrpc/com.atproto.identity.resolveDid",
+    summary="Resolve a DID to its DID document",
+    responses=_responses(
+        {"type": "object", "required": ["didDoc"], "properties": {"didDoc": {"type": "object"}}},
+        ["DidNotFound", "DidDeactivated"],
+    ),
+)
+async def resolve_did(request: Request, did: str | None = None) -> Response:
+    """``com.atproto.identity.resolveDid``: ``did`` -> ``{"didDoc"}``."""
+    del did
+    try:
+        document = await _resolver(request).resolve_did(_param(request, "did"))
+    except PlcError as err:
+        return _error(err)
+    return _json({"didDoc": document})
+
+
+@router.get(
+    "/xrpc/com.atproto.identity.resolveIdentity",
+    summary="Resolve a handle or DID to a verified identity",
+    responses=_responses(_IDENTITY_INFO, _IDENTITY_ERRORS),
+)
+async def resolve_identity(request: Request, identifier: str | None = None) -> Response:
+    """``com.atproto.identity.resolveIdentity``: ``identifier`` -> ``identityInfo``."""
+    del identifier
+    try:
+        info = await _resolver(request).resolve_identity(_param(request, "identifier"))
+    except PlcError as err:
+        return _error(err)
+    return _json(info)
+
+
+@router.post(
+    "/xrpc/com.atproto.identity.refreshIdentity",
+    summary="Re-resolve a handle or DID, bypassing caches",
+    responses=_responses(_IDENTITY_INFO, _IDENTITY_ERRORS),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["identifier"],
+                        "properties": {"identifier": {"type": "string"}},
+                    }
+                }
+            },
+        }
+    },
+)
+async def refresh_identity(request: Request) -> Response:
+    """``com.atproto.identity.refreshIdentity``: ``{"identifier"}`` -> ``identityInfo``."""
+    try:
+        identifier = await _identifier_from_body(request)
+        info = await _resolver(request).resolve_identity(identifier, refresh=True)
+    except PlcError as err:
+        return _error(err)
+    return _json(info)

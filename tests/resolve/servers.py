@@ -1,0 +1,200 @@
+"""Real network servers for the resolver tests: a DNS server (dnslib) and an HTTP server.
+
+Both listen on loopback, on free ports, in daemon threads, and count every query or request
+they receive, so tests can assert that something was (or was never) asked.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from dnslib import AAAA, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib.server import DNSHandler, DNSLogger, DNSServer
+
+
+def _quiet_logger() -> DNSLogger:
+    return DNSLogger(log="-recv,-send,-request,-reply,-truncated,-error,-data", prefix=False)
+
+
+class Zone:
+    """Records served by :class:`LocalDns`: ``{(name, type): [rdata, ...]}``, names lower-case."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], list[Any]] = {}
+        self.delays: dict[str, float] = {}
+        self.queries: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.records.clear()
+            self.delays.clear()
+            self.queries.clear()
+        self.release.set()
+        self.release = threading.Event()
+
+    def txt(self, name: str, *values: str | list[str]) -> None:
+        """Add one TXT record per value; a list value is one record of several strings."""
+        for value in values:
+            chunks = value if isinstance(value, list) else [value]
+            self.records.setdefault((name.lower(), "TXT"), []).append(TXT(chunks))
+
+    def a(self, name: str, *addresses: str) -> None:
+        for address in addresses:
+            rdata = AAAA(address) if ":" in address else A(address)
+            kind = "AAAA" if ":" in address else "A"
+            self.records.setdefault((name.lower(), kind), []).append(rdata)
+
+    def slow(self, name: str, seconds: float) -> None:
+        """Answer every query for ``name`` only after ``seconds`` (or at reset)."""
+        self.delays[name.lower()] = seconds
+
+    def count(self, name: str, kind: str | None = None) -> int:
+        with self.lock:
+            return sum(
+                n
+                for (qname, qtype), n in self.queries.items()
+                if qname == name.lower() and (kind is None or qtype == kind)
+            )
+
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
+        del handler
+        reply = request.reply()
+        qname = str(request.q.qname).rstrip(".").lower()
+        qtype = QTYPE[request.q.qtype]
+        with self.lock:
+            self.queries[(qname, qtype)] += 1
+            delay = self.delays.get(qname, 0.0)
+            answers = list(self.records.get((qname, qtype), []))
+            exists = any(name == qname for name, _ in self.records)
+        if delay:
+            self.release.wait(delay)
+        for rdata in answers:
+            reply.add_answer(RR(request.q.qname, request.q.qtype, rdata=rdata, ttl=60))
+        if not answers and not exists:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+class LocalDns:
+    """A dnslib server on 127.0.0.1 (UDP and TCP, same port) serving a :class:`Zone`."""
+
+    def __init__(self) -> None:
+        self.zone = Zone()
+        for _attempt in range(50):  # a free UDP port whose TCP twin is free too
+            self._udp = DNSServer(self.zone, address="127.0.0.1", port=0, logger=_quiet_logger())
+            self.port: int = self._udp.server.server_address[1]
+            try:
+                self._tcp = DNSServer(
+                    self.zone, address="127.0.0.1", port=self.port, tcp=True, logger=_quiet_logger()
+                )
+            except OSError:
+                self._udp.server.server_close()
+                continue
+            return
+        raise RuntimeError("no free port for the test DNS server")
+
+    def start(self) -> None:
+        self._udp.start_thread()
+        self._tcp.start_thread()
+
+    def stop(self) -> None:
+        self.zone.release.set()
+        for server in (self._udp, self._tcp):
+            server.stop()
+            server.server.server_close()
+
+
+@dataclass
+class Route:
+    """What :class:`LocalHttp` answers for one (host, path)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    send_length: bool = True
+
+
+class LocalHttp:
+    """A threaded HTTP/1.0 server on ``address`` routing on (``Host`` without port, path);
+    HTTPS when given a server-side ``tls`` context.
+
+    Unknown routes answer 404. ``requests`` counts every request by (host, path).
+    """
+
+    def __init__(self, address: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
+        self.routes: dict[tuple[str, str], Route] = {}
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+                host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
+                if host.startswith("["):
+                    host = self.headers.get("Host", "")
+                key = (host, self.path)
+                with outer.lock:
+                    outer.requests[key] += 1
+                    route = outer.routes.get(key, Route(404, b'{"message":"not found"}'))
+                if route.delay_s:
+                    outer.release.wait(route.delay_s)
+                try:
+                    self.send_response(route.status)
+                    for name, value in route.headers.items():
+                        self.send_header(name, value)
+                    if route.send_length:
+                        self.send_header("Content-Length", str(len(route.body)))
+                    self.end_headers()
+                    self.wfile.write(route.body)
+                except OSError:
+                    pass  # the client gave up (timeouts are part of the tests)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                del format, args
+
+        self._server = ThreadingHTTPServer((address, 0), Handler)
+        self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.address = address
+        self.port: int = self._server.server_address[1]
+
+    def route(self, host: str, path: str, **kwargs: Any) -> Route:
+        route = Route(**kwargs)
+        self.routes[(host.lower(), path)] = route
+        return route
+
+    def count(self, host: str | None = None, path: str | None = None) -> int:
+        with self.lock:
+            return sum(
+                n
+                for (h, p), n in self.requests.items()
+                if (host is None or h == host.lower()) and (path is None or p == path)
+            )
+
+    def reset(self) -> None:
+        with self.lock:
+            self.routes.clear()
+            self.requests.clear()
+        self.release.set()
+        self.release = threading.Event()
+
+    def url(self, host: str, path: str) -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def start(self) -> None:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
