@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from plc.config import Settings
+from plc.resolve.cli import resolve_command
 
 app = typer.Typer(
     add_completion=False,
@@ -89,6 +90,9 @@ def serve(
         access_log=False,
         timeout_keep_alive=90,
     )
+
+
+app.command("resolve")(resolve_command)
 
 
 def main() -> None:

@@ -16,8 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import plc
 from plc.api.errors import install_error_handlers
-from plc.api.routes import did, export, health
+from plc.api.identity_source import DirectoryDocumentSource
+from plc.api.routes import did, export, health, identity
 from plc.config import Settings
+from plc.resolve import IdentityResolver, ResolverSettings
 from plc.service import Clock, Directory, system_clock
 from plc.store.engine import is_sqlite, make_engine, make_read_engine
 from plc.store.migrate import upgrade
@@ -77,6 +79,7 @@ def create_app(
     *,
     clock: Clock = system_clock,
     engine: Engine | None = None,
+    resolver_settings: ResolverSettings | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -84,6 +87,7 @@ def create_app(
         settings: defaults to :class:`Settings` read from the environment.
         clock: the time source for new ops (tests inject a fixed or stepping clock).
         engine: an engine to use instead of one built from ``settings.database_url``.
+        resolver_settings: identity-resolution settings (default: ``PLC_RESOLVE_*``).
     """
     settings = settings or Settings()
 
@@ -107,6 +111,9 @@ def create_app(
         directory.start()
         app.state.directory = directory
         app.state.settings = settings
+        app.state.identity_resolver = IdentityResolver(
+            resolver_settings or ResolverSettings(), DirectoryDocumentSource(directory)
+        )
         try:
             yield
         finally:
@@ -127,6 +134,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(export.router)
+    app.include_router(identity.router)
     app.include_router(did.router)
     app.add_middleware(CorsMiddleware)
     return app

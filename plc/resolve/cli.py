@@ -76,11 +76,9 @@ def resolve_command(
         typer.Option("--timeout", min=0.01, help="Time budget in seconds (default 3)."),
     ] = None,
 ) -> int:
-    """Resolve a handle or DID and print the verified identity as JSON.
-
-    Returns 0 when the identity resolved; otherwise raises ``typer.Exit(1)`` (typer ignores a
-    command's return value, so the failure status is carried by the exception).
-    """
+    """Resolve a handle or DID and print the verified identity as JSON (exit 1 when it does
+    not resolve)."""
+    # typer ignores a command's return value: a failure status travels as typer.Exit.
     status = run_resolve(identifier, plc_url, timeout)
     if status != EXIT_OK:
         raise typer.Exit(code=status)
