@@ -46,9 +46,12 @@ def serve(
     """Run the directory: migrate the schema, then serve HTTP."""
     import uvicorn
 
+    from plc.checkpoints import load_or_create_signer
     from plc.logging_setup import configure_logging
     from plc.store.engine import make_engine, redacted
     from plc.store.migrate import upgrade
+    from plc.store.sql import SqlStore
+    from plc.store.tlog_store import TlogStore
 
     overrides = {
         k: v
@@ -64,7 +67,12 @@ def serve(
     configure_logging(settings.log_level)
     engine = make_engine(settings.database_url)
     upgrade(engine)
+    signer = load_or_create_signer(
+        TlogStore(SqlStore(engine)), settings.log_signing_key, settings.log_origin
+    )
     engine.dispose()
+    # One plain, unwrapped line that scripts and auditors read the log's public key from.
+    print(f"verifier key: {signer.verifier.key_text}", flush=True)
     # Worker processes rebuild the settings from the environment; hand the overrides down.
     import os
 

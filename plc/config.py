@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     ops_per_hour: int = 10
     ops_per_day: int = 30
     ops_per_week: int = 100
+    log_origin: str | None = None
+    """Origin of the transparency log (``PLC_LOG_ORIGIN``, characters ``[A-Za-z0-9._/-]``).
+    Default: generated on first start and stored with the log."""
+    log_signing_key: str | None = None
+    """Ed25519 note signer key ``PRIVATE+KEY+<origin>+<hex>+<base64>``
+    (``PLC_LOG_SIGNING_KEY``). Default: generated on first start and stored with the log."""
+    checkpoint_interval_ms: int = 500
+    """How often the log signs a checkpoint of new ops; the longest an op waits to be
+    covered by a signed checkpoint (``PLC_CHECKPOINT_INTERVAL_MS``)."""
     version: str = "0.1.0"
     """Reported by ``GET /_health``."""
 

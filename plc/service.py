@@ -272,7 +272,8 @@ class Directory:
         """The ``/data`` JSON. Raises DidNotRegistered / DidNotAvailable (tombstone)."""
         return self._state(did)[0]
 
-    def _rows(self, did: str) -> list[StoredOp]:
+    def rows(self, did: str) -> list[StoredOp]:
+        """The DID's stored ops, oldest first. Raises DidNotRegistered."""
         # Text no store can hold (NUL, lone surrogates) names no DID; don't send it to the DB.
         rows = [] if has_bad_unicode(did) else self.store.audit_rows(did)
         if not rows:
@@ -281,12 +282,12 @@ class Directory:
 
     def op_log(self, did: str) -> bytes:
         """JSON array of the non-nullified ops (``/log``). Raises DidNotRegistered."""
-        ops = [operation_json(r.line) for r in self._rows(did) if not r.nullified]
+        ops = [operation_json(r.line) for r in self.rows(did) if not r.nullified]
         return b"[" + b",".join(ops) + b"]"
 
     def last_op(self, did: str) -> bytes:
         """JSON of the newest non-nullified op (``/log/last``). Raises DidNotRegistered."""
-        active = [r for r in self._rows(did) if not r.nullified]
+        active = [r for r in self.rows(did) if not r.nullified]
         if not active:
             raise DidNotRegistered(f"DID not registered: {echo(did)}")
         return operation_json(active[-1].line)
@@ -302,7 +303,7 @@ class Directory:
                     "nullified": r.nullified,
                     "createdAt": format_timestamp(from_ms(r.created_at_ms)),
                 }
-                for r in self._rows(did)
+                for r in self.rows(did)
             ]
         )
 

@@ -17,13 +17,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import plc
 from plc.api.errors import install_error_handlers
 from plc.api.identity_source import DirectoryDocumentSource
-from plc.api.routes import did, export, health, identity
+from plc.api.routes import did, export, health, identity, tlog
+from plc.checkpoints import Checkpointer, load_or_create_signer
 from plc.config import Settings
 from plc.resolve import IdentityResolver, ResolverSettings
 from plc.service import Clock, Directory, system_clock
 from plc.store.engine import is_sqlite, make_engine, make_read_engine
 from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
+from plc.store.tlog_store import TlogStore
 
 DESCRIPTION = (
     "A did:plc directory, wire-compatible with plc.directory, with a transparency log. "
@@ -108,7 +110,14 @@ def create_app(
             settings.commit_batch_max,
             inline_io=is_sqlite(db),
         )
+        tlog = TlogStore(store)
+        store.leaf_hooks.append(tlog.append_in)
+        signer = load_or_create_signer(tlog, settings.log_signing_key, settings.log_origin)
+        checkpointer = Checkpointer(tlog, signer, clock, settings.checkpoint_interval_ms / 1000)
         directory.start()
+        checkpointer.start()
+        app.state.tlog = tlog
+        app.state.checkpointer = checkpointer
         app.state.directory = directory
         app.state.settings = settings
         app.state.identity_resolver = IdentityResolver(
@@ -118,6 +127,7 @@ def create_app(
             yield
         finally:
             directory.stop()
+            checkpointer.stop()
             if reads is not db:
                 reads.dispose()
             if engine is None:
@@ -134,6 +144,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(export.router)
+    app.include_router(tlog.router)
     app.include_router(identity.router)
     app.include_router(did.router)
     app.add_middleware(CorsMiddleware)

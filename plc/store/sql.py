@@ -102,7 +102,7 @@ class SqlStore:
 
     # ---- reads -------------------------------------------------------------------------
 
-    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if not self._sqlite:
             sql = sql.replace("?", "%s")
         try:
@@ -129,7 +129,7 @@ class SqlStore:
 
     def did_state(self, did: str) -> tuple[bool, bytes | None, bytes | None] | None:
         """``(tombstoned, data, document)`` of a DID, or None when it is not registered."""
-        rows = self._fetch(_SQL_DID_STATE, (did,))
+        rows = self.fetch(_SQL_DID_STATE, (did,))
         if not rows:
             return None
         tombstoned, data, document = rows[0]
@@ -137,25 +137,25 @@ class SqlStore:
 
     def audit_rows(self, did: str) -> list[StoredOp]:
         """The DID's ops in acceptance order, nullified ones included."""
-        rows = self._fetch(_SQL_AUDIT_ROWS, (did,))
+        rows = self.fetch(_SQL_AUDIT_ROWS, (did,))
         return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in rows]
 
     def export_after_seq(self, after: int, count: int) -> list[bytes]:
         """Export lines with ``seq > after`` in ``seq`` order, at most ``count``."""
-        return [bytes(row[0]) for row in self._fetch(_SQL_EXPORT_SEQ, (after, count))]
+        return [bytes(row[0]) for row in self.fetch(_SQL_EXPORT_SEQ, (after, count))]
 
     def export_after_time(self, after_ms: int, count: int) -> list[tuple[bytes, bool]]:
         """(line, nullified) of ops with ``createdAt > after`` by (createdAt, cid)."""
-        rows = self._fetch(_SQL_EXPORT_TIME, (after_ms, count))
+        rows = self.fetch(_SQL_EXPORT_TIME, (after_ms, count))
         return [(bytes(row[0]), bool(row[1])) for row in rows]
 
     def tree_size(self) -> int:
         """The last assigned ``seq`` (0 for an empty log)."""
-        return int(self._fetch(_SQL_TREE_SIZE, ())[0][0])
+        return int(self.fetch(_SQL_TREE_SIZE, ())[0][0])
 
     def ping(self) -> None:
         """Raise if the database does not answer."""
-        self._fetch(_SQL_TREE_SIZE, ())
+        self.fetch(_SQL_TREE_SIZE, ())
 
     # ---- the write path ----------------------------------------------------------------
 

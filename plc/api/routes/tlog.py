@@ -1,0 +1,220 @@
+"""Transparency-log endpoints under ``/tlog/`` and ``GET /{did}/log/proof``.
+
+- ``/tlog/checkpoint``: the newest signed checkpoint (C2SP tlog-checkpoint signed note).
+- ``/tlog/tile/<L>/<N>[.p/<W>]`` and ``/tlog/tile/entries/<N>[.p/<W>]``: C2SP tlog-tiles;
+  full tiles never change (cacheable forever), partial ones are short-lived.
+- ``/tlog/proof/inclusion`` and ``/tlog/proof/consistency``: RFC 6962 proofs as JSON,
+  hashes in standard padded base64 (design.md decision 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from plc.api.deps import directory_of
+from plc.api.responses import JSON, TEXT, error_responses
+from plc.checkpoints import Checkpointer
+from plc.errors import InvalidInput, Unavailable, echo
+from plc.store.tlog_store import StoredCheckpoint, TlogStore
+from plc.tlog import leaf_index_for_seq
+from plc.tlog.encoding import encode_b64
+from plc.tlog.errors import MalformedTilePath
+from plc.tlog.hashing import leaf_hash
+from plc.tlog.proof import consistency_proof, inclusion_proof
+from plc.tlog.tiles import encode_entry_bundle, is_tile_in_tree, parse_tile_path, tile_hashes
+
+router = APIRouter()
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT_LIVED = "public, max-age=1"
+_INT = re.compile(r"[0-9]{1,18}")
+PROOF_WAIT_S = 5.0
+_PROOF_RESPONSE: dict[str, Any] = {"description": "Proof", "content": {"application/json": {}}}
+
+
+def _tlog(request: Request) -> TlogStore:
+    tlog: TlogStore = request.app.state.tlog
+    return tlog
+
+
+def _checkpointer(request: Request) -> Checkpointer:
+    checkpointer: Checkpointer = request.app.state.checkpointer
+    return checkpointer
+
+
+def _int_param(value: str | None, name: str) -> int:
+    if value is None or not _INT.fullmatch(value):
+        raise InvalidInput(f"Invalid {name} parameter")
+    return int(value)
+
+
+def _json(body: Any, cache: str | None = None) -> Response:
+    headers = {"cache-control": cache} if cache else None
+    return Response(orjson.dumps(body), media_type=JSON, headers=headers)
+
+
+@router.get(
+    "/tlog/checkpoint",
+    summary="The newest signed checkpoint (C2SP tlog-checkpoint signed note)",
+    response_class=Response,
+    responses={200: {"description": "Signed note", "content": {"text/plain": {}}}},
+)
+async def get_checkpoint(request: Request) -> Response:
+    directory = directory_of(request)
+    latest = await directory.run(_tlog(request).latest_checkpoint)
+    if latest is None:
+        raise Unavailable("No checkpoint has been signed yet")
+    return Response(latest.note, media_type=TEXT, headers={"cache-control": "no-cache"})
+
+
+@router.get(
+    "/tlog/tile/{path:path}",
+    summary="C2SP tlog-tiles: hash tiles and entry bundles",
+    response_class=Response,
+    responses={
+        200: {"description": "Tile bytes", "content": {"application/octet-stream": {}}},
+        **error_responses(400, 404),
+    },
+)
+async def get_tile(path: str, request: Request) -> Response:
+    directory = directory_of(request)
+    tlog = _tlog(request)
+    try:
+        tile = parse_tile_path("tile/" + path)
+    except MalformedTilePath as exc:
+        raise InvalidInput(f"Invalid tile path: {echo(path)}") from exc
+    tree_size = await directory.run(tlog.store.tree_size)
+    if not is_tile_in_tree(tile, tree_size):
+        return Response(
+            orjson.dumps({"message": f"Tile not in the tree: {echo(path)}"}),
+            status_code=404,
+            media_type=JSON,
+        )
+    cache = SHORT_LIVED if tile.is_partial else IMMUTABLE
+    if tile.entries:
+        first = tile.leaf_range.start + 1
+        lines = await directory.run(tlog.lines, first, first + tile.width - 1)
+        body = encode_entry_bundle(lines)
+        headers = {"cache-control": cache, "vary": "accept-encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["content-encoding"] = "gzip"
+            body = gzip.compress(body, compresslevel=5)
+        return Response(body, media_type="application/octet-stream", headers=headers)
+    data = await directory.run(tile_hashes, tile, tlog.reader)
+    return Response(data, media_type="application/octet-stream", headers={"cache-control": cache})
+
+
+@router.get(
+    "/tlog/proof/inclusion",
+    summary="RFC 6962 inclusion proof of the op with `seq` in the tree of `treeSize` leaves",
+    response_class=Response,
+    responses={
+        200: {"description": "Proof", "content": {"application/json": {}}},
+        **error_responses(400),
+    },
+)
+async def get_inclusion_proof(
+    request: Request,
+    seq: str | None = Query(default=None),
+    tree_size: str | None = Query(default=None, alias="treeSize"),
+) -> Response:
+    directory = directory_of(request)
+    tlog = _tlog(request)
+    seq_value = _int_param(seq, "seq")
+    current = await directory.run(tlog.store.tree_size)
+    size = current if tree_size is None else _int_param(tree_size, "treeSize")
+    if not 1 <= seq_value <= size or size > current:
+        raise InvalidInput(
+            "Invalid seq or treeSize parameter: need 1 <= seq <= treeSize <= tree size"
+        )
+    line = await directory.run(tlog.line, seq_value)
+    if line is None:
+        raise InvalidInput(f"No op with seq {seq_value}")
+    index = leaf_index_for_seq(seq_value)
+    proof = await directory.run(inclusion_proof, index, size, tlog.reader)
+    return _json(
+        {
+            "seq": seq_value,
+            "leafIndex": index,
+            "treeSize": size,
+            "leafHash": encode_b64(leaf_hash(line)),
+            "inclusionProof": [encode_b64(h) for h in proof],
+        }
+    )
+
+
+@router.get(
+    "/tlog/proof/consistency",
+    summary="RFC 6962 consistency proof between tree sizes `from` and `to`",
+    response_class=Response,
+    responses={
+        200: {"description": "Proof", "content": {"application/json": {}}},
+        **error_responses(400),
+    },
+)
+async def get_consistency_proof(
+    request: Request,
+    from_: str | None = Query(default=None, alias="from"),
+    to: str | None = Query(default=None),
+) -> Response:
+    directory = directory_of(request)
+    tlog = _tlog(request)
+    old = _int_param(from_, "from")
+    new = _int_param(to, "to")
+    current = await directory.run(tlog.store.tree_size)
+    if old == 0 or old > new or new > current:
+        raise InvalidInput("Invalid from or to parameter: need 0 < from <= to <= tree size")
+    proof = [] if old == new else await directory.run(consistency_proof, old, new, tlog.reader)
+    return _json({"from": old, "to": new, "consistencyProof": [encode_b64(h) for h in proof]})
+
+
+async def _checkpoint_covering(request: Request, seq: int) -> StoredCheckpoint:
+    """The newest checkpoint, once it covers ``seq`` (ops wait at most one signing interval)."""
+    directory = directory_of(request)
+    tlog = _tlog(request)
+    deadline = time.monotonic() + PROOF_WAIT_S
+    while True:
+        latest = await directory.run(tlog.latest_checkpoint)
+        if latest is not None and latest.tree_size >= seq:
+            return latest
+        if time.monotonic() > deadline:
+            raise Unavailable("The newest op is not yet covered by a signed checkpoint; retry")
+        await asyncio.sleep(_checkpointer(request).interval_s / 5)
+
+
+@router.get(
+    "/{did}/log/proof",
+    summary="The DID's ops with inclusion proofs against the newest signed checkpoint",
+    response_class=Response,
+    responses={
+        200: {"description": "Proof bundle", "content": {"application/json": {}}},
+        **error_responses(404, 503),
+    },
+)
+async def get_did_log_proof(did: str, request: Request) -> Response:
+    directory = directory_of(request)
+    tlog = _tlog(request)
+    rows = await directory.run(directory.rows, did)
+    checkpoint = await _checkpoint_covering(request, rows[-1].seq)
+    entries = []
+    for row in rows:
+        proof = await directory.run(
+            inclusion_proof, leaf_index_for_seq(row.seq), checkpoint.tree_size, tlog.reader
+        )
+        entries.append(
+            {
+                "seq": row.seq,
+                "line": row.line.decode("utf-8"),
+                "inclusionProof": [encode_b64(h) for h in proof],
+            }
+        )
+    body = {"did": did, "checkpoint": checkpoint.note.decode("utf-8"), "entries": entries}
+    return _json(body)

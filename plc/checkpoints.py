@@ -1,0 +1,178 @@
+"""Signing checkpoints of the transparency log (server side; design.md decision 5).
+
+- The log's identity (origin + Ed25519 signer) is ``PLC_LOG_SIGNING_KEY`` / ``PLC_LOG_ORIGIN``
+  when given, else generated on first start and stored in the database with the log.
+- A timer (one per process) signs the current tree when it grew since the last checkpoint:
+  every committed op is covered within one interval, and no more than one signature per
+  interval is made however fast ops arrive.
+- Before signing, the new tree is proven consistent with the newest stored checkpoint, from
+  the stored hashes (RFC 6962 §2.1.2), and that checkpoint's root is recomputed. If either
+  check fails (the database was altered), nothing is signed: the log never signs two
+  inconsistent checkpoints, across restarts and processes (each signs a prefix of the one
+  append-only tree; equal sizes give byte-identical notes, Ed25519 being deterministic).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from plc.errors import InvalidInput, PlcError
+from plc.store.tlog_store import StoredCheckpoint, TlogStore
+from plc.timestamps import to_ms
+from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
+from plc.tlog.note import Signer, parse_signer_key
+from plc.tlog.proof import consistency_proof, verify_consistency
+from plc.tlog.tree import root_hash
+
+log = logging.getLogger("plc.checkpoints")
+
+_ORIGIN_RE = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def load_or_create_signer(
+    tlog: TlogStore, signing_key: str | None = None, origin: str | None = None
+) -> Signer:
+    """The log's signer: from ``signing_key`` (note signer key text), else the one stored with
+    the log, else a new one (named ``origin`` or a generated ``plc-directory/<hex>``) that is
+    stored for the next start.
+
+    Raises:
+        InvalidInput: an origin with characters outside ``[A-Za-z0-9._/-]``, a malformed key,
+            or a key whose name differs from the given origin.
+    """
+    if origin is not None and not _ORIGIN_RE.fullmatch(origin):
+        raise InvalidInput("PLC_LOG_ORIGIN may only hold the characters A-Z a-z 0-9 . _ / -")
+    if signing_key:
+        try:
+            signer = parse_signer_key(signing_key)
+        except PlcError as exc:
+            raise InvalidInput("PLC_LOG_SIGNING_KEY is not a note signer key") from exc
+        if origin is not None and signer.name != origin:
+            raise InvalidInput("PLC_LOG_SIGNING_KEY is named differently from PLC_LOG_ORIGIN")
+        return signer
+    stored = tlog.signer_row()
+    if stored is None:
+        name = origin or f"plc-directory/{secrets.token_hex(8)}"
+        stored = tlog.create_signer_row(name, Signer.generate(name).key_text)
+    stored_origin, key_text = stored
+    if origin is not None and origin != stored_origin:
+        raise InvalidInput(
+            f"PLC_LOG_ORIGIN {origin} differs from the origin stored with the log "
+            f"({stored_origin}); a log keeps its origin"
+        )
+    return parse_signer_key(key_text)
+
+
+class Checkpointer:
+    """Signs checkpoints of the tree in ``tlog`` with ``signer``.
+
+    Args:
+        tlog: the log's storage.
+        signer: Ed25519 signer named after the log's origin.
+        clock: current aware UTC time (for ``signed_at``).
+        interval_s: the timer's period: the longest an op waits for a checkpoint, and the
+            shortest time between two signatures.
+    """
+
+    def __init__(
+        self,
+        tlog: TlogStore,
+        signer: Signer,
+        clock: Callable[[], datetime],
+        interval_s: float = 0.5,
+    ) -> None:
+        self.tlog = tlog
+        self.signer = signer
+        self.clock = clock
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._signed = threading.Condition()
+        self._latest: StoredCheckpoint | None = None
+
+    @property
+    def origin(self) -> str:
+        """The log's origin (the signer's key name)."""
+        return self.signer.name
+
+    def start(self) -> None:
+        """Sign once now (so a checkpoint always exists), then on every tick."""
+        self.sign_if_grown()
+        self._thread = threading.Thread(target=self._run, name="plc-checkpointer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the timer after a last signature of whatever was committed."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        try:
+            self.sign_if_grown()
+        except PlcError:
+            log.warning("could not sign a last checkpoint at shutdown")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sign_if_grown()
+            except PlcError as exc:
+                log.error("checkpoint not signed: %s", exc.message)
+            except Exception:  # noqa: BLE001 - the timer must survive a database hiccup
+                log.exception("checkpoint not signed")
+
+    def latest(self) -> StoredCheckpoint | None:
+        """The newest stored checkpoint (signed by any process)."""
+        return self.tlog.latest_checkpoint()
+
+    def sign_if_grown(self) -> StoredCheckpoint:
+        """Sign the current tree if it is larger than the newest checkpoint; return the newest.
+
+        Raises:
+            PlcError: the stored tree is not consistent with the newest checkpoint (nothing
+                is signed), or the database is unavailable.
+        """
+        tree_size = self.tlog.store.tree_size()
+        latest = self.tlog.latest_checkpoint()
+        if latest is not None and latest.tree_size >= tree_size:
+            self._remember(latest)
+            return latest
+        reader = self.tlog.reader
+        new_root = root_hash(tree_size, reader)
+        if latest is not None and latest.tree_size > 0:
+            # Defence in depth: the stored tree must still extend what we signed before (a
+            # proof built from altered hashes cannot link the signed root to the new one).
+            proof = consistency_proof(latest.tree_size, tree_size, reader)
+            verify_consistency(latest.tree_size, tree_size, latest.root_hash, new_root, proof)
+        note = sign_checkpoint(Checkpoint(self.origin, tree_size, new_root), self.signer)
+        stored = StoredCheckpoint(tree_size, new_root, note.encode("utf-8"))
+        if not self.tlog.insert_checkpoint(stored, to_ms(self.clock())):
+            stored = self.tlog.latest_checkpoint() or stored
+        self._remember(stored)
+        return stored
+
+    def _remember(self, checkpoint: StoredCheckpoint) -> None:
+        with self._signed:
+            if self._latest is None or checkpoint.tree_size > self._latest.tree_size:
+                self._latest = checkpoint
+                self._signed.notify_all()
+
+    def wait_covering(self, tree_size: int, timeout_s: float) -> StoredCheckpoint | None:
+        """Block until a checkpoint of at least ``tree_size`` is stored (at most
+        ``timeout_s``); return it, or None on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            latest = self.tlog.latest_checkpoint()
+            if latest is not None and latest.tree_size >= tree_size:
+                return latest
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with self._signed:
+                self._signed.wait(min(remaining, self.interval_s / 4))

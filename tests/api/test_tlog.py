@@ -1,0 +1,161 @@
+"""The transparency log through the API: checkpoints, proofs, tiles, /{did}/log/proof."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from datetime import timedelta
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from plc.errors import PlcError
+from plc.signing import cid_of, sign_operation, tombstone
+from plc.tlog.bundle import verify_did_log_proof
+from plc.tlog.checkpoint import open_checkpoint
+from plc.tlog.hashing import leaf_hash
+from plc.tlog.note import Verifier
+from plc.tlog.proof import verify_consistency, verify_inclusion
+from plc.tlog.tiles import verify_tiles
+
+from ..conftest import Clock
+from ..helpers import new_did, update
+
+
+def _verifier(client: TestClient) -> Verifier:
+    return client.app.state.checkpointer.signer.verifier  # type: ignore[attr-defined,no-any-return]
+
+
+def _fresh_checkpoint(client: TestClient):  # type: ignore[no-untyped-def]
+    client.app.state.checkpointer.sign_if_grown()  # type: ignore[attr-defined]
+    response = client.get("/tlog/checkpoint")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    return open_checkpoint(response.text, [_verifier(client)])
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _post_many(client: TestClient, clock: Clock, count: int, seed: str) -> None:
+    for i in range(count):
+        did, genesis, keys = new_did(f"{seed}{i}")
+        assert client.post(f"/{did}", json=genesis).status_code == 200
+        clock.advance(timedelta(seconds=1))
+        op = update(genesis, keys[1], also_known_as=[f"at://{seed}{i}-b.test"])
+        assert client.post(f"/{did}", json=op).status_code == 200
+
+
+def test_every_export_line_is_in_the_checkpoint(client: TestClient, clock: Clock) -> None:
+    empty = _fresh_checkpoint(client)
+    assert empty.tree_size == 0
+    _post_many(client, clock, 6, "incl")
+    checkpoint = _fresh_checkpoint(client)
+    lines = client.get("/export?after=0").content.split(b"\n")
+    assert checkpoint.tree_size == len(lines) == 12
+    for line in lines:
+        seq = orjson.loads(line)["seq"]
+        proof = client.get(f"/tlog/proof/inclusion?seq={seq}&treeSize={checkpoint.tree_size}")
+        body = proof.json()
+        assert body["leafIndex"] == seq - 1 and _b64(body["leafHash"]) == leaf_hash(line)
+        verify_inclusion(
+            leaf_hash(line),
+            seq - 1,
+            checkpoint.tree_size,
+            [_b64(h) for h in body["inclusionProof"]],
+            checkpoint.root_hash,
+        )
+
+
+def test_checkpoints_before_and_after_are_consistent(client: TestClient, clock: Clock) -> None:
+    _post_many(client, clock, 3, "cons")
+    before = _fresh_checkpoint(client)
+    _post_many(client, clock, 4, "cons-more")
+    after = _fresh_checkpoint(client)
+    assert after.tree_size > before.tree_size
+    body = client.get(f"/tlog/proof/consistency?from={before.tree_size}&to={after.tree_size}")
+    proof = [_b64(h) for h in body.json()["consistencyProof"]]
+    verify_consistency(before.tree_size, after.tree_size, before.root_hash, after.root_hash, proof)
+    same = client.get(f"/tlog/proof/consistency?from={after.tree_size}&to={after.tree_size}")
+    assert same.json()["consistencyProof"] == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["from=0&to=1", "from=3&to=2", "from=1&to=999", "from=a&to=2", "to=2"],
+)
+def test_consistency_bad_sizes_are_400(client: TestClient, clock: Clock, query: str) -> None:
+    _post_many(client, clock, 2, "badcons")
+    response = client.get(f"/tlog/proof/consistency?{query}")
+    assert response.status_code == 400 and "message" in response.json()
+
+
+@pytest.mark.parametrize("query", ["seq=0", "seq=5&treeSize=4", "seq=1&treeSize=999", "seq=x"])
+def test_inclusion_bad_sizes_are_400(client: TestClient, clock: Clock, query: str) -> None:
+    _post_many(client, clock, 2, "badincl")
+    assert client.get(f"/tlog/proof/inclusion?{query}").status_code == 400
+
+
+def test_did_log_proof_with_recovery_and_tombstone(client: TestClient, clock: Clock) -> None:
+    did, genesis, keys = new_did("proof")
+    assert client.post(f"/{did}", json=genesis).status_code == 200
+    clock.advance(timedelta(minutes=1))
+    hijack = update(genesis, keys[1], also_known_as=["at://evil.test"])
+    assert client.post(f"/{did}", json=hijack).status_code == 200
+    _post_many(client, clock, 2, "noise")
+    recovery = update(genesis, keys[0], also_known_as=["at://good.test"])
+    assert client.post(f"/{did}", json=recovery).status_code == 200
+    clock.advance(timedelta(minutes=1))
+    tomb = sign_operation(tombstone(cid_of(recovery)), keys[0])
+    assert client.post(f"/{did}", json=tomb).status_code == 200
+
+    bundle = client.get(f"/{did}/log/proof").json()
+    verified = verify_did_log_proof(bundle, [_verifier(client)])
+    assert [e.seq for e in verified.entries] == [1, 2, 7, 8]
+    assert [orjson.loads(e.line)["cid"] for e in verified.entries] == [
+        cid_of(genesis), cid_of(hijack), cid_of(recovery), cid_of(tomb)
+    ]
+
+    # any single altered byte fails with the library's specific error
+    raw = orjson.dumps(bundle)
+    for position in range(0, len(raw), max(1, len(raw) // 150)):
+        mutated = bytearray(raw)
+        mutated[position] ^= 0x01
+        try:
+            altered = orjson.loads(bytes(mutated))
+        except orjson.JSONDecodeError:
+            continue
+        if altered == bundle:
+            continue
+        with pytest.raises(PlcError):
+            verify_did_log_proof(altered, [_verifier(client)])
+    swapped = copy.deepcopy(bundle)
+    swapped["entries"][0]["line"], swapped["entries"][1]["line"] = (
+        swapped["entries"][1]["line"],
+        swapped["entries"][0]["line"],
+    )
+    with pytest.raises(PlcError):
+        verify_did_log_proof(swapped, [_verifier(client)])
+    assert client.get("/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/log/proof").status_code == 404
+
+
+def test_tiles_verify_with_an_independent_client(client: TestClient, clock: Clock) -> None:
+    _post_many(client, clock, 150, "tile")  # 300 leaves: one full level-0 tile and a partial
+    checkpoint = _fresh_checkpoint(client)
+
+    def fetch(path: str) -> bytes:
+        response = client.get(f"/tlog/{path}")
+        assert response.status_code == 200, path
+        return response.content
+
+    verify_tiles(checkpoint.tree_size, checkpoint.root_hash, fetch, check_entries=True)
+    full = client.get("/tlog/tile/0/000")
+    assert "immutable" in full.headers["cache-control"] and len(full.content) == 256 * 32
+    partial = client.get("/tlog/tile/0/001.p/44")
+    assert partial.status_code == 200 and "immutable" not in partial.headers["cache-control"]
+    assert client.get("/tlog/tile/0/002").status_code == 404
+    assert client.get("/tlog/tile/0/1").status_code == 400
+    gz = client.get("/tlog/tile/entries/000", headers={"accept-encoding": "gzip"})
+    assert gz.headers.get("content-encoding") == "gzip"

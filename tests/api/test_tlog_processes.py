@@ -1,0 +1,194 @@
+"""The log across processes and restarts: `plc serve` prints its verifier key, keeps its
+identity and never signs inconsistent checkpoints; two servers on one PostgreSQL; tiles of a
+log large enough to have level-1 and level-2 tiles."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from plc.codec import b32_lower
+from plc.operation import parse_operation
+from plc.rules import PreparedOperation
+from plc.store.engine import make_engine
+from plc.store.migrate import upgrade
+from plc.store.sql import PendingCommit, SqlStore
+from plc.store.tlog_store import TlogStore
+from plc.timestamps import parse_timestamp
+from plc.tlog.checkpoint import Checkpoint, open_checkpoint
+from plc.tlog.note import parse_verifier_key
+from plc.tlog.proof import verify_consistency
+from plc.tlog.tiles import verify_tiles
+
+from ..conftest import REPO, free_port
+from ..helpers import new_did
+
+PLC = str(Path(sys.executable).parent / "plc")
+
+
+@contextmanager
+def plc_serve(database_url: str, **env: str) -> Iterator[tuple[str, str]]:
+    """Run the real `plc serve`; yield (base URL, verifier key line value)."""
+    port = free_port()
+    environment = {**os.environ, "DATABASE_URL": database_url, "PLC_PORT": str(port), **env}
+    process = subprocess.Popen(
+        [PLC, "serve"], cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().decode()
+        match = re.fullmatch(r"verifier key: (\S+)\n", first)
+        assert match, first
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/_health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        yield url, match.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _checkpoint(url: str, vkey: str, at_least: int) -> Checkpoint:
+    deadline = time.monotonic() + 10
+    while True:
+        checkpoint = open_checkpoint(
+            httpx.get(f"{url}/tlog/checkpoint").text, [parse_verifier_key(vkey)]
+        )
+        if checkpoint.tree_size >= at_least or time.monotonic() > deadline:
+            return checkpoint
+        time.sleep(0.1)
+
+
+def _consistent(url: str, old: Checkpoint, new: Checkpoint) -> None:
+    if old.tree_size == 0 or old.tree_size == new.tree_size:
+        assert old.tree_size == 0 or old.root_hash == new.root_hash
+        return
+    body = httpx.get(f"{url}/tlog/proof/consistency?from={old.tree_size}&to={new.tree_size}").json()
+    proof = [base64.b64decode(h) for h in body["consistencyProof"]]
+    verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)
+
+
+def test_plc_serve_prints_key_and_keeps_identity_across_restarts(tmp_path: Path) -> None:
+    url_db = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    with plc_serve(url_db) as (url, vkey):
+        assert re.fullmatch(r"[A-Za-z0-9._/-]+\+[0-9a-f]{8}\+\S+", vkey)
+        for i in range(3):
+            did, genesis, _ = new_did(f"restart{i}")
+            assert httpx.post(f"{url}/{did}", json=genesis).status_code == 200
+        before = _checkpoint(url, vkey, 3)
+        assert before.tree_size == 3
+    with plc_serve(url_db) as (url, vkey_again):
+        assert vkey_again == vkey
+        for i in range(2):
+            did, genesis, _ = new_did(f"restart-more{i}")
+            assert httpx.post(f"{url}/{did}", json=genesis).status_code == 200
+        after = _checkpoint(url, vkey, 5)
+        assert after.tree_size == 5
+        _consistent(url, before, after)
+
+
+def test_configured_origin_and_key(tmp_path: Path) -> None:
+    from plc.tlog.note import generate_signer
+
+    signer_key, verifier_key = generate_signer("logs.example.org/plc")
+    with plc_serve(f"sqlite:///{tmp_path / 'k.sqlite3'}", PLC_LOG_SIGNING_KEY=signer_key) as (
+        url,
+        vkey,
+    ):
+        assert vkey == verifier_key
+        assert httpx.get(f"{url}/tlog/checkpoint").text.startswith("logs.example.org/plc\n0\n")
+
+
+@pytest.mark.postgres
+def test_two_servers_on_one_postgres(pg_url: str) -> None:
+    with plc_serve(pg_url) as (url_a, vkey_a), plc_serve(pg_url) as (url_b, vkey_b):
+        assert vkey_a == vkey_b  # one log, one identity
+        import asyncio
+
+        created = [new_did(f"two{i}") for i in range(60)]
+
+        async def post_all() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as http:
+                responses = await asyncio.gather(
+                    *(
+                        http.post(f"{(url_a, url_b)[i % 2]}/{did}", json=genesis)
+                        for i, (did, genesis, _) in enumerate(created)
+                    )
+                )
+            return [r.status_code for r in responses]
+
+        seen: list[Checkpoint] = []
+        for _ in range(3):
+            assert asyncio.run(post_all()).count(200) in (60, 0)
+            seen.append(_checkpoint(url_a, vkey_a, 1))
+            seen.append(_checkpoint(url_b, vkey_a, 1))
+            created = [new_did(f"two{len(seen)}-{i}") for i in range(60)]
+        final = _checkpoint(url_a, vkey_a, 180)
+        assert final.tree_size == 180
+        lines = httpx.get(f"{url_b}/export?after=0").content.split(b"\n")
+        assert [orjson.loads(line)["seq"] for line in lines] == list(range(1, 181))
+        ordered = sorted(seen + [final], key=lambda c: c.tree_size)
+        for old, new in zip(ordered, ordered[1:], strict=False):
+            _consistent(url_a, old, new)
+
+
+def _fast_fill(store: SqlStore, count: int) -> None:
+    """Append ``count`` leaves straight through the store (a tiles test, not a rules test: one
+    signed genesis op is stored under many made-up DIDs)."""
+    _, genesis, _ = new_did("bulk")
+    op = parse_operation(genesis)
+    when = parse_timestamp("2026-01-01T00:00:00.000Z")
+    batch = []
+    for i in range(count):
+        did = "did:plc:" + b32_lower(i.to_bytes(15, "big"))[:24]
+        prepared = PreparedOperation(did, op, when, None, (), 0)
+        batch.append(PendingCommit(prepared, None, b"{}", b"{}"))
+        if len(batch) == 5000:
+            store.commit_batch(batch)
+            batch = []
+    if batch:
+        store.commit_batch(batch)
+
+
+def test_tiles_of_a_log_with_level_2(tmp_path: Path) -> None:
+    url_db = f"sqlite:///{tmp_path / 'big.sqlite3'}"
+    engine = make_engine(url_db)
+    upgrade(engine)
+    store = SqlStore(engine)
+    store.leaf_hooks.append(TlogStore(store).append_in)
+    _fast_fill(store, 65_536 + 300)
+    engine.dispose()
+    with plc_serve(url_db) as (url, vkey):
+        checkpoint = _checkpoint(url, vkey, 65_836)
+        assert checkpoint.tree_size == 65_836
+        fetched: list[str] = []
+
+        with httpx.Client(base_url=f"{url}/tlog/") as http:
+
+            def fetch(path: str) -> bytes:
+                fetched.append(path)
+                response = http.get(path)
+                response.raise_for_status()
+                return response.content
+
+            verify_tiles(checkpoint.tree_size, checkpoint.root_hash, fetch)
+        assert "tile/2/000.p/1" in fetched and "tile/1/001.p/1" in fetched
+        assert "tile/1/000" in fetched and "tile/0/257.p/44" in fetched
