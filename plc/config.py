@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     checkpoint_interval_ms: int = 500
     """How often the log signs a checkpoint of new ops; the longest an op waits to be
     covered by a signed checkpoint (``PLC_CHECKPOINT_INTERVAL_MS``)."""
+    stream_backfill_window_s: int = 7 * 24 * 3600
+    """``/export/stream``: a cursor whose next op is older than this is refused with
+    ``OutdatedCursor`` (page through ``/export`` instead) (``PLC_STREAM_BACKFILL_WINDOW_S``)."""
+    stream_buffer: int = 500
+    """``/export/stream``: live ops buffered per connection before ``ConsumerTooSlow``."""
+    stream_poll_interval_ms: int = 100
+    """``/export/stream``: how often to look for ops committed by other processes."""
     version: str = "0.1.0"
     """Reported by ``GET /_health``."""
 

@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import plc
 from plc.api.errors import install_error_handlers
 from plc.api.identity_source import DirectoryDocumentSource
-from plc.api.routes import did, export, health, identity, tlog
+from plc.api.routes import did, export, health, identity, stream, tlog
+from plc.api.routes.stream import CommitSignal
 from plc.checkpoints import Checkpointer, load_or_create_signer
 from plc.config import Settings
 from plc.resolve import IdentityResolver, ResolverSettings
@@ -114,6 +115,9 @@ def create_app(
         store.leaf_hooks.append(tlog.append_in)
         signer = load_or_create_signer(tlog, settings.log_signing_key, settings.log_origin)
         checkpointer = Checkpointer(tlog, signer, clock, settings.checkpoint_interval_ms / 1000)
+        signal = CommitSignal()
+        directory.commit_listeners.append(signal.notify)
+        app.state.commit_signal = signal
         directory.start()
         checkpointer.start()
         app.state.tlog = tlog
@@ -144,6 +148,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(export.router)
+    app.include_router(stream.router)
     app.include_router(tlog.router)
     app.include_router(identity.router)
     app.include_router(did.router)

@@ -1,0 +1,100 @@
+"""``/export/stream`` over a real WebSocket on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from ..conftest import Clock, LiveServer
+from ..helpers import new_did, update
+
+
+def _ws(server: LiveServer, query: str = "", **kwargs: object) -> ClientConnection:
+    url = server.url.replace("http://", "ws://") + "/export/stream" + query
+    return connect(url, open_timeout=10, compression=None, **kwargs)  # type: ignore[arg-type]
+
+
+def _post_dids(server: LiveServer, count: int, seed: str) -> None:
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            created = [new_did(f"{seed}{i}") for i in range(count)]
+            responses = await asyncio.gather(*(http.post(f"/{d}", json=g) for d, g, _ in created))
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(run()) == [200] * count
+
+
+def _closed_reason(ws: ClientConnection, limit: int = 100_000) -> str:
+    for _ in range(limit):
+        try:
+            ws.recv(timeout=10)
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            return closed.rcvd.reason
+    raise AssertionError("connection was not closed")
+
+
+@pytest.fixture
+def stream_server(app_factory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    with LiveServer(app_factory(stream_backfill_window_s=3600, stream_buffer=5)) as server:
+        yield server
+
+
+def test_plain_http_gets_426(stream_server: LiveServer) -> None:
+    response = httpx.get(f"{stream_server.url}/export/stream")
+    assert response.status_code == 426 and response.json() == {"message": "upgrade required"}
+
+
+def test_future_cursor(stream_server: LiveServer) -> None:
+    _post_dids(stream_server, 2, "future")
+    with _ws(stream_server, "?cursor=3") as ws:
+        assert _closed_reason(ws) == "FutureCursor"
+
+
+def test_outdated_cursor(stream_server: LiveServer, clock: Clock) -> None:
+    _post_dids(stream_server, 2, "old")
+    clock.advance(timedelta(hours=2))
+    with _ws(stream_server, "?cursor=0") as ws:
+        assert _closed_reason(ws) == "OutdatedCursor"
+    with _ws(stream_server, "?cursor=2") as ws:  # nothing to backfill: fine
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.3)
+
+
+def test_stream_equals_export_for_concurrent_clients(
+    stream_server: LiveServer, clock: Clock
+) -> None:
+    _post_dids(stream_server, 4, "before")
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(_ws(stream_server, "?cursor=0")) for _ in range(3)]
+        live_only = stack.enter_context(_ws(stream_server))
+        did, genesis, keys = new_did("during")
+        assert httpx.post(f"{stream_server.url}/{did}", json=genesis).status_code == 200
+        clock.advance(timedelta(seconds=1))
+        op = update(genesis, keys[0], also_known_as=["at://during2.test"])
+        assert httpx.post(f"{stream_server.url}/{did}", json=op).status_code == 200
+        export = httpx.get(f"{stream_server.url}/export?after=0").text.split("\n")
+        assert len(export) == 6
+        for ws in clients:
+            assert [ws.recv(timeout=10) for _ in range(6)] == export
+        assert [live_only.recv(timeout=10) for _ in range(2)] == export[4:]
+
+
+def test_consumer_too_slow(stream_server: LiveServer) -> None:
+    # A client that stops reading: a tiny receive buffer and a one-frame client queue, so the
+    # server's sends block after some tens of kB and its live buffer (5 ops) overflows.
+    sock = socket.create_connection(("127.0.0.1", stream_server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with _ws(stream_server, sock=sock, max_queue=1) as ws:
+        _post_dids(stream_server, 150, "slow-a")
+        _post_dids(stream_server, 150, "slow-b")
+        _post_dids(stream_server, 150, "slow-c")
+        assert _closed_reason(ws) == "ConsumerTooSlow"
