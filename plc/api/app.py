@@ -103,7 +103,7 @@ def create_app(
         )
         upgrade(db)
         reads = make_read_engine(db, pool_size=settings.db_pool_size)
-        store = SqlStore(db, reads)
+        store = SqlStore(db, reads, settings.db_busy_timeout_ms)
         directory = Directory(
             store,
             settings.policy(),

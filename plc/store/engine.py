@@ -2,8 +2,9 @@
 
 Accepted URLs (design.md decision 6): ``sqlite:///relative/path``, ``sqlite:////absolute/path``,
 ``postgresql://…`` and ``postgres://…`` (driven by psycopg 3). SQLite runs in WAL mode with
-``synchronous=FULL`` (a committed op survives power loss) and a busy timeout; writers take the
-lock up front (``BEGIN IMMEDIATE``) so two processes never deadlock upgrading a read lock.
+``synchronous=FULL`` (a committed op survives power loss) and a busy timeout; connections run in
+autocommit mode (a read is one statement); the writer takes the lock up front with
+``BEGIN IMMEDIATE`` (``SqlStore``), so two processes never deadlock upgrading a read lock.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def make_engine(url: str, *, pool_size: int = 16, busy_timeout_ms: int = 5000) -
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the driver so BEGIN IMMEDIATE can be issued.
+        # Take transaction control from the driver: reads autocommit, the writer issues
+        # BEGIN IMMEDIATE itself.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -76,14 +78,6 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # Reads run without an explicit transaction (each SELECT is atomic in autocommit
-        # mode); a writer asks for BEGIN IMMEDIATE once, by setting a one-shot flag.
-        mode = conn.info.pop("plc_begin", None)
-        if mode is not None:
-            conn.exec_driver_sql(mode)
 
 
 def make_read_engine(engine: Engine, *, pool_size: int = 16) -> Engine:

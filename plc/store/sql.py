@@ -8,6 +8,7 @@ validated against, and a moved head answers "conflict" for that op alone (compar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -94,8 +95,11 @@ LeafHook = Callable[[Connection, int, Sequence[bytes]], None]
 class SqlStore:
     """Reads and the batched write of the directory over one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
+    def __init__(
+        self, engine: Engine, read_engine: Engine | None = None, busy_timeout_ms: int = 5000
+    ) -> None:
         self.engine = engine
+        self.busy_timeout_ms = busy_timeout_ms
         self.read_engine = read_engine or engine
         self._sqlite = is_sqlite(engine)
         self.leaf_hooks: list[LeafHook] = []
@@ -168,13 +172,35 @@ class SqlStore:
             Unavailable: the database is locked (SQLite busy timeout) or unreachable.
         """
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, conn.begin():
                 if self._sqlite:
-                    conn.info["plc_begin"] = "BEGIN IMMEDIATE"
-                with conn.begin():
-                    return self._commit_in(conn, batch)
+                    self._lock_sqlite(conn)
+                return self._commit_in(conn, batch)
         except OperationalError as exc:
             raise Unavailable("Database unavailable, try again") from exc
+
+    def _lock_sqlite(self, conn: Connection) -> None:
+        """Take SQLite's write lock up front (BEGIN IMMEDIATE), polling every few hundred µs.
+
+        SQLite's own busy handler sleeps in steps of up to 100 ms, which lets one process's
+        committer starve another's; a short poll keeps several workers' group commits
+        interleaved. Gives up after ``busy_timeout_ms`` (→ Unavailable, 503).
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.0002
+        conn.exec_driver_sql("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return
+                except OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
 
     def _commit_in(self, conn: Connection, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
         head_query = _TREE_SIZE if self._sqlite else _TREE_SIZE.with_for_update()
