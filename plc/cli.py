@@ -45,8 +45,11 @@ def serve(
 ) -> None:
     """Run the directory: migrate the schema, then serve HTTP."""
     import uvicorn
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from plc.checkpoints import load_or_create_signer
+    from plc.errors import PlcError
     from plc.logging_setup import configure_logging
     from plc.store.engine import make_engine, redacted
     from plc.store.migrate import upgrade
@@ -63,14 +66,31 @@ def serve(
         }.items()
         if v is not None
     }
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        typer.echo(
+            f"error: invalid setting: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}", err=True
+        )
+        raise typer.Exit(1) from None
     configure_logging(settings.log_level)
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    signer = load_or_create_signer(
-        TlogStore(SqlStore(engine)), settings.log_signing_key, settings.log_origin
-    )
-    engine.dispose()
+    try:
+        engine = make_engine(settings.database_url)
+        upgrade(engine)
+        signer = load_or_create_signer(
+            TlogStore(SqlStore(engine)), settings.log_signing_key, settings.log_origin
+        )
+        engine.dispose()
+    except PlcError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        typer.echo(
+            f"error: database {redacted(settings.database_url)}: "
+            f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     # One plain, unwrapped line that scripts and auditors read the log's public key from.
     print(f"verifier key: {signer.verifier.key_text}", flush=True)
     # Worker processes rebuild the settings from the environment; hand the overrides down.
