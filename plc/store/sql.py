@@ -83,6 +83,30 @@ _SQL_EXPORT_TIME = (
 )
 _SQL_TREE_SIZE = "SELECT tree_size FROM log_head WHERE id = 1"
 _TREE_SIZE = select(LOG_HEAD.c.tree_size).where(LOG_HEAD.c.id == 1)
+_TREE_SIZE_FOR_UPDATE = _TREE_SIZE.with_for_update()
+_HEADS = select(DIDS.c.did, DIDS.c.head_cid).where(
+    DIDS.c.did.in_(bindparam("dids", expanding=True))
+)
+_INSERT_OPS = insert(OPERATIONS)
+_NULLIFY = (
+    update(OPERATIONS)
+    .where(and_(OPERATIONS.c.did == bindparam("d"), OPERATIONS.c.cid == bindparam("c")))
+    .values(nullified=True)
+)
+_INSERT_DIDS = insert(DIDS)
+_UPDATE_DIDS = (
+    update(DIDS)
+    .where(DIDS.c.did == bindparam("d"))
+    .values(
+        head_cid=bindparam("head_cid"),
+        head_created_at_ms=bindparam("head_created_at_ms"),
+        tombstoned=bindparam("tombstoned"),
+        data=bindparam("data"),
+        document=bindparam("document"),
+    )
+)
+_SET_TREE_SIZE = update(LOG_HEAD).where(LOG_HEAD.c.id == 1).values(tree_size=bindparam("size"))
+
 
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
@@ -203,13 +227,10 @@ class SqlStore:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
 
     def _commit_in(self, conn: Connection, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
-        head_query = _TREE_SIZE if self._sqlite else _TREE_SIZE.with_for_update()
+        head_query = _TREE_SIZE if self._sqlite else _TREE_SIZE_FOR_UPDATE
         start_size = int(conn.execute(head_query).scalar_one())
         dids = sorted({p.prepared.did for p in batch})
-        heads: dict[str, str] = {
-            row[0]: row[1]
-            for row in conn.execute(select(DIDS.c.did, DIDS.c.head_cid).where(DIDS.c.did.in_(dids)))
-        }
+        heads: dict[str, str] = {row[0]: row[1] for row in conn.execute(_HEADS, {"dids": dids})}
         existing = set(heads)
         tree_size = start_size
         outcomes: list[CommitOutcome] = []
@@ -260,32 +281,18 @@ class SqlStore:
             outcomes.append(CommitOutcome(CommitStatus.COMMITTED, tree_size, line))
         if not op_rows:
             return outcomes
-        conn.execute(insert(OPERATIONS), op_rows)
+        conn.execute(_INSERT_OPS, op_rows)
         if nullify_rows:
-            conn.execute(
-                update(OPERATIONS)
-                .where(and_(OPERATIONS.c.did == bindparam("d"), OPERATIONS.c.cid == bindparam("c")))
-                .values(nullified=True),
-                nullify_rows,
-            )
+            conn.execute(_NULLIFY, nullify_rows)
         new_dids = [row for did, row in did_rows.items() if did not in existing]
         old_dids = [{**row, "d": row["did"]} for did, row in did_rows.items() if did in existing]
         if new_dids:
-            conn.execute(insert(DIDS), new_dids)
+            conn.execute(_INSERT_DIDS, new_dids)
         if old_dids:
             conn.execute(
-                update(DIDS)
-                .where(DIDS.c.did == bindparam("d"))
-                .values(
-                    head_cid=bindparam("head_cid"),
-                    head_created_at_ms=bindparam("head_created_at_ms"),
-                    tombstoned=bindparam("tombstoned"),
-                    data=bindparam("data"),
-                    document=bindparam("document"),
-                ),
-                [{k: v for k, v in row.items() if k != "did"} for row in old_dids],
+                _UPDATE_DIDS, [{k: v for k, v in r.items() if k != "did"} for r in old_dids]
             )
-        conn.execute(update(LOG_HEAD).where(LOG_HEAD.c.id == 1).values(tree_size=tree_size))
+        conn.execute(_SET_TREE_SIZE, {"size": tree_size})
         for hook in self.leaf_hooks:
             hook(conn, start_size, [row["line"] for row in op_rows])
         return outcomes

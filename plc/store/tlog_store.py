@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from plc.errors import Unavailable
@@ -26,6 +26,10 @@ TREE_HASHES = cast(Table, TreeHashRow.__table__)  # type: ignore[attr-defined]
 CHECKPOINTS = cast(Table, CheckpointRow.__table__)  # type: ignore[attr-defined]
 SIGNER = cast(Table, SignerRow.__table__)  # type: ignore[attr-defined]
 
+_HASHES = select(TREE_HASHES.c.idx, TREE_HASHES.c.hash).where(
+    TREE_HASHES.c.idx.in_(bindparam("idx", expanding=True))
+)
+_INSERT_HASHES = insert(TREE_HASHES)
 _SQL_LATEST_CHECKPOINT = (
     "SELECT tree_size, root_hash, note FROM tlog_checkpoints ORDER BY tree_size DESC LIMIT 1"
 )
@@ -49,9 +53,7 @@ class _ConnectionReader:
         self.conn = conn
 
     def read_hashes(self, indexes: Sequence[int]) -> Sequence[bytes]:
-        rows = self.conn.execute(
-            select(TREE_HASHES.c.idx, TREE_HASHES.c.hash).where(TREE_HASHES.c.idx.in_(indexes))
-        ).all()
+        rows = self.conn.execute(_HASHES, {"idx": list(indexes)}).all()
         found = {int(r[0]): bytes(r[1]) for r in rows}
         return _in_order(found, indexes)
 
@@ -103,9 +105,7 @@ class TlogStore:
             start_size, [leaf_hash(line) for line in lines], _ConnectionReader(conn)
         )
         first = stored_hash_count(start_size)
-        conn.execute(
-            insert(TREE_HASHES), [{"idx": first + i, "hash": h} for i, h in enumerate(new)]
-        )
+        conn.execute(_INSERT_HASHES, [{"idx": first + i, "hash": h} for i, h in enumerate(new)])
 
     def line(self, seq: int) -> bytes | None:
         """The export line of ``seq``, or None."""
