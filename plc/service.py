@@ -11,7 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -233,17 +233,14 @@ class Directory:
         try:
             outcomes = self.store.commit_batch([job.pending for job in jobs])
         except PlcError as exc:
-            for job in jobs:
-                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+            _deliver(jobs, [exc] * len(jobs))
             return
         except Exception as exc:  # noqa: BLE001 - any driver failure must reach the waiters
             log.exception("commit failed")
             failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
-            for job in jobs:
-                job.loop.call_soon_threadsafe(_set_exception, job.future, failure)
+            _deliver(jobs, [failure] * len(jobs))
             return
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_set_result, job.future, outcome)
+        _deliver(jobs, outcomes)
         self._notify(outcomes)
 
     def _notify(self, outcomes: list[CommitOutcome]) -> None:
@@ -338,11 +335,20 @@ def _entry(did: str, row: StoredOp) -> LogEntry:
     )
 
 
-def _set_result(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
+def _deliver(jobs: list[_Job], results: Sequence[CommitOutcome | PlcError]) -> None:
+    """Hand each job its result on its event loop: one wake-up per loop, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+    for job, result in zip(jobs, results, strict=True):
+        by_loop.setdefault(job.loop, []).append((job.future, result))
+    for loop, items in by_loop.items():
+        loop.call_soon_threadsafe(_resolve_all, items)
 
 
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _resolve_all(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, result in items:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
