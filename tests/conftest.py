@@ -25,6 +25,8 @@ SHARED_VECTORS = REPO.parent / "shared" / "vectors"
 INTEROP = SHARED_VECTORS / "did-method-plc" / "interop_tests" / "audit_log"
 PG_ADMIN_URL = os.environ.get("PLC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
+pytest_plugins = ["tests.local_servers"]
+
 hypothesis_settings.register_profile("ci", deadline=None, max_examples=40, derandomize=True)
 hypothesis_settings.register_profile("dev", deadline=None, max_examples=25)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")

@@ -23,38 +23,6 @@ from tests.resolve.servers import LocalDns, LocalHttp
 XRPC = "/xrpc/com.atproto.identity."
 
 
-@pytest.fixture(scope="session")
-def _identity_dns() -> Iterator[LocalDns]:
-    server = LocalDns()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def _identity_http() -> Iterator[LocalHttp]:
-    server = LocalHttp("127.0.0.1")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dns(_identity_dns: LocalDns) -> Iterator[LocalDns]:
-    """The real DNS server on 127.0.0.1, empty zone, zeroed counters."""
-    _identity_dns.zone.reset()
-    yield _identity_dns
-    _identity_dns.zone.reset()
-
-
-@pytest.fixture
-def http(_identity_http: LocalHttp) -> Iterator[LocalHttp]:
-    """The real HTTP server on 127.0.0.1 (well-known handle documents), no routes."""
-    _identity_http.reset()
-    yield _identity_http
-    _identity_http.reset()
-
-
 def resolver_settings_for(dns: LocalDns, http: LocalHttp, **overrides: Any) -> ResolverSettings:
     """Resolver settings pointing at the local servers, private networks allowed."""
     values: dict[str, Any] = {

@@ -60,43 +60,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def _dns_server() -> Iterator[LocalDns]:
-    server = LocalDns()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def _http_server() -> Iterator[LocalHttp]:
-    server = LocalHttp("127.0.0.1")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
 def _http_server_2() -> Iterator[LocalHttp]:
     server = LocalHttp("127.0.0.2")
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def dns(_dns_server: LocalDns) -> Iterator[LocalDns]:
-    """The DNS server with an empty zone and zeroed counters."""
-    _dns_server.zone.reset()
-    yield _dns_server
-    _dns_server.zone.reset()
-
-
-@pytest.fixture
-def http(_http_server: LocalHttp) -> Iterator[LocalHttp]:
-    """The HTTP server on 127.0.0.1 with no routes and zeroed counters."""
-    _http_server.reset()
-    yield _http_server
-    _http_server.reset()
 
 
 @pytest.fixture
