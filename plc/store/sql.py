@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RootTransaction
 from sqlalchemy.exc import OperationalError
 
 from plc.errors import Unavailable
@@ -56,6 +56,29 @@ class CommitOutcome:
     status: CommitStatus
     seq: int | None = None
     line: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBatch:
+    """A written, not yet committed batch (see :meth:`SqlStore.write_batch`)."""
+
+    conn: Connection
+    transaction: RootTransaction
+    outcomes: list[CommitOutcome]
+
+    def commit(self) -> list[CommitOutcome]:
+        """COMMIT (durable once this returns) and release the connection; any thread.
+
+        Raises:
+            Unavailable: the commit failed (nothing of the batch is stored).
+        """
+        try:
+            self.transaction.commit()
+        except OperationalError as exc:
+            raise Unavailable("Database unavailable, try again") from exc
+        finally:
+            self.conn.close()
+        return self.outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +225,41 @@ class SqlStore:
                 return self._commit_in(conn, batch)
         except OperationalError as exc:
             raise Unavailable("Database unavailable, try again") from exc
+
+    def write_batch(self, batch: Sequence[PendingCommit]) -> OpenBatch | None:
+        """The first half of :meth:`commit_batch` for a caller that wants the slow part (the
+        COMMIT, which fsyncs) off its thread: take SQLite's write lock without waiting,
+        write the batch, and return the open transaction; None if the lock is busy (commit
+        with :meth:`commit_batch` instead). SQLite only.
+
+        Raises:
+            Unavailable: the database failed.
+        """
+        conn = self.engine.connect()
+        transaction = conn.begin()
+        try:
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                locked = True
+            except OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                locked = False
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            if not locked:
+                transaction.rollback()
+                conn.close()
+                return None
+            return OpenBatch(conn, transaction, self._commit_in(conn, batch))
+        except OperationalError as exc:
+            transaction.rollback()
+            conn.close()
+            raise Unavailable("Database unavailable, try again") from exc
+        except BaseException:
+            transaction.rollback()
+            conn.close()
+            raise
 
     def _lock_sqlite(self, conn: Connection) -> None:
         """Take SQLite's write lock up front (BEGIN IMMEDIATE), polling every few hundred µs.

@@ -62,3 +62,49 @@ def test_recovery_races_are_recoveries_not_forks(live_server: LiveServer) -> Non
     # whatever interleaving happened, the DID has one chain: genesis and one child
     assert len(active) == 2 and active[1]["operation"]["prev"] == audit[0]["cid"]
     assert len(audit) == 1 + statuses.count(200)
+
+
+def test_sqlite_write_lock_held_elsewhere(sqlite_url: str, clock) -> None:  # type: ignore[no-untyped-def]
+    """Another process holding SQLite's write lock: the op waits for it (the committer
+    thread's path), is then committed, and nothing is lost or duplicated."""
+    import sqlite3
+    import threading
+    import time
+
+    from plc.api.app import create_app
+    from plc.config import Settings
+
+    with LiveServer(create_app(Settings(database_url=sqlite_url), clock=clock)) as server:
+        path = sqlite_url.removeprefix("sqlite:///")
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+        did, genesis, _ = new_did("locked")
+        started = time.monotonic()
+        response = httpx.post(f"{server.url}/{did}", json=genesis, timeout=30)
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started >= 0.4
+        lines = httpx.get(f"{server.url}/export?after=0").content.split(b"\n")
+        assert [orjson.loads(line)["did"] for line in lines] == [did]
+        other.close()
+
+
+def test_sqlite_lock_timeout_is_503_and_nothing_stored(sqlite_url: str, clock) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from plc.api.app import create_app
+    from plc.config import Settings
+
+    settings = Settings(database_url=sqlite_url, db_busy_timeout_ms=300)
+    with LiveServer(create_app(settings, clock=clock)) as server:
+        path = sqlite_url.removeprefix("sqlite:///")
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        did, genesis, _ = new_did("timeout")
+        response = httpx.post(f"{server.url}/{did}", json=genesis, timeout=30)
+        assert response.status_code == 503 and "message" in response.json()
+        other.execute("ROLLBACK")
+        other.close()
+        assert httpx.get(f"{server.url}/export?after=0").content == b""
+        assert httpx.get(f"{server.url}/{did}").status_code == 404
+        assert httpx.post(f"{server.url}/{did}", json=genesis).status_code == 200
