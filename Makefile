@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint typecheck bench load openapi clean
+.PHONY: run test test-fast lint bench load openapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/pytest benchmarks --benchmark-only -p no:xdist
+
+# Side by side with the reference server (../shared/refserver, node + its own PostgreSQL).
+LOAD_ARGS ?= --creates 3000 --updates 3000 --resolves 10000 --concurrency 8
+load: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/compare_reference.py $(LOAD_ARGS) --out results/compare.json
 
 openapi: $(VENV)/.installed
 	$(BIN)/python -m plc.api.openapi_export openapi/plc-directory.json
