@@ -30,7 +30,7 @@ def test_eleventh_op_within_an_hour_is_429_and_recovery_still_accepted(
     limited = client.post(f"/{did}", json=eleventh)
     assert limited.status_code == 429
     assert limited.json() == {"message": "To many operations within last hour (max 10)"}
-    assert 1 <= int(limited.headers["retry-after"]) <= 3600
+    assert 0 < int(limited.headers["retry-after"]) <= 3600
     # a recovery by a higher-authority key is exempt (it nullifies the last op)
     recovery = update(ops[-2], keys[0], also_known_as=["at://recovered.test"])
     assert client.post(f"/{did}", json=recovery).status_code == 200
