@@ -1,0 +1,348 @@
+"""One audit run: ``sync`` a directory or ``verify`` a file, into a state file.
+
+Steps (each step's checks live in their own module):
+
+1. Open the state (:mod:`auditor.state`); a state made for another source is refused. A
+   resumed state first proves itself: its stored tree must give the stored root.
+2. Re-read the prefix verified before (:mod:`auditor.recheck`, ``--recheck``).
+3. Log checks (:mod:`auditor.tlogcheck`): the directory's current checkpoint, or the
+   checkpoint files given for a file.
+4. Replay the rest (:mod:`auditor.replay`, :mod:`auditor.worker`) until the end of the file
+   or an empty ``/export`` page; fetch the checkpoint again.
+5. ``--follow``: the stream (:mod:`auditor.follow`), with a checkpoint check every few seconds.
+6. Spot checks of served DID documents (:mod:`auditor.spotcheck`).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auditor import state
+from auditor.client import DirectoryClient
+from auditor.errors import AuditFailed
+from auditor.findings import MISBEHAVIOUR, Finding
+from auditor.follow import follow_stream
+from auditor.progress import ReplayProgress
+from auditor.recheck import PrefixChecker, RecheckResult
+from auditor.replay import Replayer
+from auditor.sequence import SeqTracker
+from auditor.sources import FileSource, HttpExportSource, LineFetcher, SourceSpec
+from auditor.spotcheck import SpotChecker, sample_dids
+from auditor.tlogcheck import TlogChecker, stored_checkpoints
+from auditor.treestore import TreeStore
+from auditor.worker import WorkerConfig, WorkerPool
+from plc.tlog.checkpoint import parse_checkpoint_unsafe
+from plc.tlog.note import Verifier
+
+MAX_SUSPECT_CHECKS = 100
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """Options of a run (see ``plc-audit sync --help`` for the user-facing text)."""
+
+    workers: int = 2
+    allow_seq_gaps: bool = False
+    removed_cids: frozenset[str] = frozenset()
+    canonical_lines: bool | None = None
+    verifiers: tuple[Verifier, ...] = ()
+    checkpoint_notes: tuple[str, ...] = ()
+    spot_checks: int = 10
+    recheck: str = "full"
+    follow: bool = False
+    follow_seconds: float | None = None
+    progress: bool | None = None
+    seed: int | None = None
+    batch_lines: int = 2000
+
+
+@dataclass
+class AuditOutcome:
+    """What one run did; the full picture is in the state file (:mod:`auditor.report`)."""
+
+    state_path: Path
+    first_finding_id: int
+    ops: int = 0
+    elapsed_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def remove_state(path: Path) -> None:
+    """Delete a state file and its WAL companions (a fresh start)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def _bind_source(conn: sqlite3.Connection, spec: SourceSpec) -> None:
+    bound = state.get_meta(conn, "source")
+    if bound is None:
+        state.set_meta(conn, "source", spec.location)
+        state.set_meta(conn, "source_kind", spec.kind)
+    elif bound != spec.location:
+        raise AuditFailed(f"the state file belongs to {bound}, not {spec.location}")
+
+
+class _Run:
+    """The shared machinery of ``sync`` and ``verify`` for one run."""
+
+    def __init__(self, spec: SourceSpec, state_path: Path, options: AuditOptions) -> None:
+        self.spec = spec
+        self.options = options
+        self.pool: WorkerPool | None = None
+        self.progress: ReplayProgress | None = None
+        self.conn = state.connect(state_path)
+        _bind_source(self.conn, spec)
+        self.outcome = AuditOutcome(state_path, state.max_finding_id(self.conn))
+        tree_size = state.get_meta_int(self.conn, "tree_size")
+        self.tree = TreeStore(self.conn, tree_size)
+        stored_root = state.get_meta(self.conn, "root_hash")
+        if tree_size and stored_root != self.tree.root().hex():
+            raise AuditFailed("the state file's tree does not give its stored root (corrupt)")
+        self.client = DirectoryClient(spec.location) if spec.kind == "http" else None
+        self.fetcher = LineFetcher(spec)
+        self.tlog = TlogChecker(self.conn, self.tree, options.verifiers, self.client, self.fetcher)
+        last_line = state.get_meta(self.conn, "last_line")
+        self.tracker = SeqTracker(
+            state.get_meta_int(self.conn, "cursor_seq"),
+            None if last_line is None else last_line.encode("utf-8"),
+            allow_gaps=options.allow_seq_gaps,
+        )
+
+    def write(self, findings: list[Finding]) -> None:
+        """Store findings (and whatever the caller changed) in one transaction."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            state.store_findings(self.conn, findings)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def observe_checkpoint(self, note: str | None) -> None:
+        """Log checks on one checkpoint note (None: only those kept from earlier runs, whose
+        signatures are checked now if keys were given), committed at once."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            findings = self.tlog.verify_stored()
+            if note is not None:
+                findings += self.tlog.observe(note)
+            findings += self.tlog.check_pending(state.get_meta_int(self.conn, "tree_size"))
+            state.store_findings(self.conn, findings)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def recheck(self, lines: Iterator[tuple[int, bytes]], full: bool) -> None:
+        """Compare a re-read of the prefix with the stored leaves; store the findings."""
+        checker = PrefixChecker(self.conn, self.tree)
+        result: RecheckResult = checker.check(lines, whole=full)
+        if result.differing:
+            self.outcome.notes.append(
+                f"second read of the export: {result.differing} of {self.tree.tree_size} "
+                f"leaves differ ({len(result.findings)} reported)"
+            )
+        self.write(result.findings)
+
+    def replayer(self, canonical: bool, total: int | None, label: str) -> Replayer:
+        """Start the workers and the replay loop."""
+        config = WorkerConfig(
+            str(self.outcome.state_path), self.spec, self.options.removed_cids, canonical
+        )
+        self.pool = WorkerPool(config, self.options.workers)
+        self.progress = ReplayProgress(label, total, self.options.progress)
+        return Replayer(self.conn, self.tree, self.tracker, self.pool, self.tlog, self.progress)
+
+    def finish(self, replayer: Replayer | None, started: float) -> AuditOutcome:
+        """Drain, stop the workers, mark the run finished."""
+        if replayer is not None:
+            replayer.drain()
+            self.outcome.ops = replayer.counters.ops
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        state.set_meta(self.conn, "finished", 1)
+        self.outcome.elapsed_s = time.monotonic() - started
+        return self.outcome
+
+    def close(self) -> None:
+        """Release connections (and stop the workers if a failure left them running)."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool = None
+        if self.progress is not None:
+            self.progress.close()
+        self.fetcher.close()
+        if self.client is not None:
+            self.client.close()
+        self.conn.close()
+
+
+def _file_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """``(position, line)`` of a file from the start (the consumer stops reading)."""
+    source = FileSource(path)
+    index = 0
+    try:
+        for batch in source.batches(4096):
+            for raw in batch:
+                yield index, raw.line
+                index += 1
+    finally:
+        source.close()
+
+
+def verify_file(
+    path: Path, state_path: Path, options: AuditOptions, *, resume: bool = False
+) -> AuditOutcome:
+    """Audit a JSON-lines export file (``plc-audit verify``); fresh unless ``resume``.
+
+    Raises:
+        AuditFailed: unreadable file, foreign state, corrupt state, worker failure.
+    """
+    started = time.monotonic()
+    if not resume:
+        remove_state(state_path)
+    spec = SourceSpec.for_file(path)
+    run = _Run(spec, state_path, options)
+    replayer = None
+    try:
+        offset = state.get_meta_int(run.conn, "cursor_offset")
+        if run.tree.tree_size and options.recheck != "none":
+            run.recheck(_file_lines(spec.location), full=True)
+        for note in options.checkpoint_notes or (None,):
+            run.observe_checkpoint(note)
+        canonical = (
+            options.canonical_lines
+            if options.canonical_lines is not None
+            else bool(options.checkpoint_notes)
+        )
+        source = FileSource(spec.location, offset)
+        replayer = run.replayer(canonical, source.total_bytes, f"verify {path.name}")
+        try:
+            for batch in source.batches(options.batch_lines):
+                replayer.ingest(batch, source.offset)
+        finally:
+            source.close()
+        pending = [cp for cp in stored_checkpoints(run.conn) if cp.status == "pending"]
+        for cp in pending:
+            run.outcome.notes.append(
+                f"checkpoint of size {cp.tree_size} is larger than the file: not checked"
+            )
+        return run.finish(replayer, started)
+    finally:
+        run.close()
+
+
+def _http_lines(client: DirectoryClient, after: int) -> Iterator[tuple[int, bytes]]:
+    """``(n, line)`` of ``/export`` pages from ``after`` on (the consumer stops reading)."""
+    index = 0
+    for batch in HttpExportSource(client, after).batches():
+        for raw in batch:
+            yield index, raw.line
+            index += 1
+
+
+def sync_directory(
+    url: str, state_path: Path, options: AuditOptions, *, fresh: bool = False
+) -> AuditOutcome:
+    """Audit a directory over HTTP (``plc-audit sync``), resuming from the state.
+
+    Raises:
+        AuditFailed: network failure, foreign or corrupt state, worker failure.
+    """
+    started = time.monotonic()
+    if fresh:
+        remove_state(state_path)
+    spec = SourceSpec.for_url(url)
+    run = _Run(spec, state_path, options)
+    assert run.client is not None
+    client = run.client
+    replayer = None
+    try:
+        cursor = state.get_meta_int(run.conn, "cursor_seq")
+        if run.tree.tree_size and options.recheck == "full":
+            run.recheck(_http_lines(client, 0), full=True)
+        elif run.tree.tree_size and options.recheck == "tail" and cursor == run.tree.tree_size:
+            after = max(0, cursor - 1000)
+            tail = ((after + i, line) for i, line in _http_lines(client, after))
+            run.recheck(tail, full=False)
+        note = client.checkpoint()
+        has_tlog = note is not None
+        state.set_meta(run.conn, "tlog", int(has_tlog))
+        run.observe_checkpoint(note)
+        canonical = options.canonical_lines if options.canonical_lines is not None else has_tlog
+        total = parse_checkpoint_unsafe(note).tree_size if note is not None else None
+        replayer = run.replayer(canonical, total, "sync")
+
+        def catch_up() -> None:
+            assert replayer is not None
+            source = HttpExportSource(client, replayer.last_seq)
+            for batch in source.batches():
+                replayer.ingest(batch)
+            replayer.drain()
+
+        def tick() -> None:
+            latest = client.checkpoint()
+            if latest is not None:
+                run.observe_checkpoint(latest)
+
+        catch_up()
+        if has_tlog:
+            tick()
+        if options.follow:
+            run.tracker.dedup_redelivery = True
+            try:
+                follow_stream(
+                    spec.location,
+                    replayer,
+                    catch_up=catch_up,
+                    tick=tick if has_tlog else lambda: None,
+                    seconds=options.follow_seconds,
+                )
+            except KeyboardInterrupt:
+                run.outcome.notes.append("stopped following (interrupted)")
+            replayer.drain()
+            if has_tlog:
+                tick()
+        run.finish(replayer, started)
+        _spot_checks(run, replayer.counters.suspects)
+        for cp in stored_checkpoints(run.conn):
+            if cp.status == "pending":
+                run.outcome.notes.append(
+                    f"checkpoint of size {cp.tree_size} is ahead of the {run.tree.tree_size} "
+                    "entries read: it is checked when they arrive (next run)"
+                )
+        run.outcome.elapsed_s = time.monotonic() - started
+        return run.outcome
+    finally:
+        run.close()
+
+
+def _spot_checks(run: _Run, suspects: set[str]) -> None:
+    if run.client is None or run.options.spot_checks < 0:
+        return
+    rng = random.Random(run.options.seed)
+    dids = sample_dids(run.conn, run.options.spot_checks, rng)
+    dids += sorted(suspects - set(dids))[:MAX_SUSPECT_CHECKS]
+    checker = SpotChecker(run.conn, run.client, run.fetcher)
+    findings: list[Finding] = []
+    for did in dids:
+        findings.extend(checker.check(did))
+    run.write(findings)
+    run.outcome.notes.append(f"spot-checked {len(dids)} DIDs")
+
+
+def has_misbehaviour(conn: sqlite3.Connection) -> bool:
+    """True if the state holds any misbehaviour finding."""
+    row = conn.execute(
+        "SELECT 1 FROM findings WHERE severity = ? LIMIT 1", (MISBEHAVIOUR,)
+    ).fetchone()
+    return row is not None

@@ -1,0 +1,283 @@
+"""``plc-audit``: the auditor's command line.
+
+Commands::
+
+    plc-audit sync --directory URL [--state PATH] [--vkey KEY] [--follow] ...
+    plc-audit verify FILE [--resume] [--checkpoint NOTE] [--vkey KEY] ...
+    plc-audit compare STATE_A STATE_B
+    plc-audit report [--state PATH | --directory URL | --file FILE] [--json]
+    plc-audit check-evidence FINDINGS [--vkey KEY]
+
+Findings go to stdout (or ``--findings PATH``) as JSON lines; the readable summary and the
+progress bar go to stderr. Exit codes (design.md decision 8): 0 clean (information findings
+only), 2 misbehaviour found, 1 the audit itself failed — network, unreadable input, bad
+arguments and usage errors (click's usage exit code 2 is turned into 1).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from rich.console import Console
+
+from auditor import state
+from auditor.audit import AuditOptions, AuditOutcome, sync_directory, verify_file
+from auditor.compare import compare_states
+from auditor.errors import AuditFailed
+from auditor.findings import MISBEHAVIOUR, Finding
+from auditor.removals import load_removed_cids
+from auditor.report import render_findings, render_summary, summarize, write_findings
+from auditor.sources import SourceSpec
+from plc.errors import VerificationError
+from plc.tlog.note import Verifier, parse_verifier_key
+
+app = typer.Typer(
+    name="plc-audit",
+    help="Independent auditor of did:plc directories: replay, fork and split-view checks.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+_STATE_HELP = "State file (default: plc-audit-<sha256 of the source>.sqlite3 in the cwd)."
+_FINDINGS_HELP = "Write findings as JSON lines here ('-' = stdout)."
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+def _verifiers(texts: Sequence[str]) -> tuple[Verifier, ...]:
+    try:
+        return tuple(parse_verifier_key(t.strip()) for t in texts)
+    except VerificationError as exc:
+        raise AuditFailed(f"--vkey: {exc.message}") from exc
+
+
+@contextmanager
+def _output(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdout.buffer
+        return
+    with open(path, "wb") as handle:
+        yield handle
+
+
+def _finish(outcome: AuditOutcome, findings_path: str) -> int:
+    conn = state.connect(outcome.state_path, create=False)
+    try:
+        new = [f for _, f in state.load_findings(conn, after_id=outcome.first_finding_id)]
+        with _output(findings_path) as out:
+            write_findings(new, out)
+        summary = summarize(conn)
+    finally:
+        conn.close()
+    notes = [f"state file: {outcome.state_path}", f"{len(new)} new findings this run"]
+    render_summary(
+        summary,
+        _stderr(),
+        notes=notes + outcome.notes,
+        run_ops=outcome.ops,
+        run_seconds=outcome.elapsed_s,
+    )
+    return summary.exit_code
+
+
+@app.command()
+def sync(
+    directory: Annotated[str, typer.Option("--directory", "-d", help="Directory URL.")],
+    state_path: Annotated[Path | None, typer.Option("--state", help=_STATE_HELP)] = None,
+    vkey: Annotated[list[str], typer.Option(help="The log's verifier key.")] = [],  # noqa: B006
+    follow: Annotated[bool, typer.Option(help="Keep following /export/stream.")] = False,
+    follow_seconds: Annotated[
+        float | None, typer.Option(help="Stop following after this long.")
+    ] = None,
+    allow_seq_gaps: Annotated[
+        bool, typer.Option(help="Report seq gaps as information (plc.directory).")
+    ] = False,
+    removed_cids: Annotated[
+        list[Path], typer.Option(help="Announced-removal list of CIDs (JSON array or lines).")
+    ] = [],  # noqa: B006
+    spot_checks: Annotated[int, typer.Option(help="Random DIDs to spot-check.")] = 10,
+    recheck: Annotated[
+        str, typer.Option(help="Re-read of the verified prefix on resume: full, tail, none.")
+    ] = "full",
+    workers: Annotated[int, typer.Option(help="Validation processes (0: in-process).")] = 2,
+    canonical_lines: Annotated[
+        bool | None, typer.Option(help="Require canonical lines (default: with a tlog).")
+    ] = None,
+    fresh: Annotated[bool, typer.Option(help="Discard the state and start over.")] = False,
+    findings: Annotated[str, typer.Option(help=_FINDINGS_HELP)] = "-",
+    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a tty).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the spot-check sample.")] = None,
+) -> int:
+    """Replay a directory's /export (and /tlog/), resuming from the state file."""
+    if recheck not in ("full", "tail", "none"):
+        raise typer.BadParameter("must be full, tail or none", param_hint="--recheck")
+    spec = SourceSpec.for_url(directory)
+    options = AuditOptions(
+        workers=workers,
+        allow_seq_gaps=allow_seq_gaps,
+        removed_cids=load_removed_cids(removed_cids),
+        canonical_lines=canonical_lines,
+        verifiers=_verifiers(vkey),
+        spot_checks=spot_checks,
+        recheck=recheck,
+        follow=follow,
+        follow_seconds=follow_seconds,
+        progress=progress,
+        seed=seed,
+    )
+    path = state_path or state.default_state_path(spec.location)
+    return _finish(sync_directory(spec.location, path, options, fresh=fresh), findings)
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="JSON-lines export (sequenced_op lines).")],
+    state_path: Annotated[Path | None, typer.Option("--state", help=_STATE_HELP)] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the state instead of starting over.")
+    ] = False,
+    checkpoint: Annotated[
+        list[Path], typer.Option(help="A signed checkpoint note file to check the entries against.")
+    ] = [],  # noqa: B006
+    vkey: Annotated[list[str], typer.Option(help="The log's verifier key.")] = [],  # noqa: B006
+    allow_seq_gaps: Annotated[bool, typer.Option(help="Report seq gaps as information.")] = False,
+    removed_cids: Annotated[
+        list[Path], typer.Option(help="Announced-removal list of CIDs (JSON array or lines).")
+    ] = [],  # noqa: B006
+    workers: Annotated[int, typer.Option(help="Validation processes (0: in-process).")] = 2,
+    canonical_lines: Annotated[
+        bool | None, typer.Option(help="Require canonical lines (default: with --checkpoint).")
+    ] = None,
+    findings: Annotated[str, typer.Option(help=_FINDINGS_HELP)] = "-",
+    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a tty).")] = None,
+) -> int:
+    """Replay a JSON-lines export file offline (fresh unless --resume)."""
+    spec = SourceSpec.for_file(file)
+    if not Path(spec.location).is_file():
+        raise AuditFailed(f"no such file: {file}")
+    try:
+        notes = tuple(p.read_text("utf-8") for p in checkpoint)
+    except OSError as exc:
+        raise AuditFailed(f"cannot read a checkpoint: {exc}") from exc
+    options = AuditOptions(
+        workers=workers,
+        allow_seq_gaps=allow_seq_gaps,
+        removed_cids=load_removed_cids(removed_cids),
+        canonical_lines=canonical_lines,
+        verifiers=_verifiers(vkey),
+        checkpoint_notes=notes,
+        progress=progress,
+    )
+    path = state_path or state.default_state_path(spec.location)
+    return _finish(verify_file(file, path, options, resume=resume), findings)
+
+
+@app.command()
+def compare(
+    state_a: Annotated[Path, typer.Argument(help="One auditor's state file.")],
+    state_b: Annotated[Path, typer.Argument(help="Another auditor's state file.")],
+    findings: Annotated[str, typer.Option(help=_FINDINGS_HELP)] = "-",
+) -> int:
+    """Compare two auditors' checkpoint histories and entries: find a split view."""
+    try:
+        found = compare_states(state_a, state_b)
+    except (FileNotFoundError, sqlite3.DatabaseError) as exc:
+        raise AuditFailed(str(exc)) from exc
+    with _output(findings) as out:
+        write_findings(found, out)
+    console = _stderr()
+    if found:
+        render_findings(found, console)
+        console.print("[bold red]SPLIT VIEW[/] (exit code 2)")
+        return 2
+    console.print("[bold green]consistent[/]: no split view between the two states (exit code 0)")
+    return 0
+
+
+@app.command()
+def report(
+    state_path: Annotated[Path | None, typer.Option("--state", help="State file.")] = None,
+    directory: Annotated[str | None, typer.Option(help="Find the state of this URL.")] = None,
+    file: Annotated[Path | None, typer.Option(help="Find the state of this export file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON lines.")] = False,
+    limit: Annotated[int, typer.Option(help="Findings shown in the table.")] = 50,
+) -> int:
+    """Render the summary and findings of a state file."""
+    if state_path is None:
+        if directory is not None:
+            state_path = state.default_state_path(SourceSpec.for_url(directory).location)
+        elif file is not None:
+            state_path = state.default_state_path(SourceSpec.for_file(file).location)
+        else:
+            raise typer.BadParameter("give --state, --directory or --file")
+    try:
+        conn = state.connect(state_path, create=False)
+    except (FileNotFoundError, sqlite3.DatabaseError) as exc:
+        raise AuditFailed(str(exc)) from exc
+    try:
+        stored: list[Finding] = [f for _, f in state.load_findings(conn)]
+        summary = summarize(conn)
+    finally:
+        conn.close()
+    if as_json:
+        write_findings(stored, sys.stdout.buffer)
+    console = Console()
+    render_summary(summary, console, notes=[f"state file: {state_path}"])
+    if stored and not as_json:
+        ordered = sorted(stored, key=lambda f: (f.severity != MISBEHAVIOUR, f.seq or 0))
+        render_findings(ordered, console, limit)
+    return summary.exit_code
+
+
+@app.command("check-evidence")
+def check_evidence(
+    file: Annotated[Path, typer.Argument(help="Findings as JSON lines.")],
+    vkey: Annotated[list[str], typer.Option(help="The log's verifier key.")] = [],  # noqa: B006
+) -> int:
+    """Re-verify findings' evidence with the pure core only (exit 1 if any is rejected)."""
+    from auditor import evidence_check
+
+    args = [str(file)]
+    for key in vkey:
+        args += ["--vkey", key]
+    return evidence_check.main(args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``plc-audit``: run a command and exit with its code (usage errors 1)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="plc-audit",
+            standalone_mode=False,
+        )
+    except typer.TyperException as exc:  # usage errors: click would exit 2, we exit 1
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(exc, file=sys.stderr)
+        sys.exit(1)
+    except (typer.Abort, typer.Exit) as exc:
+        sys.exit(getattr(exc, "exit_code", 1) or 1)
+    except AuditFailed as exc:
+        _stderr().print(f"[bold red]audit failed:[/] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""``plc-audit compare STATE_A STATE_B``: find a split view two auditors could not see alone.
+
+A directory can show one history to auditor A and another to auditor B; each history is
+internally valid, so each auditor alone finds nothing. Together they can prove it:
+
+1. Checkpoints against the other's entries: for each checkpoint B kept (size ``m``) that A's
+   entries reach, A's root at ``m`` must equal it. If it does not, and A kept a matched
+   checkpoint of size ``n >= m``, the evidence is golang.org/x/mod/sumdb's: both signed
+   notes and a consistency proof from ``m`` to ``n`` computed from A's entries (RFC 6962
+   §2.1.2) — it shows A's checkpoint at ``m`` has a root other than B's checkpoint, so the
+   directory signed two inconsistent trees. And the same with A and B swapped.
+2. Entries against entries: the two roots at the smaller of the two tree sizes must be
+   equal; if not, the first differing leaf is found by binary search over the roots of
+   prefixes (both trees are stored), and its two leaf hashes and ops are reported.
+
+Both states are only read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from auditor import state
+from auditor.findings import Finding
+from auditor.tlogcheck import StoredCheckpoint, stored_checkpoints
+from auditor.treestore import TreeStore
+from plc.tlog.encoding import encode_b64
+from plc.tlog.proof import consistency_proof
+
+
+class _Side:
+    """One auditor's state, opened read-only in spirit."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.name = name
+        self.conn = state.connect(path, create=False)
+        self.tree = TreeStore(self.conn, state.get_meta_int(self.conn, "tree_size"), readonly=True)
+        self.checkpoints = stored_checkpoints(self.conn)
+        self.source = state.get_meta(self.conn, "source")
+
+    def covering(self, size: int, origin: str) -> StoredCheckpoint | None:
+        """The smallest matched checkpoint of ``origin`` with at least ``size`` leaves."""
+        matched = [
+            cp
+            for cp in self.checkpoints
+            if cp.status == "matched" and cp.origin == origin and cp.tree_size >= size
+        ]
+        return min(matched, key=lambda cp: cp.tree_size, default=None)
+
+    def op(self, seq: int) -> dict[str, Any] | None:
+        found = state.op_at_seq(self.conn, seq)
+        return None if found is None else {"seq": seq, "did": found[0], "cid": found[1]}
+
+
+def _against(mine: _Side, theirs: _Side, seen: set[tuple[str, str]]) -> list[Finding]:
+    """``theirs``' checkpoints against ``mine``'s entries."""
+    findings: list[Finding] = []
+    for cp in theirs.checkpoints:
+        if cp.tree_size == 0 or cp.tree_size > mine.tree.tree_size:
+            continue
+        root = mine.tree.root(cp.tree_size)
+        if root == cp.root_hash:
+            continue
+        cover = mine.covering(cp.tree_size, cp.origin)
+        proof: list[str] | None = None
+        if cover is not None:
+            proof = [
+                encode_b64(h)
+                for h in (
+                    []
+                    if cover.tree_size == cp.tree_size
+                    else consistency_proof(cp.tree_size, cover.tree_size, mine.tree)
+                )
+            ]
+        pair = tuple(sorted((cp.note, "" if cover is None else cover.note)))
+        if pair in seen:
+            continue
+        seen.add((pair[0], pair[1]))
+        findings.append(
+            Finding(
+                "split-view",
+                f"{theirs.name}'s checkpoint of size {cp.tree_size} is not the tree "
+                f"{mine.name} read (root {encode_b64(root)})",
+                {
+                    "covering_checkpoint": None if cover is None else cover.note,
+                    "other_checkpoint": cp.note,
+                    "root_at_other_size": encode_b64(root),
+                    "consistency_proof": proof,
+                    "covering_auditor": mine.source,
+                    "other_auditor": theirs.source,
+                },
+                scope=f"{pair[0]}\x00{pair[1]}",
+            )
+        )
+    return findings
+
+
+def _entries(a: _Side, b: _Side) -> list[Finding]:
+    size = min(a.tree.tree_size, b.tree.tree_size)
+    if size == 0 or a.tree.root(size) == b.tree.root(size):
+        return []
+    lo, hi = 0, size  # roots agree at lo, differ at hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a.tree.root(mid) == b.tree.root(mid):
+            lo = mid
+        else:
+            hi = mid
+    leaf = lo
+    return [
+        Finding(
+            "split-view",
+            f"the two auditors read different entries from leaf {leaf} (seq {leaf + 1}) on",
+            {
+                "leaf_index": leaf,
+                "tree_size": size,
+                "leaf_hash_a": encode_b64(a.tree.leaf_hash(leaf)),
+                "leaf_hash_b": encode_b64(b.tree.leaf_hash(leaf)),
+                "root_a": encode_b64(a.tree.root(size)),
+                "root_b": encode_b64(b.tree.root(size)),
+                "op_a": a.op(leaf + 1),
+                "op_b": b.op(leaf + 1),
+                "auditor_a": a.source,
+                "auditor_b": b.source,
+            },
+            seq=leaf + 1,
+            scope="entries",
+        )
+    ]
+
+
+def compare_states(path_a: Path, path_b: Path) -> list[Finding]:
+    """Compare two auditors' state files.
+
+    Raises:
+        FileNotFoundError: a state file does not exist.
+        sqlite3.DatabaseError: not a state file.
+    """
+    a, b = _Side(path_a, "A"), _Side(path_b, "B")
+    try:
+        seen: set[tuple[str, str]] = set()
+        return _against(a, b, seen) + _against(b, a, seen) + _entries(a, b)
+    finally:
+        a.conn.close()
+        b.conn.close()

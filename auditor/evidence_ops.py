@@ -1,0 +1,268 @@
+"""Evidence checks of the per-operation finding classes (half of the standalone checker).
+
+Like :mod:`auditor.evidence_check`, this imports only the standard library, ``orjson`` and
+the pure core of ``plc`` — never the rest of ``auditor`` — so the two files are all a third
+party needs to read to re-verify a finding. Per-DID rule findings are re-decided with the
+core's :func:`plc.rules.validate_next_op` over the DID's export lines, an implementation
+independent of the auditor's incremental rules (:mod:`auditor.chain`).
+
+Each check takes ``(finding, evidence, verifier keys)`` and returns :data:`VERIFIED` or
+:data:`UNVERIFIABLE`, or raises :class:`EvidenceRejected`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from plc.audit_log import apply_prepared
+from plc.did import did_for_genesis, is_did_plc
+from plc.document import format_data, format_did_document
+from plc.errors import (
+    GenesisHashMismatch,
+    InvalidSignature,
+    LateRecovery,
+    MisorderedOperation,
+    PlcError,
+)
+from plc.exportline import build_line
+from plc.operation import Operation, normalize, parse_operation, rotation_keys_of
+from plc.rules import LogEntry, signer_index, validate_next_op
+from plc.timestamps import parse_timestamp
+from plc.tlog.note import Verifier
+
+VERIFIED = "verified"
+UNVERIFIABLE = "unverifiable"
+RULE_CLASSES = frozenset(
+    {
+        "invalid-signature",
+        "chained-to-nullified",
+        "chained-to-tombstone",
+        "chained-to-invalid",
+        "late-recovery",
+        "unauthorized-recovery",
+        "misordered-timestamp",
+        "genesis-did-mismatch",
+        "op-before-prev",
+    }
+)
+
+
+class EvidenceRejected(Exception):
+    """The evidence does not support the finding's claim."""
+
+
+def need(condition: bool, why: str) -> None:
+    if not condition:
+        raise EvidenceRejected(why)
+
+
+def _record(line: str) -> dict[str, Any]:
+    """Parse an export line strictly (the shape of design.md decision 5)."""
+    value = orjson.loads(line)
+    need(isinstance(value, dict), "line is not a JSON object")
+    keys = {"did", "cid", "seq", "createdAt", "operation", "type"}
+    need(value.keys() == keys, f"line keys {sorted(value)}")
+    need(value["type"] == "sequenced_op", "line type is not sequenced_op")
+    need(type(value["seq"]) is int and value["seq"] >= 1, "seq is not a positive integer")
+    need(isinstance(value["did"], str) and is_did_plc(value["did"]), "did is not a did:plc")
+    need(isinstance(value["cid"], str), "cid is not a string")
+    return dict(value)
+
+
+def _entry(line: str) -> tuple[dict[str, Any], LogEntry]:
+    record = _record(line)
+    op = parse_operation(record["operation"])
+    return record, LogEntry(record["did"], op, parse_timestamp(record["createdAt"]))
+
+
+def _replay(did: str, lines: Sequence[str], refused: set[int]) -> tuple[list[LogEntry], LogEntry]:
+    """Replay all lines but the last with the core; refused lines must be refused."""
+    history: list[LogEntry] = []
+    for index, line in enumerate(lines[:-1]):
+        _, entry = _entry(line)
+        need(entry.did == did, f"line {index} is for another DID")
+        try:
+            prepared = validate_next_op(history, did, entry.operation, entry.created_at)
+        except PlcError:
+            need(index in refused, f"line {index} is refused by the rules but not marked so")
+            continue
+        need(index not in refused, f"line {index} was marked refused but is valid")
+        history = apply_prepared(history, prepared)
+    _, last = _entry(lines[-1])
+    need(last.did == did, "the last line is for another DID")
+    return history, last
+
+
+def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    cls, did = finding["class"], finding["did"]
+    lines = ev["lines"]
+    need(bool(lines) and all(isinstance(x, str) for x in lines), "lines missing")
+    history, last = _replay(did, lines, set(ev.get("refused", [])))
+    op = last.operation
+    need(op.cid == finding["cid"], "the last line is not the op the finding names")
+    try:
+        validate_next_op(history, did, op, last.created_at)
+    except PlcError as exc:
+        error: PlcError = exc
+    else:
+        raise EvidenceRejected("the core accepts the op: no rule is broken")
+    active = [e for e in history if not e.nullified]
+    prev = next((e for e in history if e.cid == op.prev), None)
+    if cls == "genesis-did-mismatch":
+        need(op.prev is None and did_for_genesis(op) != did, "genesis hashes to the DID")
+    elif cls == "invalid-signature":
+        keys = rotation_keys_of(op) if op.prev is None else rotation_keys_of(_op(prev))
+        need(_signer(keys, op) is None, "a rotation key of prev verifies the sig")
+    elif cls == "unauthorized-recovery":
+        children = [e for e in active if e.operation.prev == op.prev]
+        need(bool(children) and prev is not None, "prev has no active child to nullify")
+        keys = rotation_keys_of(_op(prev))
+        mine, theirs = _signer(keys, op), _signer(keys, children[0].operation)
+        need(mine is not None and theirs is not None and mine >= theirs, "key has authority")
+    elif cls == "late-recovery":
+        need(isinstance(error, LateRecovery), f"core says: {error.message}")
+    elif cls == "misordered-timestamp":
+        need(isinstance(error, MisorderedOperation), f"core says: {error.message}")
+        newest = max((e.created_at for e in active), default=None)
+        need(newest is not None and last.created_at <= newest, "the op is later than all")
+    elif cls == "chained-to-nullified":
+        need(prev is not None and prev.nullified, "prev is not nullified")
+    elif cls == "chained-to-tombstone":
+        need(prev is not None and prev.operation.is_tombstone, "prev is not a tombstone")
+    elif cls == "chained-to-invalid":
+        refused_cids = {_entry(lines[i])[1].cid for i in ev.get("refused", [])}
+        need(op.prev in refused_cids, "prev is not a refused op")
+    elif cls == "op-before-prev":
+        need(all(_entry(x)[1].cid != op.prev for x in lines[:-1]), "prev appears earlier")
+        return UNVERIFIABLE  # absence from the DID's lines; the export's order is the claim
+    need(not isinstance(error, GenesisHashMismatch) or cls == "genesis-did-mismatch", "class")
+    return VERIFIED
+
+
+def _op(entry: LogEntry | None) -> Operation:
+    need(entry is not None, "prev is not in the history")
+    assert entry is not None
+    return entry.operation
+
+
+def _signer(keys: Sequence[str], op: Operation) -> int | None:
+    try:
+        return signer_index(keys, op)
+    except InvalidSignature:
+        return None
+
+
+def _wrong_cid(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    record, entry = _entry(ev["line"])
+    need(record["cid"] == ev["claimed"] != entry.operation.cid, "the line's CID is right")
+    return VERIFIED
+
+
+def _malformed(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    if "line" not in ev:
+        return VERIFIED  # not UTF-8 (line_b64): no JSON text can be
+    try:
+        _entry(ev["line"])
+    except (EvidenceRejected, PlcError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return VERIFIED
+    raise EvidenceRejected("the line parses strictly")
+
+
+def _non_canonical(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    record, entry = _entry(ev["line"])
+    canonical = build_line(
+        record["did"],
+        record["cid"],
+        record["seq"],
+        record["createdAt"],
+        entry.operation.canonical_json(),
+    )
+    need(canonical != ev["line"].encode("utf-8"), "the line is canonical")
+    return VERIFIED
+
+
+def _duplicate_op(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    first, second = (_entry(x) for x in ev["lines"])
+    need(first[1].did == second[1].did, "two DIDs")
+    need(first[1].operation.cid == second[1].operation.cid, "two different ops")
+    need(first[0]["seq"] != second[0]["seq"], "the same seq (one line)")
+    return VERIFIED
+
+
+def _seq(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    if "previous_line" not in ev:
+        return UNVERIFIABLE
+    before = orjson.loads(ev["previous_line"])["seq"]
+    now = orjson.loads(ev["line"])["seq"]
+    cls = finding["class"]
+    if cls == "duplicate-seq":
+        need(before == now and ev["previous_line"] != ev["line"], "not a repeated seq")
+    elif cls == "seq-regression":
+        need(now < before, "seq did not go back")
+    else:
+        need(now > before + 1 and ev["missing"] == [before + 1, now - 1], "no gap")
+    return UNVERIFIABLE if cls != "seq-gap" else VERIFIED
+
+
+def _served(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    did = finding["did"]
+    history: list[LogEntry] = []
+    for line in ev["lines"]:
+        _, entry = _entry(line)
+        try:
+            history = apply_prepared(
+                history, validate_next_op(history, did, entry.operation, entry.created_at)
+            )
+        except PlcError as exc:
+            raise EvidenceRejected(f"the DID's lines do not replay: {exc.message}") from None
+    served, url = ev["served"], ev["url"]
+    if finding["class"] == "fork":
+        return _fork(served)
+    if url.endswith("/log/audit"):
+        expected: Any = [{"cid": e.cid, "nullified": e.nullified} for e in history]
+        shown = [{"cid": e.get("cid"), "nullified": e.get("nullified")} for e in served or []]
+        need(shown != expected, "the served audit log matches the replay")
+        return VERIFIED
+    head = [e for e in history if not e.nullified][-1]
+    data = normalize(head.operation)
+    if data is None:
+        need(served.get("status") != 404, "a tombstoned DID answered 404")
+        return VERIFIED
+    build: Callable[[str, Any], Any] = format_data if url.endswith("/data") else format_did_document
+    need(served != build(did, data), "the served answer matches the replay")
+    return VERIFIED
+
+
+def _fork(served: Any) -> str:
+    need(isinstance(served, list), "no served audit log")
+    children: dict[str, list[str]] = {}
+    for e in served:
+        op = parse_operation(e["operation"])
+        need(op.cid == e["cid"], "a served entry's CID is wrong")
+        if op.prev is not None and not e["nullified"]:
+            children.setdefault(op.prev, []).append(op.cid)
+    need(any(len(v) > 1 for v in children.values()), "no op has two non-nullified children")
+    return VERIFIED
+
+
+def _removal(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    return VERIFIED
+
+
+OP_CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier]], str]] = {
+    **{cls: _rule for cls in RULE_CLASSES},
+    "wrong-cid": _wrong_cid,
+    "malformed-entry": _malformed,
+    "non-canonical-line": _non_canonical,
+    "duplicate-op": _duplicate_op,
+    "duplicate-seq": _seq,
+    "seq-regression": _seq,
+    "seq-gap": _seq,
+    "served-state-mismatch": _served,
+    "fork": _served,
+    "announced-removal": _removal,
+}
+"""Checks of the classes about operations, by class."""

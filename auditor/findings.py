@@ -1,0 +1,168 @@
+"""Findings: what the auditor reports, each with a class, the entries involved and evidence.
+
+A finding is a claim about the directory backed by *self-contained* evidence: the raw export
+lines, signed checkpoints and proofs a third party needs to re-check it with nothing but the
+pure core (:mod:`auditor.evidence_check`), without trusting the auditor or the directory
+(style-anchors rule 6, after golang.org/x/mod/sumdb ``checkTrees``).
+
+JSON shape (one object per line in the findings output)::
+
+    {"class": "invalid-signature", "severity": "misbehaviour", "seq": 17,
+     "did": "did:plc:...", "cid": "bafyrei...", "message": "...", "evidence": {...}}
+
+``severity`` is ``misbehaviour`` (exit code 2) or ``info`` (reported, exit code 0).
+``seq``/``did``/``cid`` are null when a finding is not about one operation.
+
+Evidence by class (hashes are standard padded base64, lines are the exact export lines):
+
+- per-DID rule classes (``invalid-signature``, ``chained-to-nullified``, ``chained-to-tombstone``,
+  ``chained-to-invalid``, ``late-recovery``, ``unauthorized-recovery``, ``misordered-timestamp``,
+  ``genesis-did-mismatch``, ``op-before-prev``): ``{"lines": [...], "refused": [i, ...]}`` — the
+  DID's export lines in export order, ending with the offending op; ``refused`` lists the
+  positions of earlier lines the auditor had refused (the rest replay cleanly).
+- ``wrong-cid``: ``{"line", "claimed", "computed"}``.
+- ``malformed-entry``: ``{"line", "error"}`` (``line_b64`` instead when not UTF-8).
+- ``non-canonical-line``: ``{"line", "canonical"}``.
+- ``duplicate-op``: ``{"lines": [first, repeat]}`` (same DID and CID, two ``seq``).
+- ``duplicate-seq`` / ``seq-regression``: ``{"previous_line", "line"}``.
+- ``seq-gap``: ``{"previous_line", "line", "missing": [first, last]}``.
+- ``export-rewritten``: ``{"kind": "changed"|"missing"|"duplicated"|"reordered", "leaf_index",
+  "stored_leaf_hash", "served_line" (or null), "checkpoint" (signed note covering the stored
+  leaf, or null), "inclusion_proof"}`` — the proof shows the stored leaf hash is leaf
+  ``leaf_index`` of the checkpoint's tree.
+- ``checkpoint-root-mismatch``: ``{"checkpoint", "computed_root", "leaf"}`` where ``leaf`` is the
+  first leaf that differs: ``{"leaf_index", "line", "stored_leaf_hash", "directory_leaf_hash",
+  "inclusion_proof", "consistent_prefix"}`` — the checkpoint's own leaf at that index, proven
+  by the inclusion proof (from the proof endpoint or the tiles), is not the line served as
+  that ``seq``; null offline or when the directory gave no usable proofs.
+- ``inconsistent-checkpoints``: ``{"smaller", "larger", "consistency_proof", "error",
+  "local"}`` — two signed notes, the proof the directory served between them (null if it
+  served none) and, when the entries read gave the larger checkpoint's root, ``local``:
+  ``{"root_at_smaller_size", "consistency_proof"}`` computed from those entries.
+- ``checkpoint-signature-invalid``: ``{"checkpoint", "vkey", "error"}``.
+- ``served-state-mismatch`` / ``fork``: ``{"url", "served", "expected", "lines"}`` (``fork``
+  adds ``forked_prev``, the CIDs with two non-nullified children in the served audit log).
+- ``split-view`` (from :mod:`auditor.compare`): ``{"covering_checkpoint", "other_checkpoint",
+  "root_at_other_size", "consistency_proof"}`` — the root of the covering checkpoint's tree
+  at the other checkpoint's size, proven by the consistency proof, is not the other
+  checkpoint's root; or ``{"leaf_index", "leaf_hash_a", "leaf_hash_b", "root_a", "root_b",
+  "tree_size", "op_a", "op_b"}`` when the two auditors' entries differ.
+- ``announced-removal``: ``{"line", "listed_cid"}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+MISBEHAVIOUR: Final = "misbehaviour"
+INFO: Final = "info"
+
+CLASSES: Final[dict[str, str]] = {
+    "invalid-signature": "an op no allowed rotation key signed was accepted",
+    "chained-to-nullified": "an op whose prev is a nullified op was accepted",
+    "chained-to-tombstone": "an op whose prev is a tombstone was accepted",
+    "chained-to-invalid": "an op whose prev the auditor refused was accepted",
+    "late-recovery": "a recovery op more than 72 h after the op it nullifies was accepted",
+    "unauthorized-recovery": "a recovery by a key without higher authority was accepted",
+    "misordered-timestamp": "an op not later than its prev (or the newest op) was accepted",
+    "wrong-cid": "an export line names a CID that is not its op's CID",
+    "genesis-did-mismatch": "a genesis op that does not hash to its DID was accepted",
+    "fork": "the directory serves two non-nullified children of one op",
+    "op-before-prev": "an op appears before the op its prev names (or that op never appeared)",
+    "malformed-entry": "an export line that does not parse strictly",
+    "non-canonical-line": "an export line that is not the canonical sequenced_op encoding",
+    "duplicate-op": "the same (did, cid) appears twice in one export",
+    "duplicate-seq": "the same seq appears twice in one export",
+    "seq-regression": "seq went backwards",
+    "seq-gap": "seq skipped values",
+    "export-rewritten": "an op missing, duplicated, reordered or changed between two reads",
+    "checkpoint-root-mismatch": "a signed checkpoint's root differs from the entries' root",
+    "inconsistent-checkpoints": "two checkpoints that no consistency proof links (split view)",
+    "checkpoint-signature-invalid": "a checkpoint not signed by the verifier key",
+    "served-state-mismatch": "a served DID document, /data or audit log differs from replay",
+    "split-view": "two auditors were shown histories that cannot both be true",
+    "announced-removal": "an op on the announced-removal allow-list (excused)",
+}
+"""Every finding class and what it claims."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One finding.
+
+    Attributes:
+        cls: the finding class, a key of :data:`CLASSES`.
+        message: one human-readable sentence.
+        evidence: class-specific evidence (see the module docstring), JSON-compatible.
+        seq, did, cid: the operation concerned, when there is one.
+        severity: :data:`MISBEHAVIOUR` or :data:`INFO`.
+        scope: extra identity for findings not tied to one op (e.g. the checkpoint sizes);
+            part of :attr:`key`, not of the JSON.
+    """
+
+    cls: str
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+    did: str | None = None
+    cid: str | None = None
+    severity: str = MISBEHAVIOUR
+    scope: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cls not in CLASSES:
+            raise ValueError(f"unknown finding class {self.cls!r}")
+        if self.severity not in (MISBEHAVIOUR, INFO):
+            raise ValueError(f"unknown severity {self.severity!r}")
+
+    @property
+    def key(self) -> str:
+        """Identity of the finding: re-detecting the same problem (a resumed run re-reading
+        a batch) gives the same key, so it is stored once."""
+        return f"{self.cls}|{self.seq}|{self.did}|{self.cid}|{self.scope}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the findings output."""
+        return {
+            "class": self.cls,
+            "severity": self.severity,
+            "seq": self.seq,
+            "did": self.did,
+            "cid": self.cid,
+            "message": self.message,
+            "evidence": self.evidence,
+        }
+
+    def dumps(self) -> bytes:
+        """Compact JSON bytes of :meth:`to_json`."""
+        return orjson.dumps(self.to_json())
+
+
+def finding_from_json(obj: dict[str, Any]) -> Finding:
+    """Rebuild a :class:`Finding` from its JSON object.
+
+    Raises:
+        ValueError: unknown class or severity; KeyError: a missing field.
+    """
+    return Finding(
+        cls=obj["class"],
+        message=obj["message"],
+        evidence=dict(obj.get("evidence") or {}),
+        seq=obj.get("seq"),
+        did=obj.get("did"),
+        cid=obj.get("cid"),
+        severity=obj.get("severity", MISBEHAVIOUR),
+    )
+
+
+def line_text(line: bytes) -> dict[str, str]:
+    """Evidence form of a raw line: ``{"line": text}``, or ``{"line_b64": ...}`` if not UTF-8."""
+    try:
+        return {"line": line.decode("utf-8")}
+    except UnicodeDecodeError:
+        import base64
+
+        return {"line_b64": base64.b64encode(line).decode("ascii")}

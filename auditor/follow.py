@@ -1,0 +1,118 @@
+"""``--follow``: once caught up with ``/export``, read ``/export/stream`` (WebSocket).
+
+Protocol (did:plc spec v0.3.0; plc-spec-notes.md §4.2): connect to
+``/export/stream?cursor=<last seq read>``; the directory sends every op with a higher ``seq``,
+one ``sequenced_op`` JSON object per text message, then new ops as they are sequenced. It
+closes with code 1000 and a reason:
+
+- ``OutdatedCursor``: the cursor is older than the stream's backfill window: catch up with
+  ``/export`` pages, then reconnect;
+- ``ConsumerTooSlow``: reconnect from the last ``seq`` read;
+- ``FutureCursor``: the cursor is beyond the directory's newest ``seq``; retried a few times,
+  then the audit fails (a directory that forgot ops it served shows up in the re-read
+  and log checks of the next run).
+
+Messages redelivered with a ``seq`` already read and the same bytes are dropped by the
+``seq`` tracker (go-didplc's replica does the same after reconnects). Stream messages are
+batched (at most :data:`BATCH_LINES` or :data:`BATCH_SECONDS`) into the normal replay loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.sync.client import connect
+
+from auditor.errors import AuditFailed
+from auditor.replay import Replayer
+from auditor.sources import RawLine
+
+BATCH_LINES = 1000
+BATCH_SECONDS = 0.5
+MAX_FAILURES = 5
+
+
+def stream_url(base_url: str, cursor: int) -> str:
+    """The WebSocket URL of ``/export/stream`` for an ``http(s)://`` directory URL."""
+    scheme, _, rest = base_url.partition("://")
+    ws_scheme = "wss" if scheme == "https" else "ws"
+    return f"{ws_scheme}://{rest.rstrip('/')}/export/stream?cursor={cursor}"
+
+
+def follow_stream(
+    base_url: str,
+    replayer: Replayer,
+    *,
+    catch_up: Callable[[], None],
+    tick: Callable[[], None],
+    seconds: float | None,
+    tick_every_s: float = 5.0,
+) -> None:
+    """Follow the stream until ``seconds`` have passed (forever if None, until Ctrl-C).
+
+    Args:
+        base_url: the directory.
+        replayer: where lines go (its tracker must de-duplicate redeliveries).
+        catch_up: read ``/export`` pages up to the end (after ``OutdatedCursor``).
+        tick: periodic log checks (new checkpoint), called every ``tick_every_s``.
+        seconds: how long to follow.
+
+    Raises:
+        AuditFailed: the stream cannot be used (repeated failures or ``FutureCursor``).
+    """
+    deadline = None if seconds is None else time.monotonic() + seconds
+    failures = 0
+    last_tick = time.monotonic()
+
+    def expired() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
+    while not expired():
+        batch: list[RawLine] = []
+        try:
+            with connect(
+                stream_url(base_url, replayer.last_seq), open_timeout=10, max_size=1 << 22
+            ) as ws:
+                failures = 0
+                flushed = time.monotonic()
+                while not expired():
+                    try:
+                        message = ws.recv(timeout=0.2)
+                    except TimeoutError:
+                        message = None
+                    if message is not None:
+                        raw = message.encode("utf-8") if isinstance(message, str) else message
+                        batch.append(RawLine(raw, None))
+                    now = time.monotonic()
+                    if batch and (len(batch) >= BATCH_LINES or now - flushed >= BATCH_SECONDS):
+                        replayer.ingest(batch)
+                        batch, flushed = [], now
+                    if now - last_tick >= tick_every_s:
+                        replayer.drain()
+                        tick()
+                        last_tick = now
+                if batch:
+                    replayer.ingest(batch)
+                return
+        except ConnectionClosed as exc:
+            if batch:
+                replayer.ingest(batch)
+            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+            if reason == "OutdatedCursor":
+                replayer.drain()
+                catch_up()
+                continue
+            if reason == "ConsumerTooSlow":
+                continue
+            failures += 1
+            if failures > MAX_FAILURES:
+                raise AuditFailed(f"/export/stream keeps closing ({reason or exc})") from exc
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            if batch:
+                replayer.ingest(batch)
+            failures += 1
+            if failures > MAX_FAILURES:
+                raise AuditFailed(f"cannot follow /export/stream: {exc}") from exc
+        time.sleep(min(0.2 * 2**failures, 5.0))

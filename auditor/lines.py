@@ -1,0 +1,142 @@
+"""Strict parsing of ``sequenced_op`` export lines.
+
+A line (design.md decision 5; did:plc spec v0.3 "Export") is one JSON object with exactly the
+keys ``did, cid, seq, createdAt, operation, type``: ``type`` is ``"sequenced_op"``, ``seq`` a
+positive integer, ``did`` a did:plc identifier, ``cid`` a string, ``createdAt`` exactly
+``YYYY-MM-DDTHH:MM:SS.sssZ`` and ``operation`` a signed op that passes the core's strict schema
+(:func:`plc.operation.parse_operation`). The CID the line claims is *not* checked here (a wrong
+CID is its own finding class); the op's CID is always recomputed.
+
+The canonical form (keys in that order, compact UTF-8 JSON, the op's maps in DAG-CBOR key
+order) is checked separately by :func:`canonical_line`, for directories that promise it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from plc.did import is_did_plc
+from plc.errors import PlcError
+from plc.exportline import build_line
+from plc.operation import Operation, parse_operation
+from plc.timestamps import parse_timestamp, to_ms
+
+LINE_KEYS = frozenset({"did", "cid", "seq", "createdAt", "operation", "type"})
+
+
+class MalformedLine(ValueError):
+    """A line that does not parse strictly; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The two fields the coordinator needs to place and route a line.
+
+    Attributes:
+        seq: the line's ``seq``.
+        did: the line's ``did`` (not yet checked to be a did:plc).
+    """
+
+    seq: int
+    did: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportEntry:
+    """A strictly parsed export line.
+
+    Attributes:
+        seq, did: as in the line.
+        claimed_cid: the ``cid`` the line states.
+        created_at: the ``createdAt`` text.
+        created_ms: the same as milliseconds since the Unix epoch.
+        operation: the parsed op (its ``cid`` recomputed from the signed DAG-CBOR).
+    """
+
+    seq: int
+    did: str
+    claimed_cid: str
+    created_at: str
+    created_ms: int
+    operation: Operation
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_CANONICAL_HEAD = re.compile(
+    rb'\{"did":"(did:plc:[a-z2-7]{24})","cid":"[^"\\]*","seq":([1-9][0-9]{0,17}),'
+)
+
+
+def parse_header(line: bytes) -> Header:
+    """Read a line's ``seq`` and ``did``: from the fixed prefix of a canonical line, else by
+    decoding the JSON. (The workers parse the whole line and check that they read the same
+    ``seq`` and ``did``, so a line that means two things to two parsers is caught.)
+
+    Raises:
+        MalformedLine: not a JSON object, or ``seq`` / ``did`` missing or of the wrong type.
+    """
+    head = _CANONICAL_HEAD.match(line)
+    if head is not None:
+        return Header(int(head.group(2)), head.group(1).decode("ascii"))
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedLine(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedLine("not a JSON object")
+    seq, did = value.get("seq"), value.get("did")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise MalformedLine("seq is not a positive integer")
+    if not isinstance(did, str):
+        raise MalformedLine("did is not a string")
+    return Header(seq, did)
+
+
+def parse_entry(line: bytes) -> ExportEntry:
+    """Parse a ``sequenced_op`` line strictly.
+
+    Raises:
+        MalformedLine: any deviation from the shape in the module docstring.
+    """
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedLine(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedLine("not a JSON object")
+    if value.keys() != LINE_KEYS:
+        raise MalformedLine(f"keys are {sorted(value)}, expected {sorted(LINE_KEYS)}")
+    if value["type"] != "sequenced_op":
+        raise MalformedLine("type is not sequenced_op")
+    seq, did, cid, created_at = value["seq"], value["did"], value["cid"], value["createdAt"]
+    if not _is_int(seq) or seq < 1:
+        raise MalformedLine("seq is not a positive integer")
+    if not isinstance(did, str) or not is_did_plc(did):
+        raise MalformedLine("did is not a did:plc identifier")
+    if not isinstance(cid, str):
+        raise MalformedLine("cid is not a string")
+    try:
+        created_ms = to_ms(parse_timestamp(created_at))
+        operation = parse_operation(value["operation"])
+    except PlcError as exc:
+        raise MalformedLine(exc.message) from None
+    return ExportEntry(seq, did, cid, created_at, created_ms, operation)
+
+
+def canonical_line(entry: ExportEntry) -> bytes:
+    """The canonical export line of ``entry`` (with the CID the line claimed), as a directory
+    that stores lines at commit builds it (:func:`plc.exportline.build_line`)."""
+    return build_line(
+        entry.did,
+        entry.claimed_cid,
+        entry.seq,
+        entry.created_at,
+        entry.operation.canonical_json(),
+    )

@@ -1,0 +1,205 @@
+"""Re-reading the prefix a resumed run already verified (a second read of the export).
+
+Before continuing, a resumed run reads the lines it verified before again and compares each
+leaf hash with the one stored (same leaves ⇔ same root over the prefix). The differing
+positions are then explained op by op (an op is identified by ``(did, cid)``), so that one
+removal is one finding, not a shifted tail:
+
+- ``changed``: the same op at the same position with different bytes, or a position now
+  holding an op the first read never had;
+- ``missing``: an op of the first read that the second read does not serve at all;
+- ``duplicated``: an op served at a second position;
+- ``reordered``: an op served out of order (not on a longest order-preserving subsequence
+  of the ops both reads have).
+
+Evidence (``export-rewritten``) names the position, the stored leaf hash and the line now
+served there, and — when a checkpoint the state matched covers the position — an inclusion
+proof of the stored leaf under that signed checkpoint, computed from the stored tree.
+At most :data:`MAX_FINDINGS` findings are reported per re-read; the summary counts the rest.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from auditor.findings import Finding
+from auditor.tlogcheck import stored_checkpoints
+from auditor.treestore import TreeStore
+from plc.tlog.encoding import encode_b64
+from plc.tlog.hashing import leaf_hash
+from plc.tlog.proof import inclusion_proof
+
+MAX_FINDINGS = 100
+WINDOW = 100_000
+"""Most differing positions examined (and extra lines read past the prefix)."""
+
+Identity = tuple[str, str]
+
+
+@dataclass
+class RecheckResult:
+    """Outcome of a re-read: findings (capped), leaves compared, positions that differ, and
+    the leaf index just after the last prefix line read."""
+
+    findings: list[Finding] = field(default_factory=list)
+    compared: int = 0
+    differing: int = 0
+    read_upto: int = 0
+
+
+def _identity(line: bytes | None) -> Identity | None:
+    if line is None:
+        return None
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("did"), str):
+        cid = value.get("cid")
+        return (value["did"], cid) if isinstance(cid, str) else None
+    return None
+
+
+def _increasing(positions: list[int]) -> set[int]:
+    """Indexes (into ``positions``) of one longest strictly increasing subsequence."""
+    tails: list[int] = []
+    tail_at: list[int] = []
+    parent = [-1] * len(positions)
+    for i, value in enumerate(positions):
+        k = bisect.bisect_left(tails, value)
+        if k == len(tails):
+            tails.append(value)
+            tail_at.append(i)
+        else:
+            tails[k] = value
+            tail_at[k] = i
+        parent[i] = tail_at[k - 1] if k else -1
+    keep: set[int] = set()
+    i = tail_at[-1] if tail_at else -1
+    while i >= 0:
+        keep.add(i)
+        i = parent[i]
+    return keep
+
+
+class PrefixChecker:
+    """Compares a re-read with the stored prefix (leaves ``0 .. tree.tree_size - 1``)."""
+
+    def __init__(self, conn: sqlite3.Connection, tree: TreeStore) -> None:
+        self._conn = conn
+        self._tree = tree
+        self._covering = sorted(
+            (cp for cp in stored_checkpoints(conn) if cp.status == "matched"),
+            key=lambda cp: cp.tree_size,
+        )
+
+    def check(self, lines: Iterable[tuple[int, bytes]], *, whole: bool) -> RecheckResult:
+        """Compare ``(position, line)`` pairs in ascending position order.
+
+        Args:
+            lines: the re-read; pairs past the prefix (at most :data:`WINDOW`) are used only
+                to recognise ops that moved.
+            whole: ``lines`` started at position 0 (a full re-read): prefix positions never
+                given are compared as "nothing served".
+        """
+        result = RecheckResult()
+        differ: dict[int, bytes | None] = {}
+        beyond: list[Identity] = []
+        size = self._tree.tree_size
+        for index, line in lines:
+            if index >= size:
+                if not differ or len(beyond) >= WINDOW:
+                    break
+                found = _identity(line)
+                if found is not None:
+                    beyond.append(found)
+                continue
+            result.read_upto = index + 1
+            result.compared += 1
+            if leaf_hash(line) != self._tree.leaf_hash(index) and len(differ) < WINDOW:
+                differ[index] = line
+        if whole:
+            for index in range(result.read_upto, min(size, result.read_upto + WINDOW)):
+                differ[index] = None
+        result.differing = len(differ)
+        for index, kind in self._explain(differ, beyond):
+            if len(result.findings) < MAX_FINDINGS:
+                result.findings.append(self._finding(index, kind, differ[index]))
+        return result
+
+    def _stored(self, index: int) -> Identity | None:
+        row = self._conn.execute(
+            "SELECT did, cid FROM ops WHERE seq = ? LIMIT 1", (index + 1,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def _stored_seq(self, op: Identity) -> int | None:
+        row = self._conn.execute("SELECT seq FROM ops WHERE did = ? AND cid = ?", op).fetchone()
+        return None if row is None else int(row[0])
+
+    def _explain(
+        self, differ: dict[int, bytes | None], beyond: list[Identity]
+    ) -> list[tuple[int, str]]:
+        """``(position, kind)`` for each differing position that needs a finding."""
+        positions = sorted(differ)
+        stored = {i: self._stored(i) for i in positions}
+        served = {i: _identity(differ[i]) for i in positions}
+        stored_at = {op: i for i, op in stored.items() if op is not None}
+        counts = Counter(op for op in served.values() if op is not None)
+        counts.update(beyond)
+        kinds: dict[int, str] = {}
+        in_order: list[tuple[int, int]] = []  # (served position, stored position)
+        first_seen: set[Identity] = set()
+        for i in positions:
+            op = served[i]
+            if op is None:
+                continue
+            if op == stored[i]:
+                kinds[i] = "changed"
+            elif op in first_seen or (op not in stored_at and self._stored_seq(op) is not None):
+                kinds[i] = "duplicated"  # served again, or also at its own (matching) position
+            elif op not in stored_at:
+                kinds[i] = "changed"  # an op the first read did not have here
+            else:
+                in_order.append((i, stored_at[op]))
+            first_seen.add(op)
+        keep = _increasing([stored_pos for _, stored_pos in in_order])
+        for k, (i, _) in enumerate(in_order):
+            if k not in keep:
+                kinds[i] = "reordered"
+        for i in positions:
+            op = stored[i]
+            if i not in kinds and (op is None or counts[op] == 0):
+                kinds[i] = "missing"
+        return sorted(kinds.items())
+
+    def _finding(self, index: int, kind: str, line: bytes | None) -> Finding:
+        stored = self._tree.leaf_hash(index)
+        evidence: dict[str, Any] = {
+            "kind": kind,
+            "leaf_index": index,
+            "stored_leaf_hash": encode_b64(stored),
+            "served_line": None if line is None else line.decode("utf-8", "replace"),
+            "checkpoint": None,
+            "inclusion_proof": None,
+        }
+        cover = next((cp for cp in self._covering if cp.tree_size > index), None)
+        if cover is not None:
+            proof = inclusion_proof(index, cover.tree_size, self._tree)
+            evidence["checkpoint"] = cover.note
+            evidence["inclusion_proof"] = [encode_b64(h) for h in proof]
+        served = "" if line is None else encode_b64(leaf_hash(line))
+        return Finding(
+            "export-rewritten",
+            f"position {index} (seq {index + 1}): {kind} on a second read of the export",
+            evidence,
+            seq=index + 1,
+            scope=f"{kind}:{encode_b64(stored)}:{served}",
+        )

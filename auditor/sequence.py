@@ -1,0 +1,101 @@
+"""``seq`` checks over one export read (file, pages or stream), in read order.
+
+Within one export (did:plc spec v0.3 "Export"; design.md decision 4):
+
+- ``seq`` starts at 1 and rises by exactly 1. A skipped value is ``seq-gap``: misbehaviour
+  for files and for directories that serve ``/tlog/`` (their log has no gaps), information
+  with ``allow_gaps`` (plc.directory's ``seq`` may skip).
+- The same ``seq`` again is ``duplicate-seq``; a lower one is ``seq-regression``.
+- On the stream (``dedup_redelivery``), a message whose ``seq`` was already read and whose
+  bytes are identical is a redelivery: dropped silently, never a leaf of the tree.
+
+Repeated ``(did, cid)`` and ops before their ``prev`` are per-DID checks (workers).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from auditor.findings import INFO, MISBEHAVIOUR, Finding, line_text
+
+_RECENT = 4096
+
+
+class SeqTracker:
+    """Follows ``seq`` across lines read.
+
+    Args:
+        last_seq: the largest ``seq`` read before (0 for a fresh read).
+        last_line: the line that had it (None if unknown).
+        allow_gaps: report gaps as information, not misbehaviour.
+        dedup_redelivery: drop identical re-sent lines (stream mode).
+    """
+
+    def __init__(
+        self,
+        last_seq: int = 0,
+        last_line: bytes | None = None,
+        *,
+        allow_gaps: bool = False,
+        dedup_redelivery: bool = False,
+    ) -> None:
+        self.last_seq = last_seq
+        self.last_line = last_line
+        self.allow_gaps = allow_gaps
+        self.dedup_redelivery = dedup_redelivery
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
+        if last_line is not None and last_seq:
+            self._recent[last_seq] = last_line
+
+    def observe(self, seq: int, line: bytes) -> tuple[bool, list[Finding]]:
+        """Check the next line's ``seq``.
+
+        Returns:
+            ``(keep, findings)``: ``keep`` is False only for a stream redelivery.
+        """
+        findings: list[Finding] = []
+        previous = self._recent.get(seq)
+        if seq <= self.last_seq:
+            if self.dedup_redelivery and previous == line:
+                return False, []
+            last = self.last_line
+            before = {"previous_line": last.decode("utf-8", "replace")} if last else {}
+            if seq == self.last_seq:
+                cls, what = "duplicate-seq", f"seq {seq} appears again"
+            else:
+                cls, what = "seq-regression", f"seq {seq} after seq {self.last_seq}"
+            findings.append(
+                Finding(
+                    cls,
+                    what,
+                    {**before, **line_text(line)},
+                    seq=seq,
+                    scope=f"after:{self.last_seq}",
+                )
+            )
+            self._remember(seq, line)
+            return True, findings
+        if seq != self.last_seq + 1:
+            missing = [self.last_seq + 1, seq - 1]
+            evidence = {"missing": missing, **line_text(line)}
+            if self.last_line is not None:
+                evidence["previous_line"] = self.last_line.decode("utf-8", "replace")
+            findings.append(
+                Finding(
+                    "seq-gap",
+                    f"seq {missing[0]}..{missing[1]} missing",
+                    evidence,
+                    seq=seq,
+                    severity=INFO if self.allow_gaps else MISBEHAVIOUR,
+                )
+            )
+        self.last_seq = seq
+        self.last_line = line
+        self._remember(seq, line)
+        return True, findings
+
+    def _remember(self, seq: int, line: bytes) -> None:
+        self._recent[seq] = line
+        self._recent.move_to_end(seq)
+        if len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)

@@ -1,0 +1,180 @@
+"""Where export lines come from: a JSON-lines file or a directory's ``/export`` pages.
+
+A source yields batches of :class:`RawLine` in the order the lines were published, each with
+the exact bytes (without the ``\\n``); blank lines are skipped. :class:`SourceSpec` is the
+picklable description worker processes use to fetch single lines again for evidence
+(:class:`LineFetcher`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from auditor.client import EXPORT_PAGE, DirectoryClient
+from auditor.errors import AuditFailed
+from auditor.lines import MalformedLine, parse_header
+
+FILE_BLOCK_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    """One export line as read.
+
+    Attributes:
+        line: its exact bytes, without the line feed.
+        position: byte offset of its first byte in a file source; None for HTTP.
+    """
+
+    line: bytes
+    position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """What is audited: ``kind`` ``"file"`` (``location`` = absolute path) or ``"http"``
+    (``location`` = directory URL without a trailing ``/``)."""
+
+    kind: str
+    location: str
+
+    @classmethod
+    def for_file(cls, path: Path | str) -> SourceSpec:
+        """The spec of a file (its absolute path)."""
+        return cls("file", str(Path(path).resolve()))
+
+    @classmethod
+    def for_url(cls, url: str) -> SourceSpec:
+        """The spec of a directory URL."""
+        return cls("http", url.rstrip("/"))
+
+
+class FileSource:
+    """Lines of a JSON-lines export file, from byte ``start_offset`` on.
+
+    Attributes:
+        offset: byte offset just after the last line yielded.
+        total_bytes: the file's size when opened.
+
+    Raises:
+        AuditFailed: the file cannot be opened.
+    """
+
+    def __init__(self, path: Path | str, start_offset: int = 0) -> None:
+        try:
+            self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise AuditFailed(f"cannot read {path}: {exc}") from exc
+        self.total_bytes = Path(path).stat().st_size
+        self.offset = start_offset
+        self._file.seek(start_offset)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def batches(self, max_lines: int) -> Iterator[list[RawLine]]:
+        """Yield batches of at most ``max_lines`` lines until the end of the file; after
+        each yield :attr:`offset` is the byte offset just past the batch's last line."""
+        buf = b""
+        buf_start = self.offset
+        batch: list[RawLine] = []
+        while True:
+            block = self._file.read(FILE_BLOCK_BYTES)
+            buf += block
+            if block:
+                cut = buf.rfind(b"\n")
+                if cut < 0:
+                    continue
+                complete, rest = buf[:cut], buf[cut + 1 :]
+            else:
+                complete, rest = buf, b""
+            pos = buf_start
+            for piece in complete.split(b"\n"):
+                here = pos
+                pos += len(piece) + 1
+                if piece.strip():
+                    batch.append(RawLine(piece, here))
+                    if len(batch) >= max_lines:
+                        self.offset = min(pos, self.total_bytes)
+                        yield batch
+                        batch = []
+            buf_start += len(complete) + (1 if block else 0)
+            buf = rest
+            if not block:
+                break
+        self.offset = min(buf_start, self.total_bytes)
+        if batch:
+            yield batch
+
+
+class HttpExportSource:
+    """``/export`` pages from ``after`` on, until an empty page.
+
+    Attributes:
+        after: the cursor: the largest ``seq`` read so far.
+    """
+
+    def __init__(self, client: DirectoryClient, after: int, page: int = EXPORT_PAGE) -> None:
+        self._client = client
+        self.after = after
+        self._page = page
+
+    def batches(self) -> Iterator[list[RawLine]]:
+        """Yield one batch per non-empty page.
+
+        Raises:
+            AuditFailed: network failure, or a page that does not advance the cursor (its
+                ``seq`` values are all at or below the cursor, or unreadable).
+        """
+        while True:
+            lines = self._client.export_page(self.after, self._page)
+            if not lines:
+                return
+            highest = self.after
+            for line in lines:
+                try:
+                    highest = max(highest, parse_header(line).seq)
+                except MalformedLine:
+                    continue
+            stalled, previous = highest <= self.after, self.after
+            self.after = highest
+            yield [RawLine(line, None) for line in lines]
+            if stalled:
+                raise AuditFailed(f"/export?after={previous} did not advance the cursor")
+
+
+class LineFetcher:
+    """Fetch one line again (for evidence): from a file by byte position, from a directory
+    by ``seq``."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self._spec = spec
+        self._file: BinaryIO | None = None
+        self._client: DirectoryClient | None = None
+
+    def line(self, seq: int, position: int | None) -> bytes | None:
+        """The line of the op with ``seq`` (at byte ``position`` in a file), or None."""
+        if self._spec.kind == "file":
+            if position is None:
+                return None
+            if self._file is None:
+                self._file = open(self._spec.location, "rb")  # noqa: SIM115
+            self._file.seek(position)
+            return self._file.readline().rstrip(b"\n")
+        if self._client is None:
+            self._client = DirectoryClient(self._spec.location)
+        try:
+            return self._client.line_at(seq)
+        except AuditFailed:
+            return None
+
+    def close(self) -> None:
+        """Release the file or HTTP client."""
+        if self._file is not None:
+            self._file.close()
+        if self._client is not None:
+            self._client.close()

@@ -1,0 +1,366 @@
+"""Per-DID validation of batches of export lines, in worker processes.
+
+Verification is the bottleneck (design.md "measured anchors"), so DIDs are sharded over
+worker processes by ``crc32(did) % workers``: every op of a DID goes to the same worker, in
+export order, so per-DID order is preserved. Each worker keeps no state in memory between
+batches: it loads the histories of the batch's DIDs from the state file, decides every op
+(:mod:`auditor.chain`), and writes the changed rows and its findings in one short
+transaction. ``workers=0`` runs the same code in the calling process.
+
+For each line: strict parse (``malformed-entry``), canonical form (``non-canonical-line``,
+when asked), claimed vs computed CID (``wrong-cid``), repeated ``(did, cid)``
+(``duplicate-op``), announced removals (``announced-removal``), then the did:plc rules.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import traceback
+import zlib
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from typing import Any
+
+from auditor import state
+from auditor.chain import OK, REFUSED, DidHistory, OpState, judge, record
+from auditor.errors import AuditFailed
+from auditor.findings import INFO, Finding, line_text
+from auditor.lines import MalformedLine, canonical_line, parse_entry
+from auditor.sources import LineFetcher, SourceSpec
+
+Item = tuple[int, str, bytes, int | None]
+"""One line for a worker: ``(seq, did, line, position)``."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker needs (picklable).
+
+    Attributes:
+        state_path: the state file.
+        source: where lines can be fetched again for evidence.
+        removed_cids: the announced-removal allow-list.
+        canonical_lines: report lines that are not in canonical form.
+    """
+
+    state_path: str
+    source: SourceSpec
+    removed_cids: frozenset[str] = frozenset()
+    canonical_lines: bool = False
+
+
+@dataclass
+class BatchResult:
+    """What a worker reports for one batch: ops handled, findings stored, DIDs with refused
+    ops (candidates for a targeted spot check)."""
+
+    batch_id: int
+    ops: int = 0
+    findings: int = 0
+    suspects: list[str] = field(default_factory=list)
+
+
+class Validator:
+    """Validates batches for one shard and writes the results to the state file."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self._config = config
+        self._conn = state.connect(config.state_path)
+        self._excused = state.excused_dids(self._conn)
+        self._fetcher = LineFetcher(config.source)
+
+    def close(self) -> None:
+        """Close the state connection and the line fetcher."""
+        self._fetcher.close()
+        self._conn.close()
+
+    def run_batch(self, batch_id: int, items: list[Item]) -> BatchResult:
+        """Decide every line of ``items`` (in order) and commit the results."""
+        result = BatchResult(batch_id, ops=len(items))
+        if not items:
+            return result
+        histories = state.load_histories(self._conn, (did for _, did, _, _ in items))
+        lines: dict[tuple[int, str], bytes] = {}
+        findings: list[Finding] = []
+        new_excused: list[tuple[str, int, str]] = []
+        for seq, did, line, position in items:
+            for found in self._one(histories, lines, new_excused, seq, did, line, position):
+                findings.append(found)
+                if found.severity != INFO and found.did is not None:
+                    result.suspects.append(found.did)
+        dirty = [(did, s) for did, h in histories.items() for s in h.ops.values() if s.dirty]
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            state.save_states(self._conn, dirty)
+            for did, from_seq, cid in new_excused:
+                state.add_excused(self._conn, did, from_seq, cid)
+            result.findings = state.store_findings(self._conn, findings)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _one(
+        self,
+        histories: dict[str, DidHistory],
+        lines: dict[tuple[int, str], bytes],
+        new_excused: list[tuple[str, int, str]],
+        seq: int,
+        did: str,
+        line: bytes,
+        position: int | None,
+    ) -> list[Finding]:
+        try:
+            entry = parse_entry(line)
+        except MalformedLine as exc:
+            return [
+                Finding(
+                    "malformed-entry", str(exc), {**line_text(line), "error": str(exc)}, seq=seq
+                )
+            ]
+        if (entry.seq, entry.did) != (seq, did):
+            error = "the line's seq or did reads differently to two JSON parsers"
+            return [Finding("malformed-entry", error, {**line_text(line), "error": error}, seq=seq)]
+        op = entry.operation
+        history = histories[did]
+        earlier = history.ops.get(op.cid)
+        if earlier is not None:
+            if earlier.seq == seq:
+                return []  # applied by an interrupted run: replaying a batch is harmless
+            first = self._line_of(earlier, lines)
+            evidence = {"lines": [_text(first), _text(line)]}
+            return [
+                Finding(
+                    "duplicate-op",
+                    f"op {op.cid} already appeared as seq {earlier.seq}",
+                    evidence,
+                    seq=seq,
+                    did=did,
+                    cid=op.cid,
+                )
+            ]
+        side: list[Finding] = []
+        if self._config.canonical_lines:
+            canonical = canonical_line(entry)
+            if canonical != line:
+                side.append(
+                    Finding(
+                        "non-canonical-line",
+                        "line is not the canonical sequenced_op encoding",
+                        {**line_text(line), "canonical": canonical.decode("utf-8")},
+                        seq=seq,
+                        did=did,
+                        cid=op.cid,
+                    )
+                )
+        if op.cid != entry.claimed_cid:
+            side.append(
+                Finding(
+                    "wrong-cid",
+                    f"line claims cid {entry.claimed_cid}, the op's CID is {op.cid}",
+                    {**line_text(line), "claimed": entry.claimed_cid, "computed": op.cid},
+                    seq=seq,
+                    did=did,
+                    cid=op.cid,
+                )
+            )
+        lines[(seq, op.cid)] = line
+        listed = op.cid in self._config.removed_cids
+        if did in self._excused or listed:
+            if did not in self._excused:
+                self._excused[did] = seq
+                new_excused.append((did, seq, op.cid))
+            record(history, op, seq, entry.created_ms, None, position)
+            return side + [
+                Finding(
+                    "announced-removal",
+                    "op is on the announced-removal list"
+                    if listed
+                    else "a listed op of this DID came earlier",
+                    {**line_text(line), "listed_cid": op.cid if listed else None},
+                    seq=seq,
+                    did=did,
+                    cid=op.cid,
+                    severity=INFO,
+                )
+            ]
+        verdict = judge(history, did, op, entry.created_ms)
+        current = record(history, op, seq, entry.created_ms, verdict, position)
+        if verdict.accepted:
+            return side
+        assert verdict.cls is not None
+        return side + [
+            Finding(
+                verdict.cls,
+                verdict.message,
+                self._history_evidence(history, current, lines),
+                seq=seq,
+                did=did,
+                cid=op.cid,
+            )
+        ]
+
+    def _line_of(self, op: OpState, lines: dict[tuple[int, str], bytes]) -> bytes | None:
+        """The line of a known op: from this batch, else fetched again from the source (and
+        checked to be that op's line)."""
+        line = lines.get((op.seq, op.cid))
+        if line is not None:
+            return line
+        line = self._fetcher.line(op.seq, op.position)
+        try:
+            return line if line is not None and parse_entry(line).operation.cid == op.cid else None
+        except MalformedLine:
+            return None
+
+    def _history_evidence(
+        self, history: DidHistory, current: OpState, lines: dict[tuple[int, str], bytes]
+    ) -> dict[str, Any]:
+        """The DID's lines up to and including ``current``: accepted ops and earlier refused
+        ones (their positions listed in ``refused``)."""
+        out: list[str | None] = []
+        refused: list[int] = []
+        ordered = sorted(
+            (s for s in history.ops.values() if s.status in (OK, REFUSED) and s.seq <= current.seq),
+            key=lambda s: s.seq,
+        )
+        for s in ordered:
+            if s.status == REFUSED and s is not current:
+                refused.append(len(out))
+            out.append(_text(self._line_of(s, lines)))
+        return {"lines": out, "refused": refused}
+
+
+def _text(line: bytes | None) -> str | None:
+    return None if line is None else line.decode("utf-8", "replace")
+
+
+def shard_of(did: str, workers: int) -> int:
+    """The worker index a DID is validated by."""
+    return zlib.crc32(did.encode("utf-8")) % workers
+
+
+def _worker_main(config: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+    validator = Validator(config)
+    parent = os.getppid()
+    try:
+        while True:
+            try:
+                message = inbox.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:
+                    return  # the coordinator was killed: stop, the next run resumes
+                continue
+            if message is None:
+                return
+            batch_id, items = message
+            try:
+                outbox.put(("ok", validator.run_batch(batch_id, items)))
+            except Exception:  # reported to the coordinator, which fails the audit
+                outbox.put(("error", traceback.format_exc()))
+                return
+    finally:
+        validator.close()
+
+
+class WorkerPool:
+    """Shards batches over ``workers`` processes (``0``: in this process) and reports which
+    batches every shard has committed.
+
+    Batches are numbered by the caller in submission order; :meth:`wait` returns the merged
+    result of the oldest outstanding batch once every shard has committed it.
+    """
+
+    def __init__(self, config: WorkerConfig, workers: int) -> None:
+        self._n = workers
+        self._pending: dict[int, tuple[int, BatchResult]] = {}
+        self._order: list[int] = []
+        self._local = Validator(config) if workers == 0 else None
+        self._done: dict[int, BatchResult] = {}
+        ctx = multiprocessing.get_context("spawn")
+        self._outbox: Queue[Any] = ctx.Queue()
+        self._inboxes: list[Queue[Any]] = []
+        self._procs: list[Any] = []
+        for _ in range(workers):
+            inbox: Queue[Any] = ctx.Queue()
+            proc = ctx.Process(target=_worker_main, args=(config, inbox, self._outbox), daemon=True)
+            proc.start()
+            self._inboxes.append(inbox)
+            self._procs.append(proc)
+
+    @property
+    def outstanding(self) -> int:
+        """Batches submitted but not yet returned by :meth:`wait`."""
+        return len(self._order)
+
+    def submit(self, batch_id: int, items: list[Item]) -> None:
+        """Hand a batch (in export order) to the shards."""
+        self._order.append(batch_id)
+        if self._local is not None:
+            self._done[batch_id] = self._local.run_batch(batch_id, items)
+            return
+        shards: list[list[Item]] = [[] for _ in range(self._n)]
+        for item in items:
+            shards[shard_of(item[1], self._n)].append(item)
+        self._pending[batch_id] = (0, BatchResult(batch_id))
+        for inbox, shard in zip(self._inboxes, shards, strict=True):
+            inbox.put((batch_id, shard))
+
+    def wait(self) -> BatchResult:
+        """Block until the oldest outstanding batch is committed by every shard.
+
+        Raises:
+            AuditFailed: a worker failed or died.
+        """
+        batch_id = self._order.pop(0)
+        if self._local is not None:
+            return self._done.pop(batch_id)
+        while self._pending[batch_id][0] < self._n:
+            try:
+                kind, payload = self._outbox.get(timeout=5.0)
+            except queue.Empty as exc:  # check the workers are alive
+                if any(not p.is_alive() for p in self._procs):
+                    raise AuditFailed("a validation worker died") from exc
+                continue
+            if kind == "error":
+                raise AuditFailed(f"a validation worker failed:\n{payload}")
+            count, merged = self._pending[payload.batch_id]
+            merged.ops += payload.ops
+            merged.findings += payload.findings
+            merged.suspects.extend(payload.suspects)
+            self._pending[payload.batch_id] = (count + 1, merged)
+        return self._pending.pop(batch_id)[1]
+
+    def close(self) -> None:
+        """Stop the workers (after their queued batches) and release the state."""
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+            return
+        for inbox in self._inboxes:
+            inbox.put(None)
+        self._join(30.0)
+
+    def terminate(self) -> None:
+        """Stop the workers now (after a failure); uncommitted batches are replayed on resume."""
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+            return
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
+        self._join(5.0)
+
+    def _join(self, timeout_s: float) -> None:
+        for proc in self._procs:
+            proc.join(timeout=timeout_s)
+            if proc.is_alive():
+                proc.kill()
+        self._procs = []
+        for channel in [*self._inboxes, self._outbox]:
+            channel.close()
+            channel.join_thread()
+        self._inboxes = []

@@ -1,0 +1,252 @@
+"""A small, real HTTP directory for auditor tests, serving whatever lines it is given.
+
+It speaks the directory API the auditor reads (``/export``, ``/export/stream``, ``/tlog/*``,
+``/{did}``, ``/{did}/data``, ``/{did}/log/audit``) from a list of export lines, computing
+everything else honestly with the pure core: the RFC 6962 tree over ``tree_lines`` (default:
+the served lines), checkpoints signed with the given signer, proofs from that tree, DID
+documents and audit logs from replaying each DID's ops. Tests tamper with it by changing
+``lines`` / ``tree_lines`` or by setting the ``*_override`` fields — the way a misbehaving
+directory would, without touching the real server's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from plc.audit_log import apply_prepared
+from plc.document import format_data, format_did_document
+from plc.errors import PlcError
+from plc.operation import normalize, parse_operation
+from plc.rules import LogEntry, validate_next_op
+from plc.timestamps import parse_timestamp
+from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
+from plc.tlog.encoding import encode_b64
+from plc.tlog.hashing import leaf_hash
+from plc.tlog.memory import MemoryHashStore
+from plc.tlog.note import Signer
+from plc.tlog.proof import consistency_proof, inclusion_proof
+
+
+def _seq(line: bytes) -> int:
+    try:
+        value = orjson.loads(line)
+        return int(value["seq"])
+    except Exception:  # noqa: BLE001 - malformed lines have no seq
+        return 0
+
+
+@dataclass
+class FakeLog:
+    """What the fake directory publishes.
+
+    Attributes:
+        lines: the export lines, in served order.
+        signer: the log's signer (None: no ``/tlog/``).
+        tree_lines: the leaves the checkpoints commit to (None: ``lines``).
+        checkpoint_override: a note to serve instead of a fresh checkpoint.
+        responses_override: path -> (status, JSON body) for DID endpoints.
+        stream_close_reason: close the stream with this reason after the backfill.
+        stream_redeliver: re-send the last N backfilled messages before going live.
+    """
+
+    lines: list[bytes]
+    signer: Signer | None = None
+    tree_lines: list[bytes] | None = None
+    checkpoint_override: str | None = None
+    responses_override: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    stream_close_reason: str | None = None
+    stream_redeliver: int = 0
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def changed(self) -> None:
+        """Forget derived data (call after changing ``lines`` or ``tree_lines``)."""
+        self._cache.clear()
+
+    @property
+    def tree(self) -> MemoryHashStore:
+        tree = self._cache.get("tree")
+        if tree is None:
+            tree = MemoryHashStore()
+            tree.append([leaf_hash(x) for x in (self.tree_lines or self.lines)])
+            self._cache["tree"] = tree
+        return tree  # type: ignore[no-any-return]
+
+    @property
+    def seqs(self) -> list[int]:
+        seqs = self._cache.get("seqs")
+        if seqs is None or len(seqs) != len(self.lines):
+            seqs = self._cache["seqs"] = [_seq(x) for x in self.lines]
+        return seqs  # type: ignore[no-any-return]
+
+    def page(self, after: int, count: int) -> list[bytes]:
+        seqs = self.seqs
+        start = next((i for i, s in enumerate(seqs) if s > after), len(self.lines))
+        return self.lines[start : start + count]
+
+    def checkpoint(self) -> str:
+        if self.checkpoint_override is not None:
+            return self.checkpoint_override
+        assert self.signer is not None
+        tree = self.tree
+        return sign_checkpoint(
+            Checkpoint(self.signer.name, tree.tree_size, tree.root_hash()), self.signer
+        )
+
+    def histories(self) -> dict[str, list[LogEntry]]:
+        """Each DID's audit log as an honest directory derives it (refused ops left out)."""
+        cached = self._cache.get("histories")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        result: dict[str, list[LogEntry]] = defaultdict(list)
+        for line in self.lines:
+            try:
+                value = orjson.loads(line)
+                op = parse_operation(value["operation"])
+                did = value["did"]
+                created = parse_timestamp(value["createdAt"])
+                prepared = validate_next_op(result[did], did, op, created)
+            except (PlcError, KeyError, TypeError, ValueError):
+                continue
+            result[did] = apply_prepared(result[did], prepared)
+        self._cache["histories"] = dict(result)
+        return dict(result)
+
+
+def _did_response(log: FakeLog, did: str, kind: str) -> Response:
+    path = f"/{did}" if kind == "doc" else f"/{did}/{kind}"
+    override = log.responses_override.get(path)
+    if override is not None:
+        return JSONResponse(override[1], status_code=override[0])
+    history = log.histories().get(did)
+    if not history:
+        return JSONResponse({"message": f"DID not registered: {did}"}, status_code=404)
+    if kind == "log/audit":
+        return Response(
+            orjson.dumps(
+                [
+                    {
+                        "did": did,
+                        "operation": orjson.Fragment(e.operation.canonical_json()),
+                        "cid": e.cid,
+                        "nullified": e.nullified,
+                        "createdAt": e.created_at.strftime("%Y-%m-%dT%H:%M:%S.")
+                        + f"{e.created_at.microsecond // 1000:03d}Z",
+                    }
+                    for e in history
+                ]
+            ),
+            media_type="application/json",
+        )
+    head = [e for e in history if not e.nullified][-1]
+    data = normalize(head.operation)
+    if data is None:
+        return JSONResponse({"message": f"DID not available: {did}"}, status_code=404)
+    body = format_did_document(did, data) if kind == "doc" else format_data(did, data)
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def make_app(log: FakeLog) -> Starlette:
+    """The ASGI app serving ``log``."""
+
+    async def export(request: Request) -> Response:
+        after = int(request.query_params.get("after", "0"))
+        count = int(request.query_params.get("count", "1000"))
+        return Response(b"\n".join(log.page(after, count)), media_type="application/jsonlines")
+
+    async def checkpoint(request: Request) -> Response:
+        if log.signer is None and log.checkpoint_override is None:
+            return JSONResponse({"message": "Not Found"}, status_code=404)
+        return PlainTextResponse(log.checkpoint())
+
+    async def consistency(request: Request) -> Response:
+        old, new = int(request.query_params["from"]), int(request.query_params["to"])
+        if old == 0 or old > new or new > log.tree.tree_size:
+            return JSONResponse({"message": "Invalid from or to parameter"}, status_code=400)
+        proof = [] if old == new else consistency_proof(old, new, log.tree)
+        body = {"from": old, "to": new, "consistencyProof": [encode_b64(h) for h in proof]}
+        return JSONResponse(body)
+
+    async def inclusion(request: Request) -> Response:
+        seq, size = int(request.query_params["seq"]), int(request.query_params["treeSize"])
+        if not 1 <= seq <= size <= log.tree.tree_size:
+            return JSONResponse({"message": "Invalid seq or treeSize"}, status_code=400)
+        index = seq - 1
+        body = {
+            "seq": seq,
+            "leafIndex": index,
+            "treeSize": size,
+            "leafHash": encode_b64(log.tree.read_hashes([_leaf_index(index)])[0]),
+            "inclusionProof": [encode_b64(h) for h in inclusion_proof(index, size, log.tree)],
+        }
+        return JSONResponse(body)
+
+    async def did_doc(request: Request) -> Response:
+        return _did_response(log, request.path_params["did"], "doc")
+
+    async def did_data(request: Request) -> Response:
+        return _did_response(log, request.path_params["did"], "data")
+
+    async def did_audit(request: Request) -> Response:
+        return _did_response(log, request.path_params["did"], "log/audit")
+
+    async def stream(ws: WebSocket) -> None:
+        cursor = int(ws.query_params.get("cursor", "0"))
+        await ws.accept()
+        sent = [x for x in log.lines if _seq(x) > cursor]
+        try:
+            for line in sent:
+                await ws.send_text(line.decode("utf-8"))
+            for line in sent[len(sent) - log.stream_redeliver :] if log.stream_redeliver else []:
+                await ws.send_text(line.decode("utf-8"))
+            if log.stream_close_reason:
+                await ws.close(code=1000, reason=log.stream_close_reason)
+                return
+            last = max([cursor, *(_seq(x) for x in sent)])
+            while True:  # live: send lines appended later, until the client goes away
+                try:
+                    message = await asyncio.wait_for(ws.receive(), timeout=0.05)
+                except TimeoutError:
+                    message = {}
+                if message.get("type") == "websocket.disconnect":
+                    return
+                new = [x for x in log.lines if _seq(x) > last]
+                for line in new:
+                    await ws.send_text(line.decode("utf-8"))
+                    last = max(last, _seq(line))
+                for line in new[len(new) - log.stream_redeliver :] if log.stream_redeliver else []:
+                    await ws.send_text(line.decode("utf-8"))  # a redelivery (same bytes)
+        except (WebSocketDisconnect, RuntimeError):
+            return
+
+    routes = [
+        Route("/export", export),
+        WebSocketRoute("/export/stream", stream),
+        Route("/tlog/checkpoint", checkpoint),
+        Route("/tlog/proof/consistency", consistency),
+        Route("/tlog/proof/inclusion", inclusion),
+        Route("/{did}", did_doc),
+        Route("/{did}/data", did_data),
+        Route("/{did}/log/audit", did_audit),
+    ]
+    return Starlette(routes=routes)
+
+
+def make_split_app(a: FakeLog, b: FakeLog) -> Starlette:
+    """One server showing history ``a`` under ``/a`` and history ``b`` under ``/b``."""
+    return Starlette(routes=[Mount("/a", app=make_app(a)), Mount("/b", app=make_app(b))])
+
+
+def _leaf_index(index: int) -> int:
+    from plc.tlog.tree import stored_hash_index
+
+    return stored_hash_index(0, index)

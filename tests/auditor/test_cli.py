@@ -1,0 +1,153 @@
+"""The ``plc-audit`` command line (run as a real process): exit codes, JSON-lines findings,
+the summary, ``report``, ``compare``, ``check-evidence``, and the auditor's independence
+from the server's modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.helpers import INVALID_LOGS, VALID_LOGS, load_log
+
+from .conftest import line_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def plc_audit(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "auditor", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def export_file(tmp_path: Path, log: Path) -> Path:
+    entries = load_log(log)
+    lines = [
+        line_for(e["did"], e["operation"], i, e["createdAt"], e["cid"])
+        for i, e in enumerate(entries, 1)
+    ]
+    path = tmp_path / f"{log.stem}.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_clean_file_exits_0_with_a_summary(tmp_path: Path) -> None:
+    path = export_file(tmp_path, VALID_LOGS[0])
+    state = tmp_path / "s.sqlite3"
+    done = plc_audit("verify", str(path), "--state", str(state), "--workers", "0", "--progress")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "clean" in done.stderr and "plc-audit summary" in done.stderr
+    assert "ops/s" in done.stderr  # the progress bar's rate column
+
+
+def test_misbehaviour_exits_2_with_json_lines_report_and_evidence(tmp_path: Path) -> None:
+    log = next(p for p in INVALID_LOGS if p.name == "log_invalid_update_nullified.json")
+    path = export_file(tmp_path, log)
+    state = tmp_path / "s.sqlite3"
+    done = plc_audit("verify", str(path), "--state", str(state), "--workers", "0")
+    assert done.returncode == 2, done.stderr
+    findings = [orjson.loads(x) for x in done.stdout.splitlines()]
+    assert [f["class"] for f in findings] == ["chained-to-nullified"]
+    assert "MISBEHAVIOUR FOUND" in done.stderr
+
+    report = plc_audit("report", "--state", str(state))
+    assert report.returncode == 2
+    assert "chained-to-nullified" in report.stdout and "plc-audit summary" in report.stdout
+    as_json = plc_audit("report", "--state", str(state), "--json")
+    assert orjson.loads(as_json.stdout.splitlines()[0])["class"] == "chained-to-nullified"
+
+    saved = tmp_path / "findings.jsonl"
+    saved.write_text(done.stdout)
+    checked = plc_audit("check-evidence", str(saved))
+    assert checked.returncode == 0 and "verified" in checked.stdout
+    saved.write_text(done.stdout.replace('"refused":[]', '"refused":[0]'))  # a false claim
+    assert plc_audit("check-evidence", str(saved)).returncode == 1
+
+
+def test_default_state_file_is_named_from_the_source(tmp_path: Path) -> None:
+    path = export_file(tmp_path, VALID_LOGS[1])
+    done = plc_audit("verify", str(path), "--workers", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    states = list(tmp_path.glob("plc-audit-*.sqlite3"))
+    assert len(states) == 1 and len(states[0].stem) == len("plc-audit-") + 16
+    assert plc_audit("report", "--file", str(path), cwd=tmp_path).returncode == 0
+
+
+def test_usage_and_audit_failures_exit_1(tmp_path: Path) -> None:
+    assert plc_audit("sync").returncode == 1  # missing --directory (click would say 2)
+    assert plc_audit("verify", "--no-such-option", "x").returncode == 1
+    assert plc_audit("bogus-command").returncode == 1
+    assert plc_audit("verify", str(tmp_path / "missing.jsonl")).returncode == 1
+    unreachable = plc_audit(
+        "sync", "--directory", "http://127.0.0.1:9", "--state", str(tmp_path / "u.sqlite3")
+    )
+    assert unreachable.returncode == 1 and "audit failed" in unreachable.stderr
+    assert plc_audit("report", "--state", str(tmp_path / "none.sqlite3")).returncode == 1
+    assert plc_audit("sync", "-d", "http://x", "--recheck", "sometimes").returncode == 1
+    assert plc_audit("sync", "-d", "http://x", "--vkey", "not-a-key").returncode == 1
+
+
+def test_compare_exit_codes(tmp_path: Path) -> None:
+    first = export_file(tmp_path, VALID_LOGS[0])
+    second = export_file(tmp_path, VALID_LOGS[1])
+    for name, path in (("a", first), ("b", second)):
+        done = plc_audit("verify", str(path), "--state", str(tmp_path / f"{name}.sqlite3"))
+        assert done.returncode == 0
+    same = plc_audit("compare", str(tmp_path / "a.sqlite3"), str(tmp_path / "a.sqlite3"))
+    assert same.returncode == 0 and same.stdout == ""
+    differ = plc_audit("compare", str(tmp_path / "a.sqlite3"), str(tmp_path / "b.sqlite3"))
+    assert differ.returncode == 2
+    assert orjson.loads(differ.stdout.splitlines()[0])["class"] == "split-view"
+
+
+FORBIDDEN = [
+    "fastapi",
+    "sqlmodel",
+    "sqlalchemy",
+    "plc.api",
+    "plc.store",
+    "plc.service",
+    "plc.policy",
+]
+
+
+def test_auditor_imports_no_server_web_or_orm_module() -> None:
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import auditor\n"
+        "for m in pkgutil.walk_packages(auditor.__path__, 'auditor.'):\n"
+        "    if m.name != 'auditor.__main__':\n"
+        "        importlib.import_module(m.name)\n"
+        f"forbidden = {FORBIDDEN!r}\n"
+        "bad = [m for m in sys.modules\n"
+        "       if any(m == f or m.startswith(f + '.') for f in forbidden)]\n"
+        "assert not bad, bad\n"
+        "print(len([m for m in sys.modules if m.startswith('auditor')]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 20  # every auditor module was imported
+
+
+def test_evidence_checker_needs_nothing_else_of_the_auditor() -> None:
+    code = (
+        "import sys\n"
+        "import auditor.evidence_check\n"
+        "print(sorted(m for m in sys.modules if m.startswith('auditor')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.strip()
+    assert loaded == "['auditor', 'auditor.evidence_check', 'auditor.evidence_ops']"

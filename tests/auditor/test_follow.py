@@ -1,0 +1,62 @@
+"""``sync --follow``: catching up with ``/export`` pages, then following ``/export/stream``."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .conftest import Audit, serve
+from .corpus import Corpus
+from .fakedir import FakeLog
+
+
+def _grow_later(log: FakeLog, lines: list[bytes], after_s: float) -> threading.Thread:
+    def grow() -> None:
+        time.sleep(after_s)
+        for i in range(0, len(lines), 50):
+            log.lines.extend(lines[i : i + 50])
+            log.changed()
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=grow, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_follow_reads_new_ops_from_the_stream_and_drops_redeliveries(
+    corpus: Corpus, sync: Audit, tmp_path: object
+) -> None:
+    log = FakeLog(list(corpus.lines[:1200]), corpus.signer, stream_redeliver=3)
+    keys = (corpus.signer.verifier,)
+    with serve(log) as url:
+        grower = _grow_later(log, list(corpus.lines[1200:]), 0.8)
+        findings = sync(url, follow=True, follow_seconds=3.0, verifiers=keys)
+        grower.join()
+    assert findings == []
+    from auditor import state
+
+    conn = state.connect(tmp_path / "state.sqlite3", create=False)  # type: ignore[operator]
+    assert state.get_meta_int(conn, "cursor_seq") == len(corpus.lines)
+    assert state.get_meta_int(conn, "tree_size") == len(corpus.lines)  # no redelivered leaf
+    statuses = [r[0] for r in conn.execute("SELECT status FROM checkpoints")]
+    assert statuses and set(statuses) == {"matched"}
+
+
+def test_outdated_cursor_falls_back_to_export_pages(corpus: Corpus, sync: Audit) -> None:
+    log = FakeLog(list(corpus.lines[:1000]), corpus.signer, stream_close_reason="OutdatedCursor")
+    with serve(log) as url:
+        grower = _grow_later(log, list(corpus.lines[1000:]), 0.3)
+        findings = sync(url, follow=True, follow_seconds=2.0, verifiers=(corpus.signer.verifier,))
+        grower.join()
+    assert findings == []
+
+
+def test_directory_without_tlog_is_audited_without_log_checks(corpus: Corpus, sync: Audit) -> None:
+    lines = list(corpus.lines)
+    dids = [x.split(b'"did":"')[1][:32] for x in lines]
+    k = next(i for i in range(100, len(lines)) if dids.count(dids[i]) == 1)
+    del lines[k]  # plc.directory's seq may skip
+    log = FakeLog(lines, signer=None)
+    with serve(log) as url:
+        findings = sync(url, allow_seq_gaps=True, spot_checks=3)
+    assert [(f.cls, f.severity) for f in findings] == [("seq-gap", "info")]
