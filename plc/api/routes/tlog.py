@@ -27,9 +27,9 @@ from plc.store.tlog_store import StoredCheckpoint, TlogStore
 from plc.tlog import leaf_index_for_seq
 from plc.tlog.encoding import encode_b64
 from plc.tlog.errors import MalformedTilePath
-from plc.tlog.hashing import leaf_hash
 from plc.tlog.proof import consistency_proof, inclusion_proof
 from plc.tlog.tiles import encode_entry_bundle, is_tile_in_tree, parse_tile_path, tile_hashes
+from plc.tlog.tree import stored_hash_index
 
 router = APIRouter()
 
@@ -135,17 +135,17 @@ async def get_inclusion_proof(
         raise InvalidInput(
             "Invalid seq or treeSize parameter: need 1 <= seq <= treeSize <= tree size"
         )
-    line = await directory.run(tlog.line, seq_value)
-    if line is None:
-        raise InvalidInput(f"No op with seq {seq_value}")
     index = leaf_index_for_seq(seq_value)
+    # The leaf hash the tree holds (written when the op was appended), not a hash of the line
+    # as stored now: a proof always matches the signed tree, and an altered line shows.
+    stored_leaf = await directory.run(tlog.reader.read_hashes, [stored_hash_index(0, index)])
     proof = await directory.run(inclusion_proof, index, size, tlog.reader)
     return _json(
         {
             "seq": seq_value,
             "leafIndex": index,
             "treeSize": size,
-            "leafHash": encode_b64(leaf_hash(line)),
+            "leafHash": encode_b64(stored_leaf[0]),
             "inclusionProof": [encode_b64(h) for h in proof],
         }
     )
