@@ -18,7 +18,6 @@ import logging
 import re
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -93,8 +92,6 @@ class Checkpointer:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._signed = threading.Condition()
-        self._latest: StoredCheckpoint | None = None
 
     @property
     def origin(self) -> str:
@@ -127,10 +124,6 @@ class Checkpointer:
             except Exception:  # noqa: BLE001 - the timer must survive a database hiccup
                 log.exception("checkpoint not signed")
 
-    def latest(self) -> StoredCheckpoint | None:
-        """The newest stored checkpoint (signed by any process)."""
-        return self.tlog.latest_checkpoint()
-
     def sign_if_grown(self) -> StoredCheckpoint:
         """Sign the current tree if it is larger than the newest checkpoint; return the newest.
 
@@ -141,7 +134,6 @@ class Checkpointer:
         tree_size = self.tlog.store.tree_size()
         latest = self.tlog.latest_checkpoint()
         if latest is not None and latest.tree_size >= tree_size:
-            self._remember(latest)
             return latest
         reader = self.tlog.reader
         new_root = root_hash(tree_size, reader)
@@ -154,25 +146,4 @@ class Checkpointer:
         stored = StoredCheckpoint(tree_size, new_root, note.encode("utf-8"))
         if not self.tlog.insert_checkpoint(stored, to_ms(self.clock())):
             stored = self.tlog.latest_checkpoint() or stored
-        self._remember(stored)
         return stored
-
-    def _remember(self, checkpoint: StoredCheckpoint) -> None:
-        with self._signed:
-            if self._latest is None or checkpoint.tree_size > self._latest.tree_size:
-                self._latest = checkpoint
-                self._signed.notify_all()
-
-    def wait_covering(self, tree_size: int, timeout_s: float) -> StoredCheckpoint | None:
-        """Block until a checkpoint of at least ``tree_size`` is stored (at most
-        ``timeout_s``); return it, or None on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            latest = self.tlog.latest_checkpoint()
-            if latest is not None and latest.tree_size >= tree_size:
-                return latest
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            with self._signed:
-                self._signed.wait(min(remaining, self.interval_s / 4))
