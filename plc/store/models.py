@@ -1,9 +1,9 @@
 """SQLModel tables of the directory. Units are in column names; timestamps are integer
 milliseconds since the Unix epoch (UTC), so SQLite and PostgreSQL store them alike.
 
-- ``dids``: one row per DID: its head (CID and time of the newest non-nullified op), whether
-  it is tombstoned, and the ``/data`` and DID-document bodies of its current state, so that a
-  read is one primary-key lookup.
+- ``dids``: one row per DID: its head (CID of the newest non-nullified op, the target of the
+  writers' compare-and-swap), whether it is tombstoned, and the ``/data`` and DID-document
+  bodies of its current state, so that a read is one primary-key lookup.
 - ``operations``: every accepted op, keyed by ``seq`` (1, 2, 3, … with no gaps), with its
   export line stored as bytes exactly as served and hashed into the log.
 - ``log_head``: the single row that hands out ``seq`` (``tree_size`` = the last ``seq``).
@@ -26,7 +26,6 @@ class DidRow(SQLModel, table=True):
 
     did: str = Field(sa_column=Column(Text, primary_key=True))
     head_cid: str = Field(sa_column=Column(Text, nullable=False))
-    head_created_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     tombstoned: bool = Field(default=False, nullable=False)
     data: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     document: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))

@@ -122,7 +122,6 @@ _UPDATE_DIDS = (
     .where(DIDS.c.did == bindparam("d"))
     .values(
         head_cid=bindparam("head_cid"),
-        head_created_at_ms=bindparam("head_created_at_ms"),
         tombstoned=bindparam("tombstoned"),
         data=bindparam("data"),
         document=bindparam("document"),
@@ -330,7 +329,6 @@ class SqlStore:
             did_rows[prepared.did] = {
                 "did": prepared.did,
                 "head_cid": prepared.operation.cid,
-                "head_created_at_ms": created_at_ms,
                 "tombstoned": pending.data is None,
                 "data": pending.data,
                 "document": pending.document,

@@ -21,7 +21,6 @@ def upgrade() -> None:
         "dids",
         sa.Column("did", sa.Text(), primary_key=True),
         sa.Column("head_cid", sa.Text(), nullable=False),
-        sa.Column("head_created_at_ms", sa.BigInteger(), nullable=False),
         sa.Column("tombstoned", sa.Boolean(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=True),
         sa.Column("document", sa.LargeBinary(), nullable=True),
