@@ -132,18 +132,25 @@ class DirectoryClient:
         Raises:
             ProofUnavailable: refused or malformed.
         """
-        response = self.get("/tlog/proof/consistency", {"from": old_size, "to": new_size})
+        body = self._proof(
+            "/tlog/proof/consistency",
+            {"from": old_size, "to": new_size},
+            f"consistency proof {old_size} -> {new_size}",
+        )
+        return _hashes(body.get("consistencyProof"), "consistencyProof")
+
+    def _proof(self, path: str, params: dict[str, str | int], what: str) -> dict[str, Any]:
+        """GET a JSON proof object. Raises ProofUnavailable when refused or not an object."""
+        response = self.get(path, params)
         if response.status_code != 200:
-            raise ProofUnavailable(
-                f"no consistency proof {old_size} -> {new_size}: HTTP {response.status_code}"
-            )
+            raise ProofUnavailable(f"no {what}: HTTP {response.status_code}")
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
-            raise ProofUnavailable(f"consistency proof is not JSON: {exc}") from None
+            raise ProofUnavailable(f"{what} is not JSON: {exc}") from None
         if not isinstance(body, dict):
-            raise ProofUnavailable("consistency proof is not a JSON object")
-        return _hashes(body.get("consistencyProof"), "consistencyProof")
+            raise ProofUnavailable(f"{what} is not a JSON object")
+        return body
 
     def tile(self, path: str) -> bytes:
         """A C2SP tlog-tiles resource under ``/tlog/`` (``path`` like ``tile/0/x001/067.p/9``),
@@ -164,16 +171,12 @@ class DirectoryClient:
         Raises:
             ProofUnavailable: refused or malformed.
         """
-        response = self.get("/tlog/proof/inclusion", {"seq": seq, "treeSize": tree_size})
-        if response.status_code != 200:
-            raise ProofUnavailable(
-                f"no inclusion proof for seq {seq} in {tree_size}: HTTP {response.status_code}"
-            )
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise ProofUnavailable(f"inclusion proof is not JSON: {exc}") from None
-        if not isinstance(body, dict) or not isinstance(body.get("leafHash"), str):
+        body = self._proof(
+            "/tlog/proof/inclusion",
+            {"seq": seq, "treeSize": tree_size},
+            f"inclusion proof for seq {seq} in {tree_size}",
+        )
+        if not isinstance(body.get("leafHash"), str):
             raise ProofUnavailable("inclusion proof has no leafHash")
         try:
             leaf = decode_hash_b64(body["leafHash"])
