@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from plc.keys import Curve, PrivateKey
 from plc.policy import PolicySettings
 from plc.service import Directory
-from plc.signing import cid_of, create_did, plc_operation, sign_operation
+from plc.signing import create_did, update_operation
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
@@ -60,16 +60,7 @@ def new_identity(seed: str, curve: Curve = Curve.K256) -> Identity:
 
 def signed_update(prev_op: dict[str, Any], signer: PrivateKey, handle: str) -> dict[str, Any]:
     """A signed ``plc_operation`` after ``prev_op`` that changes the handle."""
-    return sign_operation(
-        plc_operation(
-            rotation_keys=prev_op["rotationKeys"],
-            verification_methods=prev_op["verificationMethods"],
-            also_known_as=[f"at://{handle}"],
-            services=prev_op["services"],
-            prev=cid_of(prev_op),
-        ),
-        signer,
-    )
+    return update_operation(prev_op, signer, also_known_as=[f"at://{handle}"])
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,22 @@ def plc_operation(
     }
 
 
+def update_operation(
+    prev_op: Mapping[str, Any], signer: PrivateKey, **changes: Any
+) -> dict[str, Any]:
+    """A signed ``plc_operation`` extending the signed ``plc_operation`` ``prev_op``: its
+    state carried over, with ``changes`` (keyword arguments of :func:`plc_operation`:
+    ``rotation_keys``, ``verification_methods``, ``also_known_as``, ``services``) applied."""
+    fields: dict[str, Any] = {
+        "rotation_keys": prev_op["rotationKeys"],
+        "verification_methods": prev_op["verificationMethods"],
+        "also_known_as": prev_op["alsoKnownAs"],
+        "services": prev_op["services"],
+    }
+    fields.update(changes)
+    return sign_operation(plc_operation(prev=cid_of(prev_op), **fields), signer)
+
+
 def tombstone(prev: str) -> dict[str, Any]:
     """An unsigned ``plc_tombstone`` wire dict."""
     return {"type": "plc_tombstone", "prev": prev}

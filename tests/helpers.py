@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from plc.keys import Curve, PrivateKey
-from plc.signing import cid_of, create_did, plc_operation, sign_operation
+from plc.signing import create_did, update_operation
 
 from .conftest import INTEROP
 
@@ -51,12 +51,4 @@ def new_did(
 
 def update(prev_op: dict[str, Any], signer: PrivateKey, **changes: Any) -> dict[str, Any]:
     """A signed update of ``prev_op`` (a plc_operation) with ``changes`` applied."""
-    base = {k: v for k, v in prev_op.items() if k not in ("sig", "prev", "type")}
-    fields = {
-        "rotation_keys": base["rotationKeys"],
-        "verification_methods": base["verificationMethods"],
-        "also_known_as": base["alsoKnownAs"],
-        "services": base["services"],
-    }
-    fields.update(changes)
-    return sign_operation(plc_operation(prev=cid_of(prev_op), **fields), signer)
+    return update_operation(prev_op, signer, **changes)

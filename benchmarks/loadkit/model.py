@@ -10,8 +10,7 @@ import orjson
 
 from loadkit.load_config import Config
 from plc.keys import Curve, PrivateKey
-from plc.operation import parse_operation
-from plc.signing import create_did, pds_services, plc_operation, sign_operation
+from plc.signing import create_did, pds_services, update_operation
 
 UPDATE_KINDS = ("handle", "pds", "handle+aka", "rotate")
 
@@ -106,15 +105,8 @@ def presign(cfg: Config, run_tag: str) -> list[Identity]:
             next_signer = PrivateKey.generate(ident.curve)
             rotation = [next_signer.did_key, *rotation][:5]
             ident.rotation_keys = rotation
-        op = sign_operation(
-            plc_operation(
-                rotation_keys=rotation,
-                verification_methods=prev["verificationMethods"],
-                also_known_as=aka,
-                services=services,
-                prev=parse_operation(prev).cid,
-            ),
-            signer,
+        op = update_operation(
+            prev, signer, rotation_keys=rotation, also_known_as=aka, services=services
         )
         ident.steps.append(Step(kind, j, orjson.dumps(op)))
         last_ops[n] = op

@@ -24,7 +24,13 @@ import httpx
 import orjson
 
 from plc.keys import Curve, PrivateKey
-from plc.signing import cid_of, create_did, plc_operation, sign_operation, tombstone
+from plc.signing import (
+    cid_of,
+    create_did,
+    sign_operation,
+    tombstone,
+    update_operation,
+)
 from plc.tlog.note import Signer, parse_signer_key
 
 ACCOUNTS = 900
@@ -69,16 +75,7 @@ class Corpus:
 
 
 def _update(prev: dict[str, Any], signer: PrivateKey, handle: str) -> dict[str, Any]:
-    return sign_operation(
-        plc_operation(
-            rotation_keys=prev["rotationKeys"],
-            verification_methods=prev["verificationMethods"],
-            also_known_as=[f"at://{handle}"],
-            services=prev["services"],
-            prev=cid_of(prev),
-        ),
-        signer,
-    )
+    return update_operation(prev, signer, also_known_as=[f"at://{handle}"])
 
 
 def _post(client: httpx.Client, did: str, op: dict[str, Any]) -> None:
