@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import plc
 from plc.api.errors import install_error_handlers
+from plc.api.fastpath import PlcApp
 from plc.api.identity_source import DirectoryDocumentSource
 from plc.api.routes import did, export, health, identity, stream, tlog
 from plc.api.routes.stream import CommitSignal
@@ -137,7 +138,7 @@ def create_app(
             if engine is None:
                 db.dispose()
 
-    app = FastAPI(
+    app = PlcApp(
         title="did:plc directory",
         version=plc.__version__,
         description=DESCRIPTION,

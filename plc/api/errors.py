@@ -61,16 +61,20 @@ def status_for(exc: PlcError) -> int:
     return 400
 
 
+def error_message(exc: PlcError) -> tuple[int, str, dict[str, str] | None]:
+    """``(status, message, extra headers)`` of a project error: ``Retry-After`` for
+    :class:`RateLimited`."""
+    headers = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    return status_for(exc), exc.message, headers
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers: project errors, request validation, HTTP errors, and a last
     resort that answers 500 without detail (and logs the traceback)."""
 
     async def on_plc_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PlcError)
-        headers = None
-        if isinstance(exc, RateLimited):
-            headers = {"retry-after": str(exc.retry_after_s)}
-        return message_response(status_for(exc), exc.message, headers)
+        return message_response(*error_message(exc))
 
     async def on_validation_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

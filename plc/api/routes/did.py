@@ -1,46 +1,20 @@
 """Per-DID endpoints: ``POST /{did}`` and the reads ``/{did}``, ``/data``, ``/log``,
-``/log/audit``, ``/log/last`` (plc-spec-notes.md §4; design.md decision 1)."""
+``/log/audit``, ``/log/last`` (plc-spec-notes.md §4; design.md decision 1).
+
+``POST /{did}`` and ``GET /{did}`` are normally answered by :mod:`plc.api.fastpath` with the
+same behaviour; these endpoints document them and serve what the fast path declines."""
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
+from plc.api.fastpath import is_json, parse_json_body, read_body
 from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
-from plc.errors import InvalidInput
 
 router = APIRouter()
-
-DRAIN_LIMIT = 1 << 20
-"""Bytes of an oversized body read (and dropped) before answering 413."""
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is over ``limit`` bytes (drained up to 1 MiB)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > DRAIN_LIMIT:
-            break
-        if size <= limit:
-            chunks.append(chunk)
-    if size > limit:
-        return None
-    return b"".join(chunks)
 
 
 @router.post(
@@ -60,16 +34,14 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 )
 async def post_operation(did: str, request: Request) -> Response:
     directory, settings = directory_of(request), settings_of(request)
-    if not _is_json(request.headers.get("content-type", "")):
+    if not is_json(request.headers.get("content-type", "")):
         return message_response(400, "Content-Type must be application/json")
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await read_body(
+        request.headers.get("content-length"), request.stream(), settings.max_body_bytes
+    )
     if body is None:
         return message_response(413, "request entity too large", {"connection": "close"})
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Malformed JSON body: {str(exc)[:200]}") from exc
-    await directory.submit(did, value)
+    await directory.submit(did, parse_json_body(body))
     return Response(b"OK", media_type=TEXT)
 
 

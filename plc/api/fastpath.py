@@ -1,0 +1,210 @@
+"""The hot per-DID routes, ``POST /{did}`` and ``GET /{did}``, served without FastAPI's stack.
+
+FastAPI's routing, dependency solving and middleware layers cost about as much CPU per
+request as the work of a resolve. :class:`PlcApp` (the app :func:`plc.api.app.create_app`
+builds) answers these two routes from a plain ASGI handler and hands every other request to
+FastAPI. The FastAPI routes in :mod:`plc.api.routes.did` stay: they describe the API in the
+OpenAPI document and serve whatever the fast path declines (a ``root_path``, a path another
+route owns). Both paths share :func:`read_body` and :func:`error_message` and answer with the
+same status codes, headers (``Access-Control-Allow-Origin: *`` included) and bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
+
+from plc.api.errors import error_message, message_response
+from plc.api.responses import DID_LD_JSON, TEXT
+from plc.errors import InvalidInput, PlcError
+from plc.service import Directory
+
+log = logging.getLogger("plc.api")
+
+DRAIN_LIMIT = 1 << 20
+"""Bytes of an oversized body read (and dropped) before answering 413."""
+
+_ACAO = (b"access-control-allow-origin", b"*")
+_OK_HEADERS = [(b"content-length", b"2"), (b"content-type", TEXT.encode()), _ACAO]
+_DID_LD_JSON = DID_LD_JSON.encode()
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was read."""
+
+
+def is_json(content_type: str) -> bool:
+    """True for ``application/json`` and ``application/…+json`` (parameters ignored)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def read_body(
+    declared_length: str | None, chunks: AsyncIterator[bytes], limit: int
+) -> bytes | None:
+    """The body, or None when it is over ``limit`` bytes (drained up to :data:`DRAIN_LIMIT`;
+    a declared length over that is refused without reading)."""
+    if (
+        declared_length is not None
+        and declared_length.isdigit()
+        and int(declared_length) > DRAIN_LIMIT
+    ):
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > DRAIN_LIMIT:
+            break
+        if size <= limit:
+            parts.append(chunk)
+    if size > limit:
+        return None
+    return b"".join(parts)
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The decoded body. Raises InvalidInput (400) on malformed JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Malformed JSON body: {str(exc)[:200]}") from exc
+
+
+async def _receive_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            body = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+        elif message["type"] == "http.disconnect":
+            raise ClientGone
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_message(
+    send: Send, status: int, message: str, headers: dict[str, str] | None = None
+) -> None:
+    response = message_response(status, message, headers)
+    await _send(send, status, [*response.raw_headers, _ACAO], bytes(response.body))
+
+
+Handler = Callable[[Scope, Receive, Send, str], Awaitable[None]]
+
+
+class PlcApp(FastAPI):
+    """FastAPI with ``GET /{did}`` and ``POST /{did}`` served by :meth:`_post` / :meth:`_get`.
+
+    A request takes the fast path when it is HTTP, its method is GET or POST, it has no
+    ``root_path``, and its path is one non-empty segment that no other route of the app
+    owns (so FastAPI would route it to the ``/{did}`` endpoints too).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._taken: frozenset[str] | None = None
+        self._handlers: dict[str, Handler] = {"GET": self._get, "POST": self._post}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            taken = self._taken if self._taken is not None else self._taken_paths()
+            handler = self._handlers.get(scope["method"])
+            path: str = scope["path"]
+            if (
+                handler is not None
+                and not scope.get("root_path")
+                and len(path) > 1
+                and path.find("/", 1) < 0
+                and path not in taken
+            ):
+                await self._serve(handler, scope, receive, send, path[1:])
+                return
+        await super().__call__(scope, receive, send)
+
+    def _taken_paths(self) -> frozenset[str]:
+        """Paths of the app's routes other than ``/{did}`` (computed once, at first use).
+
+        The fast path turns itself off when the routes cannot all be listed, when ``/{did}``
+        is missing, or when another one-segment route has a parameter: it could not tell
+        which route a path belongs to."""
+        if self._taken is None:
+            paths = _route_paths(self.routes)
+            if paths is None or "/{did}" not in paths:
+                self._handlers = {}
+                paths = set()
+            paths.discard("/{did}")
+            if any("{" in p and p.count("/") == 1 for p in paths):
+                self._handlers = {}
+            self._taken = frozenset(paths)
+        return self._taken
+
+    async def _serve(
+        self, handler: Handler, scope: Scope, receive: Receive, send: Send, did: str
+    ) -> None:
+        try:
+            await handler(scope, receive, send, did)
+        except ClientGone:
+            return
+        except PlcError as exc:
+            await _send_message(send, *error_message(exc))
+        except Exception as exc:  # noqa: BLE001 - answer 500 without detail, as the app does
+            log.error("unhandled error", exc_info=exc)
+            await _send_message(send, 500, "Internal Server Error")
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send, did: str) -> None:
+        state = self.state
+        directory: Directory = state.directory
+        if not is_json(_header(scope, b"content-type") or ""):
+            await _send_message(send, 400, "Content-Type must be application/json")
+            return
+        body = await read_body(
+            _header(scope, b"content-length"),
+            _receive_chunks(receive),
+            state.settings.max_body_bytes,
+        )
+        if body is None:
+            await _send_message(send, 413, "request entity too large", {"connection": "close"})
+            return
+        await directory.submit(did, parse_json_body(body))
+        await _send(send, 200, _OK_HEADERS, b"OK")
+
+    async def _get(self, scope: Scope, receive: Receive, send: Send, did: str) -> None:
+        directory: Directory = self.state.directory
+        body = await directory.run(directory.document, did)
+        headers = [(b"content-length", b"%d" % len(body)), (b"content-type", _DID_LD_JSON), _ACAO]
+        await _send(send, 200, headers, body)
+
+
+def _route_paths(routes: list[BaseRoute]) -> set[str] | None:
+    """Every route's full path (included routers expanded), or None if one has no path."""
+    try:  # FastAPI >= 0.16x keeps included routers as one entry each
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older versions copy every route into app.routes
+        paths = [getattr(route, "path", None) for route in routes]
+    else:
+        paths = [context.path for context in iter_route_contexts(routes)]
+    if any(not isinstance(path, str) for path in paths):
+        return None
+    return {str(path) for path in paths}

@@ -1,0 +1,138 @@
+"""The fast path (``plc.api.fastpath``) answers ``POST /{did}`` and ``GET /{did}`` exactly as
+the FastAPI routes do: same status, headers (in order) and body, and the same stored state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from plc.api.app import create_app
+from plc.api.fastpath import PlcApp
+from plc.keys import Curve
+from plc.signing import cid_of, sign_operation
+
+from ..conftest import Clock, make_settings
+from ..helpers import new_did, update
+
+DID, GENESIS, KEYS = new_did("fastpath")
+OTHER, OTHER_GENESIS, OTHER_KEYS = new_did("fastpath-p256", Curve.P256)
+JSON = {"content-type": "application/json"}
+
+
+@cache
+def _requests() -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """(method, path, body, headers): good and bad writes and reads, in order (built once:
+    P-256 signatures are randomised)."""
+    first = update(GENESIS, KEYS[0], also_known_as=["at://fp2.example.com"])
+    second = update(first, KEYS[1], also_known_as=["at://fp3.example.com"])
+    misplaced = sign_operation({"type": "plc_tombstone", "prev": cid_of(second)}, OTHER_KEYS[0])
+    tombstone = sign_operation(
+        {"type": "plc_tombstone", "prev": cid_of(OTHER_GENESIS)}, OTHER_KEYS[0]
+    )
+    return [
+        ("GET", f"/{DID}", b"", {}),
+        ("POST", f"/{DID}", orjson.dumps(GENESIS), JSON),
+        ("POST", f"/{DID}", orjson.dumps(GENESIS), JSON),  # idempotent re-submission
+        ("GET", f"/{DID}", b"", {}),
+        ("POST", f"/{DID}", orjson.dumps(first), {"content-type": "application/did+json"}),
+        ("POST", f"/{DID}", orjson.dumps(second), {"content-type": "text/plain"}),
+        ("POST", f"/{DID}", orjson.dumps(second), {}),
+        ("POST", f"/{DID}", b"{", JSON),
+        ("POST", f"/{DID}", b"", JSON),
+        ("POST", f"/{DID}", b"[]", JSON),
+        ("POST", f"/{DID}", b'{"a":"\\ud800"}', JSON),
+        ("POST", f"/{DID}", b"x" * 200_000, JSON),
+        ("POST", f"/{DID}", orjson.dumps({**second, "sig": "A" * 86}), JSON),
+        ("POST", f"/{DID}", orjson.dumps(second), JSON),
+        ("POST", f"/{OTHER}", orjson.dumps(GENESIS), JSON),  # DID and op disagree
+        ("POST", f"/{OTHER}", orjson.dumps(OTHER_GENESIS), JSON),
+        ("GET", f"/{OTHER}", b"", {}),
+        ("POST", f"/{OTHER}", orjson.dumps(misplaced), JSON),  # prev is not the head
+        ("POST", f"/{OTHER}", orjson.dumps(tombstone), JSON),
+        ("GET", f"/{OTHER}", b"", {}),
+        ("GET", "/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", b"", {}),
+        ("GET", "/not-a-did", b"", {}),
+        ("GET", "/did%3Aplc%3Ax%00y", b"", {}),
+        ("POST", "/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", orjson.dumps(GENESIS), JSON),
+        ("GET", f"/{DID.upper()}", b"", {}),
+        ("GET", "/_health", b"", {}),
+        ("GET", "/export", b"", {}),
+        ("POST", "/export", b"{}", JSON),
+        ("GET", f"/{DID}/", b"", {}),
+        ("HEAD", f"/{DID}", b"", {}),
+        ("OPTIONS", f"/{DID}", b"", {"access-control-request-method": "POST"}),
+    ]
+
+
+def _transcript(client: TestClient) -> list[tuple[int, list[tuple[str, str]], bytes]]:
+    out = []
+    for method, path, body, headers in _requests():
+        response = client.request(method, path, content=body, headers=headers)
+        out.append((response.status_code, list(response.headers.items()), response.content))
+    out.append((0, [], client.get("/export?after=0").content))
+    return out
+
+
+@pytest.fixture
+def two_apps(
+    sqlite_url: str, tmp_path: Path, clock: Clock
+) -> Iterator[tuple[TestClient, TestClient]]:
+    """An app with the fast path and one without, on SQLite databases of their own (the
+    routes do not depend on the backend)."""
+    other_url = f"sqlite:///{tmp_path / 'slow.sqlite3'}"
+    with (
+        TestClient(create_app(make_settings(sqlite_url), clock=clock)) as fast,
+        TestClient(create_app(make_settings(other_url), clock=clock)) as slow,
+    ):
+        yield fast, slow
+
+
+def test_fast_and_slow_paths_answer_the_same(two_apps: tuple[TestClient, TestClient]) -> None:
+    fast, slow = two_apps
+    assert isinstance(slow.app, PlcApp)
+    slow.app._handlers = {}  # every request through FastAPI's routes
+    assert _transcript(fast) == _transcript(slow)
+
+
+def test_fast_path_takes_the_did_routes_only(client: TestClient) -> None:
+    app = client.app
+    assert isinstance(app, PlcApp)
+    taken = app._taken_paths()
+    assert "/export" in taken and "/_health" in taken and "/{did}" not in taken
+    assert set(app._handlers) == {"GET", "POST"}
+
+
+def test_client_disconnect_mid_body_stores_nothing(client: TestClient) -> None:
+    import anyio
+
+    app = client.app
+    assert isinstance(app, PlcApp)
+    sent: list[dict[str, Any]] = []
+    messages = [
+        {"type": "http.request", "body": orjson.dumps(GENESIS)[:10], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": f"/{DID}",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    anyio.run(app, scope, receive, send)
+    assert sent == []
+    assert client.get("/export?after=0").content == b""
