@@ -105,6 +105,7 @@ def create_app(
         upgrade(db)
         reads = make_read_engine(db, pool_size=settings.db_pool_size)
         store = SqlStore(db, reads, settings.db_busy_timeout_ms)
+        store.pin_reads()  # SQLite: the event loop's reads on a connection of their own
         directory = Directory(
             store,
             settings.policy(),
@@ -133,6 +134,7 @@ def create_app(
         finally:
             directory.stop()
             checkpointer.stop()
+            store.close()
             if reads is not db:
                 reads.dispose()
             if engine is None:

@@ -8,26 +8,32 @@ validated against, and a moved head answers "conflict" for that op alone (compar
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, insert, select, update
-from sqlalchemy.engine import Connection, Engine, RootTransaction
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from plc.errors import Unavailable
 from plc.exportline import build_line
 from plc.rules import PreparedOperation
 from plc.store.engine import is_sqlite
-from plc.store.models import DidRow, LogHeadRow, OperationRow
+from plc.store.rawtx import (
+    SQL_INSERT_DID,
+    SQL_INSERT_OP,
+    SQL_NULLIFY,
+    SQL_SET_TREE_SIZE,
+    SQL_TREE_SIZE,
+    SQL_TREE_SIZE_FOR_UPDATE,
+    SQL_UPDATE_DID,
+    Tx,
+)
 from plc.timestamps import format_timestamp, to_ms
-
-DIDS = cast(Table, DidRow.__table__)  # type: ignore[attr-defined]
-OPERATIONS = cast(Table, OperationRow.__table__)  # type: ignore[attr-defined]
-LOG_HEAD = cast(Table, LogHeadRow.__table__)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,26 +64,23 @@ class CommitOutcome:
     line: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class OpenBatch:
-    """A written, not yet committed batch (see :meth:`SqlStore.write_batch`)."""
+    """A written, not yet committed batch on the store's SQLite writer connection (see
+    :meth:`SqlStore.write_batch`)."""
 
-    conn: Connection
-    transaction: RootTransaction
-    outcomes: list[CommitOutcome]
+    __slots__ = ("store", "outcomes")
+
+    def __init__(self, store: SqlStore, outcomes: list[CommitOutcome]) -> None:
+        self.store = store
+        self.outcomes = outcomes
 
     def commit(self) -> list[CommitOutcome]:
-        """COMMIT (durable once this returns) and release the connection; any thread.
+        """COMMIT (durable once this returns) and release the writer; any thread.
 
         Raises:
             Unavailable: the commit failed (nothing of the batch is stored).
         """
-        try:
-            self.transaction.commit()
-        except OperationalError as exc:
-            raise Unavailable("Database unavailable, try again") from exc
-        finally:
-            self.conn.close()
+        self.store._finish_write(commit=True)
         return self.outcomes
 
 
@@ -94,7 +97,7 @@ class StoredOp:
 
 # Hot reads go straight to the DB-API cursor with fixed SQL: on SQLite, SQLAlchemy's statement
 # machinery costs ~20x the query itself. Written with ``?`` placeholders; PostgreSQL's driver
-# gets ``%s``. Writes use SQLAlchemy Core below.
+# gets ``%s``. Writes, the same way, in plc.store.rawtx.
 _SQL_DID_STATE = "SELECT tombstoned, data, document FROM dids WHERE did = ?"
 _SQL_AUDIT_ROWS = (
     "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? ORDER BY seq"
@@ -104,42 +107,23 @@ _SQL_EXPORT_TIME = (
     "SELECT line, nullified FROM operations WHERE created_at_ms > ? "
     "ORDER BY created_at_ms, cid LIMIT ?"
 )
-_SQL_TREE_SIZE = "SELECT tree_size FROM log_head WHERE id = 1"
-_TREE_SIZE = select(LOG_HEAD.c.tree_size).where(LOG_HEAD.c.id == 1)
-_TREE_SIZE_FOR_UPDATE = _TREE_SIZE.with_for_update()
-_HEADS = select(DIDS.c.did, DIDS.c.head_cid).where(
-    DIDS.c.did.in_(bindparam("dids", expanding=True))
-)
-_INSERT_OPS = insert(OPERATIONS)
-_NULLIFY = (
-    update(OPERATIONS)
-    .where(and_(OPERATIONS.c.did == bindparam("d"), OPERATIONS.c.cid == bindparam("c")))
-    .values(nullified=True)
-)
-_INSERT_DIDS = insert(DIDS)
-_UPDATE_DIDS = (
-    update(DIDS)
-    .where(DIDS.c.did == bindparam("d"))
-    .values(
-        head_cid=bindparam("head_cid"),
-        tombstoned=bindparam("tombstoned"),
-        data=bindparam("data"),
-        document=bindparam("document"),
-    )
-)
-_SET_TREE_SIZE = update(LOG_HEAD).where(LOG_HEAD.c.id == 1).values(tree_size=bindparam("size"))
 
 
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-LeafHook = Callable[[Connection, int, Sequence[bytes]], None]
-"""Called inside the commit with (connection, tree size before, new export lines)."""
+LeafHook = Callable[[Tx, int, Sequence[bytes]], None]
+"""Called inside the commit with (the transaction, tree size before, new export lines)."""
 
 
 class SqlStore:
-    """Reads and the batched write of the directory over one SQLAlchemy engine."""
+    """Reads and the batched write of the directory over one SQLAlchemy engine.
+
+    On SQLite, two connections may be held for the store's lifetime (released by
+    :meth:`close`): the reads of one thread, the event loop's (:meth:`pin_reads`), and the
+    writer of :meth:`write_batch`. A pool checkout costs more than a small read.
+    """
 
     def __init__(
         self, engine: Engine, read_engine: Engine | None = None, busy_timeout_ms: int = 5000
@@ -149,10 +133,43 @@ class SqlStore:
         self.read_engine = read_engine or engine
         self._sqlite = is_sqlite(engine)
         self.leaf_hooks: list[LeafHook] = []
+        self._pinned_thread: int | None = None
+        self._pinned: PoolProxiedConnection | None = None
+        self._writer: PoolProxiedConnection | None = None
+        self._writer_busy = False
+        self._db_errors: tuple[type[BaseException], ...] = (
+            OperationalError,
+            *self._driver_errors(),
+        )
+
+    def pin_reads(self) -> None:
+        """Serve the calling thread's reads from one connection of its own (SQLite only;
+        meant for the event loop's thread, where reads run inline). Other threads keep
+        using the pool."""
+        if self._sqlite:
+            self._pinned_thread = threading.get_ident()
+
+    def close(self) -> None:
+        """Return the held connections to the pool (the store still works afterwards)."""
+        self._pinned_thread = None
+        pinned, self._pinned = self._pinned, None
+        if pinned is not None:
+            pinned.close()
+        if not self._writer_busy:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()
 
     # ---- reads -------------------------------------------------------------------------
 
     def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Rows of one query (``?`` placeholders on every backend).
+
+        Raises:
+            Unavailable: the database is unreachable or failed.
+        """
+        if self._pinned_thread is not None and threading.get_ident() == self._pinned_thread:
+            return self._fetch_pinned(sql, params)
         if not self._sqlite:
             sql = sql.replace("?", "%s")
         try:
@@ -172,6 +189,25 @@ class SqlStore:
         finally:
             conn.close()
         return list(rows)
+
+    def _fetch_pinned(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        conn = self._pinned
+        try:
+            if conn is None:
+                conn = self._pinned = self.read_engine.raw_connection()
+            cursor = conn.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        except Exception as exc:
+            if conn is not None:
+                self._pinned = None
+                conn.invalidate()
+            if isinstance(exc, self._db_errors):
+                raise Unavailable("Database unavailable, try again") from exc
+            raise
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         module = self.engine.dialect.dbapi
@@ -201,11 +237,11 @@ class SqlStore:
 
     def tree_size(self) -> int:
         """The last assigned ``seq`` (0 for an empty log)."""
-        return int(self.fetch(_SQL_TREE_SIZE, ())[0][0])
+        return int(self.fetch(SQL_TREE_SIZE, ())[0][0])
 
     def ping(self) -> None:
         """Raise if the database does not answer."""
-        self.fetch(_SQL_TREE_SIZE, ())
+        self.fetch(SQL_TREE_SIZE, ())
 
     # ---- the write path ----------------------------------------------------------------
 
@@ -221,44 +257,79 @@ class SqlStore:
             with self.engine.connect() as conn, conn.begin():
                 if self._sqlite:
                     self._lock_sqlite(conn)
-                return self._commit_in(conn, batch)
-        except OperationalError as exc:
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    return self._commit_in(Tx(cursor, postgres=not self._sqlite), batch)
+                finally:
+                    cursor.close()
+        except self._db_errors as exc:
             raise Unavailable("Database unavailable, try again") from exc
 
     def write_batch(self, batch: Sequence[PendingCommit]) -> OpenBatch | None:
         """The first half of :meth:`commit_batch` for a caller that wants the slow part (the
-        COMMIT, which fsyncs) off its thread: take SQLite's write lock without waiting,
-        write the batch, and return the open transaction; None if the lock is busy (commit
-        with :meth:`commit_batch` instead). SQLite only.
+        COMMIT, which fsyncs) off its thread: take SQLite's write lock on the store's writer
+        connection without waiting, write the batch, and return the open transaction; None
+        if the lock (or the writer, for an unfinished batch) is busy: commit with
+        :meth:`commit_batch` instead. SQLite only; one open batch at a time.
 
         Raises:
-            Unavailable: the database failed.
+            Unavailable: the database failed (nothing of the batch is stored).
         """
-        conn = self.engine.connect()
-        transaction = conn.begin()
+        if self._writer_busy:
+            return None
+        self._writer_busy = True
         try:
-            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            writer = self._writer
+            if writer is None:
+                writer = self._writer = self.engine.raw_connection()
+                writer.dbapi_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            raw = writer.dbapi_connection
+            assert raw is not None
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                locked = True
-            except OperationalError as exc:
+                raw.execute("BEGIN IMMEDIATE")
+            except self._driver_errors() as exc:
                 if "locked" not in str(exc):
                     raise
-                locked = False
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            if not locked:
-                transaction.rollback()
-                conn.close()
+                self._writer_busy = False
                 return None
-            return OpenBatch(conn, transaction, self._commit_in(conn, batch))
-        except OperationalError as exc:
-            transaction.rollback()
-            conn.close()
-            raise Unavailable("Database unavailable, try again") from exc
-        except BaseException:
-            transaction.rollback()
-            conn.close()
+            cursor = raw.cursor()
+            try:
+                outcomes = self._commit_in(Tx(cursor, postgres=False), batch)
+            finally:
+                cursor.close()
+        except BaseException as exc:
+            self._finish_write(commit=False)
+            if isinstance(exc, self._db_errors):
+                raise Unavailable("Database unavailable, try again") from exc
             raise
+        return OpenBatch(self, outcomes)
+
+    def _finish_write(self, *, commit: bool) -> None:
+        """End the writer's transaction (COMMIT or ROLLBACK) and free the writer; a writer
+        that failed is dropped. Raises Unavailable when the COMMIT fails."""
+        writer = self._writer
+        try:
+            if writer is None or writer.dbapi_connection is None:
+                return
+            raw = writer.dbapi_connection
+            if commit:
+                try:
+                    raw.commit()
+                    return
+                except Exception as exc:
+                    self._drop_writer()
+                    raise Unavailable("Database unavailable, try again") from exc
+            try:
+                raw.rollback()
+            except Exception:  # noqa: BLE001 - a writer that cannot roll back is dropped
+                self._drop_writer()
+        finally:
+            self._writer_busy = False
+
+    def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.invalidate()
 
     def _lock_sqlite(self, conn: Connection) -> None:
         """Take SQLite's write lock up front (BEGIN IMMEDIATE), polling every few hundred µs.
@@ -283,72 +354,56 @@ class SqlStore:
         finally:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
 
-    def _commit_in(self, conn: Connection, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
-        head_query = _TREE_SIZE if self._sqlite else _TREE_SIZE_FOR_UPDATE
-        start_size = int(conn.execute(head_query).scalar_one())
+    def _commit_in(self, tx: Tx, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
+        """Write ``batch`` in the open transaction ``tx`` (after taking the write lock)."""
+        head_query = SQL_TREE_SIZE if self._sqlite else SQL_TREE_SIZE_FOR_UPDATE
+        start_size = int(tx.all(head_query)[0][0])
         dids = sorted({p.prepared.did for p in batch})
-        heads: dict[str, str] = {row[0]: row[1] for row in conn.execute(_HEADS, {"dids": dids})}
+        heads: dict[str, str] = {
+            str(row[0]): str(row[1])
+            for row in tx.all_in("SELECT did, head_cid FROM dids WHERE did IN", dids)
+        }
         existing = set(heads)
         tree_size = start_size
         outcomes: list[CommitOutcome] = []
-        op_rows: list[dict[str, Any]] = []
-        nullify_rows: list[dict[str, Any]] = []
-        did_rows: dict[str, dict[str, Any]] = {}
+        op_rows: list[tuple[Any, ...]] = []
+        lines: list[bytes] = []
+        nullify_rows: list[tuple[Any, ...]] = []
+        did_rows: dict[str, tuple[Any, ...]] = {}
         for pending in batch:
             prepared = pending.prepared
-            current = heads.get(prepared.did)
+            did, cid = prepared.did, prepared.operation.cid
+            current = heads.get(did)
             if current != pending.expected_head:
-                status = (
-                    CommitStatus.DUPLICATE
-                    if current == prepared.operation.cid
-                    else CommitStatus.CONFLICT
-                )
+                status = CommitStatus.DUPLICATE if current == cid else CommitStatus.CONFLICT
                 outcomes.append(CommitOutcome(status))
                 continue
             tree_size += 1
-            created_at_ms = to_ms(prepared.created_at)
             line = build_line(
-                prepared.did,
-                prepared.operation.cid,
+                did,
+                cid,
                 tree_size,
                 format_timestamp(prepared.created_at),
                 prepared.operation.canonical_json(),
             )
             op_rows.append(
-                {
-                    "seq": tree_size,
-                    "did": prepared.did,
-                    "cid": prepared.operation.cid,
-                    "created_at_ms": created_at_ms,
-                    "nullified": False,
-                    "key_index": prepared.key_index,
-                    "line": line,
-                }
+                (tree_size, did, cid, to_ms(prepared.created_at), False, prepared.key_index, line)
             )
-            nullify_rows.extend({"d": prepared.did, "c": cid} for cid in prepared.nullified)
-            did_rows[prepared.did] = {
-                "did": prepared.did,
-                "head_cid": prepared.operation.cid,
-                "tombstoned": pending.data is None,
-                "data": pending.data,
-                "document": pending.document,
-            }
-            heads[prepared.did] = prepared.operation.cid
+            lines.append(line)
+            nullify_rows.extend((True, did, nullified) for nullified in prepared.nullified)
+            did_rows[did] = (cid, pending.data is None, pending.data, pending.document, did)
+            heads[did] = cid
             outcomes.append(CommitOutcome(CommitStatus.COMMITTED, tree_size, line))
         if not op_rows:
             return outcomes
-        conn.execute(_INSERT_OPS, op_rows)
-        if nullify_rows:
-            conn.execute(_NULLIFY, nullify_rows)
-        new_dids = [row for did, row in did_rows.items() if did not in existing]
-        old_dids = [{**row, "d": row["did"]} for did, row in did_rows.items() if did in existing]
-        if new_dids:
-            conn.execute(_INSERT_DIDS, new_dids)
-        if old_dids:
-            conn.execute(
-                _UPDATE_DIDS, [{k: v for k, v in r.items() if k != "did"} for r in old_dids]
-            )
-        conn.execute(_SET_TREE_SIZE, {"size": tree_size})
+        tx.executemany(SQL_INSERT_OP, op_rows)
+        tx.executemany(SQL_NULLIFY, nullify_rows)
+        tx.executemany(
+            SQL_INSERT_DID,
+            [(row[4], *row[:4]) for did, row in did_rows.items() if did not in existing],
+        )
+        tx.executemany(SQL_UPDATE_DID, [row for did, row in did_rows.items() if did in existing])
+        tx.execute(SQL_SET_TREE_SIZE, (tree_size,))
         for hook in self.leaf_hooks:
-            hook(conn, start_size, [row["line"] for row in op_rows])
+            hook(tx, start_size, lines)
         return outcomes

@@ -12,24 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Table
+from sqlalchemy.engine import Engine
 
 from plc.errors import Unavailable
-from plc.store.models import CheckpointRow, SignerRow, TreeHashRow
+from plc.store.models import CheckpointRow, SignerRow
+from plc.store.rawtx import SQL_INSERT_HASH, Tx
 from plc.store.sql import SqlStore
 from plc.tlog.errors import HashReaderError
 from plc.tlog.hashing import leaf_hash
 from plc.tlog.tree import append_leaves, stored_hash_count
 
-TREE_HASHES = cast(Table, TreeHashRow.__table__)  # type: ignore[attr-defined]
 CHECKPOINTS = cast(Table, CheckpointRow.__table__)  # type: ignore[attr-defined]
 SIGNER = cast(Table, SignerRow.__table__)  # type: ignore[attr-defined]
 
-_HASHES = select(TREE_HASHES.c.idx, TREE_HASHES.c.hash).where(
-    TREE_HASHES.c.idx.in_(bindparam("idx", expanding=True))
-)
-_INSERT_HASHES = insert(TREE_HASHES)
 _SQL_LATEST_CHECKPOINT = (
     "SELECT tree_size, root_hash, note FROM tlog_checkpoints ORDER BY tree_size DESC LIMIT 1"
 )
@@ -45,14 +41,14 @@ class StoredCheckpoint:
     note: bytes
 
 
-class _ConnectionReader:
-    """``plc.tlog.tree.HashReader`` over one SQLAlchemy connection (inside a transaction)."""
+class _TxReader:
+    """``plc.tlog.tree.HashReader`` inside the write transaction."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
 
     def read_hashes(self, indexes: Sequence[int]) -> Sequence[bytes]:
-        rows = self.conn.execute(_HASHES, {"idx": list(indexes)}).all()
+        rows = self.tx.all_in("SELECT idx, hash FROM tlog_hashes WHERE idx IN", list(indexes))
         found = {int(r[0]): bytes(r[1]) for r in rows}
         return _in_order(found, indexes)
 
@@ -98,13 +94,11 @@ class TlogStore:
     def engine(self) -> Engine:
         return self.store.engine
 
-    def append_in(self, conn: Connection, start_size: int, lines: Sequence[bytes]) -> None:
+    def append_in(self, tx: Tx, start_size: int, lines: Sequence[bytes]) -> None:
         """Leaf hook: store the hashes that appending ``lines`` at ``start_size`` creates."""
-        new = append_leaves(
-            start_size, [leaf_hash(line) for line in lines], _ConnectionReader(conn)
-        )
+        new = append_leaves(start_size, [leaf_hash(line) for line in lines], _TxReader(tx))
         first = stored_hash_count(start_size)
-        conn.execute(_INSERT_HASHES, [{"idx": first + i, "hash": h} for i, h in enumerate(new)])
+        tx.executemany(SQL_INSERT_HASH, [(first + i, h) for i, h in enumerate(new)])
 
     def lines(self, first_seq: int, last_seq: int) -> list[bytes]:
         """Export lines of ``first_seq..last_seq`` (inclusive), in order."""

@@ -1,0 +1,71 @@
+"""The write transaction's statements, run on the DB-API cursor with fixed SQL.
+
+SQLAlchemy Core compiles and binds every row of every statement in Python; for the few small
+statements of a commit that costs several times the statements themselves (measured: ~0.2 ms
+of CPU per op on SQLite). The SQL is written once here with ``?`` placeholders; PostgreSQL's
+driver (psycopg) gets ``%s``. Table and column names are those of :mod:`plc.store.models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+SQL_TREE_SIZE = "SELECT tree_size FROM log_head WHERE id = 1"
+SQL_TREE_SIZE_FOR_UPDATE = SQL_TREE_SIZE + " FOR UPDATE"
+SQL_SET_TREE_SIZE = "UPDATE log_head SET tree_size = ? WHERE id = 1"
+SQL_INSERT_OP = (
+    "INSERT INTO operations (seq, did, cid, created_at_ms, nullified, key_index, line) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+SQL_NULLIFY = "UPDATE operations SET nullified = ? WHERE did = ? AND cid = ?"
+SQL_INSERT_DID = (
+    "INSERT INTO dids (did, head_cid, tombstoned, data, document) VALUES (?, ?, ?, ?, ?)"
+)
+SQL_UPDATE_DID = (
+    "UPDATE dids SET head_cid = ?, tombstoned = ?, data = ?, document = ? WHERE did = ?"
+)
+SQL_INSERT_HASH = "INSERT INTO tlog_hashes (idx, hash) VALUES (?, ?)"
+
+IN_CHUNK = 500
+"""Most values bound into one ``IN (…)`` list."""
+
+
+class Tx:
+    """A DB-API cursor inside an open write transaction.
+
+    Statements use ``?`` placeholders on every backend. Errors are the driver's own
+    (``sqlite3.OperationalError``, ``psycopg.OperationalError``, …); the caller maps them.
+    """
+
+    __slots__ = ("cursor", "_pg")
+
+    def __init__(self, cursor: Any, *, postgres: bool) -> None:
+        self.cursor = cursor
+        self._pg = postgres
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._pg else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement."""
+        self.cursor.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per row (nothing for no rows)."""
+        if rows:
+            self.cursor.executemany(self._sql(sql), rows)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one query."""
+        self.cursor.execute(self._sql(sql), params)
+        return list(self.cursor.fetchall())
+
+    def all_in(self, sql_prefix: str, values: Sequence[Any]) -> list[Any]:
+        """Rows of ``<sql_prefix> (?, …)`` over ``values``, :data:`IN_CHUNK` at a time
+        (``sql_prefix`` ends with ``IN``)."""
+        rows: list[Any] = []
+        for start in range(0, len(values), IN_CHUNK):
+            part = values[start : start + IN_CHUNK]
+            rows.extend(self.all(f"{sql_prefix} ({','.join('?' * len(part))})", part))
+        return rows

@@ -1,0 +1,104 @@
+"""SqlStore's SQLite writer connection (``write_batch``) and pinned reads: one open batch at
+a time, a busy lock or writer declines without writing, failures leave nothing behind."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from plc.errors import Unavailable
+from plc.policy import PolicySettings
+from plc.service import Directory
+from plc.store.engine import make_engine
+from plc.store.migrate import upgrade
+from plc.store.sql import CommitStatus, PendingCommit, SqlStore
+from plc.store.tlog_store import TlogStore
+
+from ..conftest import Clock
+from ..helpers import new_did
+
+
+@pytest.fixture
+def env(sqlite_url: str, clock: Clock) -> Iterator[tuple[SqlStore, Directory, str]]:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    store = SqlStore(engine)
+    store.leaf_hooks.append(TlogStore(store).append_in)
+    yield store, Directory(store, PolicySettings(), clock), sqlite_url.removeprefix("sqlite:///")
+    store.close()
+    engine.dispose()
+
+
+def _pending(directory: Directory, seed: str) -> PendingCommit:
+    did, genesis, _ = new_did(seed)
+    pending = directory.prepare(did, genesis)
+    assert isinstance(pending, PendingCommit)
+    return pending
+
+
+def test_one_open_batch_at_a_time(env: tuple[SqlStore, Directory, str]) -> None:
+    store, directory, _ = env
+    first, second = _pending(directory, "w1"), _pending(directory, "w2")
+    opened = store.write_batch([first])
+    assert opened is not None
+    assert store.write_batch([second]) is None  # the writer holds an open batch
+    assert store.tree_size() == 0  # not visible before COMMIT
+    assert [o.status for o in opened.commit()] == [CommitStatus.COMMITTED]
+    assert store.tree_size() == 1
+    again = store.write_batch([second])
+    assert again is not None
+    assert [o.seq for o in again.commit()] == [2]
+    assert [bytes(r[0]) for r in store.fetch("SELECT hash FROM tlog_hashes", ())]
+
+
+def test_lock_held_elsewhere_declines_and_writes_nothing(
+    env: tuple[SqlStore, Directory, str],
+) -> None:
+    store, directory, path = env
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert store.write_batch([_pending(directory, "w3")]) is None
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    opened = store.write_batch([_pending(directory, "w3")])
+    assert opened is not None and opened.commit()[0].seq == 1
+
+
+def test_failed_write_rolls_back_and_frees_the_writer(
+    env: tuple[SqlStore, Directory, str],
+) -> None:
+    store, directory, _ = env
+
+    def broken_hook(*_: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    store.leaf_hooks.append(broken_hook)
+    with pytest.raises(Unavailable):
+        store.write_batch([_pending(directory, "w4")])
+    store.leaf_hooks.remove(broken_hook)
+    assert store.tree_size() == 0
+    assert store.fetch("SELECT count(*) FROM operations", ()) == [(0,)]
+    opened = store.write_batch([_pending(directory, "w4")])
+    assert opened is not None and opened.commit()[0].seq == 1
+
+
+def test_pinned_reads_see_commits_and_other_threads_use_the_pool(
+    env: tuple[SqlStore, Directory, str],
+) -> None:
+    store, directory, _ = env
+    store.pin_reads()
+    assert store.tree_size() == 0
+    seen: list[int] = []
+    store.commit_batch([_pending(directory, "w5")])
+    assert store.tree_size() == 1
+    thread = threading.Thread(target=lambda: seen.append(store.tree_size()))
+    thread.start()
+    thread.join()
+    assert seen == [1]
+    store.close()
+    assert store.tree_size() == 1  # after close, reads go through the pool
