@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from plc.api.errors import error_message, message_response
 from plc.api.responses import DID_LD_JSON, TEXT
@@ -79,9 +79,11 @@ def parse_json_body(body: bytes) -> Any:
         raise InvalidInput(f"Malformed JSON body: {str(exc)[:200]}") from exc
 
 
-async def _receive_chunks(receive: Receive) -> AsyncIterator[bytes]:
+async def _receive_chunks(receive: Receive, first: Message | None = None) -> AsyncIterator[bytes]:
+    """The request body's chunks (``first``: a message already received)."""
     while True:
-        message = await receive()
+        message = first if first is not None else await receive()
+        first = None
         if message["type"] == "http.request":
             body = message.get("body", b"")
             if body:
@@ -90,6 +92,19 @@ async def _receive_chunks(receive: Receive) -> AsyncIterator[bytes]:
                 return
         elif message["type"] == "http.disconnect":
             raise ClientGone
+
+
+async def _receive_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """:func:`read_body` over ASGI messages; a body that came whole in one message (the
+    usual case) is taken as it is."""
+    declared = _header(scope, b"content-length")
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
+            return None
+        body: bytes = message.get("body", b"")
+        return body if len(body) <= limit else None
+    return await read_body(declared, _receive_chunks(receive, message), limit)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -179,11 +194,7 @@ class PlcApp(FastAPI):
         if not is_json(_header(scope, b"content-type") or ""):
             await _send_message(send, 400, "Content-Type must be application/json")
             return
-        body = await read_body(
-            _header(scope, b"content-length"),
-            _receive_chunks(receive),
-            state.settings.max_body_bytes,
-        )
+        body = await _receive_body(scope, receive, state.settings.max_body_bytes)
         if body is None:
             await _send_message(send, 413, "request entity too large", {"connection": "close"})
             return

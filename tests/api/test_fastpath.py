@@ -136,3 +136,41 @@ def test_client_disconnect_mid_body_stores_nothing(client: TestClient) -> None:
     anyio.run(app, scope, receive, send)
     assert sent == []
     assert client.get("/export?after=0").content == b""
+
+
+def _call(app: PlcApp, path: str, chunks: list[bytes]) -> tuple[int, bytes]:
+    """POST ``chunks`` (one ASGI message each) straight to the app; (status, body)."""
+    import anyio
+
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    anyio.run(app, scope, receive, send)
+    return int(sent[0]["status"]), bytes(sent[1]["body"])
+
+
+def test_body_in_several_messages(client: TestClient) -> None:
+    app = client.app
+    assert isinstance(app, PlcApp)
+    body = orjson.dumps(GENESIS)
+    oversized = [b" " * 60_000, b" " * 60_000, body]
+    assert _call(app, f"/{DID}", oversized) == (413, b'{"message":"request entity too large"}')
+    assert _call(app, f"/{DID}", [body[:7], b"", body[7:50], body[50:]]) == (200, b"OK")
+    assert client.get(f"/{DID}").status_code == 200
