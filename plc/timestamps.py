@@ -6,19 +6,27 @@ Every timestamp in this project is an aware UTC ``datetime`` with millisecond pr
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from plc.errors import InvalidInput, echo
 
 ONE_MS = timedelta(milliseconds=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_STRICT_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z")
+# [0-9], not \d: \d also matches non-ASCII digits, which the spec's form does not allow.
+_STRICT_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})Z"
+)
 
 
 def format_timestamp(moment: datetime) -> str:
     """``2024-02-22T01:02:03.004Z`` for an aware datetime (converted to UTC, cut to ms)."""
     utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # Not strftime: its %Y does not pad years before 1000 to four digits on glibc.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -35,6 +43,39 @@ def parse_timestamp(text: str) -> datetime:
         return datetime(year, month, day, hour, minute, second, ms * 1000, tzinfo=UTC)
     except ValueError as exc:
         raise InvalidInput(f"Invalid timestamp: {echo(text)}") from exc
+
+
+@lru_cache(maxsize=4096)
+def _epoch_day_ms(year: int, month: int, day: int) -> int:
+    """Milliseconds from the epoch to 00:00 UTC of a calendar day; ValueError if no such day."""
+    return (date(year, month, day).toordinal() - _EPOCH_ORDINAL) * 86_400_000
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def parse_timestamp_ms(text: str) -> int:
+    """Parse the strict ``YYYY-MM-DDTHH:MM:SS.sssZ`` form straight to milliseconds since the
+    Unix epoch: the same acceptance as :func:`parse_timestamp` (hours 0-23, minutes and
+    seconds 0-59, real calendar days) at a fraction of the cost, for replaying millions of
+    export lines. ``parse_timestamp_ms(t) == to_ms(parse_timestamp(t))`` for every accepted
+    ``t`` (tested).
+
+    Raises:
+        InvalidInput: any other form.
+    """
+    match = _STRICT_RE.fullmatch(text) if isinstance(text, str) else None
+    if match is not None:
+        year, month, day, hour, minute, second, ms = match.groups()
+        h, m, sec = int(hour), int(minute), int(second)
+        if h < 24 and m < 60 and sec < 60:
+            try:
+                day_ms = _epoch_day_ms(int(year), int(month), int(day))
+            except ValueError:
+                pass
+            else:
+                return day_ms + ((h * 60 + m) * 60 + sec) * 1000 + int(ms)
+    raise InvalidInput(f"Invalid timestamp: {echo(text)}")
 
 
 def parse_timestamp_lenient(text: str) -> datetime:

@@ -1,0 +1,67 @@
+"""``parse_timestamp_ms`` (the auditor's fast path) accepts exactly what ``parse_timestamp``
+accepts and gives the same instant in milliseconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plc.errors import InvalidInput
+from plc.timestamps import format_timestamp, parse_timestamp, parse_timestamp_ms, to_ms
+
+moments = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999000)
+).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000, tzinfo=UTC))
+
+
+@given(moments)
+def test_same_milliseconds_as_the_datetime_parser(moment: datetime) -> None:
+    text = format_timestamp(moment)
+    assert parse_timestamp_ms(text) == to_ms(parse_timestamp(text)) == to_ms(moment)
+
+
+def _accepts(parse: object, text: object) -> bool:
+    try:
+        parse(text)  # type: ignore[operator]
+    except InvalidInput:
+        return False
+    return True
+
+
+digits = st.text("0123456789", min_size=2, max_size=2)
+
+
+@given(
+    st.tuples(st.text("0123456789", min_size=4, max_size=4), digits, digits, digits, digits).map(
+        lambda p: f"{p[0]}-{p[1]}-{p[2]}T{p[3]}:{p[4]}:59.000Z"
+    )
+    | st.text(max_size=30)
+)
+def test_same_acceptance(text: str) -> None:
+    assert _accepts(parse_timestamp_ms, text) == _accepts(parse_timestamp, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2023-02-29T00:00:00.000Z",  # not a leap year
+        "2024-01-01T24:00:00.000Z",
+        "2024-01-01T00:60:00.000Z",
+        "2024-01-01T00:00:60.000Z",  # no leap seconds
+        "2024-00-01T00:00:00.000Z",
+        "0000-01-01T00:00:00.000Z",
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00.000+00:00",
+        "2024-01-01T00:00:00.000z",
+        "٢٠٢٤-01-01T00:00:00.000Z",  # non-ASCII digits
+        "",
+        None,
+        1704067200000,
+    ],
+)
+def test_refused(text: object) -> None:
+    with pytest.raises(InvalidInput):
+        parse_timestamp_ms(text)  # type: ignore[arg-type]
