@@ -56,6 +56,8 @@ class OpState:
         status: ``ok`` (accepted), ``refused`` (broke a rule) or ``excused`` (announced removal).
         position: byte offset of its line in a file source, None for HTTP sources.
         dirty: changed since it was loaded (must be written back).
+        stored: its row exists in the state (loaded from it, or written by an earlier
+            batch): only ``allowed``, ``last_child`` and ``nullified`` can have changed.
     """
 
     cid: str
@@ -70,6 +72,7 @@ class OpState:
     status: str
     position: int | None
     dirty: bool = False
+    stored: bool = False
 
 
 @dataclass(slots=True)
@@ -208,7 +211,8 @@ def record(
     position: int | None,
 ) -> OpState:
     """Add ``op`` to ``history`` as decided (``verdict`` None means excused), updating its
-    prev and the ops it nullifies; every touched state is marked dirty.
+    prev and the ops it nullifies; every touched state is marked dirty. ``op.cid`` must be
+    new to ``history`` (a repeat is the caller's ``duplicate-op`` finding, never recorded).
 
     Returns:
         The new op's state.

@@ -23,7 +23,7 @@ from plc.did import is_did_plc
 from plc.errors import PlcError
 from plc.exportline import build_line
 from plc.operation import Operation, parse_operation
-from plc.timestamps import parse_timestamp, to_ms
+from plc.timestamps import parse_timestamp_ms
 
 LINE_KEYS = frozenset({"did", "cid", "seq", "createdAt", "operation", "type"})
 
@@ -123,8 +123,8 @@ def parse_entry(line: bytes) -> ExportEntry:
     if not isinstance(cid, str):
         raise MalformedLine("cid is not a string")
     try:
-        created_ms = to_ms(parse_timestamp(created_at))
-        operation = parse_operation(value["operation"])
+        created_ms = parse_timestamp_ms(created_at)
+        operation = parse_operation(value["operation"], json_text=line)
     except PlcError as exc:
         raise MalformedLine(exc.message) from None
     return ExportEntry(seq, did, cid, created_at, created_ms, operation)

@@ -168,6 +168,7 @@ def _row_to_state(row: Sequence[object]) -> OpState:
         tombstone=bool(row[8]),
         status=str(row[9]),
         position=None if row[10] is None else int(row[10]),  # type: ignore[call-overload]
+        stored=True,
     )
 
 
@@ -190,10 +191,16 @@ def load_histories(conn: sqlite3.Connection, dids: Iterable[str]) -> dict[str, D
 
 
 def save_states(conn: sqlite3.Connection, rows: Iterable[tuple[str, OpState]]) -> None:
-    """Insert or replace the given ``(did, state)`` rows."""
-    conn.executemany(
-        f"INSERT OR REPLACE INTO ops (did, {_OP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        [
+    """Write the given ``(did, state)`` rows: new ops are inserted, ops already stored get
+    their three mutable columns updated in place (an ``INSERT OR REPLACE`` would delete and
+    re-insert the row and its ``seq`` index entry: a third of a replay's SQLite time)."""
+    new: list[tuple[object, ...]] = []
+    changed: list[tuple[object, ...]] = []
+    for did, s in rows:
+        if s.stored:
+            changed.append((s.allowed, s.last_child, int(s.nullified), did, s.cid))
+            continue
+        new.append(
             (
                 did,
                 s.cid,
@@ -208,8 +215,13 @@ def save_states(conn: sqlite3.Connection, rows: Iterable[tuple[str, OpState]]) -
                 s.status,
                 s.position,
             )
-            for did, s in rows
-        ],
+        )
+    conn.executemany(
+        f"INSERT OR REPLACE INTO ops (did, {_OP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new
+    )
+    conn.executemany(
+        "UPDATE ops SET allowed = ?, last_child = ?, nullified = ? WHERE did = ? AND cid = ?",
+        changed,
     )
 
 

@@ -150,11 +150,14 @@ class Operation:
         return orjson.dumps(decode_dag_cbor(self.signed_cbor))
 
 
-def parse_operation(obj: Any) -> Operation:
+def parse_operation(obj: Any, *, json_text: bytes | None = None) -> Operation:
     """Validate a decoded JSON value as a signed operation of any of the three types.
 
     Args:
         obj: the decoded JSON (dict expected).
+        json_text: optionally, the exact bytes ``obj`` (or a JSON value containing it) was
+            decoded from with ``orjson.loads``, which refuses lone surrogates: U+0000 is then
+            looked for in that text (one byte search) instead of re-encoding ``obj``.
 
     Returns:
         The :class:`Operation`, with its signed DAG-CBOR and CID computed.
@@ -169,7 +172,7 @@ def parse_operation(obj: Any) -> Operation:
         _ANY_OPERATION.validate_python(obj)
     except ValidationError as exc:
         raise MalformedOperation(f"Not a valid operation: {_short_json(obj)}") from exc
-    if has_bad_unicode(obj):
+    if (json_text is None or b"\\u0000" in json_text) and has_bad_unicode(obj):
         raise MalformedOperation(
             "Not a valid operation: strings must be valid Unicode without U+0000"
         )

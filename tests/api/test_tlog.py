@@ -115,7 +115,10 @@ def test_did_log_proof_with_recovery_and_tombstone(client: TestClient, clock: Cl
     verified = verify_did_log_proof(bundle, [_verifier(client)])
     assert [e.seq for e in verified.entries] == [1, 2, 7, 8]
     assert [orjson.loads(e.line)["cid"] for e in verified.entries] == [
-        cid_of(genesis), cid_of(hijack), cid_of(recovery), cid_of(tomb)
+        cid_of(genesis),
+        cid_of(hijack),
+        cid_of(recovery),
+        cid_of(tomb),
     ]
 
     # any single altered byte fails with the library's specific error

@@ -113,6 +113,17 @@ def test_strict_line_parsing() -> None:
         line.replace(b".000Z", b"Z") if b".000Z" in line else line.replace(b'"did":"', b'"did":"x'),
         b"[1,2]",
         b"not json",
+        # U+0000 (an escape in JSON text) and lone surrogates are refused in any op string;
+        # the fast path looks for the escape in the line instead of re-encoding the op.
+        line.replace(b'"at://', b'"\\u0000at://', 1),
+        line.replace(b'"at://', b'"\\\\\\u0000at://', 1),
+        line.replace(b'"at://', b'"\\ud800at://', 1),
+        line.replace(b'"at://', b'"\xed\xa0\x80at://', 1),
+        line.replace(b'"createdAt":"2', b'"createdAt":"\xd9\xa2', 1),
     ):
+        assert bad != line
         with pytest.raises(MalformedLine):
             parse_entry(bad)
+    # An escaped backslash followed by "u0000" is text, not U+0000: accepted by the schema.
+    text = line.replace(b'"at://', b'"\\\\u0000at://', 1)
+    assert parse_entry(text).operation.data["alsoKnownAs"][0].startswith("\\u0000")
