@@ -40,6 +40,10 @@ from plc.tlog.checkpoint import parse_checkpoint_unsafe
 from plc.tlog.note import Verifier
 
 MAX_SUSPECT_CHECKS = 100
+BATCH_LINES = 8000
+"""Lines of a file handed to the workers at once (the unit of commit and resume). Measured on
+a 100k-op file: 2000 -> 8000 cut CPU per op by about a tenth (fewer, larger SQLite commits
+that write each touched page once); memory in flight is PIPELINE_DEPTH batches of lines."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class AuditOptions:
     follow_seconds: float | None = None
     progress: bool | None = None
     seed: int | None = None
-    batch_lines: int = 2000
+    batch_lines: int = BATCH_LINES
 
 
 @dataclass

@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 
 from auditor import state
-from auditor.audit import AuditOptions, AuditOutcome, sync_directory, verify_file
+from auditor.audit import BATCH_LINES, AuditOptions, AuditOutcome, sync_directory, verify_file
 from auditor.compare import compare_states
 from auditor.errors import AuditFailed
 from auditor.findings import MISBEHAVIOUR, Finding
@@ -159,6 +159,9 @@ def verify(
     ] = None,
     findings: Annotated[str, typer.Option(help=_FINDINGS_HELP)] = "-",
     progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a tty).")] = None,
+    batch_lines: Annotated[
+        int, typer.Option(min=1, help="Lines per batch (the unit of commit and resume).")
+    ] = BATCH_LINES,
 ) -> int:
     """Replay a JSON-lines export file offline (fresh unless --resume)."""
     spec = SourceSpec.for_file(file)
@@ -176,6 +179,7 @@ def verify(
         verifiers=_verifiers(vkey),
         checkpoint_notes=notes,
         progress=progress,
+        batch_lines=batch_lines,
     )
     path = state_path or state.default_state_path(spec.location)
     return _finish(verify_file(file, path, options, resume=resume), findings)
