@@ -76,8 +76,23 @@ class AuditOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def remove_state(path: Path) -> None:
-    """Delete a state file and its WAL companions (a fresh start)."""
+def remove_state(path: Path, spec: SourceSpec | None = None) -> None:
+    """Delete a state file and its WAL companions (a fresh start).
+
+    With ``spec``, only a state file of that source is deleted: anything else at ``path`` (an
+    export file given as ``--state`` by mistake, another source's state) is left alone.
+
+    Raises:
+        AuditFailed: ``path`` holds something other than an auditor state of ``spec``.
+    """
+    if spec is not None and path.exists():
+        bound = state.bound_source(path)
+        if bound is None:
+            raise AuditFailed(f"refusing to replace {path}: it is not an auditor state file")
+        if bound != spec.location:
+            raise AuditFailed(
+                f"refusing to replace {path}: it is the state of {bound}, not {spec.location}"
+            )
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
 
@@ -99,7 +114,10 @@ class _Run:
         self.options = options
         self.pool: WorkerPool | None = None
         self.progress: ReplayProgress | None = None
-        self.conn = state.connect(state_path)
+        try:
+            self.conn = state.connect(state_path)
+        except sqlite3.DatabaseError as exc:
+            raise AuditFailed(f"{state_path} is not a usable auditor state file: {exc}") from exc
         _bind_source(self.conn, spec)
         self.outcome = AuditOutcome(state_path, state.max_finding_id(self.conn))
         tree_size = state.get_meta_int(self.conn, "tree_size")
@@ -212,9 +230,9 @@ def verify_file(
         AuditFailed: unreadable file, foreign state, corrupt state, worker failure.
     """
     started = time.monotonic()
-    if not resume:
-        remove_state(state_path)
     spec = SourceSpec.for_file(path)
+    if not resume:
+        remove_state(state_path, spec)
     run = _Run(spec, state_path, options)
     replayer = None
     try:
@@ -263,9 +281,9 @@ def sync_directory(
         AuditFailed: network failure, foreign or corrupt state, worker failure.
     """
     started = time.monotonic()
-    if fresh:
-        remove_state(state_path)
     spec = SourceSpec.for_url(url)
+    if fresh:
+        remove_state(state_path, spec)
     run = _Run(spec, state_path, options)
     assert run.client is not None
     client = run.client

@@ -234,7 +234,8 @@ def report(
         conn.close()
     if as_json:
         write_findings(stored, sys.stdout.buffer)
-    console = Console()
+    # With --json, stdout is JSON lines only: the summary goes to stderr.
+    console = Console(stderr=as_json)
     render_summary(summary, console, notes=[f"state file: {state_path}"])
     if stored and not as_json:
         ordered = sorted(stored, key=lambda f: (f.severity != MISBEHAVIOUR, f.seq or 0))

@@ -133,6 +133,25 @@ def connect(path: Path | str, *, create: bool = True) -> sqlite3.Connection:
     return conn
 
 
+def bound_source(path: Path | str) -> str | None:
+    """The ``source`` of the auditor state file at ``path`` ("" for a state not yet bound to
+    one), or None when ``path`` is not an auditor state file (not SQLite, no ``meta``
+    table). Opens the file read-only; never changes it."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    if "schema_version" not in rows:
+        return None
+    return str(rows.get("source", ""))
+
+
 def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
     """The ``meta`` value of ``key``, or None."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -127,6 +127,15 @@ def assert_evidence(findings: list[Finding], cls: str, signer: Signer | None = N
     assert VERIFIED in verdicts, verdicts
 
 
+def assert_evidence_consistent(findings: list[Finding], cls: str) -> None:
+    """Every finding of class ``cls`` passes the standalone checker's consistency checks
+    (``unverifiable``: the claim also rests on what the auditor read, e.g. line order)."""
+    chosen = [f for f in findings if f.cls == cls]
+    assert chosen, f"no {cls} finding in {[f.cls for f in findings]}"
+    verdicts = {check_finding(orjson.loads(f.dumps()), []) for f in chosen}
+    assert verdicts == {UNVERIFIABLE}, verdicts
+
+
 def classes(findings: list[Finding]) -> set[str]:
     """The finding classes present."""
     return {f.cls for f in findings}

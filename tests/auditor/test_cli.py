@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from auditor.state import bound_source
 from tests.helpers import INVALID_LOGS, VALID_LOGS, load_log
 
 from .conftest import line_for
@@ -62,7 +63,10 @@ def test_misbehaviour_exits_2_with_json_lines_report_and_evidence(tmp_path: Path
     assert report.returncode == 2
     assert "chained-to-nullified" in report.stdout and "plc-audit summary" in report.stdout
     as_json = plc_audit("report", "--state", str(state), "--json")
-    assert orjson.loads(as_json.stdout.splitlines()[0])["class"] == "chained-to-nullified"
+    assert [orjson.loads(x)["class"] for x in as_json.stdout.splitlines()] == [
+        "chained-to-nullified"
+    ]  # stdout is JSON lines only; the summary went to stderr
+    assert as_json.returncode == 2 and "plc-audit summary" in as_json.stderr
 
     saved = tmp_path / "findings.jsonl"
     saved.write_text(done.stdout)
@@ -151,3 +155,39 @@ def test_evidence_checker_needs_nothing_else_of_the_auditor() -> None:
     assert done.returncode == 0, done.stderr
     loaded = done.stdout.strip()
     assert loaded == "['auditor', 'auditor.evidence_check', 'auditor.evidence_ops']"
+
+
+def test_fresh_verify_never_replaces_what_is_not_its_state(tmp_path: Path) -> None:
+    export = export_file(tmp_path, VALID_LOGS[0])
+    before = export.read_bytes()
+    # The export itself given as --state: refused (exit 1), the file untouched.
+    done = plc_audit("verify", str(export), "--state", str(export), "--workers", "0")
+    assert done.returncode == 1 and "not an auditor state file" in _flat(done.stderr)
+    assert export.read_bytes() == before
+    # Another source's state at --state: refused, that state kept.
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(before)
+    state_file = tmp_path / "s.sqlite3"
+    assert (
+        plc_audit("verify", str(other), "--state", str(state_file), "--workers", "0").returncode
+        == 0
+    )
+    done = plc_audit("verify", str(export), "--state", str(state_file), "--workers", "0")
+    assert done.returncode == 1 and "is the state of" in _flat(done.stderr)
+    assert bound_source(state_file) == str(other.resolve())
+    # --resume on something that is not SQLite: a clear failure, not a traceback.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database, but long enough to have a header " * 20)
+    done = plc_audit("verify", str(export), "--state", str(notes), "--resume", "--workers", "0")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert notes.read_text().startswith("not a database")
+    # The same source's state is replaced by a fresh run.
+    assert (
+        plc_audit("verify", str(other), "--state", str(state_file), "--workers", "0").returncode
+        == 0
+    )
+
+
+def _flat(text: str) -> str:
+    """``text`` with rich's line wrapping undone."""
+    return " ".join(text.split())

@@ -25,6 +25,7 @@ from plc.tlog.note import Signer
 from .conftest import (
     Audit,
     assert_evidence,
+    assert_evidence_consistent,
     classes,
     created_at,
     line_for,
@@ -193,9 +194,10 @@ def test_op_before_its_prev(corpus: Corpus, sync: Audit) -> None:
     assert ("op-before-prev", first + 1) in [(f.cls, f.seq) for f in findings]
     assert_evidence_present = [f for f in findings if f.cls == "op-before-prev"]
     assert assert_evidence_present[0].evidence["lines"][-1] is not None
+    assert_evidence_consistent(findings, "op-before-prev")
 
 
-@pytest.mark.parametrize("kind", ["gap", "repeat", "regression"])
+@pytest.mark.parametrize("kind", ["gap", "repeat", "identical-repeat", "regression"])
 def test_seq_gap_repeat_and_regression(corpus: Corpus, sync: Audit, kind: str) -> None:
     lines = list(corpus.lines)
     k = 100
@@ -207,6 +209,9 @@ def test_seq_gap_repeat_and_regression(corpus: Corpus, sync: Audit, kind: str) -
         lines[k] = lines[k].replace(f'"seq":{k + 1},'.encode(), f'"seq":{k},'.encode())
         expected = ("duplicate-seq", k)
         assert value["seq"] == k + 1
+    elif kind == "identical-repeat":
+        lines.insert(k, lines[k - 1])  # the same line twice, byte for byte
+        expected = ("duplicate-seq", k)
     else:
         lines[k], lines[k + 1] = lines[k + 1], lines[k]
         expected = ("seq-regression", k + 1)
@@ -214,7 +219,7 @@ def test_seq_gap_repeat_and_regression(corpus: Corpus, sync: Audit, kind: str) -
     with serve(log) as url:
         findings = sync(url, **keyed(corpus))
     assert expected in [(f.cls, f.seq) for f in findings]
-    assert_evidence(findings, expected[0], corpus.signer) if kind == "gap" else None
+    assert_evidence_consistent(findings, expected[0])
 
 
 def test_seq_gap_is_information_with_allow_seq_gaps(corpus: Corpus, verify: Audit) -> None:
