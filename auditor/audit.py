@@ -298,7 +298,18 @@ def sync_directory(
             run.recheck(tail, full=False)
         note = client.checkpoint()
         has_tlog = note is not None
+        if not has_tlog and state.get_meta(run.conn, "tlog") == "1":
+            # A directory must not be able to switch the log checks off by no longer
+            # answering: what served a log once is audited as a log.
+            raise AuditFailed(
+                "the directory served /tlog/ in an earlier run and now serves no checkpoint; "
+                "its log checks cannot be skipped (try again later)"
+            )
         state.set_meta(run.conn, "tlog", int(has_tlog))
+        # A log's seq has no gaps: --allow-seq-gaps is for directories without /tlog/.
+        run.tracker.allow_gaps = options.allow_seq_gaps and not has_tlog
+        if options.allow_seq_gaps and has_tlog:
+            run.outcome.notes.append("--allow-seq-gaps ignored: the directory serves /tlog/")
         run.observe_checkpoint(note)
         canonical = options.canonical_lines if options.canonical_lines is not None else has_tlog
         total = parse_checkpoint_unsafe(note).tree_size if note is not None else None

@@ -7,7 +7,9 @@ sees them; one replaying after does not. A listed CID excuses that op and every 
 the same DID: they are reported as ``announced-removal`` (information, exit code 0).
 
 File formats accepted: a JSON array of CID strings (go-didplc's ``known_bad_cids.json``), or
-text with one CID per line (blank lines and ``#`` comments ignored).
+text with one CID per line (blank lines and ``#`` comments ignored). Every entry must be an
+op CID (CIDv1, dag-cbor, sha2-256, base32): a list of DIDs (go-didplc's
+``known_bad_dids.json``) is refused rather than silently excusing nothing.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from pathlib import Path
 import orjson
 
 from auditor.errors import AuditFailed
+from plc.codec import parse_cid
+from plc.errors import MalformedEncoding
 
 
 def load_removed_cids(paths: Iterable[Path | str]) -> frozenset[str]:
     """The union of the CIDs listed in ``paths``.
 
     Raises:
-        AuditFailed: a file that cannot be read or is neither format.
+        AuditFailed: a file that cannot be read, is neither format, or lists something that
+            is not an op CID.
     """
     cids: set[str] = set()
     for path in paths:
@@ -39,10 +44,16 @@ def load_removed_cids(paths: Iterable[Path | str]) -> frozenset[str]:
                 raise AuditFailed(f"removal list {path} is not valid JSON: {exc}") from exc
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise AuditFailed(f"removal list {path} must be a JSON array of CID strings")
-            cids.update(value)
-            continue
-        for line in raw.decode("utf-8", "replace").splitlines():
-            text = line.split("#", 1)[0].strip()
-            if text:
-                cids.add(text)
+            listed = list(value)
+        else:
+            lines = raw.decode("utf-8", "replace").splitlines()
+            listed = [text for line in lines if (text := line.split("#", 1)[0].strip())]
+        for entry in listed:
+            try:
+                parse_cid(entry)
+            except MalformedEncoding as exc:
+                raise AuditFailed(
+                    f"removal list {path}: {exc.message} (a list of op CIDs)"
+                ) from None
+        cids.update(listed)
     return frozenset(cids)

@@ -54,6 +54,7 @@ class FakeLog:
         signer: the log's signer (None: no ``/tlog/``).
         tree_lines: the leaves the checkpoints commit to (None: ``lines``).
         checkpoint_override: a note to serve instead of a fresh checkpoint.
+        checkpoint_status: answer ``/tlog/checkpoint`` with this status and no note.
         responses_override: path -> (status, JSON body) for DID endpoints.
         stream_close_reason: close the stream with this reason after the backfill.
         stream_redeliver: re-send the last N backfilled messages before going live.
@@ -63,6 +64,7 @@ class FakeLog:
     signer: Signer | None = None
     tree_lines: list[bytes] | None = None
     checkpoint_override: str | None = None
+    checkpoint_status: int | None = None
     responses_override: dict[str, tuple[int, Any]] = field(default_factory=dict)
     stream_close_reason: str | None = None
     stream_redeliver: int = 0
@@ -164,6 +166,8 @@ def make_app(log: FakeLog) -> Starlette:
         return Response(b"\n".join(log.page(after, count)), media_type="application/jsonlines")
 
     async def checkpoint(request: Request) -> Response:
+        if log.checkpoint_status is not None:
+            return JSONResponse({"message": "unavailable"}, status_code=log.checkpoint_status)
         if log.signer is None and log.checkpoint_override is None:
             return JSONResponse({"message": "Not Found"}, status_code=404)
         return PlainTextResponse(log.checkpoint())

@@ -191,3 +191,19 @@ def test_fresh_verify_never_replaces_what_is_not_its_state(tmp_path: Path) -> No
 def _flat(text: str) -> str:
     """``text`` with rich's line wrapping undone."""
     return " ".join(text.split())
+
+
+def test_announced_removal_list_turns_misbehaviour_into_exit_0(tmp_path: Path) -> None:
+    path = export_file(tmp_path, INVALID_LOGS[0])
+    state_file = tmp_path / "s.sqlite3"
+    done = plc_audit("verify", str(path), "--state", str(state_file), "--workers", "0")
+    assert done.returncode == 2, done.stderr
+    bad = [orjson.loads(x) for x in done.stdout.splitlines()]
+    listed = tmp_path / "removed.json"
+    listed.write_bytes(orjson.dumps(sorted({f["cid"] for f in bad if f.get("cid")})))
+    args = ("verify", str(path), "--state", str(state_file), "--workers", "0")
+    done = plc_audit(*args, "--removed-cids", str(listed))
+    assert done.returncode == 0, done.stderr
+    excused = [orjson.loads(x) for x in done.stdout.splitlines()]
+    assert excused and {f["class"] for f in excused} == {"announced-removal"}
+    assert {f["severity"] for f in excused} == {"info"}

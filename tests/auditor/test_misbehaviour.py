@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from auditor.findings import INFO
+from auditor.errors import AuditFailed
+from auditor.findings import INFO, MISBEHAVIOUR
 from plc.keys import PrivateKey
 from plc.signing import cid_of, create_did, plc_operation, sign_operation
 from plc.timestamps import format_timestamp, parse_timestamp
@@ -229,6 +230,30 @@ def test_seq_gap_is_information_with_allow_seq_gaps(corpus: Corpus, verify: Audi
     del lines[k]  # an op no other op depends on
     findings = verify(lines, allow_seq_gaps=True)
     assert [(f.cls, f.severity) for f in findings] == [("seq-gap", INFO)]
+
+
+def test_allow_seq_gaps_does_not_excuse_a_gap_in_a_log(corpus: Corpus, sync: Audit) -> None:
+    lines = list(corpus.lines)
+    dids = [orjson.loads(x)["did"] for x in lines]
+    k = next(i for i in range(50, len(lines)) if dids.count(dids[i]) == 1)
+    del lines[k]  # a directory that serves /tlog/ has no gaps, whatever the flag says
+    with serve(FakeLog(lines, corpus.signer)) as url:
+        findings = sync(url, allow_seq_gaps=True, **keyed(corpus))
+    assert [(f.cls, f.severity, f.seq) for f in findings] == [("seq-gap", MISBEHAVIOUR, k + 2)]
+
+
+@pytest.mark.parametrize("status", [404, 503])
+def test_a_directory_cannot_switch_its_log_checks_off(
+    corpus: Corpus, sync: Audit, status: int
+) -> None:
+    log = FakeLog(list(corpus.lines[:500]), corpus.signer)
+    with serve(log) as url:
+        assert sync(url, **keyed(corpus)) == []
+        log.checkpoint_status = status  # /tlog/checkpoint stops answering
+        log.lines.extend(corpus.lines[500:600])
+        log.changed()
+        with pytest.raises(AuditFailed, match="served /tlog/ in an earlier run"):
+            sync(url, **keyed(corpus))
 
 
 def test_duplicate_op_in_one_export(corpus: Corpus, sync: Audit) -> None:

@@ -14,6 +14,7 @@ from auditor.removals import load_removed_cids
 from auditor.sequence import SeqTracker
 from auditor.sources import FileSource
 from auditor.treestore import TreeStore
+from plc.codec import cid_for_cbor
 from plc.tlog.hashing import leaf_hash
 from plc.tlog.memory import MemoryHashStore
 from plc.tlog.proof import consistency_proof
@@ -81,16 +82,22 @@ def test_seq_tracker_gaps_repeats_regressions_and_redelivery() -> None:
 
 
 def test_removal_lists_json_and_text(tmp_path: Path) -> None:
-    (tmp_path / "a.json").write_text('["bafyA", "bafyB"]')
-    (tmp_path / "b.txt").write_text("# removed\nbafyC\n\nbafyA  # again\n")
-    assert load_removed_cids([tmp_path / "a.json", tmp_path / "b.txt"]) == {
-        "bafyA",
-        "bafyB",
-        "bafyC",
-    }
+    a, b, c = (cid_for_cbor(bytes([i])) for i in range(3))
+    (tmp_path / "a.json").write_text(f'["{a}", "{b}"]')
+    (tmp_path / "b.txt").write_text(f"# removed\n{c}\n\n{a}  # again\n")
+    assert load_removed_cids([tmp_path / "a.json", tmp_path / "b.txt"]) == {a, b, c}
     (tmp_path / "bad.json").write_text('{"x": 1}')
     with pytest.raises(AuditFailed):
         load_removed_cids([tmp_path / "bad.json"])
+    (tmp_path / "typo.txt").write_text(f"{a}\nbafyTypo\n")
+    with pytest.raises(AuditFailed, match="Invalid CID"):
+        load_removed_cids([tmp_path / "typo.txt"])
+
+
+def test_a_list_of_dids_is_not_taken_for_a_list_of_cids() -> None:
+    shared = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "go-didplc" / "testdata"
+    with pytest.raises(AuditFailed, match="a list of op CIDs"):
+        load_removed_cids([shared / "known_bad_dids.json"])
 
 
 def test_known_bad_cids_list_loads() -> None:
