@@ -289,12 +289,12 @@ def sync_directory(
     client = run.client
     replayer = None
     try:
-        cursor = state.get_meta_int(run.conn, "cursor_seq")
         if run.tree.tree_size and options.recheck == "full":
             run.recheck(_http_lines(client, 0), full=True)
-        elif run.tree.tree_size and options.recheck == "tail" and cursor == run.tree.tree_size:
-            after = max(0, cursor - 1000)
-            tail = ((after + i, line) for i, line in _http_lines(client, after))
+        elif run.tree.tree_size and options.recheck == "tail":
+            first = max(0, run.tree.tree_size - 1000)
+            after = state.seq_of_leaf(run.conn, first) - 1
+            tail = ((first + i, line) for i, line in _http_lines(client, after))
             run.recheck(tail, full=False)
         note = client.checkpoint()
         has_tlog = note is not None

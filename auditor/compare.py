@@ -48,7 +48,9 @@ class _Side:
         ]
         return min(matched, key=lambda cp: cp.tree_size, default=None)
 
-    def op(self, seq: int) -> dict[str, Any] | None:
+    def op(self, leaf: int) -> dict[str, Any] | None:
+        """The op this auditor stored for leaf index ``leaf``, or None."""
+        seq = state.seq_of_leaf(self.conn, leaf)
         found = state.op_at_seq(self.conn, seq)
         return None if found is None else {"seq": seq, "did": found[0], "cid": found[1]}
 
@@ -111,7 +113,8 @@ def _entries(a: _Side, b: _Side) -> list[Finding]:
     return [
         Finding(
             "split-view",
-            f"the two auditors read different entries from leaf {leaf} (seq {leaf + 1}) on",
+            f"the two auditors read different entries from leaf {leaf} "
+            f"(seq {state.seq_of_leaf(a.conn, leaf)}) on",
             {
                 "leaf_index": leaf,
                 "tree_size": size,
@@ -119,12 +122,12 @@ def _entries(a: _Side, b: _Side) -> list[Finding]:
                 "leaf_hash_b": encode_b64(b.tree.leaf_hash(leaf)),
                 "root_a": encode_b64(a.tree.root(size)),
                 "root_b": encode_b64(b.tree.root(size)),
-                "op_a": a.op(leaf + 1),
-                "op_b": b.op(leaf + 1),
+                "op_a": a.op(leaf),
+                "op_b": b.op(leaf),
                 "auditor_a": a.source,
                 "auditor_b": b.source,
             },
-            seq=leaf + 1,
+            seq=state.seq_of_leaf(a.conn, leaf),
             scope="entries",
         )
     ]

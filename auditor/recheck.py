@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from auditor import state
 from auditor.findings import Finding
 from auditor.tlogcheck import stored_checkpoints
 from auditor.treestore import TreeStore
@@ -136,7 +137,8 @@ class PrefixChecker:
 
     def _stored(self, index: int) -> Identity | None:
         row = self._conn.execute(
-            "SELECT did, cid FROM ops WHERE seq = ? LIMIT 1", (index + 1,)
+            "SELECT did, cid FROM ops WHERE seq = ? LIMIT 1",
+            (state.seq_of_leaf(self._conn, index),),
         ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
@@ -196,10 +198,11 @@ class PrefixChecker:
             evidence["checkpoint"] = cover.note
             evidence["inclusion_proof"] = [encode_b64(h) for h in proof]
         served = "" if line is None else encode_b64(leaf_hash(line))
+        seq = state.seq_of_leaf(self._conn, index)
         return Finding(
             "export-rewritten",
-            f"position {index} (seq {index + 1}): {kind} on a second read of the export",
+            f"position {index} (seq {seq}): {kind} on a second read of the export",
             evidence,
-            seq=index + 1,
+            seq=seq,
             scope=f"{kind}:{encode_b64(stored)}:{served}",
         )

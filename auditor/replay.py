@@ -43,6 +43,7 @@ class _InFlight:
     offset: int | None
     tree_size: int
     ops: int
+    breaks: list[tuple[int, int]]
 
 
 @dataclass
@@ -89,6 +90,9 @@ class Replayer:
         self._batch_id = 0
         self.committed_tree_size = tree.tree_size
         self.counters = ReplayCounters()
+        # The seq the next leaf has unless it breaks the run (see state.seq_of_leaf).
+        size = tree.tree_size
+        self._next_seq = state.seq_of_leaf(conn, size - 1) + 1 if size else 1
 
     @property
     def last_seq(self) -> int:
@@ -100,11 +104,13 @@ class Replayer:
         items: list[Item] = []
         leaves: list[bytes] = []
         findings: list[Finding] = []
+        breaks: list[tuple[int, int]] = []
         for raw in batch:
+            index = self._tree.tree_size + len(leaves)
             try:
                 header = parse_header(raw.line)
             except MalformedLine as exc:
-                index = self._tree.tree_size + len(leaves)
+                self._next_seq += 1  # a line without a seq is taken to have the next one
                 findings.append(
                     Finding(
                         "malformed-entry",
@@ -119,6 +125,9 @@ class Replayer:
             findings.extend(seq_findings)
             if not keep:
                 continue
+            if header.seq != self._next_seq:
+                breaks.append((index, header.seq))
+            self._next_seq = header.seq + 1
             leaves.append(leaf_hash(raw.line))
             items.append((header.seq, header.did, raw.line, raw.position))
         self._tree.append(leaves)
@@ -133,6 +142,7 @@ class Replayer:
                 offset,
                 self._tree.tree_size,
                 len(leaves),
+                breaks,
             )
         )
         while self._pool.outstanding > PIPELINE_DEPTH:
@@ -156,6 +166,7 @@ class Replayer:
                 state.set_meta(conn, "last_line", done.last_line.decode("utf-8", "replace"))
             if done.offset is not None:
                 state.set_meta(conn, "cursor_offset", done.offset)
+            state.add_leaf_seqs(conn, done.breaks)
             state.set_meta(conn, "tree_size", done.tree_size)
             state.set_meta(conn, "root_hash", self._tree.root(done.tree_size).hex())
             ops_read = state.get_meta_int(conn, "ops_read") + done.ops

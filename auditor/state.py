@@ -13,6 +13,9 @@ Schema (every table created on first open; ``meta.schema_version`` = :data:`SCHE
         position)                                byte offset of the line in a file source
     excused_dids(did PRIMARY KEY, from_seq, cid) DIDs excused by an announced removal
     tree_chunk(chunk PRIMARY KEY, hashes BLOB)   stored tlog hashes (auditor.treestore)
+    leaf_seq(leaf PRIMARY KEY, seq)              leaves whose seq breaks the run "previous
+                                                 leaf's seq + 1" (gaps, repeats): leaf i has
+                                                 seq i + 1 until the first break
     checkpoints(id, origin, tree_size,           every checkpoint seen, in the order seen;
         root_hash, note UNIQUE, signature,       signature 'verified' | 'unverified';
         status)                                  status 'pending' | 'matched' | 'mismatch'
@@ -69,6 +72,7 @@ CREATE TABLE IF NOT EXISTS excused_dids (
     did TEXT PRIMARY KEY, from_seq INTEGER NOT NULL, cid TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tree_chunk (chunk INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS leaf_seq (leaf INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     origin TEXT NOT NULL,
@@ -242,6 +246,20 @@ def save_states(conn: sqlite3.Connection, rows: Iterable[tuple[str, OpState]]) -
         "UPDATE ops SET allowed = ?, last_child = ?, nullified = ? WHERE did = ? AND cid = ?",
         changed,
     )
+
+
+def seq_of_leaf(conn: sqlite3.Connection, leaf: int) -> int:
+    """The ``seq`` of the line at leaf index ``leaf`` (0-based, in read order): ``leaf + 1``
+    in a gapless log, else counted on from the nearest break at or before it."""
+    row = conn.execute(
+        "SELECT leaf, seq FROM leaf_seq WHERE leaf <= ? ORDER BY leaf DESC LIMIT 1", (leaf,)
+    ).fetchone()
+    return leaf + 1 if row is None else int(row[1]) + leaf - int(row[0])
+
+
+def add_leaf_seqs(conn: sqlite3.Connection, breaks: Iterable[tuple[int, int]]) -> None:
+    """Record ``(leaf, seq)`` breaks (inside the caller's transaction)."""
+    conn.executemany("INSERT OR REPLACE INTO leaf_seq (leaf, seq) VALUES (?, ?)", breaks)
 
 
 def op_at_seq(conn: sqlite3.Connection, seq: int) -> tuple[str, str, int | None] | None:

@@ -290,5 +290,6 @@ class TlogChecker:
     def _line_of_leaf(self, leaf_index: int) -> bytes | None:
         if self._fetcher is None:
             return None
-        stored = state.op_at_seq(self._conn, leaf_index + 1)
-        return self._fetcher.line(leaf_index + 1, stored[2] if stored else None)
+        seq = state.seq_of_leaf(self._conn, leaf_index)
+        stored = state.op_at_seq(self._conn, seq)
+        return self._fetcher.line(seq, stored[2] if stored else None)

@@ -256,6 +256,42 @@ def test_a_directory_cannot_switch_its_log_checks_off(
             sync(url, **keyed(corpus))
 
 
+def _drop_a_leaf_op(lines: list[bytes], start: int) -> int:
+    """Delete (in place) the first op at or after ``start`` that no other op depends on (a
+    gap in seq, nothing else); return its index."""
+    dids = [orjson.loads(x)["did"] for x in lines]
+    k = next(i for i in range(start, len(lines)) if dids.count(dids[i]) == 1)
+    del lines[k]
+    return k
+
+
+def test_second_read_after_a_seq_gap_names_the_right_seq(corpus: Corpus, verify: Audit) -> None:
+    lines = list(corpus.lines[:300])
+    _drop_a_leaf_op(lines, 20)
+    assert [f.cls for f in verify(lines, allow_seq_gaps=True)] == ["seq-gap"]
+    changed_seq = orjson.loads(lines[200])["seq"]
+    assert changed_seq == 202  # leaf 200 has seq 202 after the gap
+    lines[200] = lines[200].replace(b'"createdAt":"2026', b'"createdAt":"2025')
+    again = verify(lines, resume=True, allow_seq_gaps=True)
+    rewritten = [(f.evidence["kind"], f.seq) for f in again if f.cls == "export-rewritten"]
+    assert rewritten == [("changed", changed_seq)]
+
+
+def test_tail_recheck_of_a_directory_with_seq_gaps(corpus: Corpus, sync: Audit) -> None:
+    lines = list(corpus.lines)
+    _drop_a_leaf_op(lines, 100)
+    log = FakeLog(lines, signer=None)
+    with serve(log) as url:
+        assert [f.cls for f in sync(url, allow_seq_gaps=True)] == ["seq-gap"]
+        k = len(lines) - 10
+        changed_seq = orjson.loads(lines[k])["seq"]
+        log.lines[k] = lines[k].replace(b'"createdAt":"2026', b'"createdAt":"2025')
+        log.changed()
+        again = sync(url, allow_seq_gaps=True, recheck="tail")
+    rewritten = [(f.evidence["kind"], f.seq) for f in again if f.cls == "export-rewritten"]
+    assert rewritten == [("changed", changed_seq)]
+
+
 def test_duplicate_op_in_one_export(corpus: Corpus, sync: Audit) -> None:
     log = honest(corpus)
     repeat = orjson.loads(log.lines[10])
