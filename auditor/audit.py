@@ -321,6 +321,12 @@ def sync_directory(
             for batch in source.batches():
                 replayer.ingest(batch)
             replayer.drain()
+            if source.stalled_after is not None:
+                # Its lines' seq findings are committed; asking again gets the same page.
+                raise AuditFailed(
+                    f"/export?after={source.stalled_after} did not advance the cursor (the "
+                    "page's findings are stored: plc-audit report)"
+                )
 
         def tick() -> None:
             latest = client.checkpoint()

@@ -114,10 +114,13 @@ class FileSource:
 
 
 class HttpExportSource:
-    """``/export`` pages from ``after`` on, until an empty page.
+    """``/export`` pages from ``after`` on, until an empty page or a page that does not
+    advance the cursor.
 
     Attributes:
         after: the cursor: the largest ``seq`` read so far.
+        stalled_after: the cursor a page failed to advance (its lines are still yielded, so
+            their ``seq`` findings are recorded), or None.
     """
 
     def __init__(self, client: DirectoryClient, after: int, page: int | None = None) -> None:
@@ -125,14 +128,15 @@ class HttpExportSource:
 
         self._client = client
         self.after = after
+        self.stalled_after: int | None = None
         self._page = EXPORT_PAGE if page is None else page
 
     def batches(self) -> Iterator[list[RawLine]]:
-        """Yield one batch per non-empty page.
+        """Yield one batch per non-empty page; stop after a page whose ``seq`` values are all
+        at or below the cursor (or unreadable): asking again would get the same page.
 
         Raises:
-            AuditFailed: network failure, or a page that does not advance the cursor (its
-                ``seq`` values are all at or below the cursor, or unreadable).
+            AuditFailed: network failure.
         """
         while True:
             lines = self._client.export_page(self.after, self._page)
@@ -148,7 +152,8 @@ class HttpExportSource:
             self.after = highest
             yield [RawLine(line, None) for line in lines]
             if stalled:
-                raise AuditFailed(f"/export?after={previous} did not advance the cursor")
+                self.stalled_after = previous
+                return
 
 
 class LineFetcher:

@@ -54,6 +54,7 @@ class FakeLog:
         signer: the log's signer (None: no ``/tlog/``).
         tree_lines: the leaves the checkpoints commit to (None: ``lines``).
         checkpoint_override: a note to serve instead of a fresh checkpoint.
+        export_override: after -> the lines ``/export?after=`` serves instead.
         checkpoint_status: answer ``/tlog/checkpoint`` with this status and no note.
         responses_override: path -> (status, JSON body) for DID endpoints.
         stream_close_reason: close the stream with this reason after the backfill.
@@ -65,6 +66,7 @@ class FakeLog:
     tree_lines: list[bytes] | None = None
     checkpoint_override: str | None = None
     checkpoint_status: int | None = None
+    export_override: dict[int, list[bytes]] = field(default_factory=dict)
     responses_override: dict[str, tuple[int, Any]] = field(default_factory=dict)
     stream_close_reason: str | None = None
     stream_redeliver: int = 0
@@ -91,6 +93,8 @@ class FakeLog:
         return seqs  # type: ignore[no-any-return]
 
     def page(self, after: int, count: int) -> list[bytes]:
+        if after in self.export_override:
+            return self.export_override[after][:count]
         seqs = self.seqs
         start = next((i for i, s in enumerate(seqs) if s > after), len(self.lines))
         return self.lines[start : start + count]

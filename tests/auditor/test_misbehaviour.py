@@ -33,6 +33,7 @@ from .conftest import (
     renumber,
     seq_of,
     serve,
+    stored_findings,
 )
 from .corpus import Account, Corpus, _update
 from .fakedir import FakeLog
@@ -290,6 +291,17 @@ def test_tail_recheck_of_a_directory_with_seq_gaps(corpus: Corpus, sync: Audit) 
         again = sync(url, allow_seq_gaps=True, recheck="tail")
     rewritten = [(f.evidence["kind"], f.seq) for f in again if f.cls == "export-rewritten"]
     assert rewritten == [("changed", changed_seq)]
+
+
+def test_a_page_that_does_not_advance_is_recorded_then_fails_the_run(
+    corpus: Corpus, sync: Audit, tmp_path: Any
+) -> None:
+    log = FakeLog(list(corpus.lines[:1000]), corpus.signer)
+    log.export_override[1000] = list(corpus.lines[990:1000])  # the same old lines forever
+    with serve(log) as url, pytest.raises(AuditFailed, match="did not advance"):
+        sync(url, **keyed(corpus))
+    found = stored_findings(tmp_path / "state.sqlite3")
+    assert ("seq-regression", 991) in [(f.cls, f.seq) for f in found]
 
 
 def test_duplicate_op_in_one_export(corpus: Corpus, sync: Audit) -> None:
