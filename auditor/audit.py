@@ -177,7 +177,12 @@ class _Run:
             str(self.outcome.state_path), self.spec, self.options.removed_cids, canonical
         )
         self.pool = WorkerPool(config, self.options.workers)
-        self.progress = ReplayProgress(label, total, self.options.progress)
+        # A resumed run's bar starts where the last one stopped (bytes for a file, ops else).
+        if self.spec.kind == "file":
+            start = state.get_meta_int(self.conn, "cursor_offset")
+        else:
+            start = self.tree.tree_size
+        self.progress = ReplayProgress(label, total, self.options.progress, start=start)
         return Replayer(self.conn, self.tree, self.tracker, self.pool, self.tlog, self.progress)
 
     def finish(self, replayer: Replayer | None, started: float) -> AuditOutcome:

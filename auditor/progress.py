@@ -41,10 +41,13 @@ class ReplayProgress:
     Args:
         description: shown left of the bar.
         total: bytes (file) or ops (tlog); None when unknown.
+        start: where a resumed run begins, in the same unit (its ETA counts only what is left).
         enabled: draw at all (default: only when stderr is a terminal).
     """
 
-    def __init__(self, description: str, total: int | None, enabled: bool | None = None) -> None:
+    def __init__(
+        self, description: str, total: int | None, enabled: bool | None = None, start: int = 0
+    ) -> None:
         show = sys.stderr.isatty() if enabled is None else enabled
         self._ops = 0
         self._started = time.monotonic()
@@ -63,7 +66,7 @@ class ReplayProgress:
             console=Console(stderr=True),
             transient=False,
         )
-        self._task = self._progress.add_task(description, total=total, ops=0)
+        self._task = self._progress.add_task(description, total=total, completed=start, ops=0)
         self._progress.start()
 
     @property

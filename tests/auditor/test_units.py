@@ -134,3 +134,16 @@ def test_strict_line_parsing() -> None:
     # An escaped backslash followed by "u0000" is text, not U+0000: accepted by the schema.
     text = line.replace(b'"at://', b'"\\\\u0000at://', 1)
     assert parse_entry(text).operation.data["alsoKnownAs"][0].startswith("\\u0000")
+
+
+def test_a_resumed_progress_bar_starts_where_the_last_run_stopped() -> None:
+    from auditor.progress import ReplayProgress
+
+    bar = ReplayProgress("sync", 1000, enabled=True, start=600)
+    try:
+        assert bar._progress is not None
+        assert bar._progress.tasks[0].completed == 600  # the ETA covers the 400 left
+        bar.advance(100)
+        assert bar._progress.tasks[0].completed == 700 and bar.ops == 100
+    finally:
+        bar.close()
