@@ -15,10 +15,13 @@ gives the reference server. Rotation keys never appear in the document.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from plc.keys import DID_KEY_PREFIX, multikey_type
-from plc.operation import DocumentData
+from plc.operation import PLC_OPERATION, DocumentData, Operation, normalize
 
 DID_CONTEXT = "https://www.w3.org/ns/did/v1"
 MULTIKEY_CONTEXT = "https://w3id.org/security/multikey/v1"
@@ -33,9 +36,16 @@ def _key_order(name: str) -> tuple[int, bytes]:
     return (len(raw), raw)
 
 
+def _item_order(item: tuple[str, Any]) -> tuple[int, bytes]:
+    return _key_order(item[0])
+
+
 def canonical_items(mapping: dict[str, Any]) -> list[tuple[str, Any]]:
     """Items of ``mapping`` in DAG-CBOR key order (UTF-8 length, then bytes)."""
-    return sorted(mapping.items(), key=lambda item: _key_order(item[0]))
+    items = list(mapping.items())
+    if len(items) > 1:  # one entry (the usual ``atproto`` / ``atproto_pds``) is in order
+        items.sort(key=_item_order)
+    return items
 
 
 def format_data(did: str, data: DocumentData) -> dict[str, Any]:
@@ -83,3 +93,83 @@ def format_did_document(did: str, data: DocumentData) -> dict[str, Any]:
         "verificationMethod": methods,
         "service": services,
     }
+
+
+def state_bodies(did: str, data: DocumentData) -> tuple[bytes, bytes]:
+    """The stored ``/data`` and DID document bodies of a state: exactly
+    ``orjson.dumps(format_data(did, data))`` and ``orjson.dumps(format_did_document(did,
+    data))``, built in one pass (this runs for every accepted op)."""
+    return _bodies(
+        did, data.rotation_keys, data.verification_methods, data.also_known_as, data.services
+    )
+
+
+def operation_state_bodies(did: str, op: Operation) -> tuple[bytes, bytes] | None:
+    """:func:`state_bodies` of the state ``op`` sets (None for a tombstone). A
+    ``plc_operation`` is read as it is, without building its :class:`DocumentData`."""
+    data = op.data
+    if data["type"] == PLC_OPERATION:
+        return _bodies(
+            did,
+            data["rotationKeys"],
+            data["verificationMethods"],
+            data["alsoKnownAs"],
+            data["services"],
+        )
+    state = normalize(op)
+    return None if state is None else state_bodies(did, state)
+
+
+def _bodies(
+    did: str,
+    rotation_keys: Sequence[str],
+    verification_methods: dict[str, str],
+    also_known_as: Sequence[str],
+    services: dict[str, dict[str, str]],
+) -> tuple[bytes, bytes]:
+    methods = canonical_items(verification_methods)
+    service_items = canonical_items(services)
+    aka = list(also_known_as)
+    context = [DID_CONTEXT, MULTIKEY_CONTEXT]
+    doc_methods = []
+    for name, did_key in methods:
+        suite = _SUITE_CONTEXT.get(multikey_type(did_key) or "")
+        if suite is not None and suite not in context:
+            context.append(suite)
+        doc_methods.append(
+            {
+                "id": f"{did}#{name}",
+                "type": "Multikey",
+                "controller": did,
+                "publicKeyMultibase": (
+                    did_key[len(DID_KEY_PREFIX) :]
+                    if did_key.startswith(DID_KEY_PREFIX)
+                    else did_key
+                ),
+            }
+        )
+    body = orjson.dumps(
+        {
+            "did": did,
+            "verificationMethods": dict(methods),
+            "rotationKeys": list(rotation_keys),
+            "alsoKnownAs": aka,
+            "services": {
+                name: {"type": svc["type"], "endpoint": svc["endpoint"]}
+                for name, svc in service_items
+            },
+        }
+    )
+    document = orjson.dumps(
+        {
+            "@context": context,
+            "id": did,
+            "alsoKnownAs": aka,
+            "verificationMethod": doc_methods,
+            "service": [
+                {"id": f"#{name}", "type": svc["type"], "serviceEndpoint": svc["endpoint"]}
+                for name, svc in service_items
+            ],
+        }
+    )
+    return body, document

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from plc.codec import has_bad_unicode
-from plc.document import format_data, format_did_document
+from plc.document import operation_state_bodies
 from plc.errors import (
     DidNotAvailable,
     DidNotRegistered,
@@ -31,7 +31,7 @@ from plc.errors import (
     echo,
 )
 from plc.exportline import operation_json, parse_line
-from plc.operation import normalize, parse_operation, trusted_operation
+from plc.operation import parse_operation, trusted_operation
 from plc.policy import PolicySettings, validate_admission, validate_rate_limit
 from plc.rules import LogEntry, validate_next_op
 from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
@@ -158,11 +158,8 @@ class Directory:
         prepared = validate_next_op(history, did, op, created_at)
         if not prepared.nullified and not imported:
             validate_rate_limit((e.created_at for e in active), created_at, self.policy)
-        state = normalize(op)
-        data = document = None
-        if state is not None:
-            data = orjson.dumps(format_data(did, state))
-            document = orjson.dumps(format_did_document(did, state))
+        bodies = operation_state_bodies(did, op)
+        data, document = bodies if bodies is not None else (None, None)
         return PendingCommit(prepared, head.cid if head else None, data, document)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -1,7 +1,7 @@
 """The test corpus: real operations posted to our directory, then read back from it.
 
 :func:`build_corpus` starts the real server (SQLite, a known log signing key, a settable
-clock), posts ~1,800 signed operations through ``POST /{did}`` — geneses (k256 and p256
+clock), posts ~3,000 signed operations through ``POST /{did}`` — geneses (k256 and p256
 rotation keys), updates by either rotation key, recoveries that nullify an update signed by
 the lower-authority key, tombstones — and saves what the directory then publishes: every
 ``/export`` line and its signed checkpoint. Tests serve these bytes (tampered or not) from
@@ -33,7 +33,7 @@ from plc.signing import (
 )
 from plc.tlog.note import Signer, parse_signer_key
 
-ACCOUNTS = 900
+ACCOUNTS = 1500
 ORIGIN = "corpus.test/log"
 
 
