@@ -447,6 +447,7 @@ def test_offline_file_against_signed_checkpoints(
     findings = verify(lines, **keys)
     assert classes(findings) == {"checkpoint-root-mismatch"}
     assert findings[0].evidence["leaf"] is None  # offline: the whole file is the evidence
+    assert_evidence_consistent(findings, "checkpoint-root-mismatch")  # signed note, roots differ
 
 
 def test_checkpoints_kept_unverified_are_verified_once_a_key_is_given(
