@@ -370,6 +370,8 @@ class SqlStore:
         lines: list[bytes] = []
         nullify_rows: list[tuple[Any, ...]] = []
         did_rows: dict[str, tuple[Any, ...]] = {}
+        flag, blob = tx.flag, tx.blob
+        yes, no = flag(True), flag(False)
         for pending in batch:
             prepared = pending.prepared
             did, cid = prepared.did, prepared.operation.cid
@@ -387,11 +389,25 @@ class SqlStore:
                 prepared.operation.canonical_json(),
             )
             op_rows.append(
-                (tree_size, did, cid, to_ms(prepared.created_at), False, prepared.key_index, line)
+                (
+                    tree_size,
+                    did,
+                    cid,
+                    to_ms(prepared.created_at),
+                    no,
+                    prepared.key_index,
+                    blob(line),
+                )
             )
             lines.append(line)
-            nullify_rows.extend((True, did, nullified) for nullified in prepared.nullified)
-            did_rows[did] = (cid, pending.data is None, pending.data, pending.document, did)
+            nullify_rows.extend((yes, did, nullified) for nullified in prepared.nullified)
+            did_rows[did] = (
+                cid,
+                flag(pending.data is None),
+                blob(pending.data),
+                blob(pending.document),
+                did,
+            )
             heads[did] = cid
             outcomes.append(CommitOutcome(CommitStatus.COMMITTED, tree_size, line))
         if not op_rows:

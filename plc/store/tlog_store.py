@@ -98,7 +98,8 @@ class TlogStore:
         """Leaf hook: store the hashes that appending ``lines`` at ``start_size`` creates."""
         new = append_leaves(start_size, [leaf_hash(line) for line in lines], _TxReader(tx))
         first = stored_hash_count(start_size)
-        tx.executemany(SQL_INSERT_HASH, [(first + i, h) for i, h in enumerate(new)])
+        blob = tx.blob
+        tx.executemany(SQL_INSERT_HASH, [(first + i, blob(h)) for i, h in enumerate(new)])
 
     def lines(self, first_seq: int, last_seq: int) -> list[bytes]:
         """Export lines of ``first_seq..last_seq`` (inclusive), in order."""

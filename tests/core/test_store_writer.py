@@ -102,3 +102,27 @@ def test_pinned_reads_see_commits_and_other_threads_use_the_pool(
     assert seen == [1]
     store.close()
     assert store.tree_size() == 1  # after close, reads go through the pool
+
+
+def test_sqlite_stores_flags_as_integers_and_bodies_as_blobs(
+    env: tuple[SqlStore, Directory, str],
+) -> None:
+    """The writer binds BOOLEAN columns as ``int`` and BLOB columns as ``bytearray`` on
+    SQLite (no adaptation lookup): what is stored is integer 0/1 and blobs, as with ``bool``
+    and ``bytes``, and reads give back ``bytes``."""
+    store, directory, _ = env
+    pending = _pending(directory, "types")
+    opened = store.write_batch([pending])
+    assert opened is not None
+    (outcome,) = opened.commit()
+    assert store.fetch("SELECT typeof(nullified), nullified, typeof(line) FROM operations", ()) == [
+        ("integer", 0, "blob")
+    ]
+    assert store.fetch(
+        "SELECT typeof(tombstoned), tombstoned, typeof(data), typeof(document) FROM dids", ()
+    ) == [("integer", 0, "blob", "blob")]
+    assert {r[0] for r in store.fetch("SELECT typeof(hash) FROM tlog_hashes", ())} == {"blob"}
+    (row,) = store.audit_rows(pending.prepared.did)
+    assert row.line == outcome.line and type(row.line) is bytes
+    state = store.did_state(pending.prepared.did)
+    assert state == (False, pending.data, pending.document)
