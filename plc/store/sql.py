@@ -11,9 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -36,10 +35,13 @@ from plc.store.rawtx import (
 from plc.timestamps import format_timestamp, to_ms
 
 
-@dataclass(frozen=True, slots=True)
-class PendingCommit:
+class PendingCommit(NamedTuple):
     """An op validated against ``expected_head`` (None for a genesis), with the bodies of the
-    state it leads to (None for a tombstone)."""
+    state it leads to (None for a tombstone).
+
+    This and the other per-op records of the write path (:class:`CommitOutcome`,
+    :class:`StoredOp`) are named tuples: as immutable as a frozen dataclass, at less than half
+    its construction cost (a frozen dataclass sets each field with ``object.__setattr__``)."""
 
     prepared: PreparedOperation
     expected_head: str | None
@@ -55,8 +57,7 @@ class CommitStatus(Enum):
     CONFLICT = "conflict"  # the head moved: retryable
 
 
-@dataclass(frozen=True, slots=True)
-class CommitOutcome:
+class CommitOutcome(NamedTuple):
     """Status of one op, with its ``seq`` and export line when committed."""
 
     status: CommitStatus
@@ -84,8 +85,7 @@ class OpenBatch:
         return self.outcomes
 
 
-@dataclass(frozen=True, slots=True)
-class StoredOp:
+class StoredOp(NamedTuple):
     """One row of a DID's audit log as stored."""
 
     seq: int
