@@ -24,7 +24,8 @@ from typing import Any
 import base58
 import coincurve
 import libipld
-from coincurve.ecdsa import cdata_to_der, deserialize_compact
+from coincurve._libsecp256k1 import lib as _secp
+from coincurve.ecdsa import deserialize_compact
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,6 +51,9 @@ _ORDER = {
     Curve.K256: 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
     Curve.P256: 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
 }
+_HALF_ORDER = {curve: n // 2 for curve, n in _ORDER.items()}
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+"""The signature algorithm of both curves (an immutable descriptor, built once)."""
 _OTHER_PREFIXES = {
     b"\xed\x01": "ed25519",
     b"\xeb\x01": "bls12_381-g2",
@@ -81,19 +85,24 @@ class PublicKey:
         """
         if len(sig) != 64:
             return False
-        n = _ORDER[self.curve]
         r = int.from_bytes(sig[:32], "big")
         s = int.from_bytes(sig[32:], "big")
-        if not (0 < r < n and 0 < s <= n // 2):
+        if not (0 < r < _ORDER[self.curve] and 0 < s <= _HALF_ORDER[self.curve]):
             return False
         if self.curve is Curve.K256:
+            # libsecp256k1 directly (coincurve's verify takes DER: a compact -> DER -> parsed
+            # round trip per call); r and s are in range, so the compact parse succeeds.
+            native = self._native
             try:
-                der = cdata_to_der(deserialize_compact(sig))
-                return bool(self._native.verify(der, data))
-            except (ValueError, TypeError):
+                raw = deserialize_compact(sig)
+            except ValueError:
                 return False
+            digest = hashlib.sha256(data).digest()
+            return bool(
+                _secp.secp256k1_ecdsa_verify(native.context.ctx, raw, digest, native.public_key)
+            )
         try:
-            self._native.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+            self._native.verify(encode_dss_signature(r, s), data, _ECDSA_SHA256)
         except _CryptoInvalidSignature:
             return False
         return True

@@ -159,9 +159,10 @@ def validate_rate_limit(
     """
     if not settings.enabled:
         return
-    stamps = sorted(active_created_at)
+    stamps = list(active_created_at)
     if len(stamps) < min(settings.ops_per_hour, settings.ops_per_day, settings.ops_per_week):
         return  # no window can be full (the common case: a DID with a short history)
+    stamps.sort()
     windows = (
         ("hour", timedelta(hours=1), settings.ops_per_hour),
         ("day", timedelta(days=1), settings.ops_per_day),

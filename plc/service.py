@@ -161,7 +161,13 @@ class Directory:
     # ---- writes ------------------------------------------------------------------------
 
     def prepare(
-        self, did: str, body: Any, *, created_at: datetime | None = None, imported: bool = False
+        self,
+        did: str,
+        body: Any,
+        *,
+        created_at: datetime | None = None,
+        imported: bool = False,
+        json_text: bytes | None = None,
     ) -> PendingCommit | SubmitResult:
         """Validate a submitted op against the DID's stored history (no write).
 
@@ -171,6 +177,8 @@ class Directory:
             created_at: import only: the op's original timestamp (else the clock's).
             imported: import of history (a mirror or a restore): admission policy is not
                 applied and legacy ``create`` genesis ops are accepted.
+            json_text: the request body ``body`` was decoded from with ``orjson.loads``
+                (``parse_operation``'s ``json_text``: the U+0000 check is a byte search).
 
         Returns the :class:`PendingCommit` to commit, or a :class:`SubmitResult` when the very
         same op is already the DID's (non-nullified) op: re-submission is idempotent.
@@ -180,7 +188,7 @@ class Directory:
         """
         if has_bad_unicode(did):
             raise MalformedDid("Improperly formatted did: NUL or lone surrogate in the path")
-        op = parse_operation(body)
+        op = parse_operation(body, json_text=json_text)
         if not imported:
             validate_admission(op, self.policy)
         rows = self.store.audit_rows(did)
@@ -201,7 +209,7 @@ class Directory:
                 created_at = head.created_at + ONE_MS
         prepared = validate_next_op(history, did, op, created_at)
         if not prepared.nullified and not imported:
-            validate_rate_limit((e.created_at for e in active), created_at, self.policy)
+            validate_rate_limit([e.created_at for e in active], created_at, self.policy)
         bodies = operation_state_bodies(did, op)
         data, document = bodies if bodies is not None else (None, None)
         return PendingCommit(prepared, head.cid if head else None, data, document)
@@ -212,14 +220,18 @@ class Directory:
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
-    async def submit(self, did: str, body: Any) -> SubmitResult:
-        """Validate and durably append an op; answers after its commit.
+    async def submit(self, did: str, body: Any, json_text: bytes | None = None) -> SubmitResult:
+        """Validate and durably append an op; answers after its commit (``json_text``: as
+        :meth:`prepare`).
 
         Raises:
             PlcError: as :meth:`prepare`; HeadMismatch (409) when the DID's head moved between
                 validation and commit; Unavailable (503) when the database is locked.
         """
-        prepared = await self.run(self.prepare, did, body)
+        if self.inline_io:
+            prepared = self.prepare(did, body, json_text=json_text)
+        else:
+            prepared = await asyncio.to_thread(self.prepare, did, body, json_text=json_text)
         if isinstance(prepared, SubmitResult):
             return prepared
         loop = asyncio.get_running_loop()

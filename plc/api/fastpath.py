@@ -94,10 +94,9 @@ async def _receive_chunks(receive: Receive, first: Message | None = None) -> Asy
             raise ClientGone
 
 
-async def _receive_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """:func:`read_body` over ASGI messages; a body that came whole in one message (the
-    usual case) is taken as it is."""
-    declared = _header(scope, b"content-length")
+async def _receive_body(declared: str | None, receive: Receive, limit: int) -> bytes | None:
+    """:func:`read_body` over ASGI messages (``declared``: the Content-Length header); a body
+    that came whole in one message (the usual case) is taken as it is."""
     message = await receive()
     if message["type"] == "http.request" and not message.get("more_body", False):
         if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
@@ -107,11 +106,17 @@ async def _receive_body(scope: Scope, receive: Receive, limit: int) -> bytes | N
     return await read_body(declared, _receive_chunks(receive, message), limit)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def _post_headers(scope: Scope) -> tuple[bytes | None, str | None]:
+    """The first Content-Type (raw) and Content-Length of a request, in one pass."""
+    content_type: bytes | None = None
+    length: bytes | None = None
     for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+        if key == b"content-type":
+            if content_type is None:
+                content_type = value
+        elif key == b"content-length" and length is None:
+            length = value
+    return content_type, None if length is None else str(length.decode("latin-1"))
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -191,14 +196,17 @@ class PlcApp(FastAPI):
     async def _post(self, scope: Scope, receive: Receive, send: Send, did: str) -> None:
         state = self.state
         directory: Directory = state.directory
-        if not is_json(_header(scope, b"content-type") or ""):
+        content_type, declared = _post_headers(scope)
+        if content_type != b"application/json" and not is_json(
+            "" if content_type is None else content_type.decode("latin-1")
+        ):
             await _send_message(send, 400, "Content-Type must be application/json")
             return
-        body = await _receive_body(scope, receive, state.settings.max_body_bytes)
+        body = await _receive_body(declared, receive, state.settings.max_body_bytes)
         if body is None:
             await _send_message(send, 413, "request entity too large", {"connection": "close"})
             return
-        await directory.submit(did, parse_json_body(body))
+        await directory.submit(did, parse_json_body(body), body)
         await _send(send, 200, _OK_HEADERS, b"OK")
 
     async def _get(self, scope: Scope, receive: Receive, send: Send, did: str) -> None:

@@ -41,7 +41,7 @@ async def post_operation(did: str, request: Request) -> Response:
     )
     if body is None:
         return message_response(413, "request entity too large", {"connection": "close"})
-    await directory.submit(did, parse_json_body(body))
+    await directory.submit(did, parse_json_body(body), body)
     return Response(b"OK", media_type=TEXT)
 
 
