@@ -30,7 +30,7 @@ from plc.errors import (
     echo,
 )
 from plc.exportline import operation_json, parse_line
-from plc.operation import Operation, parse_operation, trusted_operation
+from plc.operation import parse_operation, trusted_operation
 from plc.policy import PolicySettings, validate_admission, validate_rate_limit
 from plc.rules import LogEntry, validate_next_op
 from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
@@ -40,9 +40,6 @@ log = logging.getLogger("plc.service")
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
-
-PARSED_OPS = 8192
-"""Default size of :class:`ParsedOps` (a few kB per op)."""
 
 
 def system_clock() -> datetime:
@@ -69,43 +66,6 @@ class _Job:
         self.future = future
 
 
-class ParsedOps:
-    """Ops read back from storage (or just committed here), parsed, by ``seq``: a bounded,
-    first-in-first-out memo of :func:`_entry`'s work (decoding the stored JSON, building the
-    :class:`Operation`, the timestamp).
-
-    The store stays the only source of a DID's history: :meth:`Directory.prepare` reads every
-    row each time, and takes only an immutable op's parse from here (``seq`` never changes
-    its op; the CID is compared anyway), with the row's own ``nullified``. Safe to share
-    between threads.
-    """
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._ops: dict[int, tuple[str, Operation, datetime]] = {}
-        self._lock = threading.Lock()
-
-    def entry(self, did: str, row: StoredOp) -> LogEntry:
-        """The :class:`LogEntry` of a stored row of ``did``."""
-        hit = self._ops.get(row.seq)
-        if hit is not None and hit[0] == row.cid:
-            return LogEntry(did, hit[1], hit[2], row.nullified)
-        entry = _entry(did, row)
-        self.add(row.seq, entry.operation, entry.created_at)
-        return entry
-
-    def add(self, seq: int, op: Operation, created_at: datetime) -> None:
-        """Remember the op stored at ``seq`` (``created_at`` as stored: whole milliseconds,
-        UTC)."""
-        if self.max_entries <= 0:
-            return
-        with self._lock:
-            ops = self._ops
-            ops[seq] = (op.cid, op, created_at)
-            while len(ops) > self.max_entries:
-                del ops[next(iter(ops))]
-
-
 class Directory:
     """The did:plc directory over a :class:`SqlStore`.
 
@@ -117,9 +77,6 @@ class Directory:
         inline_io: run reads and validation on the event loop instead of a worker thread.
             Right for SQLite, where a read takes ~20 µs and a thread hop costs more than the
             work; wrong for a database across a network.
-        parsed_ops: how many parsed stored ops to keep (:class:`ParsedOps`; 0: none). The
-            ops committed here are kept as they commit, so the next op of a DID changed
-            recently validates without decoding its history again.
     """
 
     def __init__(
@@ -129,10 +86,8 @@ class Directory:
         clock: Clock = system_clock,
         batch_max: int = 256,
         inline_io: bool = False,
-        parsed_ops: int = PARSED_OPS,
     ) -> None:
         self.store = store
-        self.parsed_ops = ParsedOps(parsed_ops)
         self.inline_io = inline_io
         self.policy = policy
         self.clock = clock
@@ -192,8 +147,7 @@ class Directory:
         if not imported:
             validate_admission(op, self.policy)
         rows = self.store.audit_rows(did)
-        parsed = self.parsed_ops.entry
-        history = [parsed(did, row) for row in rows]
+        history = [_entry(did, row) for row in rows]
         for entry in history:
             if entry.cid == op.cid:
                 if entry.nullified:
@@ -252,9 +206,6 @@ class Directory:
             )
         if outcome.status is CommitStatus.DUPLICATE:
             return SubmitResult(cid, None, duplicate=True)
-        assert outcome.seq is not None
-        # created_at is the clock's, cut to whole milliseconds: exactly what was stored.
-        self.parsed_ops.add(outcome.seq, prepared.prepared.operation, prepared.prepared.created_at)
         return SubmitResult(cid, outcome.seq, duplicate=False)
 
     def import_op(self, did: str, body: Any, created_at: datetime) -> SubmitResult:
