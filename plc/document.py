@@ -51,30 +51,59 @@ def canonical_items(mapping: dict[str, Any]) -> list[tuple[str, Any]]:
 def format_data(did: str, data: DocumentData) -> dict[str, Any]:
     """The ``GET /{did}/data`` body: ``{did, verificationMethods, rotationKeys, alsoKnownAs,
     services}`` with maps in canonical order."""
-    return {
-        "did": did,
-        "verificationMethods": dict(canonical_items(data.verification_methods)),
-        "rotationKeys": list(data.rotation_keys),
-        "alsoKnownAs": list(data.also_known_as),
-        "services": {
-            name: {"type": svc["type"], "endpoint": svc["endpoint"]}
-            for name, svc in canonical_items(data.services)
-        },
-    }
+    return _data_shape(
+        did,
+        canonical_items(data.verification_methods),
+        data.rotation_keys,
+        data.also_known_as,
+        canonical_items(data.services),
+    )
 
 
 def format_did_document(did: str, data: DocumentData) -> dict[str, Any]:
     """The DID document of ``did`` in state ``data`` (``application/did+ld+json`` body)."""
+    return _document_shape(
+        did,
+        canonical_items(data.verification_methods),
+        data.also_known_as,
+        canonical_items(data.services),
+    )
+
+
+def _data_shape(
+    did: str,
+    methods: list[tuple[str, str]],
+    rotation_keys: Sequence[str],
+    also_known_as: Sequence[str],
+    services: list[tuple[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "did": did,
+        "verificationMethods": dict(methods),
+        "rotationKeys": list(rotation_keys),
+        "alsoKnownAs": list(also_known_as),
+        "services": {
+            name: {"type": svc["type"], "endpoint": svc["endpoint"]} for name, svc in services
+        },
+    }
+
+
+def _document_shape(
+    did: str,
+    methods: list[tuple[str, str]],
+    also_known_as: Sequence[str],
+    services: list[tuple[str, Any]],
+) -> dict[str, Any]:
     context = [DID_CONTEXT, MULTIKEY_CONTEXT]
-    methods = []
-    for name, did_key in canonical_items(data.verification_methods):
+    doc_methods = []
+    for name, did_key in methods:
         suite = _SUITE_CONTEXT.get(multikey_type(did_key) or "")
         if suite is not None and suite not in context:
             context.append(suite)
         multibase = (
             did_key[len(DID_KEY_PREFIX) :] if did_key.startswith(DID_KEY_PREFIX) else did_key
         )
-        methods.append(
+        doc_methods.append(
             {
                 "id": f"{did}#{name}",
                 "type": "Multikey",
@@ -82,16 +111,15 @@ def format_did_document(did: str, data: DocumentData) -> dict[str, Any]:
                 "publicKeyMultibase": multibase,
             }
         )
-    services = [
-        {"id": f"#{name}", "type": svc["type"], "serviceEndpoint": svc["endpoint"]}
-        for name, svc in canonical_items(data.services)
-    ]
     return {
         "@context": context,
         "id": did,
-        "alsoKnownAs": list(data.also_known_as),
-        "verificationMethod": methods,
-        "service": services,
+        "alsoKnownAs": list(also_known_as),
+        "verificationMethod": doc_methods,
+        "service": [
+            {"id": f"#{name}", "type": svc["type"], "serviceEndpoint": svc["endpoint"]}
+            for name, svc in services
+        ],
     }
 
 
@@ -127,49 +155,10 @@ def _bodies(
     also_known_as: Sequence[str],
     services: dict[str, dict[str, str]],
 ) -> tuple[bytes, bytes]:
+    # The maps are put in canonical order once for both bodies.
     methods = canonical_items(verification_methods)
     service_items = canonical_items(services)
-    aka = list(also_known_as)
-    context = [DID_CONTEXT, MULTIKEY_CONTEXT]
-    doc_methods = []
-    for name, did_key in methods:
-        suite = _SUITE_CONTEXT.get(multikey_type(did_key) or "")
-        if suite is not None and suite not in context:
-            context.append(suite)
-        doc_methods.append(
-            {
-                "id": f"{did}#{name}",
-                "type": "Multikey",
-                "controller": did,
-                "publicKeyMultibase": (
-                    did_key[len(DID_KEY_PREFIX) :]
-                    if did_key.startswith(DID_KEY_PREFIX)
-                    else did_key
-                ),
-            }
-        )
-    body = orjson.dumps(
-        {
-            "did": did,
-            "verificationMethods": dict(methods),
-            "rotationKeys": list(rotation_keys),
-            "alsoKnownAs": aka,
-            "services": {
-                name: {"type": svc["type"], "endpoint": svc["endpoint"]}
-                for name, svc in service_items
-            },
-        }
+    return (
+        orjson.dumps(_data_shape(did, methods, rotation_keys, also_known_as, service_items)),
+        orjson.dumps(_document_shape(did, methods, also_known_as, service_items)),
     )
-    document = orjson.dumps(
-        {
-            "@context": context,
-            "id": did,
-            "alsoKnownAs": aka,
-            "verificationMethod": doc_methods,
-            "service": [
-                {"id": f"#{name}", "type": svc["type"], "serviceEndpoint": svc["endpoint"]}
-                for name, svc in service_items
-            ],
-        }
-    )
-    return body, document

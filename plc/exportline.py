@@ -9,7 +9,6 @@ audit log are served from the same stored bytes.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -37,13 +36,6 @@ def build_line(did: str, cid: str, seq: int, created_at: str, operation_json: by
             "type": "sequenced_op",
         }
     )
-
-
-def timestamp_text(moment: datetime) -> str:
-    """``plc.timestamps.format_timestamp(moment)`` (``YYYY-MM-DDTHH:MM:SS.sssZ``) in one C
-    call: ``isoformat`` pads the year to four digits and cuts to milliseconds the same way
-    (tested against it). Used for the line of every committed op."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def operation_json(line: bytes) -> bytes:

@@ -20,13 +20,13 @@ _STRICT_RE = re.compile(
 
 
 def format_timestamp(moment: datetime) -> str:
-    """``2024-02-22T01:02:03.004Z`` for an aware datetime (converted to UTC, cut to ms)."""
-    utc = moment.astimezone(UTC)
-    # Not strftime: its %Y does not pad years before 1000 to four digits on glibc.
-    return (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
-        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
-    )
+    """``2024-02-22T01:02:03.004Z`` for an aware datetime (converted to UTC, cut to ms).
+
+    ``isoformat`` (one C call; it runs for every committed op) pads the year to four digits
+    and cuts to milliseconds as JS ``toISOString`` does; strftime's %Y does not pad years
+    before 1000 on glibc.
+    """
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:

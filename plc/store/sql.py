@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from plc.errors import Unavailable
-from plc.exportline import build_line, timestamp_text
+from plc.exportline import build_line
 from plc.rules import PreparedOperation
 from plc.store.engine import is_sqlite
 from plc.store.rawtx import (
@@ -32,7 +32,7 @@ from plc.store.rawtx import (
     SQL_UPDATE_DID,
     Tx,
 )
-from plc.timestamps import to_ms
+from plc.timestamps import format_timestamp, to_ms
 
 
 class PendingCommit(NamedTuple):
@@ -385,7 +385,7 @@ class SqlStore:
                 did,
                 cid,
                 tree_size,
-                timestamp_text(prepared.created_at),
+                format_timestamp(prepared.created_at),
                 prepared.operation.canonical_json(),
             )
             op_rows.append(

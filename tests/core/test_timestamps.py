@@ -1,9 +1,9 @@
-"""``parse_timestamp_ms`` (the auditor's fast path) accepts exactly what ``parse_timestamp``
-accepts and gives the same instant in milliseconds."""
+"""``format_timestamp`` field by field, and ``parse_timestamp_ms`` (the auditor's fast path):
+it accepts exactly what ``parse_timestamp`` accepts and gives the same instant in ms."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -65,3 +65,31 @@ def test_same_acceptance(text: str) -> None:
 def test_refused(text: object) -> None:
     with pytest.raises(InvalidInput):
         parse_timestamp_ms(text)  # type: ignore[arg-type]
+
+
+_ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-11, seconds=7))]
+)
+
+
+@given(
+    st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=_ZONES)
+)
+def test_format_timestamp_field_by_field(moment: datetime) -> None:
+    utc = moment.astimezone(UTC)
+    expected = (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
+    assert format_timestamp(moment) == expected
+
+
+def test_format_timestamp_examples() -> None:
+    assert format_timestamp(datetime(2024, 2, 22, 1, 2, 3, 4999, tzinfo=UTC)) == (
+        "2024-02-22T01:02:03.004Z"
+    )
+    assert format_timestamp(datetime(999, 1, 1, tzinfo=UTC)) == "0999-01-01T00:00:00.000Z"
+    india = timezone(timedelta(hours=5, minutes=30))
+    assert format_timestamp(datetime(2024, 1, 1, 5, 30, tzinfo=india)) == (
+        "2024-01-01T00:00:00.000Z"
+    )
