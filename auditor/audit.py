@@ -76,20 +76,19 @@ class AuditOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def remove_state(path: Path, spec: SourceSpec | None = None) -> None:
-    """Delete a state file and its WAL companions (a fresh start).
-
-    With ``spec``, only a state file of that source is deleted: anything else at ``path`` (an
-    export file given as ``--state`` by mistake, another source's state) is left alone.
+def remove_state(path: Path, spec: SourceSpec) -> None:
+    """Delete the state file of ``spec`` at ``path`` and its WAL companions (a fresh start).
+    Anything else at ``path`` (an export file given as ``--state`` by mistake, another
+    source's state) is left alone.
 
     Raises:
         AuditFailed: ``path`` holds something other than an auditor state of ``spec``.
     """
-    if spec is not None and path.exists():
+    if path.exists():
         bound = state.bound_source(path)
         if bound is None:
             raise AuditFailed(f"refusing to replace {path}: it is not an auditor state file")
-        if bound != spec.location:
+        if bound not in ("", spec.location):  # "": created, never bound to a source
             raise AuditFailed(
                 f"refusing to replace {path}: it is the state of {bound}, not {spec.location}"
             )

@@ -168,11 +168,11 @@ class Directory:
         data, document = bodies if bodies is not None else (None, None)
         return PendingCommit(prepared, head.cid if head else None, data, document)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking store work: inline (SQLite) or in a worker thread (PostgreSQL)."""
         if self.inline_io:
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
+            return fn(*args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def submit(self, did: str, body: Any, json_text: bytes | None = None) -> SubmitResult:
         """Validate and durably append an op; answers after its commit (``json_text``: as
@@ -182,10 +182,7 @@ class Directory:
             PlcError: as :meth:`prepare`; HeadMismatch (409) when the DID's head moved between
                 validation and commit; Unavailable (503) when the database is locked.
         """
-        if self.inline_io:
-            prepared = self.prepare(did, body, json_text=json_text)
-        else:
-            prepared = await asyncio.to_thread(self.prepare, did, body, json_text=json_text)
+        prepared = await self.run(self.prepare, did, body, json_text=json_text)
         if isinstance(prepared, SubmitResult):
             return prepared
         loop = asyncio.get_running_loop()

@@ -27,13 +27,12 @@ SQL_UPDATE_DID = (
 )
 SQL_INSERT_HASH = "INSERT INTO tlog_hashes (idx, hash) VALUES (?, ?)"
 
+IN_CHUNK = 500
+"""Most values bound into one ``IN (…)`` list."""
+
 
 def _identity(value: bytes | None) -> bytes | None:
     return value
-
-
-IN_CHUNK = 500
-"""Most values bound into one ``IN (…)`` list."""
 
 
 def _sqlite_blob(value: bytes | None) -> bytearray | None:
