@@ -1,12 +1,15 @@
-"""The hot per-DID routes, ``POST /{did}`` and ``GET /{did}``, served without FastAPI's stack.
+"""The hot per-DID routes (``POST /{did}``, ``GET /{did}``, ``/data``, ``/log``,
+``/log/audit``, ``/log/last``) served without FastAPI's stack.
 
 FastAPI's routing, dependency solving and middleware layers cost about as much CPU per
-request as the work of a resolve. :class:`PlcApp` (the app :func:`plc.api.app.create_app`
-builds) answers these two routes from a plain ASGI handler and hands every other request to
-FastAPI. The FastAPI routes in :mod:`plc.api.routes.did` stay: they describe the API in the
-OpenAPI document and serve whatever the fast path declines (a ``root_path``, a path another
-route owns). Both paths share :func:`read_body` and :func:`error_message` and answer with the
-same status codes, headers (``Access-Control-Allow-Origin: *`` included) and bodies.
+request as the work of a resolve, and a PDS's update is ``GET /{did}/log/last`` then
+``POST /{did}``. :class:`PlcApp` (the app :func:`plc.api.app.create_app` builds) answers these
+routes from plain ASGI handlers and hands every other request to FastAPI. The FastAPI routes
+in :mod:`plc.api.routes.did` stay: they describe the API in the OpenAPI document and serve
+whatever the fast path declines (a ``root_path``, a path another route owns, ``HEAD``). Both
+paths share :func:`read_body`, :func:`error_message` and the :class:`Directory` reads, and
+answer with the same status codes, headers (``Access-Control-Allow-Origin: *`` included) and
+bodies.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Message, Receive, Scope, Send
 
 from plc.api.errors import error_message, message_response
-from plc.api.responses import DID_LD_JSON, TEXT
+from plc.api.responses import DID_LD_JSON, JSON, TEXT
 from plc.errors import InvalidInput, PlcError
 from plc.service import Directory
 
@@ -32,7 +35,6 @@ DRAIN_LIMIT = 1 << 20
 
 _ACAO = (b"access-control-allow-origin", b"*")
 _OK_HEADERS = [(b"content-length", b"2"), (b"content-type", TEXT.encode()), _ACAO]
-_DID_LD_JSON = DID_LD_JSON.encode()
 
 
 class ClientGone(Exception):
@@ -133,52 +135,96 @@ async def _send_message(
 
 Handler = Callable[[Scope, Receive, Send, str], Awaitable[None]]
 
+DID_ROUTES: dict[tuple[str, str], str] = {
+    ("POST", ""): "/{did}",
+    ("GET", ""): "/{did}",
+    ("GET", "/data"): "/{did}/data",
+    ("GET", "/log"): "/{did}/log",
+    ("GET", "/log/audit"): "/{did}/log/audit",
+    ("GET", "/log/last"): "/{did}/log/last",
+}
+"""(method, path after the DID) → the FastAPI route the fast path stands in for."""
+
 
 class PlcApp(FastAPI):
-    """FastAPI with ``GET /{did}`` and ``POST /{did}`` served by :meth:`_post` / :meth:`_get`.
+    """FastAPI with the per-DID routes (:data:`DID_ROUTES`) served by plain ASGI handlers.
 
-    A request takes the fast path when it is HTTP, its method is GET or POST, it has no
-    ``root_path``, and its path is one non-empty segment that no other route of the app
-    owns (so FastAPI would route it to the ``/{did}`` endpoints too).
+    A request takes the fast path when it is HTTP, has no ``root_path``, and its method and
+    the part of its path after the first segment name one of :data:`DID_ROUTES`, and that
+    first segment (the DID) is not the first segment of any other route of the app (so
+    FastAPI would route it to the same ``/{did}…`` endpoint too).
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._taken: frozenset[str] | None = None
-        self._handlers: dict[str, Handler] = {"GET": self._get, "POST": self._post}
+        self._handlers: dict[tuple[str, str], Handler] = {
+            ("POST", ""): self._post,
+            ("GET", ""): self._reader(Directory.document, DID_LD_JSON),
+            ("GET", "/data"): self._reader(Directory.data, JSON),
+            ("GET", "/log"): self._reader(Directory.op_log, JSON),
+            ("GET", "/log/audit"): self._reader(Directory.audit_log, JSON),
+            ("GET", "/log/last"): self._reader(Directory.last_op, JSON),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            taken = self._taken if self._taken is not None else self._taken_paths()
-            handler = self._handlers.get(scope["method"])
+            taken = self._taken if self._taken is not None else self._taken_segments()
             path: str = scope["path"]
-            if (
-                handler is not None
-                and not scope.get("root_path")
-                and len(path) > 1
-                and path.find("/", 1) < 0
-                and path not in taken
-            ):
-                await self._serve(handler, scope, receive, send, path[1:])
+            slash = path.find("/", 1)
+            did = path[1:] if slash < 0 else path[1:slash]
+            handler = self._handlers.get((scope["method"], "" if slash < 0 else path[slash:]))
+            if handler is not None and did and did not in taken and not scope.get("root_path"):
+                await self._serve(handler, scope, receive, send, did)
                 return
         await super().__call__(scope, receive, send)
 
-    def _taken_paths(self) -> frozenset[str]:
-        """Paths of the app's routes other than ``/{did}`` (computed once, at first use).
+    def _taken_segments(self) -> frozenset[str]:
+        """First path segments of the app's routes other than :data:`DID_ROUTES` (computed
+        once, at first use).
 
-        The fast path turns itself off when the routes cannot all be listed, when ``/{did}``
-        is missing, or when another one-segment route has a parameter: it could not tell
-        which route a path belongs to."""
+        A handler is dropped when its route is not in the app. The fast path turns itself
+        off when the routes cannot all be listed, or when another route whose first segment
+        is a parameter could match a fast path too (its rest has a parameter or is one of
+        the fast suffixes): it could not tell which route a path belongs to. A route like
+        ``/{did}/log/proof`` cannot, and stays with FastAPI."""
         if self._taken is None:
-            paths = _route_paths(self.routes)
-            if paths is None or "/{did}" not in paths:
-                self._handlers = {}
-                paths = set()
-            paths.discard("/{did}")
-            if any("{" in p and p.count("/") == 1 for p in paths):
-                self._handlers = {}
-            self._taken = frozenset(paths)
+            routes = _route_methods(self.routes)
+            if routes is None:
+                routes = {}
+            self._handlers = {
+                (method, suffix): handler
+                for (method, suffix), handler in self._handlers.items()
+                if DID_ROUTES[method, suffix] in routes
+                and method in (routes[DID_ROUTES[method, suffix]] or {method})
+            }
+            suffixes = {suffix for _, suffix in DID_ROUTES}
+            segments: set[str] = set()
+            for path in routes.keys() - set(DID_ROUTES.values()):
+                first, _, rest = path[1:].partition("/")
+                if "{" not in first:
+                    segments.add(first)
+                elif "{" in rest or ("/" + rest if rest else "") in suffixes:
+                    self._handlers = {}
+            self._taken = frozenset(segments)
         return self._taken
+
+    def _serves(self) -> set[tuple[str, str]]:
+        """The (method, suffix) pairs the fast path answers (:data:`DID_ROUTES` keys)."""
+        self._taken_segments()
+        return set(self._handlers)
+
+    def _reader(self, read: Callable[[Directory, str], bytes], media_type: str) -> Handler:
+        """A handler answering 200 with ``read(directory, did)`` as the body."""
+        content_type = media_type.encode()
+
+        async def handle(scope: Scope, receive: Receive, send: Send, did: str) -> None:
+            directory: Directory = self.state.directory
+            body = await directory.run(read, directory, did)
+            headers = [(b"content-length", b"%d" % len(body)), (b"content-type", content_type)]
+            await _send(send, 200, [*headers, _ACAO], body)
+
+        return handle
 
     async def _serve(
         self, handler: Handler, scope: Scope, receive: Receive, send: Send, did: str
@@ -209,21 +255,21 @@ class PlcApp(FastAPI):
         await directory.submit(did, parse_json_body(body), body)
         await _send(send, 200, _OK_HEADERS, b"OK")
 
-    async def _get(self, scope: Scope, receive: Receive, send: Send, did: str) -> None:
-        directory: Directory = self.state.directory
-        body = await directory.run(directory.document, did)
-        headers = [(b"content-length", b"%d" % len(body)), (b"content-type", _DID_LD_JSON), _ACAO]
-        await _send(send, 200, headers, body)
 
-
-def _route_paths(routes: list[BaseRoute]) -> set[str] | None:
-    """Every route's full path (included routers expanded), or None if one has no path."""
+def _route_methods(routes: list[BaseRoute]) -> dict[str, set[str] | None] | None:
+    """Every route's full path (included routers expanded) → its methods (None: any method,
+    as a mount's), or None if a route has no path."""
     try:  # FastAPI >= 0.16x keeps included routers as one entry each
         from fastapi.routing import iter_route_contexts
     except ImportError:  # older versions copy every route into app.routes
-        paths = [getattr(route, "path", None) for route in routes]
+        found = [(getattr(r, "path", None), getattr(r, "methods", None)) for r in routes]
     else:
-        paths = [context.path for context in iter_route_contexts(routes)]
-    if any(not isinstance(path, str) for path in paths):
-        return None
-    return {str(path) for path in paths}
+        found = [(c.path, c.methods) for c in iter_route_contexts(routes)]
+    methods: dict[str, set[str] | None] = {}
+    for path, route_methods in found:
+        if not isinstance(path, str):
+            return None
+        known = methods.get(path, set())
+        merged = None if known is None or route_methods is None else known | set(route_methods)
+        methods[path] = merged
+    return methods

@@ -1,4 +1,4 @@
-"""The fast path (``plc.api.fastpath``) answers ``POST /{did}`` and ``GET /{did}`` exactly as
+"""The fast path (``plc.api.fastpath``) answers ``POST /{did}`` and the per-DID reads exactly as
 the FastAPI routes do: same status, headers (in order) and body, and the same stored state."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from plc.api.app import create_app
-from plc.api.fastpath import PlcApp
+from plc.api.fastpath import DID_ROUTES, PlcApp
 from plc.keys import Curve
 from plc.signing import cid_of, sign_operation
 
@@ -23,6 +23,12 @@ from ..helpers import new_did, update
 DID, GENESIS, KEYS = new_did("fastpath")
 OTHER, OTHER_GENESIS, OTHER_KEYS = new_did("fastpath-p256", Curve.P256)
 JSON = {"content-type": "application/json"}
+SUFFIXES = ("", "/data", "/log", "/log/audit", "/log/last")
+SUFFIX_ROUTES = [f"/{{did}}{suffix}" for suffix in SUFFIXES]
+
+
+def _reads(did: str) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    return [("GET", f"/{did}{suffix}", b"", {}) for suffix in SUFFIXES]
 
 
 @cache
@@ -36,7 +42,7 @@ def _requests() -> list[tuple[str, str, bytes, dict[str, str]]]:
         {"type": "plc_tombstone", "prev": cid_of(OTHER_GENESIS)}, OTHER_KEYS[0]
     )
     return [
-        ("GET", f"/{DID}", b"", {}),
+        *_reads(DID),
         ("POST", f"/{DID}", orjson.dumps(GENESIS), JSON),
         ("POST", f"/{DID}", orjson.dumps(GENESIS), JSON),  # idempotent re-submission
         ("GET", f"/{DID}", b"", {}),
@@ -50,13 +56,14 @@ def _requests() -> list[tuple[str, str, bytes, dict[str, str]]]:
         ("POST", f"/{DID}", b"x" * 200_000, JSON),
         ("POST", f"/{DID}", orjson.dumps({**second, "sig": "A" * 86}), JSON),
         ("POST", f"/{DID}", orjson.dumps(second), JSON),
+        *_reads(DID),
         ("POST", f"/{OTHER}", orjson.dumps(GENESIS), JSON),  # DID and op disagree
         ("POST", f"/{OTHER}", orjson.dumps(OTHER_GENESIS), JSON),
         ("GET", f"/{OTHER}", b"", {}),
         ("POST", f"/{OTHER}", orjson.dumps(misplaced), JSON),  # prev is not the head
         ("POST", f"/{OTHER}", orjson.dumps(tombstone), JSON),
-        ("GET", f"/{OTHER}", b"", {}),
-        ("GET", "/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", b"", {}),
+        *_reads(OTHER),
+        *_reads("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"),
         ("GET", "/not-a-did", b"", {}),
         ("GET", "/did%3Aplc%3Ax%00y", b"", {}),
         ("POST", "/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", orjson.dumps(GENESIS), JSON),
@@ -65,7 +72,16 @@ def _requests() -> list[tuple[str, str, bytes, dict[str, str]]]:
         ("GET", "/export", b"", {}),
         ("POST", "/export", b"{}", JSON),
         ("GET", f"/{DID}/", b"", {}),
+        ("GET", f"/{DID}/log/", b"", {}),
+        ("GET", f"/{DID}/log/last/x", b"", {}),
+        ("GET", f"/{DID}/Data", b"", {}),
+        ("POST", f"/{DID}/data", orjson.dumps(second), JSON),
+        ("GET", "/export/log", b"", {}),
+        ("GET", "/_health/data", b"", {}),
+        ("GET", "/did%3Aplc%3Ax%00y/log/audit", b"", {}),
+        ("GET", "//log", b"", {}),
         ("HEAD", f"/{DID}", b"", {}),
+        ("HEAD", f"/{DID}/log/audit", b"", {}),
         ("OPTIONS", f"/{DID}", b"", {"access-control-request-method": "POST"}),
     ]
 
@@ -103,9 +119,32 @@ def test_fast_and_slow_paths_answer_the_same(two_apps: tuple[TestClient, TestCli
 def test_fast_path_takes_the_did_routes_only(client: TestClient) -> None:
     app = client.app
     assert isinstance(app, PlcApp)
-    taken = app._taken_paths()
-    assert "/export" in taken and "/_health" in taken and "/{did}" not in taken
-    assert set(app._handlers) == {"GET", "POST"}
+    taken = app._taken_segments()
+    assert {"export", "_health", "tlog", "xrpc"} <= taken and "{did}" not in taken
+    assert set(app._handlers) == set(DID_ROUTES)
+
+
+def _bare_app(*paths: str) -> PlcApp:
+    """A PlcApp with GET routes at ``paths`` only."""
+    app = PlcApp()
+    for path in paths:
+        app.add_api_route(path, lambda: None, methods=["GET"])
+    return app
+
+
+def test_fast_path_steps_aside_for_a_parameterised_first_segment() -> None:
+    """A route like ``/{name}/log`` could own ``/did:plc:…/log`` too: no fast path at all;
+    ``/{name}/feed`` could not, and leaves it alone."""
+    assert _bare_app(*SUFFIX_ROUTES, "/{name}/log")._serves() == set()
+    assert _bare_app(*SUFFIX_ROUTES, "/{name}/{item}")._serves() == set()
+    assert _bare_app(*SUFFIX_ROUTES, "/{name}/feed")._serves() == {
+        key for key in DID_ROUTES if key[0] == "GET"
+    }
+
+
+def test_fast_path_drops_a_route_the_app_lacks() -> None:
+    serves = _bare_app("/{did}", "/{did}/log", "/export")._serves()
+    assert serves == {("GET", ""), ("GET", "/log")}
 
 
 def test_client_disconnect_mid_body_stores_nothing(client: TestClient) -> None:

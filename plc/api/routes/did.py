@@ -1,8 +1,8 @@
 """Per-DID endpoints: ``POST /{did}`` and the reads ``/{did}``, ``/data``, ``/log``,
 ``/log/audit``, ``/log/last`` (plc-spec-notes.md §4; design.md decision 1).
 
-``POST /{did}`` and ``GET /{did}`` are normally answered by :mod:`plc.api.fastpath` with the
-same behaviour; these endpoints document them and serve what the fast path declines."""
+These routes are normally answered by :mod:`plc.api.fastpath` with the same behaviour; the
+endpoints here document them and serve what the fast path declines (``HEAD``, a ``root_path``)."""
 
 from __future__ import annotations
 
