@@ -147,7 +147,10 @@ class Operation:
     def canonical_json(self) -> bytes:
         """Compact UTF-8 JSON of ``data`` with every map in DAG-CBOR key order (length, then
         bytes) — the form the export line, ``/log`` and ``/log/audit`` serve."""
-        return orjson.dumps(decode_dag_cbor(self.signed_cbor))
+        cached = self._cache.get("json")
+        if cached is None:
+            cached = self._cache["json"] = orjson.dumps(decode_dag_cbor(self.signed_cbor))
+        return cached
 
 
 def parse_operation(obj: Any, *, json_text: bytes | None = None) -> Operation:

@@ -23,6 +23,7 @@ from plc.errors import (
     DidNotAvailable,
     DidNotRegistered,
     HeadMismatch,
+    InvalidInput,
     MalformedDid,
     MisorderedOperation,
     PlcError,
@@ -35,11 +36,20 @@ from plc.policy import PolicySettings, validate_admission, validate_rate_limit
 from plc.rules import LogEntry, validate_next_op
 from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
 from plc.timestamps import ONE_MS, format_timestamp, from_ms, to_ms, truncate_ms
+from plc.validation_pool import ValidationPool, ValidatorUnavailable
 
 log = logging.getLogger("plc.service")
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
+
+
+def decode_json_body(body: bytes) -> Any:
+    """The decoded request body. Raises InvalidInput (400) on malformed JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Malformed JSON body: {str(exc)[:200]}") from exc
 
 
 def system_clock() -> datetime:
@@ -97,6 +107,8 @@ class Directory:
         self._flusher: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self.commit_listeners: list[Callable[[list[CommitOutcome]], None]] = []
+        self.validation_pool: ValidationPool | None = None
+        """Child processes that validate POST bodies (:meth:`submit_body`); None: here."""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -183,6 +195,28 @@ class Directory:
                 validation and commit; Unavailable (503) when the database is locked.
         """
         prepared = await self.run(self.prepare, did, body, json_text=json_text)
+        return await self._append(prepared)
+
+    async def submit_body(self, did: str, body: bytes) -> SubmitResult:
+        """:meth:`submit` for a request body (JSON bytes), validated by the validation pool
+        when one is ready (else here).
+
+        Raises:
+            PlcError: as :meth:`submit`; InvalidInput (400) when ``body`` is not JSON.
+            ValidationFailed: a validation process hit an unexpected error (→ 500).
+        """
+        pool = self.validation_pool
+        if pool is not None and pool.available:
+            try:
+                prepared = await pool.prepare(did, body, self.clock())
+            except ValidatorUnavailable:
+                pass
+            else:
+                return await self._append(prepared)
+        return await self.submit(did, decode_json_body(body), body)
+
+    async def _append(self, prepared: PendingCommit | SubmitResult) -> SubmitResult:
+        """Commit a prepared op (group commit) and answer once it is durable."""
         if isinstance(prepared, SubmitResult):
             return prepared
         loop = asyncio.get_running_loop()

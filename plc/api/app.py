@@ -28,6 +28,7 @@ from plc.store.engine import is_sqlite, make_engine, make_read_engine
 from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
+from plc.validation_pool import ValidationPool
 
 DESCRIPTION = (
     "A did:plc directory, wire-compatible with plc.directory, with a transparency log. "
@@ -120,6 +121,10 @@ def create_app(
         signal = CommitSignal()
         directory.commit_listeners.append(signal.notify)
         app.state.commit_signal = signal
+        pool = _validation_pool(settings, db)
+        if pool is not None:
+            await pool.start()
+            directory.validation_pool = pool
         directory.start()
         checkpointer.start()
         app.state.tlog = tlog
@@ -132,6 +137,9 @@ def create_app(
         try:
             yield
         finally:
+            if pool is not None:
+                directory.validation_pool = None
+                await pool.close()
             directory.stop()
             checkpointer.stop()
             store.close()
@@ -157,6 +165,24 @@ def create_app(
     app.include_router(did.router)
     app.add_middleware(CorsMiddleware)
     return app
+
+
+def _validation_pool(settings: Settings, db: Engine) -> ValidationPool | None:
+    """The validation processes ``settings.validation_processes`` asks for, or None (also
+    for a database other processes cannot open: PostgreSQL or in-memory SQLite)."""
+    database = db.url.database or ""
+    if not is_sqlite(db) or database in ("", ":memory:") or "mode=memory" in str(db.url):
+        return None
+    if settings.validation_processes == 0:
+        return None
+    url = db.url.render_as_string(hide_password=False)
+    return ValidationPool(
+        url,
+        settings.policy(),
+        settings.db_busy_timeout_ms,
+        settings.validation_processes,
+        settings.log_level,
+    )
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:

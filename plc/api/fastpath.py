@@ -18,14 +18,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import orjson
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 from starlette.types import Message, Receive, Scope, Send
 
 from plc.api.errors import error_message, message_response
 from plc.api.responses import DID_LD_JSON, JSON, TEXT
-from plc.errors import InvalidInput, PlcError
+from plc.errors import PlcError
 from plc.service import Directory
 
 log = logging.getLogger("plc.api")
@@ -71,14 +70,6 @@ async def read_body(
     if size > limit:
         return None
     return b"".join(parts)
-
-
-def parse_json_body(body: bytes) -> Any:
-    """The decoded body. Raises InvalidInput (400) on malformed JSON."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Malformed JSON body: {str(exc)[:200]}") from exc
 
 
 async def _receive_chunks(receive: Receive, first: Message | None = None) -> AsyncIterator[bytes]:
@@ -252,7 +243,7 @@ class PlcApp(FastAPI):
         if body is None:
             await _send_message(send, 413, "request entity too large", {"connection": "close"})
             return
-        await directory.submit(did, parse_json_body(body), body)
+        await directory.submit_body(did, body)
         await _send(send, 200, _OK_HEADERS, b"OK")
 
 

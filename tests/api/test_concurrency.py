@@ -19,45 +19,60 @@ async def _race(url: str, path: str, bodies: list[dict]) -> list[int]:  # type: 
 
 
 def test_twenty_concurrent_updates_one_winner(live_server: LiveServer) -> None:
+    check_one_winner(live_server.url)
+
+
+def test_many_dids_concurrently_seq_contiguous(live_server: LiveServer) -> None:
+    check_seq_contiguous(live_server.url)
+
+
+def test_recovery_races_are_recoveries_not_forks(live_server: LiveServer) -> None:
+    check_recovery_race(live_server.url)
+
+
+def check_one_winner(url: str) -> None:
+    """20 updates with the same prev and signer: one 200, the rest 400/409, no fork."""
     did, genesis, keys = new_did("race")
-    assert httpx.post(f"{live_server.url}/{did}", json=genesis).status_code == 200
+    assert httpx.post(f"{url}/{did}", json=genesis).status_code == 200
     # All signed by the same key: a contender validated after the winner committed is a fork
     # by a key without higher authority (400); one validated before it loses the
     # compare-and-swap (409). A contender signed by a stronger key would be a legitimate
     # recovery, not a fork (test_recovery_races_are_recoveries_not_forks).
     contenders = [update(genesis, keys[1], also_known_as=[f"at://c{i}.test"]) for i in range(20)]
-    statuses = asyncio.run(_race(live_server.url, f"/{did}", contenders))
+    statuses = asyncio.run(_race(url, f"/{did}", contenders))
     assert statuses.count(200) == 1
     assert all(s in (400, 409) for s in statuses if s != 200)
-    audit = httpx.get(f"{live_server.url}/{did}/log/audit").json()
+    audit = httpx.get(f"{url}/{did}/log/audit").json()
     assert len(audit) == 2 and not any(a["nullified"] for a in audit)
-    lines = httpx.get(f"{live_server.url}/export?after=0").content.split(b"\n")
+    lines = httpx.get(f"{url}/export?after=0").content.split(b"\n")
     assert [orjson.loads(line)["seq"] for line in lines] == [1, 2]
 
 
-def test_many_dids_concurrently_seq_contiguous(live_server: LiveServer) -> None:
+def check_seq_contiguous(url: str) -> None:
+    """40 new DIDs at once: all stored, ``seq`` 1..40 without gaps."""
     created = [new_did(f"many{i}") for i in range(40)]
 
     async def post_all() -> list[int]:
-        async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             responses = await asyncio.gather(*(http.post(f"/{d}", json=g) for d, g, _ in created))
         return [r.status_code for r in responses]
 
     assert asyncio.run(post_all()) == [200] * 40
-    lines = httpx.get(f"{live_server.url}/export?after=0").content.split(b"\n")
+    lines = httpx.get(f"{url}/export?after=0").content.split(b"\n")
     assert sorted(orjson.loads(line)["seq"] for line in lines) == list(range(1, 41))
     assert {orjson.loads(line)["did"] for line in lines} == {d for d, _, _ in created}
 
 
-def test_recovery_races_are_recoveries_not_forks(live_server: LiveServer) -> None:
+def check_recovery_race(url: str) -> None:
+    """20 updates from one fork point by two keys: one chain whatever the interleaving."""
     did, genesis, keys = new_did("race2")
-    assert httpx.post(f"{live_server.url}/{did}", json=genesis).status_code == 200
+    assert httpx.post(f"{url}/{did}", json=genesis).status_code == 200
     contenders = [
         update(genesis, keys[i % 2], also_known_as=[f"at://r{i}.test"]) for i in range(20)
     ]
-    statuses = asyncio.run(_race(live_server.url, f"/{did}", contenders))
+    statuses = asyncio.run(_race(url, f"/{did}", contenders))
     assert statuses.count(200) in (1, 2)
-    audit = httpx.get(f"{live_server.url}/{did}/log/audit").json()
+    audit = httpx.get(f"{url}/{did}/log/audit").json()
     active = [a for a in audit if not a["nullified"]]
     # whatever interleaving happened, the DID has one chain: genesis and one child
     assert len(active) == 2 and active[1]["operation"]["prev"] == audit[0]["cid"]

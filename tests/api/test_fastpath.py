@@ -3,6 +3,7 @@ the FastAPI routes do: same status, headers (in order) and body, and the same st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -114,6 +115,33 @@ def test_fast_and_slow_paths_answer_the_same(two_apps: tuple[TestClient, TestCli
     assert isinstance(slow.app, PlcApp)
     slow.app._handlers = {}  # every request through FastAPI's routes
     assert _transcript(fast) == _transcript(slow)
+
+
+def wait_for_validation_pool(client: TestClient) -> None:
+    """Block until the app's validation process is ready (it starts in the background)."""
+    pool = client.app.state.directory.validation_pool  # type: ignore[attr-defined]
+    assert pool is not None
+    deadline = time.monotonic() + 60
+    while not pool.available:
+        assert time.monotonic() < deadline, "validation process never became ready"
+        time.sleep(0.05)
+
+
+def test_validation_process_answers_as_the_server_does(
+    sqlite_url: str, tmp_path: Path, clock: Clock
+) -> None:
+    """Every request of the transcript, validated in a child process (POSTs) or not at all:
+    same statuses, headers and bodies, same stored log (429s, 400s and 409s included)."""
+    other_url = f"sqlite:///{tmp_path / 'inline.sqlite3'}"
+    with (
+        TestClient(
+            create_app(make_settings(sqlite_url, validation_processes=1), clock=clock)
+        ) as pooled,
+        TestClient(create_app(make_settings(other_url), clock=clock)) as inline,
+    ):
+        wait_for_validation_pool(pooled)
+        assert inline.app.state.directory.validation_pool is None  # type: ignore[attr-defined]
+        assert _transcript(pooled) == _transcript(inline)
 
 
 def test_fast_path_takes_the_did_routes_only(client: TestClient) -> None:

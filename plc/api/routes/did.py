@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
-from plc.api.fastpath import is_json, parse_json_body, read_body
+from plc.api.fastpath import is_json, read_body
 from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
 
 router = APIRouter()
@@ -41,7 +41,7 @@ async def post_operation(did: str, request: Request) -> Response:
     )
     if body is None:
         return message_response(413, "request entity too large", {"connection": "close"})
-    await directory.submit(did, parse_json_body(body), body)
+    await directory.submit_body(did, body)
     return Response(b"OK", media_type=TEXT)
 
 
