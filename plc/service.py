@@ -203,7 +203,6 @@ class Directory:
 
         Raises:
             PlcError: as :meth:`submit`; InvalidInput (400) when ``body`` is not JSON.
-            ValidationFailed: a validation process hit an unexpected error (→ 500).
         """
         pool = self.validation_pool
         if pool is not None and pool.available:
