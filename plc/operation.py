@@ -248,8 +248,13 @@ def _legacy_endpoint(service: str) -> str:
 
 
 def _short_json(obj: Any) -> str:
+    """``obj`` as JSON for an error message, cut by ``echo``. orjson refuses nesting deeper
+    than 255 and ``repr`` overflows the stack near 1000: such a value is named, not shown."""
     try:
         text = orjson.dumps(obj).decode("utf-8")
     except (TypeError, orjson.JSONEncodeError):
-        text = repr(obj)
+        try:
+            text = repr(obj)
+        except RecursionError:
+            text = "(a value nested too deeply to show)"
     return echo(text)

@@ -140,10 +140,11 @@ DID_ROUTES: dict[tuple[str, str], str] = {
 class PlcApp(FastAPI):
     """FastAPI with the per-DID routes (:data:`DID_ROUTES`) served by plain ASGI handlers.
 
-    A request takes the fast path when it is HTTP, has no ``root_path``, and its method and
-    the part of its path after the first segment name one of :data:`DID_ROUTES`, and that
-    first segment (the DID) is not the first segment of any other route of the app (so
-    FastAPI would route it to the same ``/{did}…`` endpoint too).
+    A request takes the fast path when it is HTTP, has no ``root_path``, its path starts with
+    ``/`` and does not end in a newline, its method and the part of its path after the first
+    segment name one of :data:`DID_ROUTES`, and that first segment (the DID) is not the first
+    segment of any other route of the app (so FastAPI would route it to the same
+    ``/{did}…`` endpoint too).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -165,7 +166,16 @@ class PlcApp(FastAPI):
             slash = path.find("/", 1)
             did = path[1:] if slash < 0 else path[1:slash]
             handler = self._handlers.get((scope["method"], "" if slash < 0 else path[slash:]))
-            if handler is not None and did and did not in taken and not scope.get("root_path"):
+            if (
+                handler is not None
+                and did
+                and did not in taken
+                and path[0] == "/"
+                # Starlette's route patterns end in ``$``, which also matches before a final
+                # newline: ``/export%0A`` is FastAPI's /export, not a DID.
+                and path[-1] != "\n"
+                and not scope.get("root_path")
+            ):
                 await self._serve(handler, scope, receive, send, did)
                 return
         await super().__call__(scope, receive, send)

@@ -48,6 +48,10 @@ def _nothing_stored(client: TestClient) -> None:
             b'{"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}',
             "application/json",
         ),
+        # Nesting that orjson reads but cannot write back (over 255) and that Python's repr
+        # cannot print (about 1000): the error message must not need either.
+        *[(b'{"a":' + b"[" * n + b"]" * n + b"}", "application/json") for n in (300, 1000, 1020)],
+        (b"[" * 5000 + b"]" * 5000, "application/json"),
     ],
 )
 def test_bad_bodies_are_400(client: TestClient, body: bytes, content_type: str) -> None:

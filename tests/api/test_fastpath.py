@@ -81,6 +81,13 @@ def _requests() -> list[tuple[str, str, bytes, dict[str, str]]]:
         ("GET", "/_health/data", b"", {}),
         ("GET", "/did%3Aplc%3Ax%00y/log/audit", b"", {}),
         ("GET", "//log", b"", {}),
+        ("GET", "/export%0A", b"", {}),
+        ("GET", "/_health%0A", b"", {}),
+        ("GET", "/%0A", b"", {}),
+        ("GET", "/openapi.json%0A", b"", {}),
+        ("GET", f"/{DID}%0A", b"", {}),
+        ("GET", f"/{DID}/log%0A", b"", {}),
+        ("GET", f"/{DID}%2Flog", b"", {}),
         ("HEAD", f"/{DID}", b"", {}),
         ("HEAD", f"/{DID}/log/audit", b"", {}),
         ("OPTIONS", f"/{DID}", b"", {"access-control-request-method": "POST"}),
@@ -241,3 +248,12 @@ def test_body_in_several_messages(client: TestClient) -> None:
     assert _call(app, f"/{DID}", oversized) == (413, b'{"message":"request entity too large"}')
     assert _call(app, f"/{DID}", [body[:7], b"", body[7:50], body[50:]]) == (200, b"OK")
     assert client.get(f"/{DID}").status_code == 200
+
+
+def test_path_without_leading_slash_is_not_a_did(client: TestClient) -> None:
+    """An ASGI server may hand on a request target that is not an absolute path; the fast
+    path must not read its first character as the slash (FastAPI answers 404)."""
+    app = client.app
+    assert isinstance(app, PlcApp)
+    assert _call(app, "X" + DID, [orjson.dumps(GENESIS)])[0] == 404
+    assert client.get("/export?after=0").content == b""
