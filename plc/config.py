@@ -31,12 +31,11 @@ class Settings(BaseSettings):
     (``DATABASE_URL``). Default: a SQLite file in the working directory."""
     workers: int = 1
     """uvicorn worker processes (``PLC_WORKERS``)."""
-    validation_processes: int = Field(default=0, ge=0, le=64)
-    """Child processes per worker that validate submitted ops, so one server uses more than
-    one core (``PLC_VALIDATION_PROCESSES``; SQLite file databases only). Default 0: validate
-    in the serving process. Worth it when many clients write at once: measured on 2 cores
-    with 32 concurrent writers, updates/s rose 1.5x; with 8 it fell by about a tenth (the
-    extra hop adds latency that few clients cannot hide)."""
+    validation_process: bool = False
+    """Validate submitted ops in a child process (per worker), so one server uses a second
+    core (``PLC_VALIDATION_PROCESS``; SQLite file databases only). Worth it when many clients
+    write at once: measured on 2 cores with 32 concurrent writers, updates/s rose 1.5x; with 8
+    they fell by about a tenth (the extra hop adds latency that few clients cannot hide)."""
     log_level: str = "info"
     """Log level of the server (``PLC_LOG_LEVEL``)."""
     db_pool_size: int = 16

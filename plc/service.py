@@ -36,7 +36,7 @@ from plc.policy import PolicySettings, validate_admission, validate_rate_limit
 from plc.rules import LogEntry, validate_next_op
 from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
 from plc.timestamps import ONE_MS, format_timestamp, from_ms, to_ms, truncate_ms
-from plc.validation_pool import ValidationPool, ValidatorUnavailable
+from plc.validation_process import ValidationProcess, ValidatorUnavailable
 
 log = logging.getLogger("plc.service")
 
@@ -107,8 +107,8 @@ class Directory:
         self._flusher: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self.commit_listeners: list[Callable[[list[CommitOutcome]], None]] = []
-        self.validation_pool: ValidationPool | None = None
-        """Child processes that validate POST bodies (:meth:`submit_body`); None: here."""
+        self.validator: ValidationProcess | None = None
+        """The child process that validates POST bodies (:meth:`submit_body`); None: here."""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -198,16 +198,16 @@ class Directory:
         return await self._append(prepared)
 
     async def submit_body(self, did: str, body: bytes) -> SubmitResult:
-        """:meth:`submit` for a request body (JSON bytes), validated by the validation pool
+        """:meth:`submit` for a request body (JSON bytes), validated by the validation process
         when one is ready (else here).
 
         Raises:
             PlcError: as :meth:`submit`; InvalidInput (400) when ``body`` is not JSON.
         """
-        pool = self.validation_pool
-        if pool is not None and pool.available:
+        validator = self.validator
+        if validator is not None and validator.available:
             try:
-                prepared = await pool.prepare(did, body, self.clock())
+                prepared = await validator.prepare(did, body, self.clock())
             except ValidatorUnavailable:
                 pass
             else:

@@ -28,7 +28,7 @@ from plc.store.engine import is_sqlite, make_engine, make_read_engine
 from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
-from plc.validation_pool import ValidationPool
+from plc.validation_process import ValidationProcess
 
 DESCRIPTION = (
     "A did:plc directory, wire-compatible with plc.directory, with a transparency log. "
@@ -121,10 +121,7 @@ def create_app(
         signal = CommitSignal()
         directory.commit_listeners.append(signal.notify)
         app.state.commit_signal = signal
-        pool = _validation_pool(settings, db)
-        if pool is not None:
-            await pool.start()
-            directory.validation_pool = pool
+        validator = _validation_process(settings, db)
         directory.start()
         checkpointer.start()
         app.state.tlog = tlog
@@ -135,18 +132,23 @@ def create_app(
             resolver_settings or ResolverSettings(), DirectoryDocumentSource(directory)
         )
         try:
+            if validator is not None:
+                await validator.start()
+                directory.validator = validator
             yield
         finally:
-            if pool is not None:
-                directory.validation_pool = None
-                await pool.close()
-            directory.stop()
-            checkpointer.stop()
-            store.close()
-            if reads is not db:
-                reads.dispose()
-            if engine is None:
-                db.dispose()
+            try:
+                if validator is not None:
+                    directory.validator = None
+                    await validator.close()
+            finally:
+                directory.stop()
+                checkpointer.stop()
+                store.close()
+                if reads is not db:
+                    reads.dispose()
+                if engine is None:
+                    db.dispose()
 
     app = PlcApp(
         title="did:plc directory",
@@ -167,21 +169,17 @@ def create_app(
     return app
 
 
-def _validation_pool(settings: Settings, db: Engine) -> ValidationPool | None:
-    """The validation processes ``settings.validation_processes`` asks for, or None (also
-    for a database other processes cannot open: PostgreSQL or in-memory SQLite)."""
+def _validation_process(settings: Settings, db: Engine) -> ValidationProcess | None:
+    """The validation process ``settings.validation_process`` asks for, or None (also for a
+    database another process cannot open: PostgreSQL or in-memory SQLite)."""
     database = db.url.database or ""
     if not is_sqlite(db) or database in ("", ":memory:") or "mode=memory" in str(db.url):
         return None
-    if settings.validation_processes == 0:
+    if not settings.validation_process:
         return None
     url = db.url.render_as_string(hide_password=False)
-    return ValidationPool(
-        url,
-        settings.policy(),
-        settings.db_busy_timeout_ms,
-        settings.validation_processes,
-        settings.log_level,
+    return ValidationProcess(
+        url, settings.policy(), settings.db_busy_timeout_ms, settings.log_level
     )
 
 

@@ -124,12 +124,12 @@ def test_fast_and_slow_paths_answer_the_same(two_apps: tuple[TestClient, TestCli
     assert _transcript(fast) == _transcript(slow)
 
 
-def wait_for_validation_pool(client: TestClient) -> None:
+def wait_for_validation_process(client: TestClient) -> None:
     """Block until the app's validation process is ready (it starts in the background)."""
-    pool = client.app.state.directory.validation_pool  # type: ignore[attr-defined]
-    assert pool is not None
+    validator = client.app.state.directory.validator  # type: ignore[attr-defined]
+    assert validator is not None
     deadline = time.monotonic() + 60
-    while not pool.available:
+    while not validator.available:
         assert time.monotonic() < deadline, "validation process never became ready"
         time.sleep(0.05)
 
@@ -142,13 +142,16 @@ def test_validation_process_answers_as_the_server_does(
     other_url = f"sqlite:///{tmp_path / 'inline.sqlite3'}"
     with (
         TestClient(
-            create_app(make_settings(sqlite_url, validation_processes=1), clock=clock)
+            create_app(make_settings(sqlite_url, validation_process=True), clock=clock)
         ) as pooled,
         TestClient(create_app(make_settings(other_url), clock=clock)) as inline,
     ):
-        wait_for_validation_pool(pooled)
-        assert inline.app.state.directory.validation_pool is None  # type: ignore[attr-defined]
+        wait_for_validation_process(pooled)
+        assert inline.app.state.directory.validator is None  # type: ignore[attr-defined]
         assert _transcript(pooled) == _transcript(inline)
+        posts = [r for r in _requests() if r[0] == "POST" and r[1].count("/") == 1]
+        validated = pooled.app.state.directory.validator.validated  # type: ignore[attr-defined]
+        assert validated >= len(posts) - 3  # all but the bodies refused before validation
 
 
 def test_fast_path_takes_the_did_routes_only(client: TestClient) -> None:

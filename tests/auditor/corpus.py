@@ -99,7 +99,7 @@ def build_corpus(directory: Path) -> Corpus:
         log_origin=ORIGIN,
         checkpoint_interval_ms=50,
         policy_enabled=False,
-        validation_processes=1,  # the first ops are validated in-process, the rest in a child
+        validation_process=True,  # the first ops are validated in-process, the rest in a child
     )
     accounts: list[Account] = []
     for i in range(ACCOUNTS):

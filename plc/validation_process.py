@@ -1,21 +1,25 @@
-"""Validation of submitted operations in child processes (SQLite deployments).
+"""Validation of submitted operations in a child process (SQLite deployments).
 
 Why: validating a ``POST /{did}`` body (JSON decode, schema, DAG-CBOR and CID, signature,
 the rules, the new state's bodies) is about half the CPU of an update, all of it under the
 GIL; the other half (HTTP, group commit) stays in the serving process. A child process does
-the validation, so one server uses a second core. A child only reads the database (SQLite in
-WAL mode: readers never block the writer) and never writes; the serving process commits every
-op with the head compare-and-swap as before, so a child's view of a DID that is a moment old
-can at worst cost a 409, exactly as two concurrent validations in one process can.
+the validation, so one server uses a second core. One child, not several: it answers in the
+order it was asked, so ops go on being committed in the order their ``createdAt`` was read
+(before the hop), which ``/export?after=<timestamp>`` readers rely on. The child only reads
+the database (SQLite in WAL mode: readers never block the writer) and never writes; the
+serving process commits every op with the head compare-and-swap as before, so a child's view
+of a DID that is a moment old can at worst cost a 409, exactly as two concurrent validations
+in one process can.
 
-Off by default (``PLC_VALIDATION_PROCESSES``): the hop to the child adds latency, which pays
+Off by default (``PLC_VALIDATION_PROCESS``): the hop to the child adds latency, which pays
 off only when many clients write at once (2 cores, reference loadgen: 32 writers 1.5x the
 updates/s of in-process validation; 8 writers about a tenth fewer).
 
-A child that is not ready yet, or gone, is simply not used: :meth:`ValidationPool.prepare`
-raises :class:`ValidatorUnavailable` and the caller validates in its own process.
+A child that is not ready yet, gone, or silent for :data:`REPLY_TIMEOUT_S` is not used
+(a silent one is killed): :meth:`ValidationProcess.prepare` raises
+:class:`ValidatorUnavailable` and the caller validates in its own process.
 
-Wire format (one ``socketpair`` per child): frames of ``<II`` (request id, length) + pickle.
+Wire format (a ``socketpair``): frames of ``<II`` (request id, length) + pickle.
 A request is ``(did, body, now)``; a reply is ``(kind, payload)``: ``0`` a PendingCommit as
 a tuple of plain values (:func:`_flatten`; pickling the dataclasses themselves costs the
 serving process several times more), ``3`` a SubmitResult (already stored), ``1`` a
@@ -49,8 +53,12 @@ _READY = 0
 _PENDING, _PLC_ERROR, _FAILURE, _STORED = 0, 1, 2, 3
 
 
+REPLY_TIMEOUT_S = 10.0
+"""A child that has not answered a request after this long is taken for stuck and killed."""
+
+
 class ValidatorUnavailable(Exception):
-    """No child can take the request (starting, gone, or the pool is closed)."""
+    """The child cannot take the request (starting, gone, stuck, or closed)."""
 
 
 def child_main(
@@ -143,52 +151,14 @@ def _rebuild_error(cls: type[PlcError], message: str, attributes: dict[str, Any]
     return exc
 
 
-class _Child:
-    """One child process and the parent's end of its socket."""
-
-    def __init__(self, process: Any, reader: asyncio.StreamReader, writer: Any) -> None:
-        self.process = process
-        self.reader = reader
-        self.writer = writer
-        self.ready = False
-        self.alive = True
-        self.next_id = 1
-        self.pending: dict[int, asyncio.Future[tuple[int, Any]]] = {}
-        self.pump: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        """Read replies until the child's end closes; then fail what is still pending."""
-        try:
-            while True:
-                header = await self.reader.readexactly(_HEADER.size)
-                request_id, length = _HEADER.unpack(header)
-                if request_id == _READY:
-                    self.ready = True
-                    continue
-                payload = await self.reader.readexactly(length) if length else b""
-                future = self.pending.pop(request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(pickle.loads(payload))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            if self.alive:
-                log.error("validation process gone: %s", type(exc).__name__)
-        finally:
-            self.alive = False
-            pending, self.pending = self.pending, {}
-            for future in pending.values():
-                if not future.done():
-                    future.set_exception(ValidatorUnavailable("validation process gone"))
-
-
-class ValidationPool:
-    """Child processes that run :meth:`plc.service.Directory.prepare` for the serving process.
+class ValidationProcess:
+    """A child process that runs :meth:`plc.service.Directory.prepare` for the serving one.
 
     Args:
         database_url: the SQLite file database the server uses (already migrated).
         policy: the admission limits.
-        busy_timeout_ms: SQLite busy timeout of the children's read connections.
-        processes: how many children (each validates one op at a time).
-        log_level: the children's log level (they log JSON lines on stderr, as the server).
+        busy_timeout_ms: SQLite busy timeout of the child's read connection.
+        log_level: the child's log level (it logs JSON lines on stderr, as the server).
     """
 
     def __init__(
@@ -196,22 +166,29 @@ class ValidationPool:
         database_url: str,
         policy: PolicySettings,
         busy_timeout_ms: int,
-        processes: int,
         log_level: str = "info",
     ) -> None:
         self.database_url = database_url
-        self.log_level = log_level
         self.policy = policy
         self.busy_timeout_ms = busy_timeout_ms
-        self.processes = processes
-        self._children: list[_Child] = []
+        self.log_level = log_level
+        self.validated = 0
+        """Ops the child validated (results and PlcErrors): what it took off this process."""
+        self._process: Any = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.WriteTransport | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._ready = False
+        self._alive = False
+        self._next_id = 1
+        self._pending: dict[int, asyncio.Future[tuple[int, Any]]] = {}
 
     async def start(self) -> None:
-        """Start the children; each is used once it reports ready (about a second)."""
+        """Start the child; it is used once it reports ready (about a second later)."""
         context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-        for _ in range(self.processes):
-            parent_end, child_end = socket.socketpair()
-            process = context.Process(
+        parent_end, child_end = socket.socketpair()
+        try:
+            self._process = context.Process(
                 target=child_main,
                 args=(
                     child_end,
@@ -223,61 +200,101 @@ class ValidationPool:
                 name="plc-validator",
                 daemon=True,
             )
-            await asyncio.to_thread(process.start)
+            await asyncio.to_thread(self._process.start)
+        finally:
             child_end.close()
-            reader, writer = await asyncio.open_connection(sock=parent_end)
-            child = _Child(process, reader, writer)
-            child.pump = asyncio.get_running_loop().create_task(child.run())
-            self._children.append(child)
+        reader, self._writer = await asyncio.open_connection(sock=parent_end)
+        self._transport = self._writer.transport  # the writer is kept: collected, it closes
+        self._alive = True
+        self._pump = asyncio.get_running_loop().create_task(self._read_replies(reader))
 
     @property
     def available(self) -> bool:
-        """True when a child is ready to take a request."""
-        return any(child.ready and child.alive for child in self._children)
+        """True when the child is ready to take a request."""
+        return self._ready and self._alive
 
     async def prepare(self, did: str, body: bytes, now: datetime) -> Any:
         """``Directory.prepare(did, decode_json_body(body), json_text=body)`` with the clock
-        reading ``now``, in the least busy ready child.
+        reading ``now``, in the child.
 
         Returns what ``prepare`` returns (a PendingCommit or a SubmitResult).
 
         Raises:
             PlcError: as ``prepare`` (or the body is not JSON).
-            ValidatorUnavailable: no child ready, it went away meanwhile, or it hit an
-                unexpected error (not a PlcError): validate here, for the answer the
-                serving process would give.
+            ValidatorUnavailable: the child is not ready, went away or got stuck meanwhile,
+                or hit an unexpected error (not a PlcError): validate here, for the answer
+                the serving process would give.
         """
-        ready = [child for child in self._children if child.ready and child.alive]
-        if not ready:
-            raise ValidatorUnavailable("no validation process ready")
-        child = min(ready, key=lambda c: len(c.pending))
-        request_id = child.next_id
-        child.next_id = request_id % 0xFFFFFFFF + 1
+        if not self.available or self._transport is None:
+            raise ValidatorUnavailable("validation process not ready")
+        request_id = self._next_id
+        self._next_id = request_id % 0xFFFFFFFF + 1
         future: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
-        child.pending[request_id] = future
+        self._pending[request_id] = future
         data = pickle.dumps((did, body, now), protocol=pickle.HIGHEST_PROTOCOL)
-        child.writer.transport.write(_HEADER.pack(request_id, len(data)) + data)
-        kind, payload = await future
+        self._transport.write(_HEADER.pack(request_id, len(data)) + data)
+        try:
+            kind, payload = await asyncio.wait_for(future, REPLY_TIMEOUT_S)
+        except TimeoutError:
+            self._pending.pop(request_id, None)
+            log.error("validation process silent for %.0f s: killed", REPLY_TIMEOUT_S)
+            self._stop_child()
+            raise ValidatorUnavailable("validation process stuck") from None
         if kind == _PENDING:
+            self.validated += 1
             return _unflatten(payload)
         if kind == _STORED:
             from plc.service import SubmitResult
 
+            self.validated += 1
             return SubmitResult(*payload)
         if kind == _PLC_ERROR:
+            self.validated += 1
             raise _rebuild_error(*payload)
         log.warning("validation process failed (%s); validating in-process", payload)
         raise ValidatorUnavailable(str(payload))
 
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        """Resolve requests with the child's replies until its end closes or a reply cannot
+        be read; then every request still waiting fails with ValidatorUnavailable."""
+        try:
+            while True:
+                header = await reader.readexactly(_HEADER.size)
+                request_id, length = _HEADER.unpack(header)
+                if request_id == _READY:
+                    self._ready = True
+                    continue
+                reply = pickle.loads(await reader.readexactly(length))
+                future = self._pending.pop(request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the child's use
+            if self._alive:
+                log.error("validation process gone: %s", type(exc).__name__)
+        finally:
+            self._alive = False
+            pending, self._pending = self._pending, {}
+            for future in pending.values():
+                if not future.done():
+                    future.set_exception(ValidatorUnavailable("validation process gone"))
+
+    def _stop_child(self) -> None:
+        """Stop using the child: close our end at once (it exits on EOF) and kill it."""
+        self._alive = False
+        if self._transport is not None:
+            self._transport.abort()
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+
     async def close(self) -> None:
-        """Stop the children (they exit when their socket closes) and wait for them."""
-        children, self._children = self._children, []
-        for child in children:
-            child.alive = False
-            child.writer.close()
-        for child in children:
-            if child.pump is not None:
-                await child.pump
-            await asyncio.to_thread(child.process.join, 5)
-            if child.process.is_alive():
-                child.process.kill()
+        """Stop the child and wait for it (it gets a second to exit by itself)."""
+        self._alive = False
+        if self._transport is not None:
+            self._transport.abort()  # no waiting for buffered requests to drain
+        if self._process is not None:
+            await asyncio.to_thread(self._process.join, 1)
+            if self._process.is_alive():
+                self._process.kill()
+                await asyncio.to_thread(self._process.join, 5)
+        if self._pump is not None:
+            await self._pump

@@ -1,0 +1,161 @@
+"""Validation in a child process (``plc.validation_process``): a live server on SQLite whose
+POST bodies are validated by a real child process answers as one that validates in-process,
+keeps one chain under racing writers, and carries on in-process when the child dies or hangs."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from plc.api.app import create_app
+from plc.errors import LateRecovery, RateLimited
+from plc.validation_process import ValidationProcess, _flatten, _rebuild_error, _unflatten
+
+from ..conftest import Clock, LiveServer, make_settings
+from ..helpers import new_did, update
+from .test_concurrency import check_one_winner, check_recovery_race, check_seq_contiguous
+
+
+def _validator(server: LiveServer) -> ValidationProcess:
+    validator = server.server.config.app.state.directory.validator
+    assert isinstance(validator, ValidationProcess)
+    return validator
+
+
+@pytest.fixture
+def pooled_server(sqlite_url: str, clock: Clock) -> Iterator[LiveServer]:
+    """A live server with a validation process, once that process is ready."""
+    app = create_app(make_settings(sqlite_url, validation_process=True), clock=clock)
+    with LiveServer(app) as server:
+        validator = _validator(server)
+        deadline = time.monotonic() + 60
+        while not validator.available:
+            assert time.monotonic() < deadline, "validation process never became ready"
+            time.sleep(0.05)
+        yield server
+
+
+def test_racing_updates_one_winner(pooled_server: LiveServer) -> None:
+    check_one_winner(pooled_server.url)
+    assert _validator(pooled_server).validated == 21
+
+
+def test_many_dids_seq_contiguous(pooled_server: LiveServer) -> None:
+    check_seq_contiguous(pooled_server.url)
+    assert _validator(pooled_server).validated == 40
+
+
+def test_recovery_race_one_chain(pooled_server: LiveServer) -> None:
+    check_recovery_race(pooled_server.url)
+    assert _validator(pooled_server).validated == 21
+
+
+def test_recovery_nullifies_through_the_child(pooled_server: LiveServer, clock: Clock) -> None:
+    """Genesis, an update by key 1, a recovery by key 0 from the genesis: the update is
+    nullified, as the child's PendingCommit said."""
+    did, genesis, keys = new_did("pool-recovery")
+    url = f"{pooled_server.url}/{did}"
+    assert httpx.post(url, json=genesis).status_code == 200
+    clock.advance(timedelta(minutes=1))
+    assert (
+        httpx.post(url, json=update(genesis, keys[1], also_known_as=["at://a.test"])).status_code
+        == 200
+    )
+    clock.advance(timedelta(minutes=1))
+    recovery = update(genesis, keys[0], also_known_as=["at://r.test"])
+    assert httpx.post(url, json=recovery).status_code == 200
+    audit = httpx.get(f"{url}/log/audit").json()
+    assert [entry["nullified"] for entry in audit] == [False, True, False]
+    assert httpx.get(f"{url}/data").json()["alsoKnownAs"] == ["at://r.test"]
+    assert _validator(pooled_server).validated == 3
+
+
+def test_flattened_pending_commit_comes_back_equal(client, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    """What crosses the socket rebuilds the very PendingCommit (nullified CIDs, signer
+    index, timestamps, bodies and the export JSON included)."""
+    directory = client.app.state.directory
+    did, genesis, keys = new_did("pool-flatten")
+    assert client.post(f"/{did}", json=genesis).status_code == 200
+    clock.advance(timedelta(minutes=1))
+    assert client.post(f"/{did}", json=update(genesis, keys[1])).status_code == 200
+    clock.advance(timedelta(minutes=1))
+    pending = directory.prepare(did, update(genesis, keys[0], also_known_as=["at://f.test"]))
+    assert pending.prepared.nullified and pending.prepared.key_index == 0
+    rebuilt = _unflatten(pickle.loads(pickle.dumps(_flatten(pending))))
+    assert rebuilt == pending
+    assert (
+        rebuilt.prepared.operation.canonical_json() == pending.prepared.operation.canonical_json()
+    )
+    assert rebuilt.prepared.operation.unsigned_cbor() == pending.prepared.operation.unsigned_cbor()
+
+
+def test_rate_limit_429_with_retry_after(pooled_server: LiveServer, clock: Clock) -> None:
+    """The child raises RateLimited (an error with an extra argument); the parent answers 429
+    with its Retry-After, and the clock is the serving process's (tests inject theirs)."""
+    did, op, keys = new_did("pool-rate")
+    url = f"{pooled_server.url}/{did}"
+    assert httpx.post(url, json=op).status_code == 200
+    for i in range(9):
+        clock.advance(timedelta(minutes=1))
+        op = update(op, keys[1], also_known_as=[f"at://r{i}.test"])
+        assert httpx.post(url, json=op).status_code == 200, i
+    clock.advance(timedelta(minutes=1))
+    limited = httpx.post(url, json=update(op, keys[1], also_known_as=["at://over.test"]))
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) == 50 * 60 + 1
+    audit = httpx.get(f"{url}/log/audit").json()
+    assert len(audit) == 10
+    assert audit[-1]["createdAt"] == "2026-01-01T00:09:00.000Z"
+
+
+def test_child_gone_validation_carries_on_here(pooled_server: LiveServer) -> None:
+    validator = _validator(pooled_server)
+    did, op, keys = new_did("pool-gone")
+    assert httpx.post(f"{pooled_server.url}/{did}", json=op).status_code == 200
+    validator._process.kill()
+    validator._process.join(10)
+    deadline = time.monotonic() + 10
+    while validator.available:
+        assert time.monotonic() < deadline, "the server did not notice its child died"
+        time.sleep(0.02)
+    second = update(op, keys[1], also_known_as=["at://after.test"])
+    assert httpx.post(f"{pooled_server.url}/{did}", json=second).status_code == 200
+    assert httpx.post(f"{pooled_server.url}/{did}", json={"x": 1}).status_code == 400
+    assert len(httpx.get(f"{pooled_server.url}/{did}/log/audit").json()) == 2
+    assert validator.validated == 1
+
+
+def test_stuck_child_is_killed_and_bypassed(
+    pooled_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that stops answering (SIGSTOP) costs one request the reply timeout, then is
+    killed; that request and the later ones are validated in-process."""
+    monkeypatch.setattr("plc.validation_process.REPLY_TIMEOUT_S", 0.5)
+    validator = _validator(pooled_server)
+    os.kill(validator._process.pid, signal.SIGSTOP)
+    did, op, keys = new_did("pool-stuck")
+    started = time.monotonic()
+    assert httpx.post(f"{pooled_server.url}/{did}", json=op, timeout=30).status_code == 200
+    assert time.monotonic() - started >= 0.5
+    assert not validator.available
+    validator._process.join(10)
+    assert not validator._process.is_alive()
+    second = update(op, keys[1], also_known_as=["at://unstuck.test"])
+    assert httpx.post(f"{pooled_server.url}/{did}", json=second).status_code == 200
+    assert len(httpx.get(f"{pooled_server.url}/{did}/log/audit").json()) == 2
+    assert validator.validated == 0
+
+
+def test_errors_cross_the_process_boundary_whole() -> None:
+    rebuilt = _rebuild_error(RateLimited, "slow down", {"message": "slow down", "retry_after_s": 7})
+    assert isinstance(rebuilt, RateLimited)
+    assert (rebuilt.message, rebuilt.retry_after_s, str(rebuilt)) == ("slow down", 7, "slow down")
+    late = _rebuild_error(LateRecovery, "too late", {"message": "too late", "lapsed_ms": 5})
+    assert isinstance(late, LateRecovery) and late.lapsed_ms == 5
