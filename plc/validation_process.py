@@ -13,7 +13,7 @@ in one process can.
 
 Off by default (``PLC_VALIDATION_PROCESS``): the hop to the child adds latency, which pays
 off only when many clients write at once (2 cores, reference loadgen: 32 writers 1.5x the
-updates/s of in-process validation; 8 writers about a tenth fewer).
+updates/s of in-process validation; 8 writers 10-20 % fewer).
 
 A child that is not ready yet, gone, or silent for :data:`REPLY_TIMEOUT_S` is not used
 (a silent one is killed): :meth:`ValidationProcess.prepare` raises
