@@ -69,7 +69,7 @@ def child_main(
     log_level: str = "info",
 ) -> None:
     """A child's loop: validate requests from ``sock`` until it closes (the parent is gone)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the child stops
     from plc.logging_setup import configure_logging
     from plc.service import Directory, decode_json_body
     from plc.store.engine import make_engine

@@ -143,14 +143,14 @@ def test_validation_process_answers_as_the_server_does(
     with (
         TestClient(
             create_app(make_settings(sqlite_url, validation_process=True), clock=clock)
-        ) as pooled,
+        ) as in_child,
         TestClient(create_app(make_settings(other_url), clock=clock)) as inline,
     ):
-        wait_for_validation_process(pooled)
+        wait_for_validation_process(in_child)
         assert inline.app.state.directory.validator is None  # type: ignore[attr-defined]
-        assert _transcript(pooled) == _transcript(inline)
+        assert _transcript(in_child) == _transcript(inline)
         posts = [r for r in _requests() if r[0] == "POST" and r[1].count("/") == 1]
-        validated = pooled.app.state.directory.validator.validated  # type: ignore[attr-defined]
+        validated = in_child.app.state.directory.validator.validated  # type: ignore[attr-defined]
         assert validated >= len(posts) - 3  # all but the bodies refused before validation
 
 

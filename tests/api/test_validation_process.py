@@ -30,7 +30,7 @@ def _validator(server: LiveServer) -> ValidationProcess:
 
 
 @pytest.fixture
-def pooled_server(sqlite_url: str, clock: Clock) -> Iterator[LiveServer]:
+def validated_server(sqlite_url: str, clock: Clock) -> Iterator[LiveServer]:
     """A live server with a validation process, once that process is ready."""
     app = create_app(make_settings(sqlite_url, validation_process=True), clock=clock)
     with LiveServer(app) as server:
@@ -42,26 +42,26 @@ def pooled_server(sqlite_url: str, clock: Clock) -> Iterator[LiveServer]:
         yield server
 
 
-def test_racing_updates_one_winner(pooled_server: LiveServer) -> None:
-    check_one_winner(pooled_server.url)
-    assert _validator(pooled_server).validated == 21
+def test_racing_updates_one_winner(validated_server: LiveServer) -> None:
+    check_one_winner(validated_server.url)
+    assert _validator(validated_server).validated == 21
 
 
-def test_many_dids_seq_contiguous(pooled_server: LiveServer) -> None:
-    check_seq_contiguous(pooled_server.url)
-    assert _validator(pooled_server).validated == 40
+def test_many_dids_seq_contiguous(validated_server: LiveServer) -> None:
+    check_seq_contiguous(validated_server.url)
+    assert _validator(validated_server).validated == 40
 
 
-def test_recovery_race_one_chain(pooled_server: LiveServer) -> None:
-    check_recovery_race(pooled_server.url)
-    assert _validator(pooled_server).validated == 21
+def test_recovery_race_one_chain(validated_server: LiveServer) -> None:
+    check_recovery_race(validated_server.url)
+    assert _validator(validated_server).validated == 21
 
 
-def test_recovery_nullifies_through_the_child(pooled_server: LiveServer, clock: Clock) -> None:
+def test_recovery_nullifies_through_the_child(validated_server: LiveServer, clock: Clock) -> None:
     """Genesis, an update by key 1, a recovery by key 0 from the genesis: the update is
     nullified, as the child's PendingCommit said."""
-    did, genesis, keys = new_did("pool-recovery")
-    url = f"{pooled_server.url}/{did}"
+    did, genesis, keys = new_did("child-recovery")
+    url = f"{validated_server.url}/{did}"
     assert httpx.post(url, json=genesis).status_code == 200
     clock.advance(timedelta(minutes=1))
     assert (
@@ -74,14 +74,14 @@ def test_recovery_nullifies_through_the_child(pooled_server: LiveServer, clock: 
     audit = httpx.get(f"{url}/log/audit").json()
     assert [entry["nullified"] for entry in audit] == [False, True, False]
     assert httpx.get(f"{url}/data").json()["alsoKnownAs"] == ["at://r.test"]
-    assert _validator(pooled_server).validated == 3
+    assert _validator(validated_server).validated == 3
 
 
 def test_flattened_pending_commit_comes_back_equal(client, clock: Clock) -> None:  # type: ignore[no-untyped-def]
     """What crosses the socket rebuilds the very PendingCommit (nullified CIDs, signer
     index, timestamps, bodies and the export JSON included)."""
     directory = client.app.state.directory
-    did, genesis, keys = new_did("pool-flatten")
+    did, genesis, keys = new_did("child-flatten")
     assert client.post(f"/{did}", json=genesis).status_code == 200
     clock.advance(timedelta(minutes=1))
     assert client.post(f"/{did}", json=update(genesis, keys[1])).status_code == 200
@@ -96,11 +96,11 @@ def test_flattened_pending_commit_comes_back_equal(client, clock: Clock) -> None
     assert rebuilt.prepared.operation.unsigned_cbor() == pending.prepared.operation.unsigned_cbor()
 
 
-def test_rate_limit_429_with_retry_after(pooled_server: LiveServer, clock: Clock) -> None:
+def test_rate_limit_429_with_retry_after(validated_server: LiveServer, clock: Clock) -> None:
     """The child raises RateLimited (an error with an extra argument); the parent answers 429
     with its Retry-After, and the clock is the serving process's (tests inject theirs)."""
-    did, op, keys = new_did("pool-rate")
-    url = f"{pooled_server.url}/{did}"
+    did, op, keys = new_did("child-rate")
+    url = f"{validated_server.url}/{did}"
     assert httpx.post(url, json=op).status_code == 200
     for i in range(9):
         clock.advance(timedelta(minutes=1))
@@ -115,10 +115,10 @@ def test_rate_limit_429_with_retry_after(pooled_server: LiveServer, clock: Clock
     assert audit[-1]["createdAt"] == "2026-01-01T00:09:00.000Z"
 
 
-def test_child_gone_validation_carries_on_here(pooled_server: LiveServer) -> None:
-    validator = _validator(pooled_server)
-    did, op, keys = new_did("pool-gone")
-    assert httpx.post(f"{pooled_server.url}/{did}", json=op).status_code == 200
+def test_child_gone_validation_carries_on_here(validated_server: LiveServer) -> None:
+    validator = _validator(validated_server)
+    did, op, keys = new_did("child-gone")
+    assert httpx.post(f"{validated_server.url}/{did}", json=op).status_code == 200
     validator._process.kill()
     validator._process.join(10)
     deadline = time.monotonic() + 10
@@ -126,30 +126,30 @@ def test_child_gone_validation_carries_on_here(pooled_server: LiveServer) -> Non
         assert time.monotonic() < deadline, "the server did not notice its child died"
         time.sleep(0.02)
     second = update(op, keys[1], also_known_as=["at://after.test"])
-    assert httpx.post(f"{pooled_server.url}/{did}", json=second).status_code == 200
-    assert httpx.post(f"{pooled_server.url}/{did}", json={"x": 1}).status_code == 400
-    assert len(httpx.get(f"{pooled_server.url}/{did}/log/audit").json()) == 2
+    assert httpx.post(f"{validated_server.url}/{did}", json=second).status_code == 200
+    assert httpx.post(f"{validated_server.url}/{did}", json={"x": 1}).status_code == 400
+    assert len(httpx.get(f"{validated_server.url}/{did}/log/audit").json()) == 2
     assert validator.validated == 1
 
 
 def test_stuck_child_is_killed_and_bypassed(
-    pooled_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+    validated_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A child that stops answering (SIGSTOP) costs one request the reply timeout, then is
     killed; that request and the later ones are validated in-process."""
     monkeypatch.setattr("plc.validation_process.REPLY_TIMEOUT_S", 0.5)
-    validator = _validator(pooled_server)
+    validator = _validator(validated_server)
     os.kill(validator._process.pid, signal.SIGSTOP)
-    did, op, keys = new_did("pool-stuck")
+    did, op, keys = new_did("child-stuck")
     started = time.monotonic()
-    assert httpx.post(f"{pooled_server.url}/{did}", json=op, timeout=30).status_code == 200
+    assert httpx.post(f"{validated_server.url}/{did}", json=op, timeout=30).status_code == 200
     assert time.monotonic() - started >= 0.5
     assert not validator.available
     validator._process.join(10)
     assert not validator._process.is_alive()
     second = update(op, keys[1], also_known_as=["at://unstuck.test"])
-    assert httpx.post(f"{pooled_server.url}/{did}", json=second).status_code == 200
-    assert len(httpx.get(f"{pooled_server.url}/{did}/log/audit").json()) == 2
+    assert httpx.post(f"{validated_server.url}/{did}", json=second).status_code == 200
+    assert len(httpx.get(f"{validated_server.url}/{did}/log/audit").json()) == 2
     assert validator.validated == 0
 
 
