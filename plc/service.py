@@ -212,7 +212,15 @@ class Directory:
                 pass
             else:
                 return await self._append(prepared)
-        return await self.submit(did, decode_json_body(body), body)
+        return await self._append(await self.run(self.prepare_body, did, body))
+
+    def prepare_body(self, did: str, body: bytes) -> PendingCommit | SubmitResult:
+        """:meth:`prepare` for a request body (JSON bytes); what the validation process runs.
+
+        Raises:
+            PlcError: as :meth:`prepare`; InvalidInput (400) when ``body`` is not JSON.
+        """
+        return self.prepare(did, decode_json_body(body), json_text=body)
 
     async def _append(self, prepared: PendingCommit | SubmitResult) -> SubmitResult:
         """Commit a prepared op (group commit) and answer once it is durable."""

@@ -71,7 +71,7 @@ def child_main(
     """A child's loop: validate requests from ``sock`` until it closes (the parent is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the child stops
     from plc.logging_setup import configure_logging
-    from plc.service import Directory, decode_json_body
+    from plc.service import Directory
     from plc.store.engine import make_engine
 
     configure_logging(log_level)
@@ -91,7 +91,7 @@ def child_main(
         did, body, clock.now = pickle.loads(stream.read(length))
         reply: tuple[int, Any]
         try:
-            prepared = directory.prepare(did, decode_json_body(body), json_text=body)
+            prepared = directory.prepare_body(did, body)
             if isinstance(prepared, PendingCommit):
                 reply = (_PENDING, _flatten(prepared))
             else:
@@ -214,8 +214,7 @@ class ValidationProcess:
         return self._ready and self._alive
 
     async def prepare(self, did: str, body: bytes, now: datetime) -> Any:
-        """``Directory.prepare(did, decode_json_body(body), json_text=body)`` with the clock
-        reading ``now``, in the child.
+        """``Directory.prepare_body(did, body)`` with the clock reading ``now``, in the child.
 
         Returns what ``prepare`` returns (a PendingCommit or a SubmitResult).
 

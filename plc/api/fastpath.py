@@ -210,11 +210,6 @@ class PlcApp(FastAPI):
             self._taken = frozenset(segments)
         return self._taken
 
-    def _serves(self) -> set[tuple[str, str]]:
-        """The (method, suffix) pairs the fast path answers (:data:`DID_ROUTES` keys)."""
-        self._taken_segments()
-        return set(self._handlers)
-
     def _reader(self, read: Callable[[Directory, str], bytes], media_type: str) -> Handler:
         """A handler answering 200 with ``read(directory, did)`` as the body."""
         content_type = media_type.encode()
@@ -222,8 +217,8 @@ class PlcApp(FastAPI):
         async def handle(scope: Scope, receive: Receive, send: Send, did: str) -> None:
             directory: Directory = self.state.directory
             body = await directory.run(read, directory, did)
-            headers = [(b"content-length", b"%d" % len(body)), (b"content-type", content_type)]
-            await _send(send, 200, [*headers, _ACAO], body)
+            length = (b"content-length", b"%d" % len(body))
+            await _send(send, 200, [length, (b"content-type", content_type), _ACAO], body)
 
         return handle
 

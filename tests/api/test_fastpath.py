@@ -162,9 +162,16 @@ def test_fast_path_takes_the_did_routes_only(client: TestClient) -> None:
     assert set(app._handlers) == set(DID_ROUTES)
 
 
-def _bare_app(*paths: str) -> PlcApp:
+class _BareApp(PlcApp):
+    def _serves(self) -> set[tuple[str, str]]:
+        """The (method, suffix) pairs the fast path answers."""
+        self._taken_segments()
+        return set(self._handlers)
+
+
+def _bare_app(*paths: str) -> _BareApp:
     """A PlcApp with GET routes at ``paths`` only."""
-    app = PlcApp()
+    app = _BareApp()
     for path in paths:
         app.add_api_route(path, lambda: None, methods=["GET"])
     return app
