@@ -68,7 +68,7 @@ async def run(cfg: Config) -> dict[str, Any]:
             t0 = time.perf_counter()
             run_tag = f"{int(time.time()):x}{random.randrange(1 << 20):05x}"
             with console.status(f"signing {cfg.creates} genesis and {cfg.updates} update ops"):
-                identities = presign(cfg, run_tag)
+                identities = presign(cfg.creates, cfg.updates, cfg.key_mix, run_tag)
             wall = round(time.perf_counter() - t0, 3)
             results["phases"]["prep"] = {"wall_s": wall, "note": "key generation + signing"}
             say(f"[prep] {len(identities)} DIDs presigned in {wall}s")

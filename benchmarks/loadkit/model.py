@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 
-from loadkit.load_config import Config
 from plc.keys import Curve, PrivateKey
 from plc.signing import create_did, pds_services, update_operation
 
@@ -51,8 +50,9 @@ def curve_for(index: int, key_mix: str) -> Curve:
     return Curve.K256 if key_mix == "secp256k1" else Curve(key_mix)
 
 
-def presign(cfg: Config, run_tag: str) -> list[Identity]:
-    """Build and sign every genesis and update op of the run (untimed).
+def presign(creates: int, updates: int, key_mix: str, run_tag: str) -> list[Identity]:
+    """Build and sign ``creates`` genesis ops and ``updates`` update ops (update ``j`` goes to
+    DID ``j % creates``) with keys of ``key_mix`` (:func:`curve_for`); untimed.
 
     Each DID has rotation keys ``[rot0, rot1]`` (rot1 of the other curve) and an
     ``atproto`` signing key; rot0 signs until a ``rotate`` update puts a fresh key first.
@@ -60,8 +60,8 @@ def presign(cfg: Config, run_tag: str) -> list[Identity]:
     identities: list[Identity] = []
     last_ops: list[dict[str, Any]] = []
     signers: list[PrivateKey] = []
-    for i in range(cfg.creates):
-        curve = curve_for(i, cfg.key_mix)
+    for i in range(creates):
+        curve = curve_for(i, key_mix)
         rot0, rot1 = PrivateKey.generate(curve), PrivateKey.generate(_other(curve))
         signing = PrivateKey.generate(curve)
         handle = f"u{i}-{run_tag}.loadpy.test"
@@ -82,7 +82,7 @@ def presign(cfg: Config, run_tag: str) -> list[Identity]:
         signers.append(rot0)
     if not identities:
         return identities
-    for j in range(cfg.updates):
+    for j in range(updates):
         n = j % len(identities)
         ident, prev, signer = identities[n], last_ops[n], signers[n]
         kind = UPDATE_KINDS[j % len(UPDATE_KINDS)]
