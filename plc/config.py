@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     """Validate submitted ops in a child process (per worker), so one server uses a second
     core (``PLC_VALIDATION_PROCESS``; SQLite file databases only). Worth it when many clients
     write at once: measured on 2 cores with 32 concurrent writers, updates/s rose 1.5x; with 8
-    they fell by 10-20 % (the extra hop adds latency that few clients cannot hide)."""
+    they fell by 10-20 % (the extra hop adds latency that few clients cannot hide). A child
+    that dies or stops answering is replaced (``plc.validation_process.RESTART_DELAY_S``)."""
     log_level: str = "info"
     """Log level of the server (``PLC_LOG_LEVEL``)."""
     db_pool_size: int = 16

@@ -17,7 +17,9 @@ updates/s of in-process validation; 8 writers 10-20 % fewer).
 
 A child that is not ready yet, gone, or silent for :data:`REPLY_TIMEOUT_S` is not used
 (a silent one is killed): :meth:`ValidationProcess.prepare` raises
-:class:`ValidatorUnavailable` and the caller validates in its own process.
+:class:`ValidatorUnavailable` and the caller validates in its own process. A child that went
+away is replaced after :data:`RESTART_DELAY_S`, doubled for each replacement that has not
+answered a request yet, up to :data:`RESTART_DELAY_MAX_S`.
 
 Wire format (a ``socketpair``): frames of ``<II`` (request id, length) + pickle.
 A request is ``(did, body, now)``; a reply is ``(kind, payload)``: ``0`` a PendingCommit as
@@ -31,6 +33,7 @@ name; the serving process then validates the op itself). Request id 0 is the chi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import pickle
@@ -55,6 +58,13 @@ _PENDING, _PLC_ERROR, _FAILURE, _STORED = 0, 1, 2, 3
 
 REPLY_TIMEOUT_S = 10.0
 """A child that has not answered a request after this long is taken for stuck and killed."""
+
+RESTART_DELAY_S = 1.0
+"""Seconds from a child's end to the start of its replacement (doubled while replacements
+fail before answering anything)."""
+
+RESTART_DELAY_MAX_S = 60.0
+"""The longest wait before a replacement child is started."""
 
 
 class ValidatorUnavailable(Exception):
@@ -174,6 +184,8 @@ class ValidationProcess:
         self.log_level = log_level
         self.validated = 0
         """Ops the child validated (results and PlcErrors): what it took off this process."""
+        self.restarts = 0
+        """Children started to replace one that went away."""
         self._process: Any = None
         self._writer: asyncio.StreamWriter | None = None
         self._transport: asyncio.WriteTransport | None = None
@@ -182,10 +194,15 @@ class ValidationProcess:
         self._alive = False
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[tuple[int, Any]]] = {}
+        self._closed = False
+        self._closing = asyncio.Event()
+        self._failed_restarts = 0  # replacements in a row that have not answered yet
+        self._restart: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the child; it is used once it reports ready (about a second later)."""
         context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        self._ready = False
         parent_end, child_end = socket.socketpair()
         try:
             self._process = context.Process(
@@ -201,6 +218,9 @@ class ValidationProcess:
                 daemon=True,
             )
             await asyncio.to_thread(self._process.start)
+        except BaseException:
+            parent_end.close()
+            raise
         finally:
             child_end.close()
         reader, self._writer = await asyncio.open_connection(sock=parent_end)
@@ -239,6 +259,7 @@ class ValidationProcess:
             log.error("validation process silent for %.0f s: killed", REPLY_TIMEOUT_S)
             self._stop_child()
             raise ValidatorUnavailable("validation process stuck") from None
+        self._failed_restarts = 0
         if kind == _PENDING:
             self.validated += 1
             return _unflatten(payload)
@@ -255,7 +276,9 @@ class ValidationProcess:
 
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         """Resolve requests with the child's replies until its end closes or a reply cannot
-        be read; then every request still waiting fails with ValidatorUnavailable."""
+        be read; then every request still waiting fails with ValidatorUnavailable, and
+        (unless closed or cancelled) a replacement child is scheduled."""
+        cancelled = False
         try:
             while True:
                 header = await reader.readexactly(_HEADER.size)
@@ -267,6 +290,9 @@ class ValidationProcess:
                 future = self._pending.pop(request_id, None)
                 if future is not None and not future.done():
                     future.set_result(reply)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure ends the child's use
             if self._alive:
                 log.error("validation process gone: %s", type(exc).__name__)
@@ -276,6 +302,33 @@ class ValidationProcess:
             for future in pending.values():
                 if not future.done():
                     future.set_exception(ValidatorUnavailable("validation process gone"))
+            if not self._closed and not cancelled:
+                self._restart = asyncio.get_running_loop().create_task(self._replace())
+
+    async def _replace(self) -> None:
+        """Start a new child after the backoff delay (the old one is killed and reaped
+        first); a start that fails schedules the next attempt."""
+        delay = min(RESTART_DELAY_S * 2**self._failed_restarts, RESTART_DELAY_MAX_S)
+        self._failed_restarts += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), delay)
+        if self._closed:
+            return
+        old = self._process
+        if old is not None and old.pid is not None:  # pid: it was started
+            if old.is_alive():
+                old.kill()
+            await asyncio.to_thread(old.join, 5)
+        if self._closed:
+            return
+        self.restarts += 1
+        log.warning("starting a new validation process (replacement %d)", self.restarts)
+        try:
+            await self.start()
+        except Exception as exc:  # noqa: BLE001 - retried later; validation goes on here
+            log.error("validation process did not start: %s", type(exc).__name__)
+            if not self._closed:
+                self._restart = asyncio.get_running_loop().create_task(self._replace())
 
     def _stop_child(self) -> None:
         """Stop using the child: close our end at once (it exits on EOF) and kill it."""
@@ -286,11 +339,17 @@ class ValidationProcess:
             self._process.kill()
 
     async def close(self) -> None:
-        """Stop the child and wait for it (it gets a second to exit by itself)."""
+        """Stop the child and wait for it (it gets a second to exit by itself); no
+        replacement is started afterwards."""
+        self._closed = True
+        self._closing.set()
+        restart, self._restart = self._restart, None
+        if restart is not None:
+            await restart  # a waiting one returns at once; a starting one finishes first
         self._alive = False
         if self._transport is not None:
             self._transport.abort()  # no waiting for buffered requests to drain
-        if self._process is not None:
+        if self._process is not None and self._process.pid is not None:
             await asyncio.to_thread(self._process.join, 1)
             if self._process.is_alive():
                 self._process.kill()

@@ -8,7 +8,7 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import httpx
@@ -115,7 +115,17 @@ def test_rate_limit_429_with_retry_after(validated_server: LiveServer, clock: Cl
     assert audit[-1]["createdAt"] == "2026-01-01T00:09:00.000Z"
 
 
-def test_child_gone_validation_carries_on_here(validated_server: LiveServer) -> None:
+def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_child_gone_validation_carries_on_here(
+    validated_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("plc.validation_process.RESTART_DELAY_S", 600.0)  # no replacement yet
     validator = _validator(validated_server)
     did, op, keys = new_did("child-gone")
     assert httpx.post(f"{validated_server.url}/{did}", json=op).status_code == 200
@@ -138,6 +148,7 @@ def test_stuck_child_is_killed_and_bypassed(
     """A child that stops answering (SIGSTOP) costs one request the reply timeout, then is
     killed; that request and the later ones are validated in-process."""
     monkeypatch.setattr("plc.validation_process.REPLY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("plc.validation_process.RESTART_DELAY_S", 600.0)
     validator = _validator(validated_server)
     os.kill(validator._process.pid, signal.SIGSTOP)
     did, op, keys = new_did("child-stuck")
@@ -151,6 +162,86 @@ def test_stuck_child_is_killed_and_bypassed(
     assert httpx.post(f"{validated_server.url}/{did}", json=second).status_code == 200
     assert len(httpx.get(f"{validated_server.url}/{did}/log/audit").json()) == 2
     assert validator.validated == 0
+
+
+def test_gone_child_is_replaced(
+    validated_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed child is replaced after the restart delay; the new one validates again."""
+    monkeypatch.setattr("plc.validation_process.RESTART_DELAY_S", 0.2)
+    validator = _validator(validated_server)
+    first = validator._process
+    first.kill()
+    _wait_until(lambda: validator.restarts == 1, "no replacement was started")
+    _wait_until(lambda: validator.available, "the replacement never became ready")
+    assert validator._process is not first and validator._process.is_alive()
+    assert not first.is_alive()
+    did, op, keys = new_did("child-replaced")
+    assert httpx.post(f"{validated_server.url}/{did}", json=op).status_code == 200
+    assert validator.validated == 1
+
+
+def test_stuck_child_is_replaced(
+    validated_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child killed for being silent is replaced too."""
+    monkeypatch.setattr("plc.validation_process.REPLY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("plc.validation_process.RESTART_DELAY_S", 0.2)
+    validator = _validator(validated_server)
+    stuck = validator._process
+    os.kill(stuck.pid, signal.SIGSTOP)
+    did, op, keys = new_did("child-stuck-replaced")
+    assert httpx.post(f"{validated_server.url}/{did}", json=op, timeout=30).status_code == 200
+    assert validator.validated == 0
+    _wait_until(lambda: validator.available, "the replacement never became ready")
+    assert validator.restarts == 1 and validator._process is not stuck
+    assert not stuck.is_alive()
+    second = update(op, keys[1], also_known_as=["at://replaced.test"])
+    assert httpx.post(f"{validated_server.url}/{did}", json=second).status_code == 200
+    assert validator.validated == 1
+
+
+def test_replacements_that_die_back_off_then_recover(
+    validated_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replacements that exit before answering (here: a log level the child refuses) come
+    at growing intervals while ops are validated in-process; once one answers, the backoff
+    is reset."""
+    monkeypatch.setattr("plc.validation_process.RESTART_DELAY_S", 0.1)
+    validator = _validator(validated_server)
+    validator.log_level = "no-such-level"
+    validator._process.kill()
+    _wait_until(lambda: validator.restarts >= 3, "replacements stopped coming")
+    assert validator._failed_restarts >= 3
+    assert not validator.available
+    did, op, keys = new_did("child-backoff")
+    assert httpx.post(f"{validated_server.url}/{did}", json=op).status_code == 200
+    assert validator.validated == 0
+    validator.log_level = "warning"
+    _wait_until(lambda: validator.available, "no replacement recovered")
+    second = update(op, keys[1], also_known_as=["at://recovered.test"])
+    assert httpx.post(f"{validated_server.url}/{did}", json=second).status_code == 200
+    assert validator.validated == 1
+    assert validator._failed_restarts == 0
+
+
+def test_shutdown_while_a_replacement_waits(
+    sqlite_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the server while a replacement is pending starts none and does not wait out
+    the restart delay."""
+    monkeypatch.setattr("plc.validation_process.RESTART_DELAY_S", 600.0)
+    app = create_app(make_settings(sqlite_url, validation_process=True), clock=clock)
+    server = LiveServer(app)
+    with server:
+        validator = _validator(server)
+        _wait_until(lambda: validator.available, "validation process never became ready")
+        validator._process.kill()
+        _wait_until(lambda: validator._restart is not None, "no replacement was scheduled")
+        started = time.monotonic()
+    assert not server.thread.is_alive(), "the server did not stop"
+    assert time.monotonic() - started < 15
+    assert validator.restarts == 0
 
 
 def test_errors_cross_the_process_boundary_whole() -> None:
