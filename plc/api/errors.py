@@ -89,7 +89,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(_request: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
-        return message_response(500, "Internal Server Error")
+        # Starlette answers this from its outermost middleware, outside CorsMiddleware.
+        return message_response(500, "Internal Server Error", CORS_HEADERS)
 
     app.add_exception_handler(PlcError, on_plc_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

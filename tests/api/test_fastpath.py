@@ -267,3 +267,30 @@ def test_path_without_leading_slash_is_not_a_did(client: TestClient) -> None:
     assert isinstance(app, PlcApp)
     assert _call(app, "X" + DID, [orjson.dumps(GENESIS)])[0] == 404
     assert client.get("/export?after=0").content == b""
+
+
+def test_unexpected_failure_is_a_500_message_on_both_paths(
+    sqlite_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (here: a document read that raises) answers 500 ``{"message"}`` with no detail
+    and the CORS header, whether the fast path or FastAPI's route served it."""
+    from plc.service import Directory
+
+    def broken(_directory: Directory, _did: str) -> bytes:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(Directory, "document", broken)  # before the apps bind their readers
+    answers = []
+    for fast_path in (True, False):
+        app = create_app(make_settings(sqlite_url), clock=clock)
+        assert isinstance(app, PlcApp)
+        if not fast_path:
+            app._handlers = {}
+        with TestClient(app, raise_server_exceptions=False) as client:
+            answers.append(client.get(f"/{DID}"))
+    for response in answers:
+        assert response.status_code == 500
+        assert response.json() == {"message": "Internal Server Error"}
+        assert b"secret" not in response.content
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert response.headers["content-type"] == "application/json; charset=utf-8"
