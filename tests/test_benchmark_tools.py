@@ -10,7 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from .conftest import LiveServer
+from plc.api.app import create_app
+
+from .conftest import Clock, LiveServer, make_settings
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -54,3 +56,42 @@ def test_asgi_load_accepts_every_op() -> None:
     done = _run("asgi_load.py", "--creates", "10", "--updates", "20", "--concurrency", "3")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "update 2" in done.stderr  # two updates per DID: two rounds
+
+
+def test_compare_reference_repeats_and_summarises(
+    sqlite_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    """``compare_reference.py --repeat 2 --order alternate`` with the Python driver, our own
+    server standing in for the reference (node and the reference stay out of the test run):
+    two fresh comparisons, one of each order, and a summary of their ratios."""
+    out = tmp_path / "compare.json"
+    stand_in = create_app(make_settings(sqlite_url), clock=clock)
+    with LiveServer(stand_in) as reference:
+        done = _run(
+            "compare_reference.py",
+            "--reference-url",
+            reference.url,
+            "--driver",
+            "python",
+            "--repeat",
+            "2",
+            "--order",
+            "alternate",
+            "--creates",
+            "10",
+            "--updates",
+            "10",
+            "--resolves",
+            "20",
+            "--out",
+            str(out),
+        )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    record = orjson.loads(out.read_bytes())
+    assert [run["order"] for run in record["runs"]] == ["reference-first", "ours-first"]
+    for run in record["runs"]:
+        assert {row["phase"] for row in run["comparison"]} == {"create", "update", "resolve"}
+        assert all(row["ours_ok"] == row["reference_ok"] for row in run["comparison"])
+    summary = {row["phase"]: row for row in record["summary"]}
+    assert summary["update"]["runs"] == 2 and len(summary["update"]["ratios"]) == 2
+    assert summary["update"]["min"] <= summary["update"]["median"] <= summary["update"]["max"]

@@ -43,6 +43,7 @@ class Options:
     phase_seconds: float
     timeout_s: float
     order: str
+    repeat: int
     plc_command: list[str]
     node: str
     out: Path | None
@@ -89,9 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, s")
     parser.add_argument(
         "--order",
-        choices=("reference-first", "ours-first"),
+        choices=("reference-first", "ours-first", "alternate"),
         default="reference-first",
-        help="which server is measured first",
+        help="which server is measured first (alternate: the reference in odd-numbered runs)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="whole comparisons to run (fresh databases each); >1 adds a summary of the "
+        "ratios (median, range, runs at the target)",
     )
     parser.add_argument(
         "--plc-command",
@@ -117,6 +125,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             fail(parser, f"--{name} out of range")
     if not 1 <= ns.concurrency <= 256 or not 1 <= ns.workers <= 64:
         fail(parser, "--concurrency must be 1..256 and --workers 1..64")
+    if not 1 <= ns.repeat <= 50:
+        fail(parser, "--repeat must be 1..50")
     if ns.phase_seconds <= 0 or ns.phase_seconds > 3600:
         fail(parser, "--phase-seconds must be within (0, 3600]")
     plc_command = ns.plc_command.split()

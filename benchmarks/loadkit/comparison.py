@@ -3,6 +3,7 @@ as rows and as a table."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from rich.table import Table
@@ -96,5 +97,47 @@ def render(rows: list[dict[str, Any]], title: str) -> Table:
             f"{row['reference_ok']} / {row['ours_ok']}",
             str(row["reference_retries"]),
             "; ".join(errors) or "-",
+        )
+    return table
+
+
+def summarize(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per phase over several comparisons (each a list of :func:`compare` rows): every
+    run's ratio in order, their median, range, and how many runs met :data:`TARGET_RATIO`."""
+    summary = []
+    for name, unit in TIMED_PHASES:
+        ratios = [row["ratio"] for rows in runs for row in rows if row["phase"] == name]
+        known = [r for r in ratios if r is not None]
+        if not known:
+            continue
+        summary.append(
+            {
+                "phase": name,
+                "unit": unit,
+                "ratios": ratios,
+                "median": round(statistics.median(known), 2),
+                "min": min(known),
+                "max": max(known),
+                "runs_at_target": sum(r >= TARGET_RATIO for r in known),
+                "runs": len(ratios),
+            }
+        )
+    return summary
+
+
+def render_summary(summary: list[dict[str, Any]], title: str) -> Table:
+    """The table of :func:`summarize`."""
+    table = Table(title=title)
+    for column in ("phase", "ours/ref per run", "median", "min", "max", "runs at target"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for row in summary:
+        mark = "[green]" if row["runs_at_target"] == row["runs"] else "[red]"
+        table.add_row(
+            row["unit"],
+            " ".join("-" if r is None else f"{r:.1f}" for r in row["ratios"]),
+            f"{row['median']:.2f}x",
+            f"{row['min']:.2f}x",
+            f"{row['max']:.2f}x",
+            f"{mark}{row['runs_at_target']}/{row['runs']}",
         )
     return table
