@@ -79,6 +79,29 @@ class CorsMiddleware:
         await self.app(scope, receive, send_with_cors)
 
 
+class HeadMiddleware:
+    """Answers ``HEAD`` as the ``GET`` of the same path, headers only (the status, and the
+    ``Content-Length`` the body would have), as the reference's Express router does for
+    every GET route; FastAPI's routes take GET alone (RFC 9110 §9.3.2)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -165,6 +188,7 @@ def create_app(
     app.include_router(tlog.router)
     app.include_router(identity.router)
     app.include_router(did.router)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(CorsMiddleware)
     return app
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from plc.signing import cid_of, sign_operation, tombstone
 
-from ..conftest import Clock
+from ..conftest import Clock, LiveServer
 from ..helpers import new_did, update
 
 
@@ -135,3 +136,21 @@ def test_export_bad_parameters(client: TestClient, query: str, message: str) -> 
 def test_health(client: TestClient) -> None:
     response = client.get("/_health")
     assert response.status_code == 200 and "version" in response.json()
+
+
+def test_head_answers_as_get_without_the_body(live_server: LiveServer) -> None:
+    """HEAD of every GET route: the GET's status and headers (Content-Length included), no
+    body; over a real server, so the connection stays usable after each answer."""
+    did, op, _keys = new_did("head")
+    with httpx.Client(base_url=live_server.url) as http:
+        assert http.post(f"/{did}", json=op).status_code == 200
+        paths = [f"/{did}", f"/{did}/data", f"/{did}/log", f"/{did}/log/audit"]
+        paths += [f"/{did}/log/last", "/export?after=0", "/_health", "/did:plc:unknown"]
+        for path in paths:
+            got, head = http.get(path), http.head(path)
+            assert head.status_code == got.status_code, path
+            assert head.content == b"", path
+            for name in ("content-type", "content-length", "access-control-allow-origin"):
+                assert head.headers.get(name) == got.headers.get(name), (path, name)
+        assert http.head("/export?count=0").status_code == 400
+        assert http.get(f"/{did}").json()["id"] == did  # the connection still frames well
