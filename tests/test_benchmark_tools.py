@@ -1,6 +1,7 @@
 """The load tools in ``benchmarks/`` still run end to end (small counts): ``load.py`` against
-a live server, ``asgi_load.py`` in-process. Their numbers are not checked here, only that
-every op they send is accepted and read back."""
+a live server, ``asgi_load.py`` in-process, ``compare_reference.py`` with a stand-in reference.
+Their numbers are not checked here, only that every op they send is accepted and read back
+and that their reports have the promised shape."""
 
 from __future__ import annotations
 
