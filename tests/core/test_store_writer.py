@@ -3,6 +3,7 @@ a time, a busy lock or writer declines without writing, failures leave nothing b
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import pytest
 
 from plc.errors import Unavailable
 from plc.policy import PolicySettings
-from plc.service import Directory
+from plc.service import GATHER_TURNS, Directory
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
 from plc.store.sql import CommitStatus, PendingCommit, SqlStore
@@ -126,3 +127,29 @@ def test_sqlite_stores_flags_as_integers_and_bodies_as_blobs(
     assert row.line == outcome.line and type(row.line) is bytes
     state = store.did_state(pending.prepared.did)
     assert state == (False, pending.data, pending.document)
+
+
+def test_group_commit_gathers_ops_still_being_validated(
+    env: tuple[SqlStore, Directory, str], clock: Clock
+) -> None:
+    """Six submissions arriving one event-loop turn apart go out in one commit: the flush
+    waits while each turn brings another op (GATHER_TURNS), then commits them together
+    (with one turn, as before, they went out as [1, 2], [3, 4, 5], [6])."""
+    store = env[0]
+    directory = Directory(store, PolicySettings(), clock, inline_io=True)
+    batches: list[list[int | None]] = []
+    directory.commit_listeners.append(lambda outcomes: batches.append([o.seq for o in outcomes]))
+    assert GATHER_TURNS >= 6
+    dids = [new_did(f"gather-{i}") for i in range(6)]
+
+    async def submit(turns: int, did: str, genesis: dict[str, object]) -> int | None:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return (await directory.submit(did, genesis)).seq
+
+    async def run_all() -> list[int | None]:
+        return list(await asyncio.gather(*(submit(i, d, g) for i, (d, g, _) in enumerate(dids))))
+
+    seqs = asyncio.run(run_all())
+    assert sorted(s for s in seqs if s is not None) == [1, 2, 3, 4, 5, 6]
+    assert batches == [[1, 2, 3, 4, 5, 6]]
