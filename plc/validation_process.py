@@ -16,7 +16,8 @@ off only when many clients write at once (2 cores, reference loadgen: 32 writers
 updates/s of in-process validation; 8 writers 10-20 % fewer).
 
 A child that is not ready yet, gone, or silent for :data:`REPLY_TIMEOUT_S` is not used
-(a silent one is killed): :meth:`ValidationProcess.prepare` raises
+(a silent one is killed, and so is one that cannot read the database):
+:meth:`ValidationProcess.prepare` raises
 :class:`ValidatorUnavailable` and the caller validates in its own process. A child that went
 away is replaced after :data:`RESTART_DELAY_S`, doubled for each replacement that has not
 answered a request yet, up to :data:`RESTART_DELAY_MAX_S`.
@@ -43,7 +44,7 @@ import struct
 from datetime import datetime
 from typing import Any
 
-from plc.errors import PlcError
+from plc.errors import PlcError, Unavailable
 from plc.operation import Operation
 from plc.policy import PolicySettings
 from plc.rules import PreparedOperation
@@ -259,6 +260,11 @@ class ValidationProcess:
             log.error("validation process silent for %.0f s: killed", REPLY_TIMEOUT_S)
             self._stop_child()
             raise ValidatorUnavailable("validation process stuck") from None
+        if kind == _PLC_ERROR and issubclass(payload[0], Unavailable):
+            # The child could not read the database; this process may still be able to.
+            log.error("validation process cannot read the database: replaced")
+            self._stop_child()
+            raise ValidatorUnavailable("validation process cannot read the database")
         self._failed_restarts = 0
         if kind == _PENDING:
             self.validated += 1

@@ -250,3 +250,24 @@ def test_errors_cross_the_process_boundary_whole() -> None:
     assert (rebuilt.message, rebuilt.retry_after_s, str(rebuilt)) == ("slow down", 7, "slow down")
     late = _rebuild_error(LateRecovery, "too late", {"message": "too late", "lapsed_ms": 5})
     assert isinstance(late, LateRecovery) and late.lapsed_ms == 5
+
+
+def test_child_that_cannot_read_the_database_is_bypassed_and_replaced(
+    validated_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replacement child pointed at a database it cannot open answers 503 for its first
+    read; the server validates that op itself (200, not 503), stops the child and keeps
+    replacing it at growing intervals."""
+    monkeypatch.setattr("plc.validation_process.RESTART_DELAY_S", 0.1)
+    validator = _validator(validated_server)
+    validator.database_url = "sqlite:////nonexistent-dir/plc.sqlite3"
+    validator._process.kill()
+    _wait_until(lambda: validator.restarts == 1 and validator.available, "no replacement")
+    broken = validator._process
+    did, op, keys = new_did("child-no-database")
+    assert httpx.post(f"{validated_server.url}/{did}", json=op).status_code == 200
+    assert validator.validated == 0
+    _wait_until(lambda: not broken.is_alive(), "the child that failed was not stopped")
+    _wait_until(lambda: validator.restarts >= 2, "no further replacement")
+    assert validator._failed_restarts >= 2  # a 503 is not an answer that resets the backoff
+    assert len(httpx.get(f"{validated_server.url}/{did}/log/audit").json()) == 1
