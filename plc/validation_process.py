@@ -266,19 +266,17 @@ class ValidationProcess:
             self._stop_child()
             raise ValidatorUnavailable("validation process cannot read the database")
         self._failed_restarts = 0
+        if kind == _FAILURE:
+            log.warning("validation process failed (%s); validating in-process", payload)
+            raise ValidatorUnavailable(str(payload))
+        self.validated += 1
         if kind == _PENDING:
-            self.validated += 1
             return _unflatten(payload)
         if kind == _STORED:
             from plc.service import SubmitResult
 
-            self.validated += 1
             return SubmitResult(*payload)
-        if kind == _PLC_ERROR:
-            self.validated += 1
-            raise _rebuild_error(*payload)
-        log.warning("validation process failed (%s); validating in-process", payload)
-        raise ValidatorUnavailable(str(payload))
+        raise _rebuild_error(*payload)
 
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         """Resolve requests with the child's replies until its end closes or a reply cannot

@@ -196,10 +196,10 @@ def create_app(
 def _validation_process(settings: Settings, db: Engine) -> ValidationProcess | None:
     """The validation process ``settings.validation_process`` asks for, or None (also for a
     database another process cannot open: PostgreSQL or in-memory SQLite)."""
+    if not settings.validation_process:
+        return None
     database = db.url.database or ""
     if not is_sqlite(db) or database in ("", ":memory:") or "mode=memory" in str(db.url):
-        return None
-    if not settings.validation_process:
         return None
     url = db.url.render_as_string(hide_password=False)
     return ValidationProcess(

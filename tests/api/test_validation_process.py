@@ -29,16 +29,20 @@ def _validator(server: LiveServer) -> ValidationProcess:
     return validator
 
 
+def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def validated_server(sqlite_url: str, clock: Clock) -> Iterator[LiveServer]:
     """A live server with a validation process, once that process is ready."""
     app = create_app(make_settings(sqlite_url, validation_process=True), clock=clock)
     with LiveServer(app) as server:
         validator = _validator(server)
-        deadline = time.monotonic() + 60
-        while not validator.available:
-            assert time.monotonic() < deadline, "validation process never became ready"
-            time.sleep(0.05)
+        _wait_until(lambda: validator.available, "validation process never became ready")
         yield server
 
 
@@ -113,13 +117,6 @@ def test_rate_limit_429_with_retry_after(validated_server: LiveServer, clock: Cl
     audit = httpx.get(f"{url}/log/audit").json()
     assert len(audit) == 10
     assert audit[-1]["createdAt"] == "2026-01-01T00:09:00.000Z"
-
-
-def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def test_child_gone_validation_carries_on_here(
