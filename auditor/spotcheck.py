@@ -27,6 +27,7 @@ from auditor.errors import AuditFailed
 from auditor.findings import Finding
 from auditor.lines import ExportEntry, MalformedLine, parse_entry
 from auditor.sources import LineFetcher
+from plc.codec import canonical_cid
 from plc.document import format_data, format_did_document
 from plc.operation import normalize
 
@@ -139,7 +140,8 @@ class SpotChecker:
                     and isinstance(op.get("prev"), str)
                     and not e.get("nullified")
                 ):
-                    children[op["prev"]] = children.get(op["prev"], 0) + 1
+                    prev = canonical_cid(op["prev"])  # the same op may be named in any base
+                    children[prev] = children.get(prev, 0) + 1
             forked = sorted(prev for prev, n in children.items() if n > 1)
             if forked:
                 findings.append(

@@ -33,11 +33,12 @@ def encode_dag_cbor(value: Any) -> bytes:
     """DAG-CBOR encode a JSON-like value (dicts, lists, str, None) canonically.
 
     Raises:
-        MalformedEncoding: the value holds something DAG-CBOR cannot encode.
+        MalformedEncoding: the value holds something DAG-CBOR cannot encode, or is nested
+            deeper than the encoder recurses.
     """
     try:
         return libipld.encode_dag_cbor(value)
-    except (ValueError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise MalformedEncoding(f"Value cannot be encoded as DAG-CBOR: {echo(str(exc))}") from exc
 
 
@@ -62,6 +63,26 @@ def b32_lower(data: bytes) -> str:
 def cid_for_cbor(cbor: bytes) -> str:
     """CIDv1 string (``bafyrei…``, 59 chars) of DAG-CBOR bytes: dag-cbor, sha2-256, base32."""
     return "b" + b32_lower(CID_PREFIX + hashlib.sha256(cbor).digest())
+
+
+def canonical_cid(text: str) -> str:
+    """The base32 form (``b…``) of a CIDv1 written in base58btc (``z…``) or base36 (``k…``);
+    any other text unchanged.
+
+    CIDs are compared by value, not by text (plc-spec-notes.md §1.6: the reference compares
+    ``CID.parse(prev).equals(cid)``, and multiformats' ``CID.parse`` reads base32, base58btc and
+    base36 without being given a decoder). Stored op CIDs are always base32, so a ``prev`` in
+    another of those bases names the same op once rewritten. Text that is not such a CIDv1
+    (other bases, CIDv0, garbage) is returned as it is and matches no stored op.
+    """
+    if text[:1] not in ("z", "k"):
+        return text
+    try:
+        if libipld.decode_cid(text)["version"] != 1:
+            return text
+        return str(libipld.encode_cid(text))
+    except ValueError:
+        return text
 
 
 def parse_cid(text: str) -> bytes:

@@ -22,7 +22,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 
-from plc.codec import cid_for_cbor, decode_dag_cbor, encode_dag_cbor, has_bad_unicode
+from plc.codec import (
+    canonical_cid,
+    cid_for_cbor,
+    decode_dag_cbor,
+    encode_dag_cbor,
+    has_bad_unicode,
+)
 from plc.errors import MalformedOperation, echo
 
 PLC_OPERATION = "plc_operation"
@@ -122,9 +128,16 @@ class Operation:
 
     @property
     def prev(self) -> str | None:
-        """CID string of the previous op, None for a genesis."""
+        """CID string of the previous op in base32 (``b…``), None for a genesis.
+
+        ``data["prev"]`` keeps what was signed; a ``prev`` the signer wrote in base58btc or
+        base36 is given here in base32, the form stored CIDs have, so that comparing strings
+        compares CIDs (:func:`plc.codec.canonical_cid`)."""
         prev = self.data["prev"]
-        return None if prev is None else str(prev)
+        if prev is None:
+            return None
+        text = str(prev)
+        return text if text[:1] == "b" else canonical_cid(text)
 
     @property
     def sig(self) -> str:

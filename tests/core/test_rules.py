@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import cbor2
+import libipld
 import pytest
 
 from plc.audit_log import ReplayFailure, parse_audit_log, replay_audit_log
@@ -102,6 +103,35 @@ def test_append_rules() -> None:
     intruder = update(genesis, new_did("c")[2][0])
     with pytest.raises(InvalidSignature):
         validate_next_op(history, did, parse_operation(intruder), T0 + timedelta(hours=1))
+
+
+def _with_prev(op: dict, prev: str, signer) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    unsigned = {k: v for k, v in op.items() if k != "sig"}
+    return sign_operation({**unsigned, "prev": prev}, signer)
+
+
+def test_prev_is_compared_as_a_cid_not_as_text() -> None:
+    # The reference compares CID.parse(prev).equals(cid): a prev written in base58btc or
+    # base36 names the same op; other bases, CIDv0 and garbage name none.
+    did, genesis, keys = new_did("cid-forms")
+    history = _history(did, [genesis], T0)
+    raw = libipld.decode_multibase(history[0].cid)[1]
+    later = T0 + timedelta(hours=1)
+    for base in ("z", "k"):
+        text = libipld.encode_multibase(base, raw)
+        op = _with_prev(update(genesis, keys[0]), text, keys[0])
+        prepared = validate_next_op(history, did, parse_operation(op), later)
+        assert prepared.prev == history[0].cid  # the stored (base32) form
+        assert parse_operation(op).data["prev"] == text  # what was signed is kept
+    for text in (
+        libipld.encode_multibase("f", raw),  # base16: not read by CID.parse without a decoder
+        history[0].cid.upper(),
+        "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",  # CIDv0
+        "z" + "1" * 40,
+    ):
+        op = _with_prev(update(genesis, keys[0]), text, keys[0])
+        with pytest.raises(MisorderedOperation):
+            validate_next_op(history, did, parse_operation(op), later)
 
 
 def test_recovery_rules() -> None:
