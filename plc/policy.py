@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from plc.codec import encode_dag_cbor
 from plc.errors import (
     InvalidInput,
+    MalformedEncoding,
     OperationTooLarge,
     PolicyViolation,
     RateLimited,
@@ -77,12 +80,41 @@ def validate_admission(op: Operation, settings: PolicySettings) -> None:
     _check_verification_methods(data["verificationMethods"], settings)
 
 
+def validate_unparsed_size(value: Any, settings: PolicySettings) -> None:
+    """The size limit for a submitted JSON value that failed the schema: the reference checks
+    the DAG-CBOR size before the schema (plc-spec-notes.md §3.1 step 2a), so an oversized
+    invalid op is refused as too large. A value DAG-CBOR cannot encode is left to the schema
+    error. (A schema-valid op's size is checked by :func:`validate_admission`.)
+
+    Raises:
+        OperationTooLarge: as :func:`validate_admission`.
+    """
+    if not settings.enabled:
+        return
+    try:
+        size = len(encode_dag_cbor(value))
+    except MalformedEncoding:
+        return
+    if size > settings.max_op_bytes:
+        raise OperationTooLarge(
+            f"Operation too large ({settings.max_op_bytes} bytes maximum in cbor encoding)"
+        )
+
+
+def _js_length(text: str) -> int:
+    """``text.length`` in JavaScript: UTF-16 code units, so a character outside the BMP (an
+    emoji) counts twice. The reference's length limits are measured that way."""
+    if text.isascii():
+        return len(text)
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
 def _check_also_known_as(entries: list[str], s: PolicySettings) -> None:
     if len(entries) > s.max_also_known_as:
         raise PolicyViolation(f"To many alsoKnownAs entries (max {s.max_also_known_as})")
     seen: set[str] = set()
     for entry in entries:
-        if len(entry) > s.max_also_known_as_length:
+        if _js_length(entry) > s.max_also_known_as_length:
             raise PolicyViolation(
                 f"alsoKnownAs entry too long (max {s.max_also_known_as_length}): {echo(entry)}"
             )
@@ -111,13 +143,13 @@ def _check_services(services: dict[str, dict[str, str]], s: PolicySettings) -> N
     if len(services) > s.max_services:
         raise PolicyViolation(f"To many service entries (max {s.max_services})")
     for name, service in services.items():
-        if len(name) > s.max_service_id_length:
+        if _js_length(name) > s.max_service_id_length:
             raise PolicyViolation(
                 f"Service id too long (max {s.max_service_id_length}): {echo(name)}"
             )
-        if len(service["type"]) > s.max_service_type_length:
+        if _js_length(service["type"]) > s.max_service_type_length:
             raise PolicyViolation(f"Service type too long (max {s.max_service_type_length})")
-        if len(service["endpoint"]) > s.max_service_endpoint_length:
+        if _js_length(service["endpoint"]) > s.max_service_endpoint_length:
             raise PolicyViolation(
                 f"Service endpoint too long (max {s.max_service_endpoint_length})"
             )
@@ -129,12 +161,12 @@ def _check_verification_methods(methods: dict[str, str], s: PolicySettings) -> N
             f"Too many Verification Method entries (max {s.max_verification_methods})"
         )
     for name, key in methods.items():
-        if len(name) > s.max_verification_method_id_length:
+        if _js_length(name) > s.max_verification_method_id_length:
             raise PolicyViolation(
                 "Verification Method id too long "
                 f"(max {s.max_verification_method_id_length}): {echo(name)}"
             )
-        if len(key) > s.max_verification_method_key_length:
+        if _js_length(key) > s.max_verification_method_key_length:
             raise PolicyViolation(
                 "Verification Method key too long "
                 f"(max {s.max_verification_method_key_length}): {echo(key)}"
@@ -154,8 +186,9 @@ def validate_rate_limit(
         now: the time of the new op.
 
     Raises:
-        RateLimited: with ``retry_after_s``, the seconds until the oldest op in the full
-            window leaves it.
+        RateLimited: with ``retry_after_s``, the seconds until the new op would be admitted:
+            when several windows are full, the longest wait, and the message names that
+            window.
     """
     if not settings.enabled:
         return
@@ -168,10 +201,16 @@ def validate_rate_limit(
         ("day", timedelta(days=1), settings.ops_per_day),
         ("week", timedelta(weeks=1), settings.ops_per_week),
     )
+    # Several windows can be full at once; the answer names the one that frees up last, so
+    # that a client retrying after Retry-After is not refused again by another window.
+    longest: tuple[timedelta, str, int] | None = None
     for label, span, limit in windows:
         recent = [t for t in stamps if t > now - span]
         if len(recent) >= limit:
-            oldest_blocking = recent[len(recent) - limit]
-            wait = oldest_blocking + span - now
-            retry_after = max(1, int(wait.total_seconds()) + 1)
-            raise RateLimited(f"To many operations within last {label} (max {limit})", retry_after)
+            wait = recent[len(recent) - limit] + span - now
+            if longest is None or wait > longest[0]:
+                longest = (wait, label, limit)
+    if longest is not None:
+        wait, label, limit = longest
+        retry_after = max(1, int(wait.total_seconds()) + 1)
+        raise RateLimited(f"To many operations within last {label} (max {limit})", retry_after)

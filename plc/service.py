@@ -25,6 +25,7 @@ from plc.errors import (
     HeadMismatch,
     InvalidInput,
     MalformedDid,
+    MalformedOperation,
     MisorderedOperation,
     PlcError,
     Unavailable,
@@ -32,7 +33,12 @@ from plc.errors import (
 )
 from plc.exportline import operation_json, parse_line
 from plc.operation import parse_operation, trusted_operation
-from plc.policy import PolicySettings, validate_admission, validate_rate_limit
+from plc.policy import (
+    PolicySettings,
+    validate_admission,
+    validate_rate_limit,
+    validate_unparsed_size,
+)
 from plc.rules import LogEntry, validate_next_op
 from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
 from plc.timestamps import ONE_MS, format_timestamp, from_ms, to_ms, truncate_ms
@@ -161,9 +167,12 @@ class Directory:
         """
         if has_bad_unicode(did):
             raise MalformedDid("Improperly formatted did: NUL or lone surrogate in the path")
-        op = parse_operation(body, json_text=json_text)
-        if not imported:
-            validate_admission(op, self.policy)
+        try:
+            op = parse_operation(body, json_text=json_text)
+        except MalformedOperation:
+            if not imported:
+                validate_unparsed_size(body, self.policy)
+            raise
         rows = self.store.audit_rows(did)
         history = [_entry(did, row) for row in rows]
         for entry in history:
@@ -172,7 +181,11 @@ class Directory:
                     raise MisorderedOperation(
                         f"Operations not correctly ordered: {op.cid} was nullified"
                     )
+                # Before admission: an op stored under older limits (or imported) is
+                # still the DID's, and re-submitting it is answered as the first time.
                 return SubmitResult(op.cid, None, duplicate=True)
+        if not imported:
+            validate_admission(op, self.policy)
         active = [e for e in history if not e.nullified]
         head = active[-1] if active else None
         if created_at is None:

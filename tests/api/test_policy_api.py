@@ -13,6 +13,8 @@ from plc.signing import create_did, sign_operation
 from ..conftest import Clock
 from ..helpers import key, new_did, update
 
+_JSON = {"content-type": "application/json"}
+
 
 def test_eleventh_op_within_an_hour_is_429_and_recovery_still_accepted(
     client: TestClient, clock: Clock
@@ -78,3 +80,37 @@ def test_free_form_also_known_as_accepted(client: TestClient) -> None:
     did, genesis, _ = new_did("freeform", handle="not a handle at all")
     assert client.post(f"/{did}", json=genesis).status_code == 200
     assert client.get(f"/{did}/data").json()["alsoKnownAs"] == ["at://not a handle at all"]
+
+
+def test_resubmitting_a_stored_op_is_200_even_under_stricter_limits(app_factory) -> None:  # type: ignore[no-untyped-def]
+    # Stored while the limit allowed it (or imported); the limit is then tightened. The op
+    # is still the DID's, and re-submission stays idempotent rather than a policy refusal.
+    did, genesis = create_did([key(f"wide{i}") for i in range(6)])
+    with TestClient(app_factory(max_rotation_keys=10)) as relaxed:
+        assert relaxed.post(f"/{did}", json=genesis).status_code == 200
+    with TestClient(app_factory()) as strict:
+        again = strict.post(f"/{did}", json=genesis)
+        assert again.status_code == 200, again.text
+        assert len(strict.get(f"/{did}/log/audit").json()) == 1
+        # a new op under the tightened limit is still refused
+        other, fresh = create_did([key(f"wider{i}") for i in range(6)])
+        refused = strict.post(f"/{other}", json=fresh)
+        assert refused.json() == {"message": "Too many rotationKey entries (max 5)"}
+
+
+def test_oversized_invalid_op_is_refused_as_too_large(client: TestClient) -> None:
+    # The reference checks the DAG-CBOR size before the schema (plc-spec-notes §3.1 step 2a):
+    # an oversized op with an unknown field is "too large", a small one "not a valid operation".
+    did, genesis, _ = new_did("oversized")
+    big = {**genesis, "unknownField": "x" * 5000}
+    response = client.post(f"/{did}", json=big)
+    assert response.status_code == 400
+    assert response.json() == {
+        "message": "Operation too large (4000 bytes maximum in cbor encoding)"
+    }
+    small = client.post(f"/{did}", json={**genesis, "unknownField": "x"})
+    assert small.status_code == 400
+    assert small.json()["message"].startswith("Not a valid operation")
+    deep = client.post(f"/{did}", content=b"[" * 1020 + b"]" * 1020, headers=_JSON)
+    assert deep.status_code == 400 and "message" in deep.json()
+    assert client.get(f"/{did}").status_code == 404

@@ -116,6 +116,40 @@ def test_policy_refusals(overrides: dict, message: str) -> None:  # type: ignore
     assert refused.value.message.startswith(message)
 
 
+EMOJI = "\U0001f600"  # outside the BMP: two UTF-16 code units, as JavaScript counts length
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"alsoKnownAs": ["at://" + EMOJI * 127]}, "alsoKnownAs entry too long (max 258)"),
+        ({"services": {EMOJI * 17: {"type": "t", "endpoint": "e"}}}, "Service id too long"),
+        ({"services": {"s": {"type": EMOJI * 129, "endpoint": "e"}}}, "Service type too long"),
+        ({"services": {"s": {"type": "t", "endpoint": EMOJI * 257}}}, "Service endpoint too"),
+        ({"verificationMethods": {EMOJI * 17: key("v").did_key}}, "Verification Method id"),
+    ],
+)
+def test_length_limits_count_utf16_units(overrides: dict, message: str) -> None:  # type: ignore[type-arg]
+    # Each value is within the limit in code points and over it in UTF-16 units (the
+    # reference's `.length`): plc.directory refuses these, so we do too.
+    with pytest.raises(PolicyViolation) as refused:
+        validate_admission(parse_operation(_genesis(**overrides)), POLICY)
+    assert refused.value.message.startswith(message)
+
+
+def test_length_limits_accept_the_exact_utf16_maximum() -> None:
+    validate_admission(
+        parse_operation(
+            _genesis(
+                alsoKnownAs=["at://" + EMOJI * 126 + "a"],  # 5 + 252 + 1 = 258 units
+                services={EMOJI * 16: {"type": "é" * 256, "endpoint": EMOJI * 256}},
+                verificationMethods={EMOJI * 16: key("v").did_key},
+            )
+        ),
+        POLICY,
+    )
+
+
 def test_policy_size_limit_is_exact() -> None:
     relaxed = POLICY.model_copy(update={"max_also_known_as_length": 10_000})
     sizes = {}
@@ -139,6 +173,21 @@ def test_rate_limit_windows_and_retry_after() -> None:
     day = [t for t in day if t < now - timedelta(hours=1)][:30]
     validate_rate_limit(day[:29], now, POLICY)
     validate_rate_limit(stamps, now, POLICY.model_copy(update={"enabled": False}))
+
+
+def test_retry_after_is_the_longest_wait_of_the_full_windows() -> None:
+    # 20 ops spread over the last day, then 10 in the last hour: the hour frees up in 10
+    # minutes, the day only when its oldest op leaves it; a client told to come back in 10
+    # minutes would be refused again.
+    now = parse_timestamp("2026-01-01T12:00:00.000Z")
+    day = [now - timedelta(hours=20) + timedelta(minutes=30 * i) for i in range(20)]
+    hour = [now - timedelta(minutes=50) + timedelta(minutes=i) for i in range(10)]
+    with pytest.raises(RateLimited) as limited:
+        validate_rate_limit(day + hour, now, POLICY)
+    assert limited.value.message == "To many operations within last day (max 30)"
+    assert limited.value.retry_after_s == 4 * 3600 + 1  # the oldest op is 20 h old
+    later = now + timedelta(seconds=limited.value.retry_after_s)
+    validate_rate_limit(day + hour, later, POLICY)  # admitted at the time the answer gave
 
 
 def test_legacy_create_refused_for_new_ops() -> None:
