@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     """How long a SQLite writer waits for the lock before the request answers 503."""
     commit_batch_max: int = 256
     """Most operations grouped into one commit (group commit)."""
-    max_body_bytes: int = 100_000
-    """Largest accepted POST body; larger bodies answer 413 (``PLC_MAX_BODY_BYTES``)."""
+    max_body_bytes: int = 102_400
+    """Largest accepted POST body, bytes; larger bodies answer 413 (``PLC_MAX_BODY_BYTES``).
+    The reference's ``express.json({limit: '100kb'})`` reads 100kb as 102,400 bytes."""
     policy_enabled: bool = True
     """False switches every admission limit off (replay and conformance only)."""
     max_op_bytes: int = 4000

@@ -81,6 +81,10 @@ def parse_timestamp_ms(text: str) -> int:
 def parse_timestamp_lenient(text: str) -> datetime:
     """Parse an ISO 8601 date or date-time the way ``/export?after=`` accepts it (naive → UTC).
 
+    A moment whose UTC offset carries it outside Python's years 1-9999 (``0001-01-01T00:00+14:00``)
+    is clamped to the first or last representable moment: JavaScript's ``Date`` reads those
+    fine, and every op lies after the one and before the other.
+
     Raises:
         InvalidInput: not an ISO 8601 date/date-time.
     """
@@ -93,7 +97,14 @@ def parse_timestamp_lenient(text: str) -> datetime:
         raise InvalidInput(f"Invalid timestamp: {echo(text)}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Only an offset can overflow: a positive one pushes before year 1, a negative one
+        # past year 9999.
+        offset = moment.utcoffset()
+        early = offset is not None and offset > timedelta(0)
+        return (datetime.min if early else datetime.max).replace(tzinfo=UTC)
 
 
 def truncate_ms(moment: datetime) -> datetime:

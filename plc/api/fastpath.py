@@ -90,10 +90,12 @@ async def _receive_chunks(receive: Receive, first: Message | None = None) -> Asy
 async def _receive_body(declared: str | None, receive: Receive, limit: int) -> bytes | None:
     """:func:`read_body` over ASGI messages (``declared``: the Content-Length header); a body
     that came whole in one message (the usual case) is taken as it is."""
+    if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
+        # Before receive(): a client that sent "Expect: 100-continue" is invited to upload
+        # by the server's first receive, and this body would be refused anyway.
+        return None
     message = await receive()
     if message["type"] == "http.request" and not message.get("more_body", False):
-        if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
-            return None
         body: bytes = message.get("body", b"")
         return body if len(body) <= limit else None
     return await read_body(declared, _receive_chunks(receive, message), limit)
@@ -163,6 +165,11 @@ class PlcApp(FastAPI):
         if scope["type"] == "http":
             taken = self._taken if self._taken is not None else self._taken_segments()
             path: str = scope["path"]
+            if path[-1:] == "/" and len(path) > 1:
+                # The reference's Express routes are not strict: "/x/" is served as "/x".
+                # (FastAPI would answer 307 to a URL built from the Host header.)
+                scope = _without_trailing_slash(scope)
+                path = scope["path"]
             slash = path.find("/", 1)
             did = path[1:] if slash < 0 else path[1:slash]
             handler = self._handlers.get((scope["method"], "" if slash < 0 else path[slash:]))
@@ -250,6 +257,15 @@ class PlcApp(FastAPI):
             return
         await directory.submit_body(did, body)
         await _send(send, 200, _OK_HEADERS, b"OK")
+
+
+def _without_trailing_slash(scope: Scope) -> Scope:
+    """``scope`` with one trailing ``/`` taken off its path (and raw path)."""
+    raw = scope.get("raw_path")
+    trimmed = {**scope, "path": scope["path"][:-1]}
+    if isinstance(raw, bytes) and raw.endswith(b"/"):
+        trimmed["raw_path"] = raw[:-1]
+    return trimmed
 
 
 def _route_methods(routes: list[BaseRoute]) -> dict[str, set[str] | None] | None:

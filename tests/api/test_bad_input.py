@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from plc.signing import sign_operation
 
+from ..conftest import LiveServer
 from ..helpers import new_did, update
 
 DID, GENESIS, KEYS = new_did("bad-input")
+_JSON = {"content-type": "application/json"}
 
 
 def _nothing_stored(client: TestClient) -> None:
@@ -117,3 +121,68 @@ def test_resubmission_is_idempotent_and_nullified_resubmission_is_400(
     assert again.status_code == 400
     assert again.json()["message"].startswith("Operations not correctly ordered")
     assert len(client.get(f"/{DID}/log/audit").json()) == 3
+
+
+def test_body_limit_is_the_references_100kb(client: TestClient) -> None:
+    # express.json({limit: '100kb'}) reads 100kb as 102,400 bytes: a body of exactly that
+    # size is read (the op, padded with whitespace, is accepted), one byte more is 413.
+    op = orjson.dumps(GENESIS)
+    over = op[:-1] + b" " * (102_401 - len(op)) + b"}"
+    assert client.post(f"/{DID}", content=over, headers=_JSON).status_code == 413
+    _nothing_stored(client)
+    padded = op[:-1] + b" " * (102_400 - len(op)) + b"}"
+    assert len(padded) == 102_400
+    assert client.post(f"/{DID}", content=padded, headers=_JSON).status_code == 200
+
+
+def test_trailing_slash_is_the_same_route_never_a_redirect(client: TestClient) -> None:
+    assert client.post(f"/{DID}/", json=GENESIS).status_code == 200
+    evil = {"host": "evil.example"}
+    for path in (f"/{DID}", f"/{DID}/data", f"/{DID}/log/audit", "/export", "/_health"):
+        plain = client.get(path, follow_redirects=False)
+        slashed = client.get(path + "/", headers=evil, follow_redirects=False)
+        assert slashed.status_code == plain.status_code == 200, path
+        assert "location" not in slashed.headers
+        if path != "/_health":
+            assert slashed.content == plain.content, path
+    twice = client.get(f"/{DID}//", headers=evil, follow_redirects=False)
+    assert twice.status_code == 404 and "location" not in twice.headers
+    assert "message" in twice.json()
+
+
+@pytest.mark.parametrize("path", [f"/{DID}", f"/{DID}/log/audit", "/export", "/nowhere"])
+def test_every_options_is_a_cors_preflight(client: TestClient, path: str) -> None:
+    bare = client.options(path)
+    assert bare.status_code == 204 and bare.content == b""
+    assert bare.headers["access-control-allow-origin"] == "*"
+    assert "POST" in bare.headers["access-control-allow-methods"]
+    asked = client.options(
+        path,
+        headers={
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        },
+    )
+    assert asked.status_code == 204
+    assert asked.headers["access-control-allow-headers"] == "content-type"
+
+
+def test_expect_continue_is_not_invited_for_a_body_that_will_be_refused(
+    live_server: LiveServer,
+) -> None:
+    # A client announcing 5 MB with "Expect: 100-continue" waits for the server's go-ahead;
+    # it must get the 413 instead of an invitation to upload.
+    request = (
+        f"POST /{DID} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    assert b"100 Continue" not in answer

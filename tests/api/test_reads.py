@@ -115,6 +115,13 @@ def test_export_time_mode(client: TestClient, clock: Clock) -> None:
     assert [list(e) for e in entries] == [["did", "cid", "createdAt", "operation", "nullified"]] * 2
     after = entries[0]["createdAt"]
     assert len(client.get(f"/export?after={after}").content.split(b"\n")) == 1
+    # Offsets that carry a moment past Python's years 1-9999 (JavaScript's Date reads them):
+    # before every op, after every op; never a 500.
+    everything = client.get("/export", params={"after": "0001-01-01T00:00:00+14:00"})
+    assert everything.status_code == 200 and everything.content.split(b"\n") == lines
+    for late in ("9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59.999-00:01"):
+        nothing = client.get("/export", params={"after": late})
+        assert nothing.status_code == 200 and nothing.content == b""
 
 
 @pytest.mark.parametrize(
