@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 102_400
     """Largest accepted POST body, bytes; larger bodies answer 413 (``PLC_MAX_BODY_BYTES``).
     The reference's ``express.json({limit: '100kb'})`` reads 100kb as 102,400 bytes."""
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds a POST body may take to arrive once the headers are in; a slower one is
+    answered 408 and the connection closed (``PLC_BODY_TIMEOUT_S``)."""
     policy_enabled: bool = True
     """False switches every admission limit off (replay and conformance only)."""
     max_op_bytes: int = 4000

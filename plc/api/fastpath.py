@@ -14,6 +14,7 @@ bodies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -38,6 +39,10 @@ _OK_HEADERS = [(b"content-length", b"2"), (b"content-type", TEXT.encode()), _ACA
 
 class ClientGone(Exception):
     """The client disconnected before its request body was read."""
+
+
+TIMEOUT_MESSAGE = "Request timeout: the body did not arrive in time"
+"""Message of the 408 answered when a body is slower than ``body_timeout_s``."""
 
 
 def is_json(content_type: str) -> bool:
@@ -251,7 +256,14 @@ class PlcApp(FastAPI):
         ):
             await _send_message(send, 400, "Content-Type must be application/json")
             return
-        body = await _receive_body(declared, receive, state.settings.max_body_bytes)
+        settings = state.settings
+        try:
+            # A stalled body would hold its request (and connection) forever otherwise.
+            async with asyncio.timeout(settings.body_timeout_s):
+                body = await _receive_body(declared, receive, settings.max_body_bytes)
+        except TimeoutError:
+            await _send_message(send, 408, TIMEOUT_MESSAGE, {"connection": "close"})
+            return
         if body is None:
             await _send_message(send, 413, "request entity too large", {"connection": "close"})
             return

@@ -37,6 +37,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Malformed or invalid request or operation",
         404: "Not registered or not available (tombstoned)",
+        408: "The request body did not arrive within the body timeout",
         409: "The DID's head moved while the operation was validated; retry",
         413: "Request body over the size limit",
         429: "Per-DID rate limit; see Retry-After",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -186,3 +187,29 @@ def test_expect_continue_is_not_invited_for_a_body_that_will_be_refused(
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
     assert b"100 Continue" not in answer
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-path"])
+def test_a_stalled_body_is_408_and_the_connection_closed(app_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    # Headers announce 100 bytes, 10 arrive, then nothing: the request is answered 408 once
+    # the body timeout passes instead of being held open for good.
+    app = app_factory(body_timeout_s=0.3)
+    if not fast:
+        app._handlers = {}  # the same request through FastAPI's route
+    head = (
+        f"POST /{DID} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n"
+    ).encode()
+    with LiveServer(app) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head + b'{"type": "')
+            answer = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break  # the server closed the connection after answering
+                answer += chunk
+        with httpx.Client(base_url=server.url) as http:
+            assert http.get("/export?after=0").content == b""  # nothing stored
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert answer.endswith(b'{"message":"Request timeout: the body did not arrive in time"}')

@@ -6,12 +6,14 @@ endpoints here document them and serve what the fast path declines (``HEAD``, a 
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
-from plc.api.fastpath import is_json, read_body
+from plc.api.fastpath import TIMEOUT_MESSAGE, is_json, read_body
 from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
 
 router = APIRouter()
@@ -23,7 +25,7 @@ router = APIRouter()
     response_class=Response,
     responses={
         200: {"description": "Accepted (or already stored)", "content": {"text/plain": {}}},
-        **error_responses(400, 409, 413, 429, 503),
+        **error_responses(400, 408, 409, 413, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -36,9 +38,13 @@ async def post_operation(did: str, request: Request) -> Response:
     directory, settings = directory_of(request), settings_of(request)
     if not is_json(request.headers.get("content-type", "")):
         return message_response(400, "Content-Type must be application/json")
-    body = await read_body(
-        request.headers.get("content-length"), request.stream(), settings.max_body_bytes
-    )
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            body = await read_body(
+                request.headers.get("content-length"), request.stream(), settings.max_body_bytes
+            )
+    except TimeoutError:
+        return message_response(408, TIMEOUT_MESSAGE, {"connection": "close"})
     if body is None:
         return message_response(413, "request entity too large", {"connection": "close"})
     await directory.submit_body(did, body)
