@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
@@ -152,6 +153,10 @@ class PlcApp(FastAPI):
     segment name one of :data:`DID_ROUTES`, and that first segment (the DID) is not the first
     segment of any other route of the app (so FastAPI would route it to the same
     ``/{did}…`` endpoint too).
+
+    In front of both paths, two rules of the reference's Express router: one trailing ``/`` is
+    dropped (``/x/`` is ``/x``), and a path with an encoded slash in a DID route's segments
+    is routed on its raw segments (:meth:`_encoded_slash`).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -165,6 +170,7 @@ class PlcApp(FastAPI):
             ("GET", "/log/audit"): self._reader(Directory.audit_log, JSON),
             ("GET", "/log/last"): self._reader(Directory.last_op, JSON),
         }
+        self._did_handlers = dict(self._handlers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -175,6 +181,14 @@ class PlcApp(FastAPI):
                 # (FastAPI would answer 307 to a URL built from the Host header.)
                 scope = _without_trailing_slash(scope)
                 path = scope["path"]
+            raw = scope.get("raw_path")
+            if (
+                isinstance(raw, bytes)
+                and b"%2" in raw
+                and b"%2f" in raw.lower()
+                and await self._encoded_slash(scope, receive, send, raw, taken)
+            ):
+                return
             slash = path.find("/", 1)
             did = path[1:] if slash < 0 else path[1:slash]
             handler = self._handlers.get((scope["method"], "" if slash < 0 else path[slash:]))
@@ -191,6 +205,31 @@ class PlcApp(FastAPI):
                 await self._serve(handler, scope, receive, send, did)
                 return
         await super().__call__(scope, receive, send)
+
+    async def _encoded_slash(
+        self, scope: Scope, receive: Receive, send: Send, raw: bytes, taken: frozenset[str]
+    ) -> bool:
+        """Route a path with an encoded slash (``%2F``) in a DID route's segments as Express
+        does: on the raw path's segments, each decoded after matching. ``/{did}%2Fdata`` is
+        then ``GET /{did}`` of the DID ``did:plc:…/data`` (not registered: 404), where routing
+        on the decoded path would serve ``/data``. True when answered here; paths whose first
+        segment belongs to another route are left to the usual routing."""
+        segments = [unquote(part.decode("ascii", "replace")) for part in raw.split(b"/")[1:]]
+        did, rest = segments[0], segments[1:]
+        if not did or did in taken or not any("/" in part for part in segments):
+            return False
+        method = scope["method"]
+        handler = None
+        if not any("/" in part for part in rest):
+            suffix = "".join("/" + part for part in rest)
+            handler = self._did_handlers.get(("GET" if method == "HEAD" else method, suffix))
+        if handler is None:
+            await _send_message(send, 404, "Not Found")
+            return True
+        if method == "HEAD":
+            send = _headers_only(send)
+        await self._serve(handler, scope, receive, send, did)
+        return True
 
     def _taken_segments(self) -> frozenset[str]:
         """First path segments of the app's routes other than :data:`DID_ROUTES` (computed
@@ -269,6 +308,17 @@ class PlcApp(FastAPI):
             return
         await directory.submit_body(did, body)
         await _send(send, 200, _OK_HEADERS, b"OK")
+
+
+def _headers_only(send: Send) -> Send:
+    """``send`` for a HEAD answered by a GET handler: the body is dropped."""
+
+    async def send_headers(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return send_headers
 
 
 def _without_trailing_slash(scope: Scope) -> Scope:

@@ -213,3 +213,25 @@ def test_a_stalled_body_is_408_and_the_connection_closed(app_factory, fast: bool
             assert http.get("/export?after=0").content == b""  # nothing stored
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
     assert answer.endswith(b'{"message":"Request timeout: the body did not arrive in time"}')
+
+
+def test_an_encoded_slash_stays_inside_the_did_segment(client: TestClient) -> None:
+    # Express matches routes on the raw path and decodes each parameter afterwards:
+    # /{did}%2Fdata is GET /:did for the DID "did:plc:…/data", which is not registered.
+    assert client.post(f"/{DID}", json=GENESIS).status_code == 200
+    cases = ((f"/{DID}%2Fdata", f"{DID}/data"), (f"/{DID}%2flog%2Flast", f"{DID}/log/last"))
+    for raw, did in cases:
+        response = client.get(raw)
+        assert response.status_code == 404, raw
+        assert response.json() == {"message": f"DID not registered: {did}"}
+        assert response.headers["access-control-allow-origin"] == "*"
+        head = client.head(raw)
+        assert head.status_code == 404 and head.content == b""
+    nested = client.get(f"/{DID}%2Fx/log/audit")
+    assert nested.json() == {"message": f"DID not registered: {DID}/x"}
+    assert client.get(f"/{DID}/log%2Faudit").json() == {"message": "Not Found"}
+    assert client.get("/export%2Fx").json() == {"message": "DID not registered: export/x"}
+    refused = client.post(f"/{DID}%2Fx", json=update(GENESIS, KEYS[0]))
+    assert refused.status_code == 400
+    assert len(client.get(f"/{DID}/log/audit").json()) == 1  # nothing else stored
+    assert client.get(f"/{DID}/data").status_code == 200  # the plain path is unaffected
