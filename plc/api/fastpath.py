@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -26,7 +27,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from plc.api.errors import error_message, message_response
 from plc.api.responses import DID_LD_JSON, JSON, TEXT
-from plc.errors import PlcError
+from plc.errors import PlcError, echo
 from plc.service import Directory
 
 log = logging.getLogger("plc.api")
@@ -107,17 +108,63 @@ async def _receive_body(declared: str | None, receive: Receive, limit: int) -> b
     return await read_body(declared, _receive_chunks(receive, message), limit)
 
 
-def _post_headers(scope: Scope) -> tuple[bytes | None, str | None]:
-    """The first Content-Type (raw) and Content-Length of a request, in one pass."""
+def _post_headers(scope: Scope) -> tuple[bytes | None, str | None, bytes | None]:
+    """The first Content-Type (raw), Content-Length and Content-Encoding (raw) of a
+    request, in one pass."""
     content_type: bytes | None = None
     length: bytes | None = None
+    encoding: bytes | None = None
     for key, value in scope["headers"]:
         if key == b"content-type":
             if content_type is None:
                 content_type = value
-        elif key == b"content-length" and length is None:
-            length = value
-    return content_type, None if length is None else str(length.decode("latin-1"))
+        elif key == b"content-length":
+            if length is None:
+                length = value
+        elif key == b"content-encoding" and encoding is None:
+            encoding = value
+    return content_type, None if length is None else str(length.decode("latin-1")), encoding
+
+
+class UnsupportedEncoding(Exception):
+    """A Content-Encoding other than identity, gzip or deflate (415)."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(f'unsupported content encoding "{echo(encoding)}"')
+        self.message = str(self)
+
+
+class CorruptEncoding(Exception):
+    """A gzip or deflate body that does not inflate (400)."""
+
+    message = "Invalid compressed body"
+
+
+def decode_content(encoding: str | None, body: bytes, limit: int) -> bytes | None:
+    """The body as sent before its Content-Encoding (``identity``, ``gzip`` or ``deflate``,
+    which the reference's body-parser inflates), or None when the inflated body is over
+    ``limit`` bytes (413: the limit applies to what is parsed, so a small compressed body
+    cannot inflate into a large one).
+
+    Raises:
+        UnsupportedEncoding: any other encoding (415).
+        CorruptEncoding: the body does not inflate as its encoding says (400).
+    """
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return body
+    if name not in ("gzip", "deflate"):
+        raise UnsupportedEncoding(name)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if name == "gzip" else zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise CorruptEncoding from exc
+    if len(inflated) > limit:
+        return None
+    if not inflater.eof or inflater.unused_data:
+        raise CorruptEncoding
+    return inflated
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -289,7 +336,7 @@ class PlcApp(FastAPI):
     async def _post(self, scope: Scope, receive: Receive, send: Send, did: str) -> None:
         state = self.state
         directory: Directory = state.directory
-        content_type, declared = _post_headers(scope)
+        content_type, declared, encoding = _post_headers(scope)
         if content_type != b"application/json" and not is_json(
             "" if content_type is None else content_type.decode("latin-1")
         ):
@@ -303,6 +350,13 @@ class PlcApp(FastAPI):
         except TimeoutError:
             await _send_message(send, 408, TIMEOUT_MESSAGE, {"connection": "close"})
             return
+        if body is not None and encoding is not None:
+            try:
+                body = decode_content(encoding.decode("latin-1"), body, settings.max_body_bytes)
+            except (UnsupportedEncoding, CorruptEncoding) as exc:
+                status = 415 if isinstance(exc, UnsupportedEncoding) else 400
+                await _send_message(send, status, exc.message)
+                return
         if body is None:
             await _send_message(send, 413, "request entity too large", {"connection": "close"})
             return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
+import zlib
 
 import httpx
 import orjson
@@ -235,3 +237,32 @@ def test_an_encoded_slash_stays_inside_the_did_segment(client: TestClient) -> No
     assert refused.status_code == 400
     assert len(client.get(f"/{DID}/log/audit").json()) == 1  # nothing else stored
     assert client.get(f"/{DID}/data").status_code == 200  # the plain path is unaffected
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-path"])
+def test_gzip_and_deflate_bodies_are_inflated_as_body_parser_does(app_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    app = app_factory()
+    if not fast:
+        app._handlers = {}
+    plain = orjson.dumps(GENESIS)
+    with TestClient(app) as client:
+
+        def post(body: bytes, encoding: str) -> httpx.Response:
+            headers = {**_JSON, "content-encoding": encoding}
+            return client.post(f"/{DID}", content=body, headers=headers)
+
+        assert post(gzip.compress(plain), "gzip").status_code == 200
+        assert post(zlib.compress(plain), "Deflate").status_code == 200  # already stored
+        assert post(plain, "identity").status_code == 200
+        unsupported = post(plain, "br")
+        assert unsupported.status_code == 415
+        assert unsupported.json() == {"message": 'unsupported content encoding "br"'}
+        assert post(b"\x1f\x8b not really gzip", "gzip").json() == {
+            "message": "Invalid compressed body"
+        }
+        assert post(gzip.compress(plain)[:-4], "gzip").status_code == 400  # truncated
+        # A few hundred bytes that inflate past the body limit: refused, not inflated.
+        bomb = gzip.compress(b"{" + b" " * 5_000_000 + b"}")
+        assert len(bomb) < 10_000
+        assert post(bomb, "gzip").status_code == 413
+        assert len(client.get(f"/{DID}/log/audit").json()) == 1

@@ -13,7 +13,14 @@ from starlette.responses import Response
 
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
-from plc.api.fastpath import TIMEOUT_MESSAGE, is_json, read_body
+from plc.api.fastpath import (
+    TIMEOUT_MESSAGE,
+    CorruptEncoding,
+    UnsupportedEncoding,
+    decode_content,
+    is_json,
+    read_body,
+)
 from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
 
 router = APIRouter()
@@ -25,7 +32,7 @@ router = APIRouter()
     response_class=Response,
     responses={
         200: {"description": "Accepted (or already stored)", "content": {"text/plain": {}}},
-        **error_responses(400, 408, 409, 413, 429, 503),
+        **error_responses(400, 408, 409, 413, 415, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -45,6 +52,14 @@ async def post_operation(did: str, request: Request) -> Response:
             )
     except TimeoutError:
         return message_response(408, TIMEOUT_MESSAGE, {"connection": "close"})
+    encoding = request.headers.get("content-encoding")
+    if body is not None and encoding is not None:
+        try:
+            body = decode_content(encoding, body, settings.max_body_bytes)
+        except UnsupportedEncoding as exc:
+            return message_response(415, exc.message)
+        except CorruptEncoding as exc:
+            return message_response(400, exc.message)
     if body is None:
         return message_response(413, "request entity too large", {"connection": "close"})
     await directory.submit_body(did, body)
