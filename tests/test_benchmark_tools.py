@@ -95,4 +95,8 @@ def test_compare_reference_repeats_and_summarises(
         assert all(row["ours_ok"] == row["reference_ok"] for row in run["comparison"])
     summary = {row["phase"]: row for row in record["summary"]}
     assert summary["update"]["runs"] == 2 and len(summary["update"]["ratios"]) == 2
+    for run in record["runs"]:  # the VM steal share while each server was driven (Linux)
+        for label in ("reference", "ours"):
+            assert 0 <= run[label]["vm_steal_pct"] <= 100
+    assert "VM steal" in done.stdout
     assert summary["update"]["min"] <= summary["update"]["median"] <= summary["update"]["max"]

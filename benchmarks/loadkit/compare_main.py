@@ -20,6 +20,7 @@ from loadkit.compare_config import Options, parse_args
 from loadkit.comparison import TARGET_RATIO, compare, render, render_summary, summarize
 from loadkit.consoles import compare_console as console
 from loadkit.drive import drive
+from loadkit.measure import machine_ticks, steal_percent
 from loadkit.servers import OurServer, Reference
 
 
@@ -51,7 +52,9 @@ def run_once(opts: Options) -> dict[str, Any] | None:
             runs.reverse()
         outputs: dict[str, dict[str, Any]] = {}
         for label, url, retries, watch in runs:
+            before = machine_ticks()
             outputs[label] = drive(opts, label, url, retries, watch, results_dir / f"{label}.json")
+            outputs[label]["vm_steal_pct"] = steal_percent(before, machine_ticks())
         record["reference"] = outputs["reference"]
         record["ours"] = outputs["ours"]
         record["server_log_errors"] = ours.log_errors()
@@ -79,6 +82,13 @@ def _report(opts: Options, record: dict[str, Any]) -> None:
         verify = record[label].get("phases", {}).get("verify")
         if verify:
             console.print(f"verify {label}: {verify['matched']}/{verify['checked']} matched")
+    steal = {label: record[label].get("vm_steal_pct") for label in ("reference", "ours")}
+    if any(value is not None for value in steal.values()):
+        console.print(
+            "CPU time taken by the hypervisor (VM steal) while each server was driven: "
+            + ", ".join(f"{label} {value} %" for label, value in steal.items()),
+            markup=False,
+        )
     if record["server_log_errors"]:
         console.print("errors in our server's log:", style="yellow")
         console.print(record["server_log_errors"], markup=False)

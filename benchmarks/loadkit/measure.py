@@ -37,6 +37,28 @@ def percentile(ordered: Sequence[float], p: float) -> float | None:
     return round(ordered[idx], 3)
 
 
+def machine_ticks() -> tuple[int, int] | None:
+    """``(steal, total)`` clock ticks of the whole machine so far (``/proc/stat``: every CPU,
+    every state), or None where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    return fields[7], sum(fields)
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the machine's CPU time the hypervisor gave to others between two
+    :func:`machine_ticks` readings, in percent (None when unknown). On a VM a high share
+    slows the servers measured meanwhile."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def _cpu_ticks() -> dict[int, tuple[int, int]]:
     """pid → (parent pid, CPU ticks incl. reaped children) of every process in /proc."""
     table: dict[int, tuple[int, int]] = {}
