@@ -1,15 +1,20 @@
 """The load tools in ``benchmarks/`` still run end to end (small counts): ``load.py`` against
-a live server, ``asgi_load.py`` in-process, ``compare_reference.py`` with a stand-in reference.
-Their numbers are not checked here, only that every op they send is accepted and read back
-and that their reports have the promised shape."""
+a live server, ``asgi_load.py`` in-process, ``compare_reference.py`` with a stand-in reference,
+``count_instructions.py`` under valgrind.
+Their numbers are not checked here (beyond a sanity range for the instruction count), only
+that every op they send is accepted and read back and that their reports have the promised
+shape."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from plc.api.app import create_app
 
@@ -100,3 +105,15 @@ def test_compare_reference_repeats_and_summarises(
             assert 0 <= run[label]["vm_steal_pct"] <= 100
     assert "VM steal" in done.stdout
     assert summary["update"]["min"] <= summary["update"]["median"] <= summary["update"]["max"]
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_count_instructions_counts_only_the_chosen_phase() -> None:
+    done = _run("count_instructions.py", "--creates", "8", "--updates", "8")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    match = re.fullmatch(r"update: 8 ops, ([\d,]+) instructions, ([\d,]+) per op\n", done.stdout)
+    assert match is not None, done.stdout
+    per_op = int(match.group(2).replace(",", ""))
+    # An update is on the order of a million instructions (ECDSA, SQLite, the rules); the
+    # interpreter's start-up alone is hundreds of millions, so this shows it was not counted.
+    assert 200_000 < per_op < 20_000_000
