@@ -67,10 +67,7 @@ def validate_admission(op: Operation, settings: PolicySettings) -> None:
         )
     if not settings.enabled:
         return
-    if len(op.signed_cbor) > settings.max_op_bytes:
-        raise OperationTooLarge(
-            f"Operation too large ({settings.max_op_bytes} bytes maximum in cbor encoding)"
-        )
+    _check_size(len(op.signed_cbor), settings)
     if op.type != PLC_OPERATION:
         return
     data = op.data
@@ -95,6 +92,10 @@ def validate_unparsed_size(value: Any, settings: PolicySettings) -> None:
         size = len(encode_dag_cbor(value))
     except MalformedEncoding:
         return
+    _check_size(size, settings)
+
+
+def _check_size(size: int, settings: PolicySettings) -> None:
     if size > settings.max_op_bytes:
         raise OperationTooLarge(
             f"Operation too large ({settings.max_op_bytes} bytes maximum in cbor encoding)"

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import plc
 from plc.api.errors import install_error_handlers
-from plc.api.fastpath import PlcApp
+from plc.api.fastpath import PlcApp, headers_only
 from plc.api.identity_source import DirectoryDocumentSource
 from plc.api.routes import did, export, health, identity, stream, tlog
 from plc.api.routes.stream import CommitSignal
@@ -87,14 +87,7 @@ class HeadMiddleware:
             await self.app(scope, receive, send)
             return
 
-        async def send_headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                if message.get("more_body", False):
-                    return
-                message = {"type": "http.response.body", "body": b""}
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+        await self.app({**scope, "method": "GET"}, receive, headers_only(send))
 
 
 def create_app(

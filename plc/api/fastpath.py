@@ -167,6 +167,37 @@ def decode_content(encoding: str | None, body: bytes, limit: int) -> bytes | Non
     return inflated
 
 
+Refusal = tuple[int, str, dict[str, str] | None]
+"""``(status, message, extra headers)`` of a request refused before it reaches the directory."""
+
+
+async def take_body(
+    read: Awaitable[bytes | None], encoding: str | None, timeout_s: float, limit: int
+) -> bytes | Refusal:
+    """A POST body as both paths take it: ``read`` (a body reader returning None over the
+    limit) within ``timeout_s``, then inflated per its Content-Encoding (:func:`decode_content`).
+
+    Returns the body, or the refusal: 408 (too slow; a stalled body would otherwise hold its
+    request and connection for good), 413 (over ``limit`` bytes, before or after inflating),
+    415 (an encoding other than identity, gzip or deflate) or 400 (a corrupt compressed body).
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await read
+    except TimeoutError:
+        return 408, TIMEOUT_MESSAGE, {"connection": "close"}
+    if body is not None and encoding is not None:
+        try:
+            body = decode_content(encoding, body, limit)
+        except UnsupportedEncoding as exc:
+            return 415, exc.message, None
+        except CorruptEncoding:
+            return 400, CorruptEncoding.message, None
+    if body is None:
+        return 413, "request entity too large", {"connection": "close"}
+    return body
+
+
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -274,7 +305,7 @@ class PlcApp(FastAPI):
             await _send_message(send, 404, "Not Found")
             return True
         if method == "HEAD":
-            send = _headers_only(send)
+            send = headers_only(send)
         await self._serve(handler, scope, receive, send, did)
         return True
 
@@ -343,32 +374,27 @@ class PlcApp(FastAPI):
             await _send_message(send, 400, "Content-Type must be application/json")
             return
         settings = state.settings
-        try:
-            # A stalled body would hold its request (and connection) forever otherwise.
-            async with asyncio.timeout(settings.body_timeout_s):
-                body = await _receive_body(declared, receive, settings.max_body_bytes)
-        except TimeoutError:
-            await _send_message(send, 408, TIMEOUT_MESSAGE, {"connection": "close"})
-            return
-        if body is not None and encoding is not None:
-            try:
-                body = decode_content(encoding.decode("latin-1"), body, settings.max_body_bytes)
-            except (UnsupportedEncoding, CorruptEncoding) as exc:
-                status = 415 if isinstance(exc, UnsupportedEncoding) else 400
-                await _send_message(send, status, exc.message)
-                return
-        if body is None:
-            await _send_message(send, 413, "request entity too large", {"connection": "close"})
+        body = await take_body(
+            _receive_body(declared, receive, settings.max_body_bytes),
+            None if encoding is None else encoding.decode("latin-1"),
+            settings.body_timeout_s,
+            settings.max_body_bytes,
+        )
+        if isinstance(body, tuple):
+            await _send_message(send, *body)
             return
         await directory.submit_body(did, body)
         await _send(send, 200, _OK_HEADERS, b"OK")
 
 
-def _headers_only(send: Send) -> Send:
-    """``send`` for a HEAD answered by a GET handler: the body is dropped."""
+def headers_only(send: Send) -> Send:
+    """``send`` for a HEAD answered as a GET: the status and headers (Content-Length
+    included) go out, the body does not."""
 
     async def send_headers(message: Message) -> None:
         if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
             message = {"type": "http.response.body", "body": b""}
         await send(message)
 

@@ -6,21 +6,12 @@ endpoints here document them and serve what the fast path declines (``HEAD``, a 
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
-from plc.api.fastpath import (
-    TIMEOUT_MESSAGE,
-    CorruptEncoding,
-    UnsupportedEncoding,
-    decode_content,
-    is_json,
-    read_body,
-)
+from plc.api.fastpath import is_json, read_body, take_body
 from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
 
 router = APIRouter()
@@ -45,23 +36,14 @@ async def post_operation(did: str, request: Request) -> Response:
     directory, settings = directory_of(request), settings_of(request)
     if not is_json(request.headers.get("content-type", "")):
         return message_response(400, "Content-Type must be application/json")
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            body = await read_body(
-                request.headers.get("content-length"), request.stream(), settings.max_body_bytes
-            )
-    except TimeoutError:
-        return message_response(408, TIMEOUT_MESSAGE, {"connection": "close"})
-    encoding = request.headers.get("content-encoding")
-    if body is not None and encoding is not None:
-        try:
-            body = decode_content(encoding, body, settings.max_body_bytes)
-        except UnsupportedEncoding as exc:
-            return message_response(415, exc.message)
-        except CorruptEncoding as exc:
-            return message_response(400, exc.message)
-    if body is None:
-        return message_response(413, "request entity too large", {"connection": "close"})
+    body = await take_body(
+        read_body(request.headers.get("content-length"), request.stream(), settings.max_body_bytes),
+        request.headers.get("content-encoding"),
+        settings.body_timeout_s,
+        settings.max_body_bytes,
+    )
+    if isinstance(body, tuple):
+        return message_response(*body)
     await directory.submit_body(did, body)
     return Response(b"OK", media_type=TEXT)
 
