@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     that dies or stops answering is replaced (``plc.validation_process.RESTART_DELAY_S``)."""
     log_level: str = "info"
     """Log level of the server (``PLC_LOG_LEVEL``)."""
+    metrics: bool = True
+    """Serve ``GET /metrics`` (Prometheus text format: ops committed and refused, group
+    commit sizes and durations, tree size, process CPU and memory) (``PLC_METRICS``)."""
     db_pool_size: int = 16
     """Connections kept open per process (``PLC_DB_POOL_SIZE``)."""
     db_busy_timeout_ms: int = 5000

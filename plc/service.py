@@ -11,6 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
@@ -32,6 +33,7 @@ from plc.errors import (
     echo,
 )
 from plc.exportline import operation_json, parse_line
+from plc.metrics import DirectoryMetrics
 from plc.operation import parse_operation, trusted_operation
 from plc.policy import (
     PolicySettings,
@@ -121,6 +123,8 @@ class Directory:
         self.commit_listeners: list[Callable[[list[CommitOutcome]], None]] = []
         self.validator: ValidationProcess | None = None
         """The child process that validates POST bodies (:meth:`submit_body`); None: here."""
+        self.metrics: DirectoryMetrics | None = None
+        """Where commits and refusals are counted (``GET /metrics``); None: nowhere."""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -213,8 +217,13 @@ class Directory:
             PlcError: as :meth:`prepare`; HeadMismatch (409) when the DID's head moved between
                 validation and commit; Unavailable (503) when the database is locked.
         """
-        prepared = await self.run(self.prepare, did, body, json_text=json_text)
-        return await self._append(prepared)
+        try:
+            prepared = await self.run(self.prepare, did, body, json_text=json_text)
+            return await self._append(prepared)
+        except PlcError as exc:
+            if self.metrics is not None:
+                self.metrics.refused(exc)
+            raise
 
     async def submit_body(self, did: str, body: bytes) -> SubmitResult:
         """:meth:`submit` for a request body (JSON bytes), validated by the validation process
@@ -223,15 +232,20 @@ class Directory:
         Raises:
             PlcError: as :meth:`submit`; InvalidInput (400) when ``body`` is not JSON.
         """
-        validator = self.validator
-        if validator is not None and validator.available:
-            try:
-                prepared = await validator.prepare(did, body, self.clock())
-            except ValidatorUnavailable:
-                pass
-            else:
-                return await self._append(prepared)
-        return await self._append(await self.run(self.prepare_body, did, body))
+        try:
+            validator = self.validator
+            if validator is not None and validator.available:
+                try:
+                    prepared = await validator.prepare(did, body, self.clock())
+                except ValidatorUnavailable:
+                    pass
+                else:
+                    return await self._append(prepared)
+            return await self._append(await self.run(self.prepare_body, did, body))
+        except PlcError as exc:
+            if self.metrics is not None:
+                self.metrics.refused(exc)
+            raise
 
     def prepare_body(self, did: str, body: bytes) -> PendingCommit | SubmitResult:
         """:meth:`prepare` for a request body (JSON bytes); what the validation process runs.
@@ -275,8 +289,9 @@ class Directory:
         pending = self.prepare(did, body, created_at=created_at, imported=True)
         if isinstance(pending, SubmitResult):
             return pending
+        started = time.perf_counter()
         outcome = self.store.commit_batch([pending])[0]
-        self._notify([outcome])
+        self._notify([outcome], time.perf_counter() - started)
         if outcome.status is not CommitStatus.COMMITTED:
             raise HeadMismatch("Proposed prev does not match the most recent operation")
         return SubmitResult(pending.prepared.operation.cid, outcome.seq, duplicate=False)
@@ -291,6 +306,7 @@ class Directory:
         while self._pending:
             await self._gather()
             jobs, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
+            started = time.perf_counter()
             try:
                 written = self.store.write_batch([job.pending for job in jobs])
                 if written is None:
@@ -307,7 +323,7 @@ class Directory:
                 _resolve_all([(job.future, failure) for job in jobs])
                 continue
             _resolve_all([(job.future, o) for job, o in zip(jobs, outcomes, strict=True)])
-            self._notify(outcomes)
+            self._notify(outcomes, time.perf_counter() - started)
 
     async def _gather(self) -> None:
         """Let requests already running join the next batch: yield to the event loop while
@@ -341,6 +357,7 @@ class Directory:
                 return
 
     def _commit_jobs(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
         try:
             outcomes = self.store.commit_batch([job.pending for job in jobs])
         except PlcError as exc:
@@ -352,9 +369,11 @@ class Directory:
             _deliver(jobs, [failure] * len(jobs))
             return
         _deliver(jobs, outcomes)
-        self._notify(outcomes)
+        self._notify(outcomes, time.perf_counter() - started)
 
-    def _notify(self, outcomes: list[CommitOutcome]) -> None:
+    def _notify(self, outcomes: list[CommitOutcome], seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.committed(outcomes, seconds)
         for listener in self.commit_listeners:
             try:
                 listener(outcomes)

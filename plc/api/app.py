@@ -18,10 +18,11 @@ import plc
 from plc.api.errors import install_error_handlers
 from plc.api.fastpath import PlcApp, headers_only
 from plc.api.identity_source import DirectoryDocumentSource
-from plc.api.routes import did, export, health, identity, stream, tlog
+from plc.api.routes import did, export, health, identity, metrics, stream, tlog
 from plc.api.routes.stream import CommitSignal
 from plc.checkpoints import Checkpointer, load_or_create_signer
 from plc.config import Settings
+from plc.metrics import DirectoryMetrics
 from plc.resolve import IdentityResolver, ResolverSettings
 from plc.service import Clock, Directory, system_clock
 from plc.store.engine import is_sqlite, make_engine, make_read_engine
@@ -129,6 +130,9 @@ def create_app(
         store.leaf_hooks.append(tlog.append_in)
         signer = load_or_create_signer(tlog, settings.log_signing_key, settings.log_origin)
         checkpointer = Checkpointer(tlog, signer, clock, settings.checkpoint_interval_ms / 1000)
+        if settings.metrics:
+            directory.metrics = app.state.metrics
+            app.state.metrics.tree_size.set(store.tree_size())
         signal = CommitSignal()
         directory.commit_listeners.append(signal.notify)
         app.state.commit_signal = signal
@@ -173,6 +177,9 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(health.router)
+    if settings.metrics:
+        app.state.metrics = DirectoryMetrics()
+        app.include_router(metrics.router)
     app.include_router(export.router)
     app.include_router(stream.router)
     app.include_router(tlog.router)

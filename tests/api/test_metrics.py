@@ -1,0 +1,94 @@
+"""``GET /metrics``: what the write path counts, on SQLite (group commit on the event loop)
+and PostgreSQL (the committer thread); content negotiation; the setting that turns it off."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..conftest import Clock
+from ..helpers import new_did, update
+
+
+def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``GET /metrics``: (name, sorted labels) → value."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_commits_and_refusals_are_counted(client: TestClient, clock: Clock) -> None:
+    did, genesis, keys = new_did("metrics")
+    assert client.post(f"/{did}", json=genesis).status_code == 200
+    clock.advance(timedelta(seconds=1))
+    op1 = update(genesis, keys[0], also_known_as=["at://metrics2.example.com"])
+    assert client.post(f"/{did}", json=op1).status_code == 200
+    before = scrape(client)
+    assert before[("plc_ops_committed_total", ())] == 2
+    assert before[("plc_log_tree_size", ())] == 2
+    assert before[("plc_commit_batch_ops_sum", ())] == 2
+    batches = before[("plc_commit_batch_ops_count", ())]
+    assert batches in (1, 2)
+    assert before[("plc_commit_seconds_count", ())] == batches
+    assert before[("plc_commit_seconds_sum", ())] > 0
+    assert not [k for k in before if k[0] == "plc_ops_refused_total"]
+
+    # Signed by a key that is not a rotation key: refused, nothing stored.
+    clock.advance(timedelta(seconds=1))
+    forged = update(op1, new_did("someone-else")[2][0], also_known_as=["at://x.example.com"])
+    assert client.post(f"/{did}", json=forged).status_code == 400
+    # A prev that is none of this DID's ops.
+    stranger = update(new_did("stranger")[1], keys[0], also_known_as=["at://y.example.com"])
+    assert client.post(f"/{did}", json=stranger).status_code == 400
+    after = scrape(client)
+    assert after[("plc_ops_refused_total", (("reason", "InvalidSignature"),))] == 1
+    assert after[("plc_ops_refused_total", (("reason", "MisorderedOperation"),))] == 1
+    assert after[("plc_ops_committed_total", ())] == 2
+    assert after[("plc_log_tree_size", ())] == 2
+    assert after[("process_cpu_seconds_total", ())] > 0
+
+
+def test_re_submission_is_not_a_refusal(client: TestClient) -> None:
+    did, genesis, _ = new_did("metrics-again")
+    assert client.post(f"/{did}", json=genesis).status_code == 200
+    assert client.post(f"/{did}", json=genesis).status_code == 200
+    samples = scrape(client)
+    assert samples[("plc_ops_committed_total", ())] == 1
+    assert not [k for k in samples if k[0] == "plc_ops_refused_total"]
+
+
+def test_tree_size_is_read_at_start(app_factory: Callable[..., FastAPI]) -> None:
+    with TestClient(app_factory()) as first:
+        for seed in ("start-a", "start-b"):
+            did, genesis, _ = new_did(seed)
+            assert first.post(f"/{did}", json=genesis).status_code == 200
+    with TestClient(app_factory()) as second:
+        samples = scrape(second)
+    assert samples[("plc_log_tree_size", ())] == 2
+    assert samples[("plc_ops_committed_total", ())] == 0  # counters are per process
+
+
+def test_openmetrics_when_asked(client: TestClient) -> None:
+    response = client.get("/metrics", headers={"accept": "application/openmetrics-text"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+    assert "plc_ops_committed_total 0.0" in response.text
+
+
+def test_metrics_off(app_factory: Callable[..., FastAPI]) -> None:
+    with TestClient(app_factory(metrics=False)) as client:
+        did, genesis, _ = new_did("metrics-off")
+        assert client.post(f"/{did}", json=genesis).status_code == 200
+        response = client.get("/metrics")
+    assert response.status_code == 404
+    assert "message" in response.json()
