@@ -107,6 +107,15 @@ def test_compare_reference_repeats_and_summarises(
     assert summary["update"]["min"] <= summary["update"]["median"] <= summary["update"]["max"]
 
 
+def test_compare_reference_says_when_the_load_generator_is_not_installed(tmp_path: Path) -> None:
+    refserver = tmp_path / "refserver"
+    refserver.mkdir()
+    (refserver / "loadgen.mjs").write_text("// a checkout without node_modules\n")
+    done = _run("compare_reference.py", "--refserver", str(refserver), "--creates", "1")
+    assert done.returncode == 1
+    assert "run `npm ci` in" in done.stderr and str(refserver) in done.stderr
+
+
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_count_instructions_counts_only_the_chosen_phase() -> None:
     done = _run("count_instructions.py", "--creates", "8", "--updates", "8")

@@ -134,6 +134,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         fail(parser, f"cannot run {plc_command[0]!r} (make the venv first, or pass --plc-command)")
     if ns.driver == "node" and not (ns.refserver / "loadgen.mjs").is_file():
         fail(parser, f"no loadgen.mjs in {ns.refserver}")
+    # start.sh installs the load generator's packages itself; otherwise node would stop at
+    # its first import (ERR_MODULE_NOT_FOUND) on a fresh machine.
+    installed = (ns.refserver / "node_modules" / "@did-plc" / "lib").is_dir()
+    if ns.driver == "node" and not ns.start_reference and not installed:
+        fail(
+            parser,
+            f"the load generator's packages are not installed: run `npm ci` in "
+            f"{ns.refserver} (or pass --start-reference, which does)",
+        )
     return from_namespace(
         Options,
         ns,
