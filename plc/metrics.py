@@ -6,14 +6,16 @@ and file descriptors (``prometheus_client``'s process and platform collectors). 
 recorded once per batch and refusals as they happen, so an accepted op costs nothing extra
 (measured: within 0.3 % of the instructions per update without metrics).
 
-Each process has its own registry: with ``PLC_WORKERS`` > 1 a scrape reads the worker that
-answered it. Exposition format: Prometheus text 0.0.4, or OpenMetrics 1.0 when the scraper's
-``Accept`` asks for it (``prometheus_client``'s content negotiation).
+Each process has its own registry: with ``PLC_WORKERS`` > 1 the counters of a scrape are
+those of the worker that answered it (the tree size is read from the database, so it is the
+log's). Exposition format: Prometheus text 0.0.4, or what ``prometheus_client`` negotiates
+when the scraper's ``Accept`` asks for another (OpenMetrics); an ``Accept`` it cannot read
+gets text 0.0.4.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,14 +25,15 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 
-from plc.errors import PlcError
+from plc.errors import PlcError, Unavailable
 from plc.store.sql import CommitOutcome, CommitStatus
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """What a scraper that asks for nothing in particular gets."""
-OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text"
+"""The media type of OpenMetrics (its version and parameters as negotiated)."""
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -40,7 +43,9 @@ class DirectoryMetrics:
     """The metrics of one :class:`plc.service.Directory` (thread-safe: the committer thread
     and the event loop both record)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tree_size: Callable[[], int] | None = None) -> None:
+        """``tree_size``: reads the log's tree size (the last committed ``seq``) from the
+        database at scrape time; None leaves the gauge at 0."""
         self.registry = CollectorRegistry()
         self.ops_committed = Counter(
             "plc_ops_committed",
@@ -49,14 +54,22 @@ class DirectoryMetrics:
         )
         self.ops_refused = Counter(
             "plc_ops_refused",
-            "Submitted operations refused by the directory, by reason: the error's class "
-            "(InvalidSignature, MisorderedOperation, RateLimited, HeadMismatch, ...).",
+            "Submitted operations the directory refused (4xx), by reason: the error's class "
+            "(InvalidSignature, MisorderedOperation, RateLimited, HeadMismatch, ...). "
+            "Bodies the HTTP layer refuses first (content type, size, encoding, a stalled "
+            "upload) are not counted.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.ops_failed = Counter(
+            "plc_ops_failed",
+            "Submitted operations answered 503 because the database was busy or failed.",
             registry=self.registry,
         )
         self.commit_batch_ops = Histogram(
             "plc_commit_batch_ops",
-            "Operations per group commit (one database transaction).",
+            "Operations per group commit (one database transaction), counting those "
+            "found already stored or conflicting, which append nothing.",
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
@@ -69,34 +82,45 @@ class DirectoryMetrics:
         )
         self.tree_size = Gauge(
             "plc_log_tree_size",
-            "Operations in the transparency log (the last committed seq) as this process "
-            "last committed or read it.",
+            "Operations in the transparency log (the last committed seq), read from the "
+            "database at scrape time (NaN when it does not answer).",
             registry=self.registry,
         )
+        if tree_size is not None:
+            self.tree_size.set_function(lambda: _or_nan(tree_size))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
     def committed(self, outcomes: Sequence[CommitOutcome], seconds: float) -> None:
         """Record one group commit: its outcomes (in batch order) and its wall time in s."""
-        appended = 0
-        last_seq = 0
-        for outcome in outcomes:
-            if outcome.status is CommitStatus.COMMITTED:
-                appended += 1
-                last_seq = max(last_seq, outcome.seq or 0)
+        appended = sum(1 for o in outcomes if o.status is CommitStatus.COMMITTED)
         self.commit_batch_ops.observe(len(outcomes))
         self.commit_seconds.observe(seconds)
         if appended:
             self.ops_committed.inc(appended)
-            self.tree_size.set(last_seq)
 
     def refused(self, error: PlcError) -> None:
-        """Record one submitted op refused with ``error`` (its class names the reason)."""
-        self.ops_refused.labels(reason=type(error).__name__).inc()
+        """Record one submitted op answered with ``error``: a refusal (its class names the
+        reason), or a failure when it is :class:`Unavailable` (503)."""
+        if isinstance(error, Unavailable):
+            self.ops_failed.inc()
+        else:
+            self.ops_refused.labels(reason=type(error).__name__).inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """``(body, content type)`` of the registry for a scrape whose ``Accept`` header is
-        ``accept``: OpenMetrics when it asks for ``application/openmetrics-text``, else the
-        Prometheus text format 0.0.4 (UTF-8)."""
-        encoder, content_type = choose_encoder(accept)
+        ``accept``: what ``prometheus_client`` negotiates (OpenMetrics when asked), and the
+        Prometheus text format 0.0.4 (UTF-8) when nothing else is asked or the header cannot
+        be read."""
+        try:
+            encoder, content_type = choose_encoder(accept)
+        except (TypeError, ValueError):  # e.g. "text/plain; version=abc"
+            return generate_latest(self.registry), TEXT_CONTENT_TYPE
         return encoder(self.registry), content_type
+
+
+def _or_nan(read: Callable[[], int]) -> float:
+    try:
+        return float(read())
+    except Exception:  # noqa: BLE001 - a scrape must answer while the database does not
+        return float("nan")

@@ -131,8 +131,8 @@ def create_app(
         signer = load_or_create_signer(tlog, settings.log_signing_key, settings.log_origin)
         checkpointer = Checkpointer(tlog, signer, clock, settings.checkpoint_interval_ms / 1000)
         if settings.metrics:
+            app.state.metrics = DirectoryMetrics(store.tree_size)
             directory.metrics = app.state.metrics
-            app.state.metrics.tree_size.set(store.tree_size())
         signal = CommitSignal()
         directory.commit_listeners.append(signal.notify)
         app.state.commit_signal = signal
@@ -178,7 +178,6 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     if settings.metrics:
-        app.state.metrics = DirectoryMetrics()
         app.include_router(metrics.router)
     app.include_router(export.router)
     app.include_router(stream.router)

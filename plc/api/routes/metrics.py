@@ -17,8 +17,8 @@ router = APIRouter()
     response_class=Response,
     responses={
         200: {
-            "description": "Prometheus text format 0.0.4, or OpenMetrics 1.0 when the "
-            "Accept header asks for application/openmetrics-text",
+            "description": "Prometheus text format 0.0.4, or OpenMetrics when the Accept "
+            "header asks for application/openmetrics-text",
             "content": {TEXT_CONTENT_TYPE: {}, OPENMETRICS_CONTENT_TYPE: {}},
         },
     },
