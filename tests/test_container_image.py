@@ -1,16 +1,18 @@
 """The Dockerfile's image, checked without a Docker daemon (there is none on the development
 and CI machines): its build context, install step, settings and entry point.
 
-What the image does is replayed with the same inputs: only the files its ``COPY`` lines name are
-put in a build directory, built into a wheel as ``pip install .`` builds them (an isolated
-build from ``pyproject.toml``), installed into a fresh virtual environment, and started as its
-``ENTRYPOINT`` with its ``ENV`` (the volume path mapped to a temporary directory, the port to a
-free one). The base image and the non-root user are the only steps not replayed; the
-dependencies come from the test environment's own site-packages rather than a second download.
+What the image does is replayed with the same inputs: only the files its ``COPY`` lines name
+(less what ``.dockerignore`` excludes) are put in a build directory, installed with ``pip
+install`` into a fresh virtual environment (an isolated build from ``pyproject.toml``, the
+dependencies resolved from its ``dependencies`` alone, from the package index or pip's cache:
+this test needs what ``make test`` needs to install), and started as the ``ENTRYPOINT`` with
+the image's ``ENV`` (the volume path mapped to a temporary directory, the port to a free one).
+The base image and the non-root user are the only steps not replayed.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -18,10 +20,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
-import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,27 +106,67 @@ def test_dockerfile_settings_serve_on_all_interfaces_with_the_database_on_the_vo
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
 
 
+def _dockerignored() -> Callable[[str], bool]:
+    """Whether a path of the build context (relative, ``/``-separated) is excluded by
+    ``.dockerignore`` (the forms ours uses: ``name``, ``glob``, ``**/name``)."""
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert not [p for p in patterns if p.startswith("!")], "exceptions are not replayed"
+
+    def excluded(relative: str) -> bool:
+        parts = relative.split("/")
+        for pattern in patterns:
+            if pattern.startswith("**/"):
+                if any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts):
+                    return True
+            elif fnmatch.fnmatchcase(relative, pattern) or fnmatch.fnmatchcase(parts[0], pattern):
+                return True
+        return False
+
+    return excluded
+
+
 def _build_context(into: Path) -> Path:
     """The files the image's COPY lines put in its WORKDIR (relative destinations only)."""
+    excluded = _dockerignored()
     workdir = into / "app"
     workdir.mkdir()
     for sources, destination in IMAGE.copies:
         target = workdir / destination if destination != "./" else workdir
         for source in sources:
             path = REPO / source
-            if path.is_dir():
-                shutil.copytree(
-                    path, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
-                )
-            else:
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target / path.name)
+            files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+            for file in files:
+                relative = file.relative_to(REPO).as_posix()
+                if excluded(relative):
+                    continue
+                inside = file.relative_to(path) if path.is_dir() else Path(path.name)
+                (target / inside).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, target / inside)
     return workdir
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without the settings of this project and of pip (a developer's
+    ``PIP_NO_BUILD_ISOLATION`` or ``PIP_INDEX_URL`` are not the image's)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not (_is_setting(name) or name.startswith("PIP_") or name == "VIRTUAL_ENV")
+    }
 
 
 def _run(*command: str | Path, cwd: Path | None = None) -> None:
     done = subprocess.run(
-        [str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=600
+        [str(c) for c in command],
+        cwd=cwd,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, f"{command}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}"
 
@@ -136,47 +176,33 @@ def installed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment holding what the image's ``pip install .`` installs; its path."""
     root = tmp_path_factory.mktemp("image")
     context = _build_context(root)
-    wheels = root / "wheels"
-    # An isolated build from pyproject.toml's [build-system], as `pip install .` does in the
-    # image (setuptools and wheel come from the package index or pip's cache).
-    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, context)
-    (wheel,) = wheels.glob("*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    assert not list(context.rglob("__pycache__")), ".dockerignore was not applied"
+    venv = root / "venv"
+    _run(sys.executable, "-m", "venv", venv)
+    # As the image's RUN line: the project and its declared dependencies, nothing else.
+    _run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", context, cwd=root)
+    where = _venv_python(venv, root, "import plc, auditor; print(plc.__file__, auditor.__file__)")
+    assert all(Path(p).is_relative_to(venv) for p in where.split()), where
+    installed = {
+        Path(p).relative_to(venv).as_posix().split("site-packages/", 1)[-1]
+        for p in _venv_python(
+            venv,
+            root,
+            "import importlib.metadata as m; "
+            "print('\\n'.join(str(f.locate()) for f in m.files('plc-directory')))",
+        ).splitlines()
+    }
     for required in (
         "plc/store/migrations/env.py",
         "plc/store/migrations/script.py.mako",
         "plc/py.typed",
         "auditor/cli.py",
     ):
-        assert required in names, f"{required} is missing from the built package"
+        assert required in installed, f"{required} is missing from the installed package"
     migrations = {p.name for p in (REPO / "plc" / "store" / "migrations" / "versions").glob("*.py")}
     assert migrations, "no migrations in the repository"
     for name in migrations:
-        assert f"plc/store/migrations/versions/{name}" in names, f"migration {name} not packaged"
-
-    venv = root / "venv"
-    _run(sys.executable, "-m", "venv", "--without-pip", venv)
-    _run(
-        sys.executable,
-        "-m",
-        "pip",
-        "--python",
-        venv / "bin" / "python",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--no-index",
-        wheel,
-    )
-    # The dependencies: this environment's site-packages, appended after the venv's own (a
-    # plain path line: the .pth files in there, such as an editable install of this
-    # checkout, are not processed, so `plc` is the installed copy).
-    purelib = Path(
-        _venv_python(venv, root, "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-    )
-    (purelib / "_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    where = _venv_python(venv, root, "import plc, auditor; print(plc.__file__, auditor.__file__)")
-    assert all(Path(p).is_relative_to(venv) for p in where.split()), where
+        assert f"plc/store/migrations/versions/{name}" in installed, f"{name} not packaged"
     return venv
 
 
@@ -192,12 +218,12 @@ def _venv_python(venv: Path, cwd: Path, code: str) -> str:
 def run_image(venv: Path, volume: Path, cwd: Path) -> Iterator[tuple[str, str]]:
     """Start the image's entry point with its ENV; yield (base URL on 127.0.0.1, log text)."""
     port = free_port()
-    env = {name: value for name, value in os.environ.items() if not _is_setting(name)}
+    env = _clean_env()
     env.update(IMAGE.env)
     env["DATABASE_URL"] = IMAGE.env["DATABASE_URL"].replace(IMAGE.volumes[0], str(volume), 1)
     env["PLC_PORT"] = str(port)  # docker run -p maps the image's port; here a free one
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    log_file = cwd / "server.log"
+    log_file = cwd.parent / f"server-{port}.log"  # outside the WORKDIR, which plc cannot write
     with log_file.open("wb") as log:
         process = subprocess.Popen(IMAGE.entrypoint, cwd=cwd, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
@@ -212,10 +238,17 @@ def run_image(venv: Path, volume: Path, cwd: Path) -> Iterator[tuple[str, str]]:
                 pass
             assert time.monotonic() < deadline, f"did not start: {log_file.read_text()}"
             time.sleep(0.1)
-        yield url, log_file.read_text()
+        log = log_file.read_text()
+        # The answer came from this server, not another test's on a port taken meanwhile.
+        assert process.poll() is None and f":{port}" in log, log
+        yield url, log
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _is_setting(name: str) -> bool:
@@ -235,7 +268,8 @@ def test_image_installs_and_serves_with_its_database_on_the_volume(
         assert httpx.post(f"{url}/{did}", json=genesis).status_code == 200
     database = Path(IMAGE.env["DATABASE_URL"].removeprefix("sqlite:///"))
     assert (volume / database.relative_to(IMAGE.volumes[0])).is_file()
-    assert not list(workdir.glob("*.sqlite3")), "a database was written outside the volume"
+    # In the image the WORKDIR belongs to root and the server runs as another user.
+    assert not list(workdir.iterdir()), "the server wrote into its working directory"
     # A new container on the same volume: the DID and the log's signing identity are kept.
     with run_image(installed_image, volume, workdir) as (url, log_again):
         assert httpx.get(f"{url}/{did}").status_code == 200
