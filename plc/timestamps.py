@@ -78,8 +78,12 @@ def parse_timestamp_ms(text: str) -> int:
     raise InvalidInput(f"Invalid timestamp: {echo(text)}")
 
 
+_YEAR_MONTH_RE = re.compile(r"[0-9]{4}-[0-9]{2}")
+
+
 def parse_timestamp_lenient(text: str) -> datetime:
-    """Parse an ISO 8601 date or date-time the way ``/export?after=`` accepts it (naive → UTC).
+    """Parse an ISO 8601 date (``YYYY-MM-DD`` or ``YYYY-MM``) or date-time the way
+    ``/export?after=`` accepts it (naive → UTC).
 
     A moment whose UTC offset carries it outside Python's years 1-9999 (``0001-01-01T00:00+14:00``)
     is clamped to the first or last representable moment: JavaScript's ``Date`` reads those
@@ -89,6 +93,8 @@ def parse_timestamp_lenient(text: str) -> datetime:
         InvalidInput: not an ISO 8601 date/date-time.
     """
     candidate = text.strip()
+    if _YEAR_MONTH_RE.fullmatch(candidate):
+        candidate += "-01"  # ECMAScript's date-only forms include YYYY-MM (the 1st, UTC)
     if candidate.endswith(("Z", "z")):
         candidate = candidate[:-1] + "+00:00"
     try:

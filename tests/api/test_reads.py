@@ -119,7 +119,12 @@ def test_export_time_mode(client: TestClient, clock: Clock) -> None:
     # before every op, after every op; never a 500.
     everything = client.get("/export", params={"after": "0001-01-01T00:00:00+14:00"})
     assert everything.status_code == 200 and everything.content.split(b"\n") == lines
-    for late in ("9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59.999-00:01"):
+    # Date-only forms, as JavaScript's Date reads them (UTC midnight, the 1st of a month).
+    for early in ("2000-01-01", "2000-01"):
+        response = client.get("/export", params={"after": early})
+        assert response.status_code == 200 and response.content.split(b"\n") == lines
+    assert client.get("/export", params={"after": "2000-13"}).status_code == 400
+    for late in ("9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59.999-00:01", "9999-12"):
         nothing = client.get("/export", params={"after": late})
         assert nothing.status_code == 200 and nothing.content == b""
 
