@@ -120,11 +120,14 @@ class Directory:
         self._pending: list[_Job] = []
         self._flusher: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
-        self.commit_listeners: list[Callable[[list[CommitOutcome]], None]] = []
+        self.commit_listeners: list[Callable[[list[CommitOutcome], float], None]] = []
+        """Called after each commit with its outcomes (in batch order) and its wall time in
+        seconds, on the committing thread."""
         self.validator: ValidationProcess | None = None
         """The child process that validates POST bodies (:meth:`submit_body`); None: here."""
         self.metrics: DirectoryMetrics | None = None
-        """Where commits and refusals are counted (``GET /metrics``); None: nowhere."""
+        """Where refusals are counted (``GET /metrics``; its commits come as a listener);
+        None: nowhere."""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -209,28 +212,15 @@ class Directory:
             return fn(*args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    async def submit(self, did: str, body: Any, json_text: bytes | None = None) -> SubmitResult:
-        """Validate and durably append an op; answers after its commit (``json_text``: as
-        :meth:`prepare`).
-
-        Raises:
-            PlcError: as :meth:`prepare`; HeadMismatch (409) when the DID's head moved between
-                validation and commit; Unavailable (503) when the database is locked.
-        """
-        try:
-            prepared = await self.run(self.prepare, did, body, json_text=json_text)
-            return await self._append(prepared)
-        except PlcError as exc:
-            if self.metrics is not None:
-                self.metrics.refused(exc)
-            raise
-
     async def submit_body(self, did: str, body: bytes) -> SubmitResult:
-        """:meth:`submit` for a request body (JSON bytes), validated by the validation process
-        when one is ready (else here).
+        """Validate and durably append the op in a request body (JSON bytes); answers after
+        its commit. Validated by the validation process when one is ready, else here. Every
+        refusal is counted in :attr:`metrics`.
 
         Raises:
-            PlcError: as :meth:`submit`; InvalidInput (400) when ``body`` is not JSON.
+            PlcError: as :meth:`prepare` (InvalidInput, 400, when ``body`` is not JSON);
+                HeadMismatch (409) when the DID's head moved between validation and commit;
+                Unavailable (503) when the database is locked.
         """
         try:
             validator = self.validator
@@ -372,11 +362,9 @@ class Directory:
         self._notify(outcomes, time.perf_counter() - started)
 
     def _notify(self, outcomes: list[CommitOutcome], seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.committed(outcomes, seconds)
         for listener in self.commit_listeners:
             try:
-                listener(outcomes)
+                listener(outcomes, seconds)
             except Exception:  # noqa: BLE001 - a listener must not break the write path
                 log.exception("commit listener failed")
 

@@ -133,6 +133,7 @@ def create_app(
         if settings.metrics:
             app.state.metrics = DirectoryMetrics(store.tree_size)
             directory.metrics = app.state.metrics
+            directory.commit_listeners.append(app.state.metrics.committed)
         signal = CommitSignal()
         directory.commit_listeners.append(signal.notify)
         app.state.commit_signal = signal

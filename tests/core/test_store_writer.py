@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from plc.errors import Unavailable
@@ -138,14 +139,16 @@ def test_group_commit_gathers_ops_still_being_validated(
     store = env[0]
     directory = Directory(store, PolicySettings(), clock, inline_io=True)
     batches: list[list[int | None]] = []
-    directory.commit_listeners.append(lambda outcomes: batches.append([o.seq for o in outcomes]))
+    directory.commit_listeners.append(
+        lambda outcomes, _seconds: batches.append([o.seq for o in outcomes])
+    )
     assert GATHER_TURNS >= 6
     dids = [new_did(f"gather-{i}") for i in range(6)]
 
     async def submit(turns: int, did: str, genesis: dict[str, object]) -> int | None:
         for _ in range(turns):
             await asyncio.sleep(0)
-        return (await directory.submit(did, genesis)).seq
+        return (await directory.submit_body(did, orjson.dumps(genesis))).seq
 
     async def run_all() -> list[int | None]:
         return list(await asyncio.gather(*(submit(i, d, g) for i, (d, g, _) in enumerate(dids))))
