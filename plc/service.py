@@ -312,8 +312,8 @@ class Directory:
                 failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
                 _resolve_all([(job.future, failure) for job in jobs])
                 continue
-            _resolve_all([(job.future, o) for job, o in zip(jobs, outcomes, strict=True)])
             self._notify(outcomes, time.perf_counter() - started)
+            _resolve_all([(job.future, o) for job, o in zip(jobs, outcomes, strict=True)])
 
     async def _gather(self) -> None:
         """Let requests already running join the next batch: yield to the event loop while
@@ -358,8 +358,10 @@ class Directory:
             failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
             _deliver(jobs, [failure] * len(jobs))
             return
-        _deliver(jobs, outcomes)
+        # Listeners first: a client that has its answer must find the commit counted
+        # (GET /metrics) and announced (/export/stream); _deliver wakes it on another thread.
         self._notify(outcomes, time.perf_counter() - started)
+        _deliver(jobs, outcomes)
 
     def _notify(self, outcomes: list[CommitOutcome], seconds: float) -> None:
         for listener in self.commit_listeners:

@@ -16,7 +16,7 @@ from plc.policy import PolicySettings
 from plc.service import GATHER_TURNS, Directory
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
-from plc.store.sql import CommitStatus, PendingCommit, SqlStore
+from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore
 from plc.store.tlog_store import TlogStore
 
 from ..conftest import Clock
@@ -156,3 +156,27 @@ def test_group_commit_gathers_ops_still_being_validated(
     seqs = asyncio.run(run_all())
     assert sorted(s for s in seqs if s is not None) == [1, 2, 3, 4, 5, 6]
     assert batches == [[1, 2, 3, 4, 5, 6]]
+
+
+@pytest.mark.parametrize("inline_io", [True, False], ids=["event-loop", "committer-thread"])
+def test_listeners_have_run_when_the_submitter_gets_its_answer(
+    env: tuple[SqlStore, Directory, str], clock: Clock, inline_io: bool
+) -> None:
+    """A client that has its 200 must find its op counted in GET /metrics and announced to
+    /export/stream. On the committer thread (PostgreSQL) the answer used to be handed to
+    the event loop before the listeners ran, and a scrape right after could miss it."""
+    directory = Directory(env[0], PolicySettings(), clock, inline_io=inline_io)
+    finished: list[int | None] = []
+
+    def slow_listener(outcomes: list[CommitOutcome], _seconds: float) -> None:
+        threading.Event().wait(0.2)  # long enough for a woken submitter to overtake it
+        finished.extend(o.seq for o in outcomes)
+
+    directory.commit_listeners.append(slow_listener)
+    directory.start()
+    try:
+        did, genesis, _ = new_did(f"listeners-{inline_io}")
+        result = asyncio.run(directory.submit_body(did, orjson.dumps(genesis)))
+        assert finished == [result.seq] == [1]
+    finally:
+        directory.stop()
