@@ -55,9 +55,10 @@ class DirectoryMetrics:
         self.ops_refused = Counter(
             "plc_ops_refused",
             "Submitted operations the directory refused (4xx), by reason: the error's class "
-            "(InvalidSignature, MisorderedOperation, RateLimited, HeadMismatch, ...). "
-            "Bodies the HTTP layer refuses first (content type, size, encoding, a stalled "
-            "upload) are not counted.",
+            "(InvalidSignature, MisorderedOperation, RateLimited, HeadMismatch, ...), or "
+            "for a body refused before its op is read: NotJson (the Content-Type), "
+            "BodyTooLarge (413), BodyTimeout (408), UnsupportedEncoding (415), "
+            "CorruptEncoding.",
             ["reason"],
             registry=self.registry,
         )
@@ -106,6 +107,11 @@ class DirectoryMetrics:
             self.ops_failed.inc()
         else:
             self.ops_refused.labels(reason=type(error).__name__).inc()
+
+    def refused_body(self, reason: str) -> None:
+        """Record one POST refused before its op was read, for ``reason`` (the
+        :class:`plc.api.fastpath.Refusal` reason: NotJson, BodyTooLarge, ...)."""
+        self.ops_refused.labels(reason=reason).inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """``(body, content type)`` of the registry for a scrape whose ``Accept`` header is

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from fastapi import FastAPI
@@ -167,8 +167,17 @@ def decode_content(encoding: str | None, body: bytes, limit: int) -> bytes | Non
     return inflated
 
 
-Refusal = tuple[int, str, dict[str, str] | None]
-"""``(status, message, extra headers)`` of a request refused before it reaches the directory."""
+class Refusal(NamedTuple):
+    """A POST refused before it reaches the directory (its body's transport, not its op)."""
+
+    status: int
+    message: str
+    headers: dict[str, str] | None
+    reason: str
+    """What ``plc_ops_refused_total`` counts it as (``GET /metrics``)."""
+
+
+NOT_JSON = Refusal(400, "Content-Type must be application/json", None, "NotJson")
 
 
 async def take_body(
@@ -185,17 +194,23 @@ async def take_body(
         async with asyncio.timeout(timeout_s):
             body = await read
     except TimeoutError:
-        return 408, TIMEOUT_MESSAGE, {"connection": "close"}
+        return Refusal(408, TIMEOUT_MESSAGE, {"connection": "close"}, "BodyTimeout")
     if body is not None and encoding is not None:
         try:
             body = decode_content(encoding, body, limit)
         except UnsupportedEncoding as exc:
-            return 415, exc.message, None
+            return Refusal(415, exc.message, None, "UnsupportedEncoding")
         except CorruptEncoding:
-            return 400, CorruptEncoding.message, None
+            return Refusal(400, CorruptEncoding.message, None, "CorruptEncoding")
     if body is None:
-        return 413, "request entity too large", {"connection": "close"}
+        return Refusal(413, "request entity too large", {"connection": "close"}, "BodyTooLarge")
     return body
+
+
+def count_refusal(directory: Directory, refusal: Refusal) -> None:
+    """Count ``refusal`` in the directory's metrics (if any) beside the refused ops."""
+    if directory.metrics is not None:
+        directory.metrics.refused_body(refusal.reason)
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -368,20 +383,22 @@ class PlcApp(FastAPI):
         state = self.state
         directory: Directory = state.directory
         content_type, declared, encoding = _post_headers(scope)
+        settings = state.settings
+        body: bytes | Refusal
         if content_type != b"application/json" and not is_json(
             "" if content_type is None else content_type.decode("latin-1")
         ):
-            await _send_message(send, 400, "Content-Type must be application/json")
-            return
-        settings = state.settings
-        body = await take_body(
-            _receive_body(declared, receive, settings.max_body_bytes),
-            None if encoding is None else encoding.decode("latin-1"),
-            settings.body_timeout_s,
-            settings.max_body_bytes,
-        )
-        if isinstance(body, tuple):
-            await _send_message(send, *body)
+            body = NOT_JSON
+        else:
+            body = await take_body(
+                _receive_body(declared, receive, settings.max_body_bytes),
+                None if encoding is None else encoding.decode("latin-1"),
+                settings.body_timeout_s,
+                settings.max_body_bytes,
+            )
+        if isinstance(body, Refusal):
+            count_refusal(directory, body)
+            await _send_message(send, body.status, body.message, body.headers)
             return
         await directory.submit_body(did, body)
         await _send(send, 200, _OK_HEADERS, b"OK")

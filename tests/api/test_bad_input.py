@@ -213,7 +213,9 @@ def test_a_stalled_body_is_408_and_the_connection_closed(app_factory, fast: bool
                 answer += chunk
         with httpx.Client(base_url=server.url) as http:
             assert http.get("/export?after=0").content == b""  # nothing stored
+            metrics = http.get("/metrics").text
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert 'plc_ops_refused_total{reason="BodyTimeout"} 1.0' in metrics
     assert answer.endswith(b'{"message":"Request timeout: the body did not arrive in time"}')
 
 

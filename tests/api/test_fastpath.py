@@ -55,6 +55,8 @@ def _requests() -> list[tuple[str, str, bytes, dict[str, str]]]:
         ("POST", f"/{DID}", b"[]", JSON),
         ("POST", f"/{DID}", b'{"a":"\\ud800"}', JSON),
         ("POST", f"/{DID}", b"x" * 200_000, JSON),
+        ("POST", f"/{DID}", orjson.dumps(second), {**JSON, "content-encoding": "br"}),
+        ("POST", f"/{DID}", b"not gzip", {**JSON, "content-encoding": "gzip"}),
         ("POST", f"/{DID}", orjson.dumps({**second, "sig": "A" * 86}), JSON),
         ("POST", f"/{DID}", orjson.dumps(second), JSON),
         *_reads(DID),
@@ -100,6 +102,10 @@ def _transcript(client: TestClient) -> list[tuple[int, list[tuple[str, str]], by
         response = client.request(method, path, content=body, headers=headers)
         out.append((response.status_code, list(response.headers.items()), response.content))
     out.append((0, [], client.get("/export?after=0").content))
+    refusals = [
+        line for line in client.get("/metrics").text.splitlines() if "refused_total{" in line
+    ]
+    out.append((0, [], "\n".join(refusals).encode()))
     return out
 
 
@@ -151,7 +157,7 @@ def test_validation_process_answers_as_the_server_does(
         assert _transcript(in_child) == _transcript(inline)
         posts = [r for r in _requests() if r[0] == "POST" and r[1].count("/") == 1]
         validated = in_child.app.state.directory.validator.validated  # type: ignore[attr-defined]
-        assert validated >= len(posts) - 3  # all but the bodies refused before validation
+        assert validated >= len(posts) - 5  # all but the bodies refused before validation
 
 
 def test_fast_path_takes_the_did_routes_only(client: TestClient) -> None:

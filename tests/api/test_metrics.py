@@ -62,6 +62,22 @@ def test_commits_and_refusals_are_counted(client: TestClient, clock: Clock) -> N
         assert after[("process_cpu_seconds_total", ())] > 0
 
 
+def test_bodies_refused_before_their_op_is_read_are_counted(client: TestClient) -> None:
+    did = new_did("metrics-bodies")[0]
+    json = {"content-type": "application/json"}
+    refused = [
+        (client.post(f"/{did}", content=b"{}", headers={"content-type": "text/plain"}), 400),
+        (client.post(f"/{did}", content=b"x" * 200_000, headers=json), 413),
+        (client.post(f"/{did}", content=b"{}", headers={**json, "content-encoding": "br"}), 415),
+        (client.post(f"/{did}", content=b"{}", headers={**json, "content-encoding": "gzip"}), 400),
+    ]
+    assert [r.status_code for r, _ in refused] == [status for _, status in refused]
+    samples = scrape(client)
+    for reason in ("NotJson", "BodyTooLarge", "UnsupportedEncoding", "CorruptEncoding"):
+        assert samples[("plc_ops_refused_total", (("reason", reason),))] == 1, reason
+    assert samples[("plc_ops_committed_total", ())] == 0
+
+
 def test_a_database_failure_is_not_a_refusal() -> None:
     metrics = DirectoryMetrics()
     metrics.refused(Unavailable("Database unavailable, try again"))
