@@ -56,9 +56,10 @@ class DirectoryMetrics:
             "plc_ops_refused",
             "Submitted operations the directory refused (4xx), by reason: the error's class "
             "(InvalidSignature, MisorderedOperation, RateLimited, HeadMismatch, ...), or "
-            "for a body refused before its op is read: NotJson (the Content-Type), "
-            "BodyTooLarge (413), BodyTimeout (408), UnsupportedEncoding (415), "
-            "CorruptEncoding.",
+            "for a body refused before its op is read: UnsupportedContentType (400, not "
+            "JSON by its Content-Type), BodyTooLarge (413), BodyTimeout (408), "
+            "UnsupportedEncoding (415), CorruptEncoding (400, a gzip or deflate body that "
+            "does not inflate).",
             ["reason"],
             registry=self.registry,
         )
@@ -110,7 +111,7 @@ class DirectoryMetrics:
 
     def refused_body(self, reason: str) -> None:
         """Record one POST refused before its op was read, for ``reason`` (the
-        :class:`plc.api.fastpath.Refusal` reason: NotJson, BodyTooLarge, ...)."""
+        :class:`plc.api.fastpath.Refusal` reason: UnsupportedContentType, BodyTooLarge, ...)."""
         self.ops_refused.labels(reason=reason).inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:

@@ -122,7 +122,9 @@ class Directory:
         self._thread: threading.Thread | None = None
         self.commit_listeners: list[Callable[[list[CommitOutcome], float], None]] = []
         """Called after each commit with its outcomes (in batch order) and its wall time in
-        seconds, on the committing thread."""
+        seconds, on the committing thread, before the batch's submitters are answered (so an
+        answered client finds its commit counted): keep listeners quick and non-blocking.
+        Their exceptions are logged and ignored."""
         self.validator: ValidationProcess | None = None
         """The child process that validates POST bodies (:meth:`submit_body`); None: here."""
         self.metrics: DirectoryMetrics | None = None
@@ -312,6 +314,8 @@ class Directory:
                 failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
                 _resolve_all([(job.future, failure) for job in jobs])
                 continue
+            # Either order answers after the listeners here (the waiters run once this task
+            # yields); this one matches the committer thread's.
             self._notify(outcomes, time.perf_counter() - started)
             _resolve_all([(job.future, o) for job, o in zip(jobs, outcomes, strict=True)])
 
@@ -358,8 +362,9 @@ class Directory:
             failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
             _deliver(jobs, [failure] * len(jobs))
             return
-        # Listeners first: a client that has its answer must find the commit counted
-        # (GET /metrics) and announced (/export/stream); _deliver wakes it on another thread.
+        # Listeners first: a client that has its answer must find its commit counted
+        # (GET /metrics) and the stream connections woken; _deliver answers it on its loop,
+        # which may run before this thread's next line.
         self._notify(outcomes, time.perf_counter() - started)
         _deliver(jobs, outcomes)
 

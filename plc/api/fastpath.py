@@ -177,7 +177,7 @@ class Refusal(NamedTuple):
     """What ``plc_ops_refused_total`` counts it as (``GET /metrics``)."""
 
 
-NOT_JSON = Refusal(400, "Content-Type must be application/json", None, "NotJson")
+NOT_JSON = Refusal(400, "Content-Type must be application/json", None, "UnsupportedContentType")
 
 
 async def take_body(

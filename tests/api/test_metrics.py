@@ -73,7 +73,12 @@ def test_bodies_refused_before_their_op_is_read_are_counted(client: TestClient) 
     ]
     assert [r.status_code for r, _ in refused] == [status for _, status in refused]
     samples = scrape(client)
-    for reason in ("NotJson", "BodyTooLarge", "UnsupportedEncoding", "CorruptEncoding"):
+    for reason in (
+        "UnsupportedContentType",
+        "BodyTooLarge",
+        "UnsupportedEncoding",
+        "CorruptEncoding",
+    ):
         assert samples[("plc_ops_refused_total", (("reason", reason),))] == 1, reason
     assert samples[("plc_ops_committed_total", ())] == 0
 

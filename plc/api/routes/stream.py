@@ -59,9 +59,19 @@ class CommitSignal:
         self._waiters = {w for w in self._waiters if w[1] is not event}
 
     def notify(self, *_: object) -> None:
+        """Wake every connection: one call per event loop (it runs before write answers on
+        the committer thread, so one wake-up of the loop, not one per subscriber)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
         for loop, event in list(self._waiters):
+            by_loop.setdefault(loop, []).append(event)
+        for loop, events in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(_set_all, events)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 @router.get(
