@@ -48,6 +48,7 @@ def serve(
     from pydantic import ValidationError
     from sqlalchemy.exc import SQLAlchemyError
 
+    from plc.api.http_server import uvicorn_options
     from plc.checkpoints import load_or_create_signer
     from plc.errors import PlcError
     from plc.logging_setup import configure_logging
@@ -114,9 +115,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=90,
+        **uvicorn_options(),
     )
 
 

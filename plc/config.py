@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 102_400
     """Largest accepted POST body, bytes; larger bodies answer 413 (``PLC_MAX_BODY_BYTES``).
     The reference's ``express.json({limit: '100kb'})`` reads 100kb as 102,400 bytes."""
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    """Largest request head (request line and headers), bytes; a larger one is answered 431
+    and the connection closed (``PLC_MAX_HEADER_BYTES``). Node's default ``maxHeaderSize``,
+    which the reference runs with, is 16 KiB."""
     body_timeout_s: float = Field(default=60.0, gt=0)
     """Seconds a POST body may take to arrive once the headers are in; a slower one is
     answered 408 and the connection closed (``PLC_BODY_TIMEOUT_S``)."""

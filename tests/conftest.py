@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
 from plc.api.app import create_app
+from plc.api.http_server import uvicorn_options
 from plc.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +131,8 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        options = {**uvicorn_options(), "log_level": "warning"}
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

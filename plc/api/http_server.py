@@ -1,0 +1,119 @@
+"""How uvicorn serves the app: its options, and the HTTP protocol that answers a request the
+parser refuses with ``{"message": ...}`` like every other error, and caps the request head.
+
+uvicorn answers malformed HTTP (a bad request line, an invalid header, a bad
+``Content-Length``) itself, before the app sees a request, with a plain-text 400; and its
+httptools protocol puts no limit on the request head, so a client could make it hold an
+endless header in memory. The reference (Node's ``http``) answers malformed requests with a
+bare 400 and heads over ``maxHeaderSize`` (16 KiB) with 431, closing the connection both times.
+We answer the same statuses and close, with the body and CORS header every other answer of
+this API has (design.md decision 1: bad input of any kind is a 4xx with a message).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from plc.api.responses import JSON
+from plc.config import Settings
+
+KEEP_ALIVE_S = 90
+"""Idle keep-alive timeout, seconds (the reference's ``server.keepAliveTimeout``)."""
+HEAD_TOO_LARGE = "Request header fields too large"
+"""Message of the 431 answered to a request head over ``PLC_MAX_HEADER_BYTES``."""
+
+_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+
+
+@functools.cache
+def max_head_bytes() -> int:
+    """``PLC_MAX_HEADER_BYTES`` of this process (read once: each uvicorn worker process reads
+    the environment ``plc serve`` hands down)."""
+    return Settings().max_header_bytes
+
+
+class JsonErrorHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with JSON parse-error answers and a cap on the head.
+
+    The head is measured from the bytes received while it is incomplete, so memory stays
+    within the cap plus one read however the head is sent; a head that arrives whole in one
+    read together with its body is measured by its parsed parts (URL, names, values).
+    """
+
+    _in_head = True
+    _head_bytes = 0
+    _parsed_head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._in_head
+            and self._head_bytes > max_head_bytes()
+            and not self.transport.is_closing()
+        ):
+            self.send_error_response(431, HEAD_TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        self._parsed_head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed_head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed_head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes = False, 0
+        if self._parsed_head_bytes > max_head_bytes():
+            self.send_error_response(431, HEAD_TOO_LARGE)
+            # Stop the parser here: nothing of this request may reach the app.
+            raise _HeadRefused
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refuses (``msg`` is uvicorn's fixed
+        text); also reached when :meth:`on_headers_complete` stops the parser, after the 431."""
+        if not self.transport.is_closing():
+            self.send_error_response(400, msg)
+
+    def send_error_response(self, status: int, message: str) -> None:
+        """Answer ``status`` with ``{"message": message}`` and close the connection."""
+        body = orjson.dumps({"message": message})
+        head = [b"HTTP/1.1 %d %s" % (status, _REASONS[status])]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: " + JSON.encode(),
+            b"content-length: " + str(len(body)).encode(),
+            b"access-control-allow-origin: *",
+            b"connection: close",
+        ]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop parsing a refused request."""
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """The keyword arguments ``plc serve`` gives ``uvicorn.run`` / ``uvicorn.Config`` besides
+    the app, host, port and workers."""
+    return {
+        "http": JsonErrorHttpProtocol,
+        "log_config": None,
+        "access_log": False,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+    }
