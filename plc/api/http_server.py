@@ -46,34 +46,20 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
 
     _in_head = True
     _head_bytes = 0
-    _parsed_head_bytes = 0
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if (
-            self._in_head
-            and self._head_bytes > max_head_bytes()
-            and not self.transport.is_closing()
-        ):
-            self.send_error_response(431, HEAD_TOO_LARGE)
-
-    def on_message_begin(self) -> None:
-        self._parsed_head_bytes = 0
-        super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        self._parsed_head_bytes += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._parsed_head_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        super().on_header(name, value)
+        if self._in_head and self._head_bytes > max_head_bytes():
+            if not self.transport.is_closing():
+                self.send_error_response(431, HEAD_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
-        if self._parsed_head_bytes > max_head_bytes():
+        # The parsed head (names as lowercased, the same length), ": " and CRLF per header.
+        parsed = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if parsed > max_head_bytes():
             self.send_error_response(431, HEAD_TOO_LARGE)
             # Stop the parser here: nothing of this request may reach the app.
             raise _HeadRefused
