@@ -40,8 +40,11 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with JSON parse-error answers and a cap on the head.
 
     The head is measured from the bytes received while it is incomplete, so memory stays
-    within the cap plus one read however the head is sent; a head that arrives whole in one
-    read together with its body is measured by its parsed parts (URL, names, values).
+    within the cap plus one read however the head is sent. When those reads pass the cap
+    but the head is complete (it came with its body in one read), the head itself is
+    measured by its parsed parts (URL, names, values); below the cap that sum is skipped
+    (0.7 µs a request). A pipelined head whose first bytes shared a read with the previous
+    request is measured from its later reads only, so it may pass the cap by that share.
     """
 
     _in_head = True
@@ -56,10 +59,16 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
                 self.send_error_response(431, HEAD_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
-        self._in_head, self._head_bytes = False, 0
-        # The parsed head (names as lowercased, the same length), ": " and CRLF per header.
-        parsed = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if parsed > max_head_bytes():
+        received, self._in_head, self._head_bytes = self._head_bytes, False, 0
+        # Only when the reads that carried the head (and maybe a body) pass the cap is the
+        # head itself measured: its parsed parts, ": " and CRLF per header. Most requests
+        # skip the sum.
+        limit = max_head_bytes()
+        if (
+            received > limit
+            and len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            > limit
+        ):
             self.send_error_response(431, HEAD_TOO_LARGE)
             # Stop the parser here: nothing of this request may reach the app.
             raise _HeadRefused
