@@ -1,7 +1,8 @@
 """Prometheus metrics of one directory process, served as ``GET /metrics``.
 
 What an operator watches on the write path: ops committed, ops refused by reason, the size
-and duration of each group commit, and the log's tree size; plus the process's own CPU, memory
+and duration of each group commit, and the log's tree size; requests the HTTP server refused
+before the app read them (malformed HTTP, oversized heads); plus the process's own CPU, memory
 and file descriptors (``prometheus_client``'s process and platform collectors). Commits are
 recorded once per batch and refusals as they happen, so an accepted op costs nothing extra
 (measured: within 0.3 % of the instructions per update without metrics).
@@ -34,6 +35,18 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """What a scraper that asks for nothing in particular gets."""
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text"
 """The media type of OpenMetrics (its version and parameters as negotiated)."""
+
+HTTP_REFUSED = Counter(
+    "plc_http_refused",
+    "Requests the HTTP server refused before the app read them, by reason: MalformedRequest "
+    "(400, the HTTP parser could not read the request) or HeadTooLarge (431, a request head "
+    "over PLC_MAX_HEADER_BYTES). Each answer closes its connection.",
+    ["reason"],
+    registry=None,
+)
+"""Counted by :class:`plc.api.http_server.JsonErrorHttpProtocol`, once per process (the HTTP
+server's connections are the process's, not a directory's); each :class:`DirectoryMetrics`
+registry exposes it."""
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -90,6 +103,7 @@ class DirectoryMetrics:
         )
         if tree_size is not None:
             self.tree_size.set_function(lambda: _or_nan(tree_size))
+        self.registry.register(HTTP_REFUSED)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 

@@ -7,12 +7,16 @@ httptools protocol puts no limit on the request head, so a client could make it 
 endless header in memory. The reference (Node's ``http``) answers malformed requests with a
 bare 400 and heads over ``maxHeaderSize`` (16 KiB) with 431, closing the connection both times.
 We answer the same statuses and close, with the body and CORS header every other answer of
-this API has (design.md decision 1: bad input of any kind is a 4xx with a message).
+this API has (design.md decision 1: bad input of any kind is a 4xx with a message). The app
+never sees these requests, so they are counted here (``plc_http_refused_total`` in
+``/metrics``) and each is logged once: uvicorn's own warning for a malformed request, ours
+(``plc.http``, with the client's address and the limit) for an oversized head.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import orjson
@@ -20,6 +24,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from plc.api.responses import JSON
 from plc.config import Settings
+from plc.metrics import HTTP_REFUSED
+
+log = logging.getLogger("plc.http")
+_SILENT = logging.getLogger("plc.http.silenced")
+_SILENT.disabled = True
 
 KEEP_ALIVE_S = 90
 """Idle keep-alive timeout, seconds (the reference's ``server.keepAliveTimeout``)."""
@@ -56,7 +65,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head and self._head_bytes > max_head_bytes():
             if not self.transport.is_closing():
-                self.send_error_response(431, HEAD_TOO_LARGE)
+                self._refuse_head()
 
     def on_headers_complete(self) -> None:
         received, self._in_head, self._head_bytes = self._head_bytes, False, 0
@@ -69,8 +78,10 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             and len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
             > limit
         ):
-            self.send_error_response(431, HEAD_TOO_LARGE)
-            # Stop the parser here: nothing of this request may reach the app.
+            self._refuse_head()
+            # Stop the parser here: nothing of this request may reach the app. uvicorn
+            # takes the exception for a parse error and would log it as one.
+            self.logger = _SILENT
             raise _HeadRefused
         super().on_headers_complete()
 
@@ -82,7 +93,17 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         """uvicorn's answer to a request its parser refuses (``msg`` is uvicorn's fixed
         text); also reached when :meth:`on_headers_complete` stops the parser, after the 431."""
         if not self.transport.is_closing():
+            HTTP_REFUSED.labels(reason="MalformedRequest").inc()
             self.send_error_response(400, msg)
+
+    def _refuse_head(self) -> None:
+        HTTP_REFUSED.labels(reason="HeadTooLarge").inc()
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else None
+        log.warning(
+            "Request head over the limit refused",
+            extra={"fields": {"status": 431, "limit_bytes": max_head_bytes(), "client": client}},
+        )
+        self.send_error_response(431, HEAD_TOO_LARGE)
 
     def send_error_response(self, status: int, message: str) -> None:
         """Answer ``status`` with ``{"message": message}`` and close the connection."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import socket
 import time
 import zlib
@@ -11,6 +12,7 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from plc.signing import sign_operation
 
@@ -313,6 +315,55 @@ def test_malformed_http_is_a_json_400_and_the_connection_closed(
     with httpx.Client(base_url=live_server.url) as http:
         assert http.get("/export?after=0").content == b""  # nothing stored
         assert http.get("/_health").status_code == 200  # and the server still answers
+
+
+def _http_refused(live_server: LiveServer) -> dict[str, float]:
+    """``plc_http_refused_total`` by reason, as the server's ``/metrics`` shows it."""
+    with httpx.Client(base_url=live_server.url) as http:
+        text = http.get("/metrics").text
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "plc_http_refused"
+        for sample in family.samples
+        if sample.name == "plc_http_refused_total"
+    }
+
+
+def test_requests_refused_by_the_http_server_are_counted_and_logged_once(
+    live_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The app never sees these requests, so the protocol counts them itself. The counter is
+    # the process's: other tests in this process may have counted before, hence the deltas.
+    before = _http_refused(live_server)
+    with caplog.at_level(logging.INFO):
+        for request_bytes in MALFORMED_HTTP.values():
+            _raw_exchange(live_server.port, request_bytes)
+        _raw_exchange(live_server.port, _head_with(17_000))  # complete head, one read
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+            sock.sendall(b"GET /_health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            for _ in range(20):  # up to 20 kB of an unfinished head, in pieces
+                try:
+                    sock.sendall(b"a" * 1024)
+                except OSError:  # the server closed the connection
+                    break
+                time.sleep(0.005)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
+    after = _http_refused(live_server)
+    assert after.get("MalformedRequest", 0) - before.get("MalformedRequest", 0) == len(
+        MALFORMED_HTTP
+    )
+    assert after.get("HeadTooLarge", 0) - before.get("HeadTooLarge", 0) == 2
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    # Each oversized head is logged once, as what it is; uvicorn's "Invalid HTTP request"
+    # line is kept for the malformed requests alone.
+    assert messages.count(("plc.http", "Request head over the limit refused")) == 2
+    assert messages.count(("uvicorn.error", "Invalid HTTP request received.")) == len(
+        MALFORMED_HTTP
+    )
+    refused = [r for r in caplog.records if r.name == "plc.http"]
+    assert all(r.fields["status"] == 431 and r.fields["limit_bytes"] == 16384 for r in refused)  # type: ignore[attr-defined]
+    assert all(r.fields["client"].startswith("127.0.0.1:") for r in refused)  # type: ignore[attr-defined]
 
 
 def _head_with(header_bytes: int) -> bytes:
