@@ -52,6 +52,7 @@ def serve(
     from plc.checkpoints import load_or_create_signer
     from plc.errors import PlcError
     from plc.logging_setup import configure_logging
+    from plc.metrics import shared_metrics_dir
     from plc.store.engine import make_engine, redacted
     from plc.store.migrate import upgrade
     from plc.store.sql import SqlStore
@@ -109,14 +110,15 @@ def serve(
     )
     for handler in logging.getLogger().handlers:
         handler.flush()
-    uvicorn.run(
-        "plc.api.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        **uvicorn_options(),
-    )
+    with shared_metrics_dir(settings.workers, settings.metrics):
+        uvicorn.run(
+            "plc.api.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            **uvicorn_options(),
+        )
 
 
 app.command("resolve")(resolve_command)

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -192,3 +193,30 @@ def test_tiles_of_a_log_with_level_2(tmp_path: Path) -> None:
             verify_tiles(checkpoint.tree_size, checkpoint.root_hash, fetch)
         assert "tile/2/000.p/1" in fetched and "tile/1/001.p/1" in fetched
         assert "tile/1/000" in fetched and "tile/0/257.p/44" in fetched
+
+
+def test_with_two_workers_every_scrape_counts_every_workers_ops(tmp_path: Path) -> None:
+    # Each worker counts what it serves; a scrape, whichever worker answers it, must show
+    # the sum, or Prometheus sees a counter jump back and forth between the workers' counts.
+    def committed() -> float:
+        text = httpx.get(f"{url}/metrics", headers={"connection": "close"}).text
+        (value,) = re.findall(r"^plc_ops_committed_total (\S+)$", text, re.MULTILINE)
+        return float(value)
+
+    def shared_dirs() -> set[Path]:
+        return {p for p in Path(tempfile.gettempdir()).glob("plc-metrics-*") if p.is_dir()}
+
+    before = shared_dirs()
+    with plc_serve(f"sqlite:///{tmp_path / 'w.sqlite3'}", PLC_WORKERS="2") as (url, _):
+        for i in range(16):  # a new connection each: the kernel spreads them over the workers
+            did, genesis, _ = new_did(f"two-workers{i}")
+            answer = httpx.post(f"{url}/{did}", json=genesis, headers={"connection": "close"})
+            assert answer.status_code == 200
+        assert [committed() for _ in range(12)] == [16.0] * 12
+        text = httpx.get(f"{url}/metrics").text
+        assert re.search(r"^plc_log_tree_size 16\.0$", text, re.MULTILINE)
+        assert "process_cpu_seconds_total" not in text  # one worker's alone: left out
+        shared = shared_dirs() - before
+        assert len(shared) == 1, "the workers' shared directory"
+    # plc serve removes the directory it made once its workers are gone.
+    assert not [p for p in shared if p.exists()]

@@ -1,4 +1,4 @@
-"""``GET /metrics``: the process's Prometheus metrics (``plc.metrics``), when
+"""``GET /metrics``: the server's Prometheus metrics (``plc.metrics``), when
 ``PLC_METRICS`` is on."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ router = APIRouter()
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this server process",
+    summary="Prometheus metrics of this server (all its worker processes)",
     response_class=Response,
     responses={
         200: {
