@@ -1,4 +1,5 @@
-"""Prometheus metrics of one directory process, served as ``GET /metrics``.
+"""Prometheus metrics of a directory server (one process or several workers), served as
+``GET /metrics``.
 
 What an operator watches on the write path: ops committed, ops refused by reason, the size
 and duration of each group commit, and the log's tree size; requests the HTTP server refused
