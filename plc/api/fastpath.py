@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Message, Receive, Scope, Send
 
 from plc.api.errors import error_message, message_response
-from plc.api.responses import DID_LD_JSON, JSON, TEXT
+from plc.api.responses import DID_LD_JSON, JSON, TEXT, only_real_answers
 from plc.errors import PlcError, echo
 from plc.service import Directory
 
@@ -264,6 +264,13 @@ class PlcApp(FastAPI):
             ("GET", "/log/last"): self._reader(Directory.last_op, JSON),
         }
         self._did_handlers = dict(self._handlers)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, with only the statuses the app really answers
+        (:func:`plc.api.responses.only_real_answers`)."""
+        if self.openapi_schema is None:
+            self.openapi_schema = only_real_answers(super().openapi())
+        return self.openapi_schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -50,3 +50,36 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 def ok_json(description: str, media_type: str = "application/json") -> dict[str, Any]:
     """OpenAPI entry of a 200 JSON response."""
     return {"description": description, "content": {media_type: {"schema": {}}}}
+
+
+def query_parameter(
+    name: str, schema: dict[str, Any], description: str, *, required: bool = False
+) -> dict[str, Any]:
+    """An OpenAPI query parameter with its exact schema. The routes take their parameters as
+    optional strings (so that every bad value is their own 400 with a message, not a schema
+    error) and hide them from FastAPI's document; this is what they document instead."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def only_real_answers(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (FastAPI's OpenAPI dict, changed in place) without the 422 answers and
+    their schemas FastAPI adds to every route with parameters: a request FastAPI cannot
+    validate is answered 400 with a message here (``plc.api.errors``), and each route lists
+    its 400 where it can happen."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    if "components" in document and not schemas:
+        document["components"].pop("schemas", None)
+        if not document["components"]:
+            del document["components"]
+    return document

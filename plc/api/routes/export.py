@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from plc.api.deps import DirectoryDep
-from plc.api.responses import JSONLINES, error_responses
+from plc.api.responses import JSONLINES, error_responses, query_parameter
 from plc.errors import InvalidInput
 from plc.timestamps import parse_timestamp_lenient
 
@@ -42,11 +42,27 @@ def parse_count(count: str | None) -> int:
         200: {"description": "JSON Lines", "content": {JSONLINES: {}}},
         **error_responses(400),
     },
+    openapi_extra={
+        "parameters": [
+            query_parameter(
+                "after",
+                {"type": "string"},
+                "Digits (up to 18): a `seq`, for `sequenced_op` lines with a higher `seq`. "
+                "Anything else: an ISO 8601 date-time, date or `YYYY-MM` (no zone: UTC), for "
+                "legacy lines created after it. Absent or empty: legacy lines from the first.",
+            ),
+            query_parameter(
+                "count",
+                {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": MAX_COUNT},
+                "Most lines in the answer.",
+            ),
+        ]
+    },
 )
 async def export(
     directory: DirectoryDep,
-    after: str | None = Query(default=None),
-    count: str | None = Query(default=None),
+    after: str | None = Query(default=None, include_in_schema=False),
+    count: str | None = Query(default=None, include_in_schema=False),
 ) -> Response:
     page = parse_count(count)
     if after is not None and _SEQ_LIKE.fullmatch(after):

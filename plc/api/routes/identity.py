@@ -32,6 +32,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from plc.api.responses import query_parameter
 from plc.errors import PlcError, Unavailable, echo
 from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest
 from plc.resolve.resolver import IdentityResolver
@@ -84,6 +85,13 @@ _IDENTITY_INFO = {
     },
 }
 _IDENTITY_ERRORS = ["HandleNotFound", "DidNotFound", "DidDeactivated"]
+
+
+def _one_parameter(name: str, string_format: str, description: str) -> dict[str, Any]:
+    """``openapi_extra`` of a method with one required query parameter, read by
+    :func:`_param` (given once and not empty, or the answer is 400 ``InvalidRequest``)."""
+    schema = {"type": "string", "format": string_format, "minLength": 1}
+    return {"parameters": [query_parameter(name, schema, description, required=True)]}
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -149,10 +157,10 @@ async def _identifier_from_body(request: Request) -> str:
         {"type": "object", "required": ["did"], "properties": {"did": {"type": "string"}}},
         ["HandleNotFound"],
     ),
+    openapi_extra=_one_parameter("handle", "handle", "The handle to resolve."),
 )
-async def resolve_handle(request: Request, handle: str | None = None) -> Response:
+async def resolve_handle(request: Request) -> Response:
     """``com.atproto.identity.resolveHandle``: ``handle`` -> ``{"did"}``."""
-    del handle  # documented for OpenAPI; read (and checked for repeats) from the query
     try:
         did = await _resolver(request).resolve_handle(_param(request, "handle"))
     except PlcError as err:
@@ -167,10 +175,10 @@ async def resolve_handle(request: Request, handle: str | None = None) -> Respons
         {"type": "object", "required": ["didDoc"], "properties": {"didDoc": {"type": "object"}}},
         ["DidNotFound", "DidDeactivated"],
     ),
+    openapi_extra=_one_parameter("did", "did", "The DID to resolve."),
 )
-async def resolve_did(request: Request, did: str | None = None) -> Response:
+async def resolve_did(request: Request) -> Response:
     """``com.atproto.identity.resolveDid``: ``did`` -> ``{"didDoc"}``."""
-    del did
     try:
         document = await _resolver(request).resolve_did(_param(request, "did"))
     except PlcError as err:
@@ -182,10 +190,10 @@ async def resolve_did(request: Request, did: str | None = None) -> Response:
     "/xrpc/com.atproto.identity.resolveIdentity",
     summary="Resolve a handle or DID to a verified identity",
     responses=_responses(_IDENTITY_INFO, _IDENTITY_ERRORS),
+    openapi_extra=_one_parameter("identifier", "at-identifier", "A handle or a DID."),
 )
-async def resolve_identity(request: Request, identifier: str | None = None) -> Response:
+async def resolve_identity(request: Request) -> Response:
     """``com.atproto.identity.resolveIdentity``: ``identifier`` -> ``identityInfo``."""
-    del identifier
     try:
         info = await _resolver(request).resolve_identity(_param(request, "identifier"))
     except PlcError as err:
@@ -205,7 +213,13 @@ async def resolve_identity(request: Request, identifier: str | None = None) -> R
                     "schema": {
                         "type": "object",
                         "required": ["identifier"],
-                        "properties": {"identifier": {"type": "string"}},
+                        "properties": {
+                            "identifier": {
+                                "type": "string",
+                                "format": "at-identifier",
+                                "minLength": 1,
+                            }
+                        },
                     }
                 }
             },

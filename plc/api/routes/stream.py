@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from plc.api.errors import message_response
+from plc.api.responses import query_parameter
 from plc.config import Settings
 from plc.exportline import parse_line
 from plc.service import Directory
@@ -78,7 +79,25 @@ def _set_all(events: list[asyncio.Event]) -> None:
     "/export/stream",
     summary="Live export over WebSocket (`?cursor=<seq>`); plain HTTP answers 426",
     response_class=Response,
-    responses={426: {"description": "WebSocket upgrade required"}},
+    status_code=426,
+    responses={
+        101: {"description": "Switching Protocols: a WebSocket upgrade request is taken"},
+        403: {"description": "WebSocket handshake refused: `cursor` is not digits (1-18)"},
+        426: {
+            "description": "Not a WebSocket upgrade request",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+    },
+    openapi_extra={
+        "parameters": [
+            query_parameter(
+                "cursor",
+                {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+                "Backfill every op with a higher `seq`, then go live; absent: live ops only. "
+                "A cursor past the newest `seq` is closed with reason `FutureCursor`.",
+            )
+        ]
+    },
 )
 async def stream_without_upgrade(request: Request) -> Response:
     return message_response(426, "upgrade required", {"upgrade": "websocket"})

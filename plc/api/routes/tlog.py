@@ -16,11 +16,11 @@ import time
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from plc.api.deps import directory_of
-from plc.api.responses import JSON, TEXT, error_responses
+from plc.api.responses import JSON, TEXT, error_responses, query_parameter
 from plc.checkpoints import Checkpointer
 from plc.errors import InvalidInput, Unavailable, echo
 from plc.store.tlog_store import StoredCheckpoint, TlogStore
@@ -36,6 +36,11 @@ router = APIRouter()
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT_LIVED = "public, max-age=1"
 _INT = re.compile(r"[0-9]{1,18}")
+_TILE_PATH_PATTERN = r"^(entries|0|[1-9][0-9]?)/(x[0-9]{3}/)*[0-9]{3}(\.p/[1-9][0-9]{0,2})?$"
+"""The shape of a tile path after ``tile/`` (``parse_tile_path`` also checks ranges and the
+canonical index)."""
+_INT_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
+"""What :data:`_INT` accepts where 0 is refused too (a seq or a tree size of the proofs)."""
 PROOF_WAIT_S = 5.0
 _PROOF_RESPONSE: dict[str, Any] = {"description": "Proof", "content": {"application/json": {}}}
 
@@ -83,8 +88,21 @@ async def get_checkpoint(request: Request) -> Response:
         200: {"description": "Tile bytes", "content": {"application/octet-stream": {}}},
         **error_responses(400, 404),
     },
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "path",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": _TILE_PATH_PATTERN},
+                "description": "`<L>/<N>[.p/<W>]` (a hash tile of level L) or "
+                "`entries/<N>[.p/<W>]` (an entry bundle), N in groups of three digits "
+                "(`x001/234`), as C2SP tlog-tiles spells them; L at most 63, W 1-255.",
+            }
+        ]
+    },
 )
-async def get_tile(path: str, request: Request) -> Response:
+async def get_tile(request: Request, path: str = Path(include_in_schema=False)) -> Response:
     directory = directory_of(request)
     tlog = _tlog(request)
     try:
@@ -120,11 +138,24 @@ async def get_tile(path: str, request: Request) -> Response:
         200: {"description": "Proof", "content": {"application/json": {}}},
         **error_responses(400),
     },
+    openapi_extra={
+        "parameters": [
+            query_parameter(
+                "seq", _INT_SCHEMA, "The op's `seq` (1 <= seq <= treeSize).", required=True
+            ),
+            query_parameter(
+                "treeSize",
+                _INT_SCHEMA,
+                "Size of the tree the proof is for (at most the log's); absent: the log's "
+                "current size.",
+            ),
+        ]
+    },
 )
 async def get_inclusion_proof(
     request: Request,
-    seq: str | None = Query(default=None),
-    tree_size: str | None = Query(default=None, alias="treeSize"),
+    seq: str | None = Query(default=None, include_in_schema=False),
+    tree_size: str | None = Query(default=None, alias="treeSize", include_in_schema=False),
 ) -> Response:
     directory = directory_of(request)
     tlog = _tlog(request)
@@ -159,11 +190,19 @@ async def get_inclusion_proof(
         200: {"description": "Proof", "content": {"application/json": {}}},
         **error_responses(400),
     },
+    openapi_extra={
+        "parameters": [
+            query_parameter("from", _INT_SCHEMA, "The older tree size (<= to).", required=True),
+            query_parameter(
+                "to", _INT_SCHEMA, "The newer tree size (at most the log's).", required=True
+            ),
+        ]
+    },
 )
 async def get_consistency_proof(
     request: Request,
-    from_: str | None = Query(default=None, alias="from"),
-    to: str | None = Query(default=None),
+    from_: str | None = Query(default=None, alias="from", include_in_schema=False),
+    to: str | None = Query(default=None, include_in_schema=False),
 ) -> Response:
     directory = directory_of(request)
     tlog = _tlog(request)
