@@ -62,6 +62,7 @@ async def read_body(
     a declared length over that is refused without reading)."""
     if (
         declared_length is not None
+        and declared_length.isascii()
         and declared_length.isdigit()
         and int(declared_length) > DRAIN_LIMIT
     ):
@@ -97,7 +98,12 @@ async def _receive_chunks(receive: Receive, first: Message | None = None) -> Asy
 async def _receive_body(declared: str | None, receive: Receive, limit: int) -> bytes | None:
     """:func:`read_body` over ASGI messages (``declared``: the Content-Length header); a body
     that came whole in one message (the usual case) is taken as it is."""
-    if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT:
+    if (
+        declared is not None
+        and declared.isascii()  # "²".isdigit() is True, and int() refuses it
+        and declared.isdigit()
+        and int(declared) > DRAIN_LIMIT
+    ):
         # Before receive(): a client that sent "Expect: 100-continue" is invited to upload
         # by the server's first receive, and this body would be refused anyway.
         return None

@@ -131,7 +131,11 @@ class DidWebLookup:
         if not sep:
             host, sep, port = rest.partition("%3a")
         if sep:
-            if host != "localhost" or not port.isdigit() or not 0 < int(port) < 65_536:
+            if (
+                host != "localhost"
+                or not (port.isascii() and port.isdigit())
+                or not 0 < int(port) < 65_536
+            ):
                 raise DidNotFound(f"Unsupported did:web (port): {echo(did)}")
             if not self._allow_localhost:
                 raise DidNotFound(f"did:web on localhost is not allowed: {echo(did)}")

@@ -205,6 +205,7 @@ async def _read(
     declared = response.headers.get("content-length")
     if (
         declared is not None
+        and declared.strip().isascii()
         and declared.strip().isdigit()
         and int(declared) > limits.max_body_bytes
     ):

@@ -379,3 +379,16 @@ async def test_mixed_public_and_private_records_are_refused(
         await make_resolver(allow_private_networks=False).resolve_handle("mixed.test", verify=False)
     assert "UnsafeAddress" in err.value.reason
     assert http.count() == 0
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "1\u00b2", "\u0663"])  # "²", "1²", Arabic-Indic 3
+def test_did_web_port_digits_are_ascii_only(port: str) -> None:
+    # str.isdigit() is True for these; int() refuses the first two and reads the third. A
+    # port is ASCII digits or the DID is not served (never a ValueError, never port 3).
+    from plc.resolve.did import DidWebLookup
+    from plc.resolve.settings import ResolverSettings
+
+    lookup = DidWebLookup(None, ResolverSettings(allow_private_networks=True))  # type: ignore[arg-type]
+    with pytest.raises(DidNotFound, match="port"):
+        lookup.document_url(f"did:web:localhost%3A{port}")
+    assert lookup.document_url("did:web:localhost%3A8080")[0].startswith("http://localhost:8080/")
