@@ -39,3 +39,25 @@ def configure_logging(level: str = "info") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    sys.unraisablehook = log_unraisable
+
+
+def log_unraisable(unraisable: Any) -> None:
+    """``sys.unraisablehook``: one JSON line for an exception Python could not raise (in a
+    ``__del__``, or a ``repr`` that failed inside a C extension: pydantic-core on a value
+    nested ~1000 deep), where the default hook prints a traceback outside the JSON log. The
+    object itself is not shown (its ``repr`` may be what failed); the exception's text is cut
+    to 200 characters."""
+    try:
+        text = str(unraisable.exc_value)
+    except Exception:  # noqa: BLE001 - the hook must not fail in turn
+        text = ""
+    logging.getLogger("plc.unraisable").warning(
+        unraisable.err_msg or "Exception ignored",
+        extra={
+            "fields": {
+                "exc_type": getattr(unraisable.exc_type, "__name__", "?"),
+                "exc": text[:200],
+            }
+        },
+    )
