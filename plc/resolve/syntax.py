@@ -38,13 +38,15 @@ DISALLOWED_TLDS: frozenset[str] = frozenset(
 )
 """TLDs whose handles are syntactically valid but never resolved (§9.1)."""
 
-# §9.1 reference regex, anchored by fullmatch; the length cap is checked separately.
-_HANDLE_RE = re.compile(
+HANDLE_PATTERN = (
     r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+"
     r"[a-zA-Z](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 )
-# §9.2 atproto DID syntax.
-_DID_RE = re.compile(r"did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]")
+"""§9.1 reference regex of a handle, unanchored (the length cap is checked separately)."""
+DID_PATTERN = r"did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]"
+"""§9.2 atproto DID syntax, unanchored (the length cap is checked separately)."""
+_HANDLE_RE = re.compile(HANDLE_PATTERN)
+_DID_RE = re.compile(DID_PATTERN)
 # did:plc strict form: 24 characters of lower-case base32.
 _PLC_DID_RE = re.compile(r"did:plc:[a-z2-7]{24}")
 

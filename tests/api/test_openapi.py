@@ -73,7 +73,7 @@ def test_export_count_is_refused_exactly_where_its_schema_ends(client: TestClien
 )
 def test_required_xrpc_parameters_are_required(client: TestClient, path: str, name: str) -> None:
     parameter = _parameters(path)[name]
-    assert parameter["required"] is True and parameter["schema"]["minLength"] == 1
+    assert parameter["required"] is True and not _documented(parameter["schema"], "")
     for query in ("", f"?{name}="):
         answer = client.get(path + query)
         assert answer.status_code == 400
@@ -106,3 +106,33 @@ def test_tile_paths_outside_the_documented_pattern_are_400(client: TestClient) -
     did, genesis, _ = new_did("openapi-tiles")
     assert client.post(f"/{did}", json=genesis).status_code == 200
     assert client.get("/tlog/tile/0/000.p/1").status_code == 200
+
+
+def _documented(schema: dict[str, Any], value: str) -> bool:
+    """Whether ``value`` is valid under the string ``schema`` (pattern, maxLength, anyOf)."""
+    if "anyOf" in schema:
+        return any(_documented(option, value) for option in schema["anyOf"])
+    return bool(re.search(schema["pattern"], value)) and len(value) <= schema["maxLength"]
+
+
+def test_identifier_patterns_are_the_resolvers_syntax_checks(client: TestClient) -> None:
+    from plc.resolve.syntax import is_valid_at_identifier, is_valid_did, is_valid_handle
+
+    checks = {
+        ("/xrpc/com.atproto.identity.resolveDid", "did"): is_valid_did,
+        ("/xrpc/com.atproto.identity.resolveHandle", "handle"): is_valid_handle,
+        ("/xrpc/com.atproto.identity.resolveIdentity", "identifier"): is_valid_at_identifier,
+    }
+    samples = [
+        "00", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "did:web:example.com", "did:x", "DID:plc:a",
+        "alice.example.com", "Alice.Example.COM", "alice", "-a.com", "a.b-", "a..b", "did:a:b:",
+        "x" * 64 + ".com", "a." * 126 + "co",
+    ]  # fmt: skip
+    for (path, name), check in checks.items():
+        schema = _parameters(path)[name]["schema"]
+        for sample in samples:
+            assert _documented(schema, sample) == check(sample), (name, sample)
+    # And the server refuses what the pattern refuses as a request error.
+    assert client.get(f"{path}?identifier=00").json()["error"] == "InvalidRequest"
+    unknown = client.get("/xrpc/com.atproto.identity.resolveDid?did=did:plc:" + "a" * 24)
+    assert unknown.json()["error"] == "DidNotFound"

@@ -36,6 +36,7 @@ from plc.api.responses import query_parameter
 from plc.errors import PlcError, Unavailable, echo
 from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest
 from plc.resolve.resolver import IdentityResolver
+from plc.resolve.syntax import DID_PATTERN, HANDLE_PATTERN, MAX_DID_CHARS, MAX_HANDLE_CHARS
 
 router = APIRouter(tags=["identity"])
 
@@ -87,10 +88,23 @@ _IDENTITY_INFO = {
 _IDENTITY_ERRORS = ["HandleNotFound", "DidNotFound", "DidDeactivated"]
 
 
+_SYNTAX: dict[str, dict[str, Any]] = {
+    "did": {"pattern": f"^{DID_PATTERN}$", "maxLength": MAX_DID_CHARS},
+    "handle": {"pattern": f"^{HANDLE_PATTERN}$", "maxLength": MAX_HANDLE_CHARS},
+}
+_SYNTAX["at-identifier"] = {"anyOf": [_SYNTAX["did"], _SYNTAX["handle"]]}
+"""JSON Schema of each string format, from the checks the resolver applies (a value that
+fails them is answered 400 ``InvalidRequest``)."""
+
+
+def _identifier_schema(string_format: str) -> dict[str, Any]:
+    return {"type": "string", "format": string_format, **_SYNTAX[string_format]}
+
+
 def _one_parameter(name: str, string_format: str, description: str) -> dict[str, Any]:
     """``openapi_extra`` of a method with one required query parameter, read by
     :func:`_param` (given once and not empty, or the answer is 400 ``InvalidRequest``)."""
-    schema = {"type": "string", "format": string_format, "minLength": 1}
+    schema = _identifier_schema(string_format)
     return {"parameters": [query_parameter(name, schema, description, required=True)]}
 
 
@@ -213,13 +227,7 @@ async def resolve_identity(request: Request) -> Response:
                     "schema": {
                         "type": "object",
                         "required": ["identifier"],
-                        "properties": {
-                            "identifier": {
-                                "type": "string",
-                                "format": "at-identifier",
-                                "minLength": 1,
-                            }
-                        },
+                        "properties": {"identifier": _identifier_schema("at-identifier")},
                     }
                 }
             },
