@@ -112,7 +112,7 @@ def serve(
         handler.flush()
     with shared_metrics_dir(settings.workers, settings.metrics):
         uvicorn.run(
-            "plc.api.app:create_app",
+            "plc.api.app:create_served_app",
             factory=True,
             host=settings.host,
             port=settings.port,

@@ -22,6 +22,7 @@ from plc.api.routes import did, export, health, identity, metrics, stream, tlog
 from plc.api.routes.stream import CommitSignal
 from plc.checkpoints import Checkpointer, load_or_create_signer
 from plc.config import Settings
+from plc.logging_setup import configure_logging
 from plc.metrics import DirectoryMetrics
 from plc.resolve import IdentityResolver, ResolverSettings
 from plc.service import Clock, Directory, system_clock
@@ -89,6 +90,16 @@ class HeadMiddleware:
             return
 
         await self.app({**scope, "method": "GET"}, receive, headers_only(send))
+
+
+def create_served_app() -> FastAPI:
+    """The app as ``plc serve`` runs it in each uvicorn worker: JSON logging set up in this
+    process first (with ``PLC_WORKERS`` > 1 each worker is a process of its own, which the
+    CLI's set-up does not reach), then :func:`create_app` with the settings of the
+    environment ``plc serve`` hands down."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def create_app(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,12 +40,16 @@ PLC = str(Path(sys.executable).parent / "plc")
 
 
 @contextmanager
-def plc_serve(database_url: str, **env: str) -> Iterator[tuple[str, str]]:
-    """Run the real `plc serve`; yield (base URL, verifier key line value)."""
+def plc_serve(
+    database_url: str, stderr: Path | None = None, **env: str
+) -> Iterator[tuple[str, str]]:
+    """Run the real `plc serve` (its log to ``stderr``, else dropped); yield (base URL,
+    verifier key line value)."""
     port = free_port()
     environment = {**os.environ, "DATABASE_URL": database_url, "PLC_PORT": str(port), **env}
+    log = stderr.open("wb") if stderr is not None else subprocess.DEVNULL
     process = subprocess.Popen(
-        [PLC, "serve"], cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [PLC, "serve"], cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=log
     )
     try:
         assert process.stdout is not None
@@ -65,6 +70,8 @@ def plc_serve(database_url: str, **env: str) -> Iterator[tuple[str, str]]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if stderr is not None:
+            log.close()  # type: ignore[union-attr]
 
 
 def _checkpoint(url: str, vkey: str, at_least: int) -> Checkpoint:
@@ -198,6 +205,8 @@ def test_tiles_of_a_log_with_level_2(tmp_path: Path) -> None:
 def test_with_two_workers_every_scrape_counts_every_workers_ops(tmp_path: Path) -> None:
     # Each worker counts what it serves; a scrape, whichever worker answers it, must show
     # the sum, or Prometheus sees a counter jump back and forth between the workers' counts.
+    from prometheus_client.multiprocess import MultiProcessCollector
+
     def committed() -> float:
         text = httpx.get(f"{url}/metrics", headers={"connection": "close"}).text
         (value,) = re.findall(r"^plc_ops_committed_total (\S+)$", text, re.MULTILINE)
@@ -206,17 +215,42 @@ def test_with_two_workers_every_scrape_counts_every_workers_ops(tmp_path: Path) 
     def shared_dirs() -> set[Path]:
         return {p for p in Path(tempfile.gettempdir()).glob("plc-metrics-*") if p.is_dir()}
 
+    def committed_by_worker(shared: Path) -> list[float]:
+        counts = []
+        for file in sorted(shared.glob("counter_*.db")):
+            metrics = MultiProcessCollector.merge([str(file)])  # type: ignore[no-untyped-call]
+            samples = [s for m in metrics for s in m.samples]
+            counts.append(sum(s.value for s in samples if s.name == "plc_ops_committed_total"))
+        return counts
+
     before = shared_dirs()
-    with plc_serve(f"sqlite:///{tmp_path / 'w.sqlite3'}", PLC_WORKERS="2") as (url, _):
-        for i in range(16):  # a new connection each: the kernel spreads them over the workers
-            did, genesis, _ = new_did(f"two-workers{i}")
+    log = tmp_path / "server.log"
+    with plc_serve(f"sqlite:///{tmp_path / 'w.sqlite3'}", stderr=log, PLC_WORKERS="2") as (
+        url,
+        _,
+    ):
+        (shared,) = shared_dirs() - before
+        posted = 0
+        # A new connection each: the kernel spreads them over the workers; go on until both
+        # have counted some (so the sum is really of two workers' counts).
+        while posted < 16 or len([c for c in committed_by_worker(shared) if c]) < 2:
+            assert posted < 400, committed_by_worker(shared)
+            did, genesis, _ = new_did(f"two-workers{posted}")
             answer = httpx.post(f"{url}/{did}", json=genesis, headers={"connection": "close"})
             assert answer.status_code == 200
-        assert [committed() for _ in range(12)] == [16.0] * 12
+            posted += 1
+        assert [committed() for _ in range(12)] == [float(posted)] * 12
         text = httpx.get(f"{url}/metrics").text
-        assert re.search(r"^plc_log_tree_size 16\.0$", text, re.MULTILINE)
+        assert re.search(rf"^plc_log_tree_size {posted}\.0$", text, re.MULTILINE)
         assert "process_cpu_seconds_total" not in text  # one worker's alone: left out
-        shared = shared_dirs() - before
-        assert len(shared) == 1, "the workers' shared directory"
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+            sock.sendall(
+                b"GET /_health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17_000 + b"\r\n\r\n"
+            )
+            assert sock.recv(100).startswith(b"HTTP/1.1 431 ")
     # plc serve removes the directory it made once its workers are gone.
-    assert not [p for p in shared if p.exists()]
+    assert not shared.exists()
+    # Each worker set up the JSON log itself: every line is a JSON record, the 431's too.
+    records = [orjson.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
+    refused = [r for r in records if r["logger"] == "plc.http"]
+    assert len(refused) == 1 and refused[0]["status"] == 431, records
