@@ -45,6 +45,7 @@ def test_no_status_the_app_never_answers() -> None:
     assert not [key for key, statuses in listed.items() if "422" in statuses]
     assert "ValidationError" not in orjson.dumps(spec).decode()
     assert listed[("/export/stream", "get")] == {"101", "403", "426"}
+    assert listed[("/tlog/checkpoint", "get")] == {"200", "503"}  # 503 before the first one
 
 
 def _parameters(path: str, method: str = "get") -> dict[str, dict[str, Any]]:
@@ -96,23 +97,47 @@ def test_proof_parameters_are_refused_below_their_minimum(client: TestClient) ->
         assert client.get(f"/tlog/proof/consistency?{query}").status_code == 400, query
 
 
-def test_tile_paths_outside_the_documented_pattern_are_400(client: TestClient) -> None:
-    pattern = re.compile(_parameters("/tlog/tile/{path}")["path"]["schema"]["pattern"])
-    for path in ("0/000.p/1", "entries/000.p/1", "1/x001/234", "63/000"):
-        assert pattern.fullmatch(path), path
-    for path in ("0", "00/000", "0/0000", "0/000.p/0", "0/x000", "entries/0000"):
-        assert not pattern.fullmatch(path), path
-        assert client.get(f"/tlog/tile/{path}").status_code == 400, path
+def test_the_tile_path_pattern_is_exactly_what_the_server_parses(client: TestClient) -> None:
+    from plc.tlog.errors import MalformedTilePath
+    from plc.tlog.tiles import parse_tile_path
+
+    pattern = re.compile(_ecma(_parameters("/tlog/tile/{path}")["path"]["schema"]["pattern"]))
+
+    def parses(path: str) -> bool:
+        try:
+            parse_tile_path("tile/" + path)
+        except MalformedTilePath:
+            return False
+        return True
+
+    levels = ["entries", "0", "00", "1", "9", "10", "63", "64", "99", "100", "-1", "a"]
+    indexes = ["000", "005", "0000", "5", "x000/005", "x001/005", "x999/999", "x001/x000/000",
+               "x1/000", "x001/"]  # fmt: skip
+    widths = ["", ".p/1", ".p/0", ".p/01", ".p/255", ".p/256", ".p/999", ".p/", ".p/1/"]
+    samples = [f"{lv}/{ix}{w}" for lv in levels for ix in indexes for w in widths]
+    samples += ["0/000\n", "", "0", "tile/0/000"]
+    for path in samples:
+        assert bool(pattern.search(path)) == parses(path), path
     did, genesis, _ = new_did("openapi-tiles")
     assert client.post(f"/{did}", json=genesis).status_code == 200
     assert client.get("/tlog/tile/0/000.p/1").status_code == 200
+    for path in ("0/000", "63/x001/000", "entries/000.p/2"):  # the pattern's, beyond the tree
+        assert client.get(f"/tlog/tile/{path}").status_code == 404, path
+    for path in ("0", "64/000", "0/000.p/256", "0/x000/005"):
+        assert client.get(f"/tlog/tile/{path}").status_code == 400, path
+
+
+def _ecma(pattern: str) -> str:
+    """A JSON Schema (ECMA-262) pattern as Python reads it: ECMA's ``$`` is the end of the
+    text, Python's also matches before a final newline."""
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
 
 
 def _documented(schema: dict[str, Any], value: str) -> bool:
     """Whether ``value`` is valid under the string ``schema`` (pattern, maxLength, anyOf)."""
     if "anyOf" in schema:
         return any(_documented(option, value) for option in schema["anyOf"])
-    return bool(re.search(schema["pattern"], value)) and len(value) <= schema["maxLength"]
+    return bool(re.search(_ecma(schema["pattern"]), value)) and len(value) <= schema["maxLength"]
 
 
 def test_identifier_patterns_are_the_resolvers_syntax_checks(client: TestClient) -> None:
@@ -126,13 +151,14 @@ def test_identifier_patterns_are_the_resolvers_syntax_checks(client: TestClient)
     samples = [
         "00", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "did:web:example.com", "did:x", "DID:plc:a",
         "alice.example.com", "Alice.Example.COM", "alice", "-a.com", "a.b-", "a..b", "did:a:b:",
-        "x" * 64 + ".com", "a." * 126 + "co",
+        "x" * 64 + ".com", "a." * 126 + "co", "alice.example.com\n", "did:web:a.com\n",
     ]  # fmt: skip
     for (path, name), check in checks.items():
         schema = _parameters(path)[name]["schema"]
         for sample in samples:
             assert _documented(schema, sample) == check(sample), (name, sample)
     # And the server refuses what the pattern refuses as a request error.
-    assert client.get(f"{path}?identifier=00").json()["error"] == "InvalidRequest"
+    refused = client.get("/xrpc/com.atproto.identity.resolveIdentity?identifier=00")
+    assert refused.json()["error"] == "InvalidRequest"
     unknown = client.get("/xrpc/com.atproto.identity.resolveDid?did=did:plc:" + "a" * 24)
     assert unknown.json()["error"] == "DidNotFound"

@@ -47,9 +47,10 @@ def parse_count(count: str | None) -> int:
             query_parameter(
                 "after",
                 {"type": "string"},
-                "Digits (up to 18): a `seq`, for `sequenced_op` lines with a higher `seq`. "
-                "Anything else: an ISO 8601 date-time, date or `YYYY-MM` (no zone: UTC), for "
-                "legacy lines created after it. Absent or empty: legacy lines from the first.",
+                "Digits: a `seq` (up to 18 digits; more is 400), for `sequenced_op` lines "
+                "with a higher `seq`. Anything else: an ISO 8601 date-time, date or "
+                "`YYYY-MM` (no zone: UTC), for legacy lines created after it. Absent or "
+                "empty: legacy lines from the first.",
             ),
             query_parameter(
                 "count",

@@ -88,11 +88,13 @@ _IDENTITY_INFO = {
 _IDENTITY_ERRORS = ["HandleNotFound", "DidNotFound", "DidDeactivated"]
 
 
+_DID_SYNTAX = {"pattern": f"^{DID_PATTERN}$", "maxLength": MAX_DID_CHARS}
+_HANDLE_SYNTAX = {"pattern": f"^{HANDLE_PATTERN}$", "maxLength": MAX_HANDLE_CHARS}
 _SYNTAX: dict[str, dict[str, Any]] = {
-    "did": {"pattern": f"^{DID_PATTERN}$", "maxLength": MAX_DID_CHARS},
-    "handle": {"pattern": f"^{HANDLE_PATTERN}$", "maxLength": MAX_HANDLE_CHARS},
+    "did": _DID_SYNTAX,
+    "handle": _HANDLE_SYNTAX,
+    "at-identifier": {"anyOf": [_DID_SYNTAX, _HANDLE_SYNTAX]},
 }
-_SYNTAX["at-identifier"] = {"anyOf": [_SYNTAX["did"], _SYNTAX["handle"]]}
 """JSON Schema of each string format, from the checks the resolver applies (a value that
 fails them is answered 400 ``InvalidRequest``)."""
 

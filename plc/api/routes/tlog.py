@@ -36,9 +36,13 @@ router = APIRouter()
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT_LIVED = "public, max-age=1"
 _INT = re.compile(r"[0-9]{1,18}")
-_TILE_PATH_PATTERN = r"^(entries|0|[1-9][0-9]?)/(x[0-9]{3}/)*[0-9]{3}(\.p/[1-9][0-9]{0,2})?$"
-"""The shape of a tile path after ``tile/`` (``parse_tile_path`` also checks ranges and the
-canonical index)."""
+_TILE_PATH_PATTERN = (
+    r"^(entries|[1-5]?[0-9]|6[0-3])/"  # level 0-63, or an entry bundle
+    r"(x(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})/(x[0-9]{3}/)*)?[0-9]{3}"  # no leading x000/
+    r"(\.p/([1-9][0-9]?|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$"  # partial width 1-255
+)
+"""A tile path after ``tile/`` exactly as :func:`plc.tlog.tiles.parse_tile_path` accepts it
+(C2SP tlog-tiles)."""
 _INT_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
 """What :data:`_INT` accepts where 0 is refused too (a seq or a tree size of the proofs)."""
 PROOF_WAIT_S = 5.0
@@ -70,7 +74,11 @@ def _json(body: Any, cache: str | None = None) -> Response:
     "/tlog/checkpoint",
     summary="The newest signed checkpoint (C2SP tlog-checkpoint signed note)",
     response_class=Response,
-    responses={200: {"description": "Signed note", "content": {"text/plain": {}}}},
+    responses={
+        200: {"description": "Signed note", "content": {"text/plain": {}}},
+        503: error_responses(503)[503]
+        | {"description": "No checkpoint signed yet (just after start); retry"},
+    },
 )
 async def get_checkpoint(request: Request) -> Response:
     directory = directory_of(request)
@@ -95,9 +103,10 @@ async def get_checkpoint(request: Request) -> Response:
                 "in": "path",
                 "required": True,
                 "schema": {"type": "string", "pattern": _TILE_PATH_PATTERN},
-                "description": "`<L>/<N>[.p/<W>]` (a hash tile of level L) or "
+                "description": "`<L>/<N>[.p/<W>]` (a hash tile of level L, 0-63) or "
                 "`entries/<N>[.p/<W>]` (an entry bundle), N in groups of three digits "
-                "(`x001/234`), as C2SP tlog-tiles spells them; L at most 63, W 1-255.",
+                "(`x001/234`), W 1-255, as C2SP tlog-tiles spells them. A path of that "
+                "form beyond the tree is 404.",
             }
         ]
     },
