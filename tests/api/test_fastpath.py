@@ -324,3 +324,26 @@ def test_a_content_length_of_non_ascii_digits_is_not_trusted(declared: str) -> N
         )
 
     assert asyncio.run(both()) == (b'{"a":1}', b'{"a":1}')
+
+
+def test_a_content_length_of_5000_digits_is_over_the_limit_not_an_error() -> None:
+    # int() refuses more than 4300 digits (a ValueError, a 500); such a length is refused as
+    # too large (413) before anything is read.
+    import asyncio
+
+    from plc.api.fastpath import _receive_body, read_body
+
+    async def chunks() -> Any:
+        raise AssertionError("nothing is read")
+        yield b""
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("nothing is received")
+
+    async def both() -> tuple[bytes | None, bytes | None]:
+        declared = "9" * 5000
+        return await read_body(declared, chunks(), 1000), await _receive_body(
+            declared, receive, 1000
+        )
+
+    assert asyncio.run(both()) == (None, None)
