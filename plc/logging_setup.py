@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,12 +53,15 @@ def log_unraisable(unraisable: Any) -> None:
         text = str(unraisable.exc_value)
     except Exception:  # noqa: BLE001 - the hook must not fail in turn
         text = ""
+    frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
     logging.getLogger("plc.unraisable").warning(
         unraisable.err_msg or "Exception ignored",
         extra={
             "fields": {
                 "exc_type": getattr(unraisable.exc_type, "__name__", "?"),
                 "exc": text[:200],
+                "object_type": type(unraisable.object).__qualname__,
+                "where": f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None,
             }
         },
     )

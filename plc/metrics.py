@@ -151,7 +151,7 @@ class DirectoryMetrics:
         self.ops_refused.labels(reason=reason).inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
-        """``(body, content type)`` of the registry for a scrape whose ``Accept`` header is
+        """``(body, content type)`` of :attr:`scraped` for a scrape whose ``Accept`` header is
         ``accept``: what ``prometheus_client`` negotiates (OpenMetrics when asked), and the
         Prometheus text format 0.0.4 (UTF-8) when nothing else is asked or the header cannot
         be read."""
@@ -166,9 +166,11 @@ class DirectoryMetrics:
 def shared_metrics_dir(workers: int, enabled: bool) -> Iterator[None]:
     """Around ``plc serve``'s workers: with more than one worker and metrics on, a fresh
     directory in ``PROMETHEUS_MULTIPROC_DIR`` for their counts, removed once they have exited.
-    An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is used as it is (created if missing; as
-    ``prometheus_client`` says, empty it between runs, or old counts are added in). One worker
-    or metrics off: nothing changes."""
+    An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is used as it is, whatever the workers and
+    the metrics setting (created if missing; as ``prometheus_client`` says, empty it between
+    runs, or old counts are added in): even one worker then runs in multi-process mode.
+    Otherwise, one worker or metrics off: nothing changes. A ``plc serve`` killed with
+    SIGKILL leaves its temporary directory (``plc-metrics-*`` in the temp dir) behind."""
     own = os.environ.get(MULTIPROCESS_DIR_ENV)
     if own:
         os.makedirs(own, exist_ok=True)

@@ -36,3 +36,5 @@ def test_an_exception_python_could_not_raise_is_one_json_line() -> None:
     assert record["logger"] == "plc.unraisable" and record["level"] == "warning"
     assert record["exc_type"] == "RecursionError"
     assert len(record["exc"]) <= 200
+    assert record["where"].endswith(".py:" + record["where"].rsplit(":", 1)[1])
+    assert "pydantic" in record["where"]  # the innermost frame: where it was raised
