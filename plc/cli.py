@@ -53,7 +53,7 @@ def serve(
     from plc.errors import PlcError
     from plc.logging_setup import configure_logging
     from plc.metrics import shared_metrics_dir
-    from plc.store.engine import make_engine, redacted
+    from plc.store.engine import is_sqlite, make_engine, redacted
     from plc.store.migrate import upgrade
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
@@ -108,6 +108,12 @@ def serve(
         redacted(settings.database_url),
         extra={"fields": {"host": settings.host, "port": settings.port}},
     )
+    if settings.workers > 1 and is_sqlite(engine):
+        log.warning(
+            "several workers on SQLite take turns at its one write lock: measured slower "
+            "than one worker for writes (PLC_WORKERS > 1 is meant for PostgreSQL)",
+            extra={"fields": {"workers": settings.workers}},
+        )
     for handler in logging.getLogger().handlers:
         handler.flush()
     with shared_metrics_dir(settings.workers, settings.metrics):

@@ -254,3 +254,7 @@ def test_with_two_workers_every_scrape_counts_every_workers_ops(tmp_path: Path) 
     records = [orjson.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
     refused = [r for r in records if r["logger"] == "plc.http"]
     assert len(refused) == 1 and refused[0]["status"] == 431, records
+    # And the operator is told that two workers on SQLite write slower than one.
+    assert [r["workers"] for r in records if r["level"] == "warning" and "SQLite" in r["msg"]] == [
+        2
+    ]
