@@ -217,8 +217,16 @@ async def test_refresh_identity_input_errors(
 ) -> None:
     client = client_for(make_resolver())
     url = XRPC + "refreshIdentity"
-    assert_xrpc_error(await client.post(url, json={}), "InvalidRequest")
-    assert_xrpc_error(await client.post(url, json={"identifier": 5}), "InvalidRequest")
+    # Each refusal says what is wrong with the input.
+    for body, message in (
+        ({}, 'Input must have the property "identifier"'),
+        ({"identifier": 5}, "Input/identifier must be a string"),
+        ({"identifier": None}, "Input/identifier must be a string"),
+        ({"identifier": ""}, "Input/identifier must be a handle or a DID"),
+    ):
+        response = await client.post(url, json=body)
+        assert_xrpc_error(response, "InvalidRequest")
+        assert response.json()["message"] == message, body
     assert_xrpc_error(await client.post(url, json=["alice.test"]), "InvalidRequest")
     assert_xrpc_error(
         await client.post(url, content=b"{bad", headers={"content-type": "application/json"}),

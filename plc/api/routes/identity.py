@@ -160,9 +160,13 @@ async def _identifier_from_body(request: Request) -> str:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as err:
         raise InvalidRequest("Request body is not valid JSON") from err
-    identifier = data.get("identifier") if isinstance(data, dict) else None
-    if not isinstance(identifier, str) or not identifier:
+    if not isinstance(data, dict) or "identifier" not in data:
         raise InvalidRequest('Input must have the property "identifier"')
+    identifier = data["identifier"]
+    if not isinstance(identifier, str):
+        raise InvalidRequest("Input/identifier must be a string")
+    if not identifier:
+        raise InvalidRequest("Input/identifier must be a handle or a DID")
     return identifier
 
 
