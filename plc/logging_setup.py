@@ -36,10 +36,16 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # No access log (a line per request costs about 0.1 ms of a 0.15 ms read). uvicorn
+    # decides per connection from whether this logger has handlers, and each worker runs
+    # this after uvicorn's own set-up, so it must stay cut off here.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
     sys.unraisablehook = log_unraisable
 
 

@@ -252,6 +252,7 @@ def test_with_two_workers_every_scrape_counts_every_workers_ops(tmp_path: Path) 
     assert not shared.exists()
     # Each worker set up the JSON log itself: every line is a JSON record, the 431's too.
     records = [orjson.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
+    assert not [r for r in records if r["logger"] == "uvicorn.access"]  # no line per request
     refused = [r for r in records if r["logger"] == "plc.http"]
     assert len(refused) == 1 and refused[0]["status"] == 431, records
     # And the operator is told that two workers on SQLite write slower than one.
