@@ -55,9 +55,16 @@ def is_json(content_type: str) -> bool:
     )
 
 
-def _over_drain_limit(digits: str) -> bool:
-    # int() refuses more than 4300 digits; anything past 18 is over any limit anyway.
-    return len(digits) > 18 or int(digits) > DRAIN_LIMIT
+def _declared_over_drain_limit(declared: str | None) -> bool:
+    """True when a Content-Length of ASCII digits is over :data:`DRAIN_LIMIT` ("²".isdigit()
+    is True and int() refuses it; int() also refuses over 4,300 digits, and anything past 18
+    is over any limit)."""
+    return (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > DRAIN_LIMIT)
+    )
 
 
 async def read_body(
@@ -65,12 +72,7 @@ async def read_body(
 ) -> bytes | None:
     """The body, or None when it is over ``limit`` bytes (drained up to :data:`DRAIN_LIMIT`;
     a declared length over that is refused without reading)."""
-    if (
-        declared_length is not None
-        and declared_length.isascii()
-        and declared_length.isdigit()
-        and _over_drain_limit(declared_length)
-    ):
+    if _declared_over_drain_limit(declared_length):
         return None
     parts: list[bytes] = []
     size = 0
@@ -103,12 +105,7 @@ async def _receive_chunks(receive: Receive, first: Message | None = None) -> Asy
 async def _receive_body(declared: str | None, receive: Receive, limit: int) -> bytes | None:
     """:func:`read_body` over ASGI messages (``declared``: the Content-Length header); a body
     that came whole in one message (the usual case) is taken as it is."""
-    if (
-        declared is not None
-        and declared.isascii()  # "²".isdigit() is True, and int() refuses it
-        and declared.isdigit()
-        and _over_drain_limit(declared)
-    ):
+    if _declared_over_drain_limit(declared):
         # Before receive(): a client that sent "Expect: 100-continue" is invited to upload
         # by the server's first receive, and this body would be refused anyway.
         return None
@@ -191,11 +188,29 @@ class Refusal(NamedTuple):
 NOT_JSON = Refusal(400, "Content-Type must be application/json", None, "UnsupportedContentType")
 
 
+async def take_post_body(
+    directory: Directory,
+    json_body: bool,
+    read: Callable[[], Awaitable[bytes | None]],
+    encoding: str | None,
+    timeout_s: float,
+    limit: int,
+) -> bytes | Refusal:
+    """A POST body as both paths take it: refused (400) unless ``json_body`` (its
+    Content-Type is JSON, :func:`is_json`), else :func:`take_body` of ``read()`` (the body
+    reader, made only for a JSON body). A refusal is counted in the directory's metrics (if
+    any) beside the refused ops."""
+    body = await take_body(read(), encoding, timeout_s, limit) if json_body else NOT_JSON
+    if isinstance(body, Refusal) and directory.metrics is not None:
+        directory.metrics.refused_body(body.reason)
+    return body
+
+
 async def take_body(
     read: Awaitable[bytes | None], encoding: str | None, timeout_s: float, limit: int
 ) -> bytes | Refusal:
-    """A POST body as both paths take it: ``read`` (a body reader returning None over the
-    limit) within ``timeout_s``, then inflated per its Content-Encoding (:func:`decode_content`).
+    """``read`` (a body reader returning None over the limit) within ``timeout_s``, then
+    inflated per its Content-Encoding (:func:`decode_content`).
 
     Returns the body, or the refusal: 408 (too slow; a stalled body would otherwise hold its
     request and connection for good), 413 (over ``limit`` bytes, before or after inflating),
@@ -216,12 +231,6 @@ async def take_body(
     if body is None:
         return Refusal(413, "request entity too large", {"connection": "close"}, "BodyTooLarge")
     return body
-
-
-def count_refusal(directory: Directory, refusal: Refusal) -> None:
-    """Count ``refusal`` in the directory's metrics (if any) beside the refused ops."""
-    if directory.metrics is not None:
-        directory.metrics.refused_body(refusal.reason)
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -402,20 +411,16 @@ class PlcApp(FastAPI):
         directory: Directory = state.directory
         content_type, declared, encoding = _post_headers(scope)
         settings = state.settings
-        body: bytes | Refusal
-        if content_type != b"application/json" and not is_json(
-            "" if content_type is None else content_type.decode("latin-1")
-        ):
-            body = NOT_JSON
-        else:
-            body = await take_body(
-                _receive_body(declared, receive, settings.max_body_bytes),
-                None if encoding is None else encoding.decode("latin-1"),
-                settings.body_timeout_s,
-                settings.max_body_bytes,
-            )
+        body = await take_post_body(
+            directory,
+            content_type == b"application/json"
+            or is_json("" if content_type is None else content_type.decode("latin-1")),
+            lambda: _receive_body(declared, receive, settings.max_body_bytes),
+            None if encoding is None else encoding.decode("latin-1"),
+            settings.body_timeout_s,
+            settings.max_body_bytes,
+        )
         if isinstance(body, Refusal):
-            count_refusal(directory, body)
             await _send_message(send, body.status, body.message, body.headers)
             return
         await directory.submit_body(did, body)

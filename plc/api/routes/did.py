@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
-from plc.api.fastpath import NOT_JSON, Refusal, count_refusal, is_json, read_body, take_body
+from plc.api.fastpath import Refusal, is_json, read_body, take_post_body
 from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
 
 router = APIRouter()
@@ -34,20 +34,17 @@ router = APIRouter()
 )
 async def post_operation(did: str, request: Request) -> Response:
     directory, settings = directory_of(request), settings_of(request)
-    body: bytes | Refusal
-    if not is_json(request.headers.get("content-type", "")):
-        body = NOT_JSON
-    else:
-        body = await take_body(
-            read_body(
-                request.headers.get("content-length"), request.stream(), settings.max_body_bytes
-            ),
-            request.headers.get("content-encoding"),
-            settings.body_timeout_s,
-            settings.max_body_bytes,
-        )
+    body = await take_post_body(
+        directory,
+        is_json(request.headers.get("content-type", "")),
+        lambda: read_body(
+            request.headers.get("content-length"), request.stream(), settings.max_body_bytes
+        ),
+        request.headers.get("content-encoding"),
+        settings.body_timeout_s,
+        settings.max_body_bytes,
+    )
     if isinstance(body, Refusal):
-        count_refusal(directory, body)
         return message_response(body.status, body.message, body.headers)
     await directory.submit_body(did, body)
     return Response(b"OK", media_type=TEXT)
