@@ -25,7 +25,7 @@ from plc.errors import InvalidInput, PlcError
 from plc.store.tlog_store import StoredCheckpoint, TlogStore
 from plc.timestamps import to_ms
 from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
-from plc.tlog.note import Signer, parse_signer_key
+from plc.tlog.note import Signer, open_note, parse_note_unsafe, parse_signer_key
 from plc.tlog.proof import consistency_proof, verify_consistency
 from plc.tlog.tree import root_hash
 
@@ -39,14 +39,21 @@ def load_or_create_signer(
 ) -> Signer:
     """The log's signer: from ``signing_key`` (note signer key text), else the one stored with
     the log, else a new one (named ``origin`` or a generated ``plc-directory/<hex>``) that is
-    stored for the next start.
+    stored for the next start. A key given in ``signing_key`` is never stored.
+
+    A log keeps its identity (C2SP tlog-checkpoint: witnesses and monitors pin the origin and
+    key): the signer must be the one that signed the log's newest checkpoint, and the one
+    stored with the log when a key is stored; a new key is generated only for a log that has
+    no checkpoint yet.
 
     Raises:
         InvalidInput: an origin with characters outside ``[A-Za-z0-9._/-]``, a malformed key,
-            or a key whose name differs from the given origin.
+            a key whose name differs from the given origin, a key other than the one stored
+            with the log, or a signer that did not sign the log's newest checkpoint.
     """
     if origin is not None and not _ORIGIN_RE.fullmatch(origin):
         raise InvalidInput("PLC_LOG_ORIGIN may only hold the characters A-Z a-z 0-9 . _ / -")
+    stored = tlog.signer_row()
     if signing_key:
         try:
             signer = parse_signer_key(signing_key)
@@ -54,9 +61,17 @@ def load_or_create_signer(
             raise InvalidInput("PLC_LOG_SIGNING_KEY is not a note signer key") from exc
         if origin is not None and signer.name != origin:
             raise InvalidInput("PLC_LOG_SIGNING_KEY is named differently from PLC_LOG_ORIGIN")
+        if stored is not None:
+            own = parse_signer_key(stored[1]).verifier
+            if own.key_text != signer.verifier.key_text:
+                raise InvalidInput(
+                    f"PLC_LOG_SIGNING_KEY ({signer.verifier.key_text}) is not the key stored "
+                    f"with the log ({own.key_text}); a log keeps its key"
+                )
+        _check_signed_newest(tlog, signer)
         return signer
-    stored = tlog.signer_row()
     if stored is None:
+        _check_signed_newest(tlog, None)
         name = origin or f"plc-directory/{secrets.token_hex(8)}"
         stored = tlog.create_signer_row(name, Signer.generate(name).key_text)
     stored_origin, key_text = stored
@@ -65,7 +80,37 @@ def load_or_create_signer(
             f"PLC_LOG_ORIGIN {origin} differs from the origin stored with the log "
             f"({stored_origin}); a log keeps its origin"
         )
-    return parse_signer_key(key_text)
+    signer = parse_signer_key(key_text)
+    _check_signed_newest(tlog, signer)
+    return signer
+
+
+def _check_signed_newest(tlog: TlogStore, signer: Signer | None) -> None:
+    """Raise InvalidInput unless ``signer`` signed the log's newest checkpoint (None: unless
+    the log has no checkpoint)."""
+    newest = tlog.latest_checkpoint()
+    if newest is None:
+        return
+    if signer is not None:
+        try:
+            open_note(newest.note, signer.verifier)
+        except PlcError:
+            pass
+        else:
+            return
+    try:
+        names = ", ".join(
+            f"{sig.name}+{sig.key_id:08x}"
+            for sig in parse_note_unsafe(newest.note).unverified_signatures
+        )
+    except PlcError:
+        names = "an unreadable signature"
+    using = f"key {signer.verifier.key_text}" if signer is not None else "no key"
+    raise InvalidInput(
+        f"the log's newest checkpoint (tree size {newest.tree_size}) is signed by {names}, "
+        f"and this start has {using}: a log keeps its key (give the log's own key in "
+        "PLC_LOG_SIGNING_KEY)"
+    )
 
 
 class Checkpointer:

@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     Default: generated on first start and stored with the log."""
     log_signing_key: str | None = None
     """Ed25519 note signer key ``PRIVATE+KEY+<origin>+<hex>+<base64>``
-    (``PLC_LOG_SIGNING_KEY``). Default: generated on first start and stored with the log."""
+    (``PLC_LOG_SIGNING_KEY``). Default: generated on first start and stored with the log. A
+    given key is never stored; a log refuses any key but its own
+    (:func:`plc.checkpoints.load_or_create_signer`)."""
     checkpoint_interval_ms: int = 500
     """How often the log signs a checkpoint of new ops; the longest an op waits to be
     covered by a signed checkpoint (``PLC_CHECKPOINT_INTERVAL_MS``)."""
