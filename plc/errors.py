@@ -76,6 +76,11 @@ class MalformedDid(InvalidInput):
     """A DID string that is not a syntactically valid did:plc identifier."""
 
 
+class LogEntryTooLarge(InvalidInput):
+    """The op's export line would not fit an entry of the transparency log (65,535 bytes,
+    C2SP tlog-tiles); a limit of the log's format, applied to imports too, unlike policy."""
+
+
 class InvalidOperation(PlcError):
     """A well-formed operation that the did:plc rules refuse (400)."""
 

@@ -16,6 +16,11 @@ import orjson
 _OP_KEY = b'"operation":'
 _TAIL = b',"type":"sequenced_op"}'
 
+MAX_LINE_BYTES = 0xFFFF
+"""The longest export line the log can hold: a line (without its newline) is a leaf of the
+transparency log, and C2SP tlog-tiles entry bundles prefix each entry with a big-endian uint16
+length."""
+
 
 def build_line(did: str, cid: str, seq: int, created_at: str, operation_json: bytes) -> bytes:
     """The export line of one op.
@@ -36,6 +41,15 @@ def build_line(did: str, cid: str, seq: int, created_at: str, operation_json: by
             "type": "sequenced_op",
         }
     )
+
+
+def longest_line(did: str, cid: str, operation_json: bytes) -> int:
+    """The length in bytes of the op's export line at the largest ``seq`` a log can reach
+    (2**63 - 1): an upper bound known before the op is sequenced."""
+    return _FIXED_BYTES + len(orjson.dumps(did)) + len(orjson.dumps(cid)) + len(operation_json)
+
+
+_FIXED_BYTES = len(build_line("", "", 2**63 - 1, "0000-00-00T00:00:00.000Z", b"")) - 4
 
 
 def operation_json(line: bytes) -> bytes:

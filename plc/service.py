@@ -25,6 +25,7 @@ from plc.errors import (
     DidNotRegistered,
     HeadMismatch,
     InvalidInput,
+    LogEntryTooLarge,
     MalformedDid,
     MalformedOperation,
     MisorderedOperation,
@@ -32,7 +33,7 @@ from plc.errors import (
     Unavailable,
     echo,
 )
-from plc.exportline import operation_json, parse_line
+from plc.exportline import MAX_LINE_BYTES, longest_line, operation_json, parse_line
 from plc.metrics import DirectoryMetrics
 from plc.operation import parse_operation, trusted_operation
 from plc.policy import (
@@ -182,6 +183,12 @@ class Directory:
             if not imported:
                 validate_unparsed_size(body, self.policy)
             raise
+        line_bytes = longest_line(did, op.cid, op.canonical_json())
+        if line_bytes > MAX_LINE_BYTES:
+            raise LogEntryTooLarge(
+                f"Operation too large for the transparency log: its export line would take up "
+                f"to {line_bytes} bytes, at most {MAX_LINE_BYTES} (C2SP tlog-tiles entries)"
+            )
         rows = self.store.audit_rows(did)
         history = [_entry(did, row) for row in rows]
         for entry in history:

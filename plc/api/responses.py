@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.responses import Response
@@ -15,6 +16,31 @@ TEXT = "text/plain; charset=utf-8"
 def json_bytes(body: bytes, media_type: str = JSON, status: int = 200) -> Response:
     """A response whose body is already-serialised JSON."""
     return Response(body, status_code=status, media_type=media_type)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True if an ``Accept-Encoding`` header value accepts ``gzip`` (RFC 9110 §12.5.3): a
+    ``gzip`` (or ``x-gzip``) coding, else ``*``, listed with a weight above 0. A coding with an
+    unreadable weight counts as not accepted."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                value = value.strip()
+                weight = float(value) if _QVALUE.fullmatch(value) else 0.0
+        if coding:
+            weights[coding] = max(weight, weights.get(coding, 0.0))
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in weights:
+            return weights[coding] > 0
+    return False
+
+
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 
 def _message(description: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from plc.tlog.checkpoint import open_checkpoint
 from plc.tlog.hashing import leaf_hash
 from plc.tlog.note import Verifier
 from plc.tlog.proof import verify_consistency, verify_inclusion
+from plc.tlog.tile_format import decode_entry_bundle
 from plc.tlog.tiles import verify_tiles
 
 from ..conftest import Clock
@@ -156,9 +157,39 @@ def test_tiles_verify_with_an_independent_client(client: TestClient, clock: Cloc
     verify_tiles(checkpoint.tree_size, checkpoint.root_hash, fetch, check_entries=True)
     full = client.get("/tlog/tile/0/000")
     assert "immutable" in full.headers["cache-control"] and len(full.content) == 256 * 32
-    partial = client.get("/tlog/tile/0/001.p/44")
-    assert partial.status_code == 200 and "immutable" not in partial.headers["cache-control"]
+    partial = client.get("/tlog/tile/0/001.p/44")  # C2SP tlog-tiles: immutable too
+    assert partial.status_code == 200 and "immutable" in partial.headers["cache-control"]
+    bundle = client.get("/tlog/tile/entries/001.p/44")
+    assert bundle.status_code == 200 and "immutable" in bundle.headers["cache-control"]
     assert client.get("/tlog/tile/0/002").status_code == 404
     assert client.get("/tlog/tile/0/1").status_code == 400
     gz = client.get("/tlog/tile/entries/000", headers={"accept-encoding": "gzip"})
     assert gz.headers.get("content-encoding") == "gzip"
+    for refusing in ("gzip;q=0, identity", "identity", "br", "*;q=0"):
+        plain = client.get("/tlog/tile/entries/000", headers={"accept-encoding": refusing})
+        assert "content-encoding" not in plain.headers, refusing
+        assert plain.content == gz.content, refusing  # the client inflated the gzipped one
+
+
+def test_an_op_whose_export_line_would_not_fit_a_log_entry_is_refused(
+    open_client: TestClient,
+) -> None:
+    """C2SP tlog-tiles entries are at most 65,535 bytes: with the admission policy off (a
+    replay), a larger op is refused with 400 and nothing stored, so every entry bundle stays
+    servable; one just under the bound is kept and its bundle served."""
+    did, genesis, keys = new_did("huge")
+    assert open_client.post(f"/{did}", json=genesis).status_code == 200
+    big = update(genesis, keys[0], also_known_as=["at://" + "a" * 70_000 + ".test"])
+    refused = open_client.post(f"/{did}", json=big)
+    assert refused.status_code == 400
+    assert refused.json()["message"].startswith("Operation too large for the transparency log")
+    assert len(refused.content) < 400  # the op is not echoed
+    assert len(open_client.get(f"/{did}/log/audit").json()) == 1
+    fits = update(genesis, keys[0], also_known_as=["at://" + "a" * 64_700 + ".test"])
+    kept = open_client.post(f"/{did}", json=fits)
+    assert kept.status_code == 200, kept.text
+    bundle = open_client.get("/tlog/tile/entries/000.p/2")
+    assert bundle.status_code == 200
+    lines = open_client.get("/export?after=0").content.split(b"\n")
+    assert len(lines[1]) > 65_000
+    assert decode_entry_bundle(bundle.content, width=2) == lines

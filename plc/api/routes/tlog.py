@@ -2,7 +2,8 @@
 
 - ``/tlog/checkpoint``: the newest signed checkpoint (C2SP tlog-checkpoint signed note).
 - ``/tlog/tile/<L>/<N>[.p/<W>]`` and ``/tlog/tile/entries/<N>[.p/<W>]``: C2SP tlog-tiles;
-  full tiles never change (cacheable forever), partial ones are short-lived.
+  every tile path, partial ones included, names bytes that never change (cacheable for a year,
+  as the spec asks of both); entry bundles are gzipped when the request accepts gzip.
 - ``/tlog/proof/inclusion`` and ``/tlog/proof/consistency``: RFC 6962 proofs as JSON,
   hashes in standard padded base64 (design.md decision 5).
 """
@@ -20,7 +21,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from plc.api.deps import directory_of
-from plc.api.responses import JSON, TEXT, error_responses, query_parameter
+from plc.api.responses import JSON, TEXT, accepts_gzip, error_responses, query_parameter
 from plc.checkpoints import Checkpointer
 from plc.errors import InvalidInput, Unavailable, echo
 from plc.store.tlog_store import StoredCheckpoint, TlogStore
@@ -34,7 +35,6 @@ from plc.tlog.tree import stored_hash_index
 router = APIRouter()
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-SHORT_LIVED = "public, max-age=1"
 _INT = re.compile(r"[0-9]{1,18}")
 _TILE_PATH_PATTERN = (
     r"^(entries|[1-5]?[0-9]|6[0-3])/"  # level 0-63, or an entry bundle
@@ -125,18 +125,19 @@ async def get_tile(request: Request, path: str = Path(include_in_schema=False)) 
             status_code=404,
             media_type=JSON,
         )
-    cache = SHORT_LIVED if tile.is_partial else IMMUTABLE
     if tile.entries:
         first = tile.leaf_range.start + 1
         lines = await directory.run(tlog.lines, first, first + tile.width - 1)
         body = encode_entry_bundle(lines)
-        headers = {"cache-control": cache, "vary": "accept-encoding"}
-        if "gzip" in request.headers.get("accept-encoding", ""):
+        headers = {"cache-control": IMMUTABLE, "vary": "accept-encoding"}
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
             headers["content-encoding"] = "gzip"
             body = gzip.compress(body, compresslevel=5)
         return Response(body, media_type="application/octet-stream", headers=headers)
     data = await directory.run(tile_hashes, tile, tlog.reader)
-    return Response(data, media_type="application/octet-stream", headers={"cache-control": cache})
+    return Response(
+        data, media_type="application/octet-stream", headers={"cache-control": IMMUTABLE}
+    )
 
 
 @router.get(
