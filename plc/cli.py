@@ -6,6 +6,7 @@ Usage errors exit 1 (design.md decision 8).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from plc.resolve.cli import resolve_command
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # option help says "[env PLC_PORT; default 2582]": not markup
     no_args_is_help=True,
     help="A did:plc directory with a transparency log.",
 )
@@ -50,9 +52,11 @@ def serve(
 
     from plc.api.http_server import uvicorn_options
     from plc.checkpoints import load_or_create_signer
+    from plc.config import setting_error, unknown_settings
     from plc.errors import PlcError
     from plc.logging_setup import configure_logging
     from plc.metrics import shared_metrics_dir
+    from plc.resolve.settings import ResolverSettings
     from plc.store.engine import is_sqlite, make_engine, redacted
     from plc.store.migrate import upgrade
     from plc.store.sql import SqlStore
@@ -70,12 +74,14 @@ def serve(
     }
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
+        # Read here as well as in each worker, so a bad value stops the start with one line.
+        ResolverSettings()
     except ValidationError as exc:
-        typer.echo(
-            f"error: invalid setting: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}", err=True
-        )
+        typer.echo(f"error: {setting_error(exc)}", err=True)
         raise typer.Exit(1) from None
     configure_logging(settings.log_level)
+    for name in unknown_settings(os.environ):
+        log.warning("unknown setting %s ignored (see the README's Configuration)", name)
     try:
         engine = make_engine(settings.database_url)
         upgrade(engine)
@@ -96,8 +102,6 @@ def serve(
     # One plain, unwrapped line that scripts and auditors read the log's public key from.
     print(f"verifier key: {signer.verifier.key_text}", flush=True)
     # Worker processes rebuild the settings from the environment; hand the overrides down.
-    import os
-
     os.environ["PLC_HOST"] = settings.host
     os.environ["PLC_PORT"] = str(settings.port)
     os.environ["DATABASE_URL"] = settings.database_url

@@ -6,7 +6,10 @@ override them. Nothing else in the project reads the environment.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from plc.policy import PolicySettings
@@ -21,15 +24,15 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     """Address ``plc serve`` binds to (``PLC_HOST``)."""
-    port: int = 2582
-    """TCP port (``PLC_PORT``)."""
+    port: int = Field(default=2582, ge=0, le=65_535)
+    """TCP port (``PLC_PORT``); 0 takes any free port."""
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
         validation_alias=AliasChoices("DATABASE_URL", "PLC_DATABASE_URL"),
     )
     """``sqlite:///relative``, ``sqlite:////absolute``, ``postgresql://…`` or ``postgres://…``
     (``DATABASE_URL``). Default: a SQLite file in the working directory."""
-    workers: int = 1
+    workers: int = Field(default=1, ge=1)
     """uvicorn worker processes (``PLC_WORKERS``)."""
     validation_process: bool = False
     """Validate submitted ops in a child process (per worker), so one server uses a second
@@ -37,18 +40,18 @@ class Settings(BaseSettings):
     write at once: measured on 2 cores with 32 concurrent writers, updates/s rose 1.5x; with 8
     they fell by 10-20 % (the extra hop adds latency that few clients cannot hide). A child
     that dies or stops answering is replaced (``plc.validation_process.RESTART_DELAY_S``)."""
-    log_level: str = "info"
-    """Log level of the server (``PLC_LOG_LEVEL``)."""
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    """Log level of the server (``PLC_LOG_LEVEL``; any case)."""
     metrics: bool = True
     """Serve ``GET /metrics`` (Prometheus text format: ops committed and refused, group
     commit sizes and durations, tree size, process CPU and memory) (``PLC_METRICS``)."""
-    db_pool_size: int = 16
+    db_pool_size: int = Field(default=16, ge=1)
     """Connections kept open per process (``PLC_DB_POOL_SIZE``)."""
-    db_busy_timeout_ms: int = 5000
+    db_busy_timeout_ms: int = Field(default=5000, ge=0)
     """How long a SQLite writer waits for the lock before the request answers 503."""
-    commit_batch_max: int = 256
+    commit_batch_max: int = Field(default=256, ge=1)
     """Most operations grouped into one commit (group commit)."""
-    max_body_bytes: int = 102_400
+    max_body_bytes: int = Field(default=102_400, ge=1)
     """Largest accepted POST body, bytes; larger bodies answer 413 (``PLC_MAX_BODY_BYTES``).
     The reference's ``express.json({limit: '100kb'})`` reads 100kb as 102,400 bytes."""
     max_header_bytes: int = Field(default=16_384, ge=1024)
@@ -60,15 +63,15 @@ class Settings(BaseSettings):
     answered 408 and the connection closed (``PLC_BODY_TIMEOUT_S``)."""
     policy_enabled: bool = True
     """False switches every admission limit off (replay and conformance only)."""
-    max_op_bytes: int = 4000
-    min_rotation_keys: int = 1
-    max_rotation_keys: int = 5
-    max_also_known_as: int = 10
-    max_services: int = 10
-    max_verification_methods: int = 10
-    ops_per_hour: int = 10
-    ops_per_day: int = 30
-    ops_per_week: int = 100
+    max_op_bytes: int = Field(default=4000, ge=1)
+    min_rotation_keys: int = Field(default=1, ge=0)
+    max_rotation_keys: int = Field(default=5, ge=1)
+    max_also_known_as: int = Field(default=10, ge=0)
+    max_services: int = Field(default=10, ge=0)
+    max_verification_methods: int = Field(default=10, ge=0)
+    ops_per_hour: int = Field(default=10, ge=1)
+    ops_per_day: int = Field(default=30, ge=1)
+    ops_per_week: int = Field(default=100, ge=1)
     log_origin: str | None = None
     """Origin of the transparency log (``PLC_LOG_ORIGIN``, characters ``[A-Za-z0-9._/-]``).
     Default: generated on first start and stored with the log."""
@@ -77,18 +80,23 @@ class Settings(BaseSettings):
     (``PLC_LOG_SIGNING_KEY``). Default: generated on first start and stored with the log. A
     given key is never stored; a log refuses any key but its own
     (:func:`plc.checkpoints.load_or_create_signer`)."""
-    checkpoint_interval_ms: int = 500
+    checkpoint_interval_ms: int = Field(default=500, ge=1)
     """How often the log signs a checkpoint of new ops; the longest an op waits to be
     covered by a signed checkpoint (``PLC_CHECKPOINT_INTERVAL_MS``)."""
-    stream_backfill_window_s: int = 7 * 24 * 3600
+    stream_backfill_window_s: int = Field(default=7 * 24 * 3600, ge=0)
     """``/export/stream``: a cursor whose next op is older than this is refused with
     ``OutdatedCursor`` (page through ``/export`` instead) (``PLC_STREAM_BACKFILL_WINDOW_S``)."""
-    stream_buffer: int = 500
+    stream_buffer: int = Field(default=500, ge=1)
     """``/export/stream``: live ops buffered per connection before ``ConsumerTooSlow``."""
-    stream_poll_interval_ms: int = 100
+    stream_poll_interval_ms: int = Field(default=100, ge=1)
     """``/export/stream``: how often to look for ops committed by other processes."""
     version: str = "0.1.0"
     """Reported by ``GET /_health``."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     def policy(self) -> PolicySettings:
         """The admission limits as the pure policy module takes them."""
@@ -104,3 +112,28 @@ class Settings(BaseSettings):
             ops_per_day=self.ops_per_day,
             ops_per_week=self.ops_per_week,
         )
+
+
+def setting_error(error: ValidationError) -> str:
+    """One line for a refused setting: its environment name and what is wrong, without the
+    value (it may be a secret)."""
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    title = error.title
+    if title == "ResolverSettings":
+        name = f"PLC_RESOLVE_{field.upper()}"
+    elif field.lower() == "database_url":
+        name = "DATABASE_URL"
+    else:
+        name = f"PLC_{field.upper()}"
+    return f"invalid setting {name}: {first['msg']}"
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """Names in ``environ`` that look like settings (``PLC_`` prefix) but are none: most often
+    a misspelling, which would otherwise leave the default in force without a word."""
+    from plc.resolve.settings import ResolverSettings
+
+    known = {f"PLC_{name.upper()}" for name in Settings.model_fields}
+    known |= {f"PLC_RESOLVE_{name.upper()}" for name in ResolverSettings.model_fields}
+    return sorted(name for name in environ if name.startswith("PLC_") and name not in known)

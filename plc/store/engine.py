@@ -13,26 +13,40 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import create_engine
 
-from plc.errors import InvalidInput
+from plc.errors import InvalidInput, echo
 
 
 def normalize_database_url(url: str) -> URL:
     """Parse a database URL and pick the driver.
 
     Raises:
-        InvalidInput: a scheme other than sqlite / postgresql / postgres.
+        InvalidInput: not a URL (the text is not repeated: it may hold a password), a scheme
+            other than sqlite / postgresql / postgres, or a SQLite URL without a file (an
+            in-memory database is private to one connection, and the server opens several).
     """
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise InvalidInput(
+            "DATABASE_URL is not a database URL: expected sqlite:///relative/path, "
+            "sqlite:////absolute/path or postgresql://user@host:port/database"
+        ) from None
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
         return parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file::memory:"):
+            raise InvalidInput(
+                "DATABASE_URL names no SQLite file (in-memory databases are not supported): "
+                "use sqlite:///relative/path or sqlite:////absolute/path"
+            )
         return parsed.set(drivername="sqlite+pysqlite")
-    raise InvalidInput(f"Unsupported database URL scheme: {parsed.drivername}")
+    raise InvalidInput(f"Unsupported database URL scheme: {echo(parsed.drivername)}")
 
 
 def redacted(url: str) -> str:

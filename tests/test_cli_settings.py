@@ -1,0 +1,73 @@
+"""`plc serve` refuses a bad setting in one line, names it, and never shows its value (a
+DATABASE_URL may hold a password); misspelt PLC_ names are reported, not silently ignored."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from plc.cli import app
+from plc.config import unknown_settings
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        (
+            "PLC_PORT",
+            "99999",
+            "invalid setting PLC_PORT: Input should be less than or equal to 65535",
+        ),
+        ("PLC_PORT", "-1", "invalid setting PLC_PORT: Input should be greater than or equal to 0"),
+        ("PLC_PORT", "abc", "invalid setting PLC_PORT: Input should be a valid integer"),
+        (
+            "PLC_WORKERS",
+            "0",
+            "invalid setting PLC_WORKERS: Input should be greater than or equal to 1",
+        ),
+        ("PLC_LOG_LEVEL", "loud", "invalid setting PLC_LOG_LEVEL: Input should be 'critical'"),
+        (
+            "PLC_COMMIT_BATCH_MAX",
+            "0",
+            "invalid setting PLC_COMMIT_BATCH_MAX: Input should be greater",
+        ),
+        ("PLC_CHECKPOINT_INTERVAL_MS", "-5", "invalid setting PLC_CHECKPOINT_INTERVAL_MS: Input"),
+        ("PLC_METRICS", "banana", "invalid setting PLC_METRICS: Input should be a valid boolean"),
+        (
+            "PLC_RESOLVE_ALLOW_PRIVATE_NETWORKS",
+            "banana",
+            "invalid setting PLC_RESOLVE_ALLOW_PRIVATE_NETWORKS: Input should be a valid boolean",
+        ),
+        ("DATABASE_URL", "foo", "DATABASE_URL is not a database URL: expected sqlite:///"),
+        ("DATABASE_URL", "", "DATABASE_URL is not a database URL"),
+        (
+            "DATABASE_URL",
+            "postgresql://u:s3cret@h:notaport/db",
+            "DATABASE_URL is not a database URL",
+        ),
+        ("DATABASE_URL", "sqlite:///", "DATABASE_URL names no SQLite file"),
+        ("DATABASE_URL", "sqlite:///:memory:", "DATABASE_URL names no SQLite file"),
+        ("DATABASE_URL", "mysql://u:s3cret@h/db", "Unsupported database URL scheme: mysql"),
+    ],
+)
+def test_a_bad_setting_stops_the_start_in_one_line(name: str, value: str, expected: str) -> None:
+    result = CliRunner().invoke(app, ["serve"], env={name: value})
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: " + expected), lines[0]
+    assert "s3cret" not in result.output + result.stderr
+    assert result.stdout == ""  # no verifier key line: nothing started
+
+
+def test_misspelt_settings_are_named() -> None:
+    environ = {
+        "PLC_PROT": "3000",
+        "PLC_PORT": "1",
+        "PLC_RESOLVE_TIME_BUDGET_S": "2",
+        "PLC_RESOLVE_TIMEBUDGET": "2",
+        "PLC_DATABASE_URL": "sqlite:///x",
+        "DATABASE_URL": "sqlite:///x",
+        "HOME": "/root",
+    }
+    assert unknown_settings(environ) == ["PLC_PROT", "PLC_RESOLVE_TIMEBUDGET"]
