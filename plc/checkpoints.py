@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -32,6 +33,7 @@ from plc.tlog.tree import root_hash
 log = logging.getLogger("plc.checkpoints")
 
 _ORIGIN_RE = re.compile(r"[A-Za-z0-9._/-]+")
+_REPEAT_FAILURE_LOG_S = 60.0
 
 
 def load_or_create_signer(
@@ -161,13 +163,27 @@ class Checkpointer:
             log.warning("could not sign a last checkpoint at shutdown")
 
     def _run(self) -> None:
+        # While the database is down every tick fails the same way: say so once, again each
+        # minute it lasts, and once when signing works again (not a traceback per tick).
+        failing: str | None = None
+        logged_at = 0.0
         while not self._stop.wait(self.interval_s):
             try:
                 self.sign_if_grown()
-            except PlcError as exc:
-                log.error("checkpoint not signed: %s", exc.message)
-            except Exception:  # noqa: BLE001 - the timer must survive a database hiccup
-                log.exception("checkpoint not signed")
+            except Exception as exc:  # noqa: BLE001 - the timer must survive a database hiccup
+                reason = exc.message if isinstance(exc, PlcError) else type(exc).__name__
+                now = time.monotonic()
+                if reason != failing or now - logged_at >= _REPEAT_FAILURE_LOG_S:
+                    log.error(
+                        "checkpoint not signed: %s",
+                        reason,
+                        exc_info=failing is None and not isinstance(exc, PlcError),
+                    )
+                    failing, logged_at = reason, now
+            else:
+                if failing is not None:
+                    log.info("checkpoints signed again")
+                    failing = None
 
     def sign_if_grown(self) -> StoredCheckpoint:
         """Sign the current tree if it is larger than the newest checkpoint; return the newest.

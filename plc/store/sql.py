@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from plc.errors import Unavailable
@@ -139,6 +139,7 @@ class SqlStore:
         self._writer_busy = False
         self._db_errors: tuple[type[BaseException], ...] = (
             OperationalError,
+            InterfaceError,
             *self._driver_errors(),
         )
 
@@ -173,8 +174,9 @@ class SqlStore:
         if not self._sqlite:
             sql = sql.replace("?", "%s")
         try:
+            # The pool raises the driver's own error, not SQLAlchemy's, when it cannot connect.
             conn = self.read_engine.raw_connection()
-        except OperationalError as exc:
+        except self._db_errors as exc:
             raise Unavailable("Database unavailable, try again") from exc
         try:
             cursor = conn.cursor()
@@ -183,7 +185,7 @@ class SqlStore:
             cursor.close()
         except Exception as exc:
             conn.invalidate()
-            if isinstance(exc, self._driver_errors()):
+            if isinstance(exc, self._db_errors):
                 raise Unavailable("Database unavailable, try again") from exc
             raise
         finally:
@@ -210,8 +212,12 @@ class SqlStore:
             raise
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's errors for a database that is unreachable, gone or failing (not for
+        a wrong statement: those stay 500s, they are our bugs)."""
         module = self.engine.dialect.dbapi
-        return (module.OperationalError,) if module is not None else ()
+        if module is None:
+            return ()
+        return (module.OperationalError, module.InterfaceError)
 
     def did_state(self, did: str) -> tuple[bool, bytes | None, bytes | None] | None:
         """``(tombstoned, data, document)`` of a DID, or None when it is not registered."""

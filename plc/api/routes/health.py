@@ -25,7 +25,12 @@ async def health(directory: DirectoryDep, settings: SettingsDep) -> Response:
     try:
         await directory.run(directory.store.ping)
     except Exception:  # noqa: BLE001 - any database failure means unhealthy
-        body = {"version": settings.version, "error": "Service Unavailable"}
+        # The reference's body, plus the message every other error of ours carries.
+        body = {
+            "version": settings.version,
+            "error": "Service Unavailable",
+            "message": "Database unavailable, try again",
+        }
         return Response(orjson.dumps(body), status_code=503, media_type=JSON)
     return Response(orjson.dumps({"version": settings.version}), media_type=JSON)
 
