@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     """Largest request head (request line and headers), bytes; a larger one is answered 431
     and the connection closed (``PLC_MAX_HEADER_BYTES``). Node's default ``maxHeaderSize``,
     which the reference runs with, is 16 KiB."""
+    head_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds a request head (request line and headers) may take to arrive, from the
+    connection's opening or the head's first byte; a slower one is answered 408 and the
+    connection closed (``PLC_HEAD_TIMEOUT_S``; Node's ``headersTimeout``, which the reference
+    runs with, is 60 s)."""
     body_timeout_s: float = Field(default=60.0, gt=0)
     """Seconds a POST body may take to arrive once the headers are in; a slower one is
     answered 408 and the connection closed (``PLC_BODY_TIMEOUT_S``)."""

@@ -54,8 +54,9 @@ before starting its workers)."""
 HTTP_REFUSED = Counter(
     "plc_http_refused",
     "Requests the HTTP server refused before the app read them, by reason: MalformedRequest "
-    "(400, the HTTP parser could not read the request) or HeadTooLarge (431, a request head "
-    "over PLC_MAX_HEADER_BYTES). Each answer closes its connection.",
+    "(400, the HTTP parser could not read the request), HeadTooLarge (431, a request head "
+    "over PLC_MAX_HEADER_BYTES) or HeadTimeout (408, a head slower than PLC_HEAD_TIMEOUT_S). "
+    "Each answer closes its connection.",
     ["reason"],
     registry=None,
 )

@@ -4,8 +4,10 @@ parser refuses with ``{"message": ...}`` like every other error, and caps the re
 uvicorn answers malformed HTTP (a bad request line, an invalid header, a bad
 ``Content-Length``) itself, before the app sees a request, with a plain-text 400; and its
 httptools protocol puts no limit on the request head, so a client could make it hold an
-endless header in memory. The reference (Node's ``http``) answers malformed requests with a
-bare 400 and heads over ``maxHeaderSize`` (16 KiB) with 431, closing the connection both times.
+endless header in memory, nor on the time a head may take (its keep-alive timer starts only
+after a response). The reference (Node's ``http``) answers malformed requests with a bare 400,
+heads over ``maxHeaderSize`` (16 KiB) with 431 and heads slower than ``headersTimeout`` (60 s)
+with 408, closing the connection each time.
 We answer the same statuses and close, with the body and CORS header every other answer of
 this API has (design.md decision 1: bad input of any kind is a 4xx with a message). The app
 never sees these requests, so they are counted here (``plc_http_refused_total`` in
@@ -15,6 +17,7 @@ never sees these requests, so they are counted here (``plc_http_refused_total`` 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from typing import Any
@@ -34,8 +37,10 @@ KEEP_ALIVE_S = 90
 """Idle keep-alive timeout, seconds (the reference's ``server.keepAliveTimeout``)."""
 HEAD_TOO_LARGE = "Request header fields too large"
 """Message of the 431 answered to a request head over ``PLC_MAX_HEADER_BYTES``."""
+HEAD_TIMEOUT = "Request head not received in time"
+"""Message of the 408 answered when a request head is slower than ``PLC_HEAD_TIMEOUT_S``."""
 
-_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 @functools.cache
@@ -43,6 +48,12 @@ def max_head_bytes() -> int:
     """``PLC_MAX_HEADER_BYTES`` of this process (read once: each uvicorn worker process reads
     the environment ``plc serve`` hands down)."""
     return Settings().max_header_bytes
+
+
+@functools.cache
+def head_timeout_s() -> float:
+    """``PLC_HEAD_TIMEOUT_S`` of this process (read once, as :func:`max_head_bytes`)."""
+    return Settings().head_timeout_s
 
 
 class JsonErrorHttpProtocol(HttpToolsProtocol):
@@ -58,16 +69,47 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
 
     _in_head = True
     _head_bytes = 0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn times a connection out only once a response has been sent; a client that
+        # connects and never finishes a head would hold its socket for good (slowloris).
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
             self._head_bytes += len(data)
+            if self._head_timer is None:
+                self._start_head_timer()  # a new head on a kept-alive connection
         super().data_received(data)
         if self._in_head and self._head_bytes > max_head_bytes():
             if not self.transport.is_closing():
                 self._refuse_head()
 
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(head_timeout_s(), self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._head_bytes == 0 and self.cycle is not None:
+            return  # an idle kept-alive connection: uvicorn's keep-alive timer closes it
+        HTTP_REFUSED.labels(reason="HeadTimeout").inc()
+        self.send_error_response(408, HEAD_TIMEOUT)
+
     def on_headers_complete(self) -> None:
+        self._stop_head_timer()
         received, self._in_head, self._head_bytes = self._head_bytes, False, 0
         # Only when the reads that carried the head (and maybe a body) pass the cap is the
         # head itself measured: its parsed parts, ": " and CRLF per header. Most requests

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from plc.api.http_server import head_timeout_s
 from plc.signing import sign_operation
 
 from ..conftest import LiveServer
@@ -438,3 +439,46 @@ def test_a_head_just_under_the_limit_and_a_large_body_are_served(
     assert answer.endswith(
         b'{"message":"Operation too large (4000 bytes maximum in cbor encoding)"}'
     )
+
+
+def test_a_head_that_does_not_arrive_in_time_is_408_and_the_connection_closed(
+    app_factory,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A connection that sends nothing, or a head without its final CRLF, used to be held open
+    # for good (uvicorn times out only connections that have had an answer): slowloris.
+    monkeypatch.setenv("PLC_HEAD_TIMEOUT_S", "0.3")
+    head_timeout_s.cache_clear()
+    try:
+        with LiveServer(app_factory()) as server:
+
+            def answer_to(*parts: bytes) -> tuple[bytes, float]:
+                started = time.monotonic()
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                    answer = b""
+                    for part in parts[:-1]:  # each answered before the next is sent
+                        sock.sendall(part)
+                        answer += sock.recv(4096)
+                    for part in parts[-1:]:
+                        sock.sendall(part)
+                    while chunk := sock.recv(4096):
+                        answer += chunk
+                return answer, time.monotonic() - started
+
+            whole = b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n"
+            before = _http_refused(server).get("HeadTimeout", 0.0)
+            silent, waited = answer_to()
+            partial, _ = answer_to(b"GET /_health HTTP/1.1\r\nHost: x\r\n")
+            kept_alive, _ = answer_to(whole, b"GET /_health HTTP/1.1\r\n")
+            after = _http_refused(server)["HeadTimeout"]
+            with httpx.Client(base_url=server.url) as http:
+                assert http.get("/_health").status_code == 200  # a prompt head is served
+        for answer in (silent, partial):
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:80]
+            assert answer.endswith(b'{"message":"Request head not received in time"}')
+        assert 0.25 < waited < 5
+        first, _, second = kept_alive.partition(b"HTTP/1.1 408")
+        assert first.startswith(b"HTTP/1.1 200 ") and second  # the first request was answered
+        assert after - before == 3
+    finally:
+        head_timeout_s.cache_clear()
