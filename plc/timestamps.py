@@ -79,6 +79,15 @@ def parse_timestamp_ms(text: str) -> int:
 
 
 _YEAR_MONTH_RE = re.compile(r"[0-9]{4}-[0-9]{2}")
+_JS_ISO_RE = re.compile(
+    r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?"
+    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})?",
+    re.ASCII,
+)
+"""The ISO 8601 forms ECMAScript's ``Date`` reads (date, optional time, optional zone):
+Python's ``fromisoformat`` also reads week dates, ordinal dates, the basic format and comma
+fractions, and stops at a NUL, none of which ``new Date()`` takes."""
 
 
 def parse_timestamp_lenient(text: str) -> datetime:
@@ -93,6 +102,8 @@ def parse_timestamp_lenient(text: str) -> datetime:
         InvalidInput: not an ISO 8601 date/date-time.
     """
     candidate = text.strip()
+    if not _JS_ISO_RE.fullmatch(candidate):
+        raise InvalidInput(f"Invalid timestamp: {echo(text)}")
     if _YEAR_MONTH_RE.fullmatch(candidate):
         candidate += "-01"  # ECMAScript's date-only forms include YYYY-MM (the 1st, UTC)
     if candidate.endswith(("Z", "z")):

@@ -262,14 +262,15 @@ class PlcApp(FastAPI):
     """FastAPI with the per-DID routes (:data:`DID_ROUTES`) served by plain ASGI handlers.
 
     A request takes the fast path when it is HTTP, has no ``root_path``, its path starts with
-    ``/`` and does not end in a newline, its method and the part of its path after the first
+    ``/``, its method and the part of its path after the first
     segment name one of :data:`DID_ROUTES`, and that first segment (the DID) is not the first
     segment of any other route of the app (so FastAPI would route it to the same
     ``/{did}…`` endpoint too).
 
-    In front of both paths, two rules of the reference's Express router: one trailing ``/`` is
-    dropped (``/x/`` is ``/x``), and a path with an encoded slash in a DID route's segments
-    is routed on its raw segments (:meth:`_encoded_slash`).
+    In front of both paths, three rules of the reference's Express router: one trailing ``/``
+    is dropped (``/x/`` is ``/x``), a path ending in a newline matches no literal route
+    (:meth:`_newline_path`), and a path with an encoded slash in a DID route's segments is
+    routed on its raw segments (:meth:`_encoded_slash`).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -301,9 +302,13 @@ class PlcApp(FastAPI):
                 # (FastAPI would answer 307 to a URL built from the Host header.)
                 scope = _without_trailing_slash(scope)
                 path = scope["path"]
+            if path[-1:] == "\n" and scope["method"] != "OPTIONS":
+                await self._newline_path(scope, receive, send, path)
+                return
             raw = scope.get("raw_path")
             if (
-                isinstance(raw, bytes)
+                scope["method"] != "OPTIONS"  # a CORS preflight, answered by the middleware
+                and isinstance(raw, bytes)
                 and b"%2" in raw
                 and b"%2f" in raw.lower()
                 and await self._encoded_slash(scope, receive, send, raw, taken)
@@ -317,14 +322,36 @@ class PlcApp(FastAPI):
                 and did
                 and did not in taken
                 and path[0] == "/"
-                # Starlette's route patterns end in ``$``, which also matches before a final
-                # newline: ``/export%0A`` is FastAPI's /export, not a DID.
-                and path[-1] != "\n"
                 and not scope.get("root_path")
             ):
                 await self._serve(handler, scope, receive, send, did)
                 return
+        elif scope["type"] == "websocket":
+            path = scope["path"]
+            if path[-1:] == "\n":
+                await send({"type": "websocket.close", "code": 1008})  # no route: 403
+                return
+            if path[-1:] == "/" and len(path) > 1:
+                scope = _without_trailing_slash(scope)  # as for HTTP: /x/ is /x
         await super().__call__(scope, receive, send)
+
+    async def _newline_path(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Route a path that ends in a newline (``%0A``) as Express does. Starlette's route
+        patterns end in ``$``, which also matches before a final newline, so FastAPI would
+        serve ``/export%0A`` as ``/export``; Express matches no literal route then: one
+        segment is a DID (``GET /export%0A`` is 404 "DID not registered"), anything else
+        matches no route (404)."""
+        method = scope["method"]
+        did = path[1:]
+        handler = None
+        if "/" not in did:
+            handler = self._did_handlers.get(("GET" if method == "HEAD" else method, ""))
+        if handler is None:
+            await _send_message(send, 404, "Not Found")
+            return
+        if method == "HEAD":
+            send = headers_only(send)
+        await self._serve(handler, scope, receive, send, did)
 
     async def _encoded_slash(
         self, scope: Scope, receive: Receive, send: Send, raw: bytes, taken: frozenset[str]

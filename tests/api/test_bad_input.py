@@ -245,6 +245,41 @@ def test_an_encoded_slash_stays_inside_the_did_segment(client: TestClient) -> No
     assert client.get(f"/{DID}/data").status_code == 200  # the plain path is unaffected
 
 
+def test_an_encoded_slash_does_not_stop_a_cors_preflight(client: TestClient) -> None:
+    for path in ("/a%2Fb", f"/{DID}%2Fdata"):
+        asked = client.options(path, headers={"access-control-request-method": "GET"})
+        assert asked.status_code == 204, path
+        assert "GET" in asked.headers["access-control-allow-methods"]
+
+
+def test_a_path_ending_in_a_newline_matches_no_literal_route(client: TestClient) -> None:
+    # Starlette's route patterns end in "$", which also matches before a final newline, so
+    # /export%0A was served as /export. Express matches no literal route: one segment is a
+    # DID, anything longer no route.
+    assert client.post(f"/{DID}", json=GENESIS).status_code == 200
+    for segment in ("export", "_health", "metrics", "docs", "tlog", DID):
+        response = client.get(f"/{segment}%0A")
+        assert response.status_code == 404, segment
+        assert response.json() == {"message": f"DID not registered: {segment}\n"}
+        assert client.head(f"/{segment}%0A").status_code == 404
+    for path in (
+        f"/{DID}/data%0A",
+        f"/{DID}/log%0A",
+        f"/{DID}/log/audit%0A",
+        f"/{DID}/log/proof%0A",
+        "/tlog/checkpoint%0A",
+        f"/xrpc/com.atproto.identity.resolveDid%0A?did={DID}",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.json() == {"message": "Not Found"}, path
+        assert response.headers["access-control-allow-origin"] == "*"
+    refused = client.post("/export%0A", json=GENESIS)
+    assert refused.status_code == 400 and "message" in refused.json()
+    assert len(client.get(f"/{DID}/log/audit").json()) == 1  # nothing else stored
+    assert client.get(f"/{DID}/data").status_code == 200
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-path"])
 def test_gzip_and_deflate_bodies_are_inflated_as_body_parser_does(app_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
     app = app_factory()

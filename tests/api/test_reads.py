@@ -138,6 +138,12 @@ def test_export_time_mode(client: TestClient, clock: Clock) -> None:
         ("count=-1", "Invalid count parameter"),
         ("after=notatime", "Invalid after parameter"),
         ("after=99999999999999999999999", "Invalid after parameter"),
+        # ISO forms Python reads and JavaScript's Date does not (nor the reference).
+        ("after=2026-11-30T05:37:59.342Z%00", "Invalid after parameter"),
+        ("after=2026-W48-1", "Invalid after parameter"),
+        ("after=2026-11-30T05:37:59,342", "Invalid after parameter"),
+        ("after=2026-334", "Invalid after parameter"),
+        ("after=20261130T053759", "Invalid after parameter"),
     ],
 )
 def test_export_bad_parameters(client: TestClient, query: str, message: str) -> None:

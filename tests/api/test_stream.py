@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from ..conftest import Clock, LiveServer
@@ -98,3 +98,15 @@ def test_consumer_too_slow(stream_server: LiveServer) -> None:
         _post_dids(stream_server, 150, "slow-b")
         _post_dids(stream_server, 150, "slow-c")
         assert _closed_reason(ws) == "ConsumerTooSlow"
+
+
+def test_a_trailing_slash_is_the_same_route_and_a_newline_no_route(
+    stream_server: LiveServer,
+) -> None:
+    _post_dids(stream_server, 1, "slash")
+    with _ws(stream_server, "/?cursor=0") as ws:  # /export/stream/ is /export/stream
+        assert '"seq":1' in str(ws.recv(timeout=10))
+    url = stream_server.url.replace("http://", "ws://") + "/export/stream%0A"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 403
