@@ -60,7 +60,11 @@ commits; 4 and 16 turns did worse than 8."""
 
 
 def decode_json_body(body: bytes) -> Any:
-    """The decoded request body. Raises InvalidInput (400) on malformed JSON."""
+    """The decoded request body. A leading UTF-8 byte order mark is skipped, as the
+    reference's body parser does (iconv-lite strips it). Raises InvalidInput (400) on
+    malformed JSON."""
+    if body[:3] == b"\xef\xbb\xbf":
+        body = body[3:]
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
