@@ -536,3 +536,20 @@ def test_a_byte_order_mark_before_the_json_is_skipped(app_factory, fast: bool) -
             f"/{did}", content=twice, headers={"content-type": "application/json"}
         )
         assert refused.status_code == 400
+
+
+def test_a_stalled_refresh_identity_body_is_408_and_the_connection_closed(app_factory) -> None:  # type: ignore[no-untyped-def]
+    head = (
+        b"POST /xrpc/com.atproto.identity.refreshIdentity HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    with LiveServer(app_factory(body_timeout_s=0.3)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head + b'{"identifier":')
+            answer = b""
+            while chunk := sock.recv(4096):  # until the server closes the connection
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert answer.endswith(
+        b'{"error":"InvalidRequest","message":"Request timeout: the body did not arrive in time"}'
+    )

@@ -26,12 +26,15 @@ in messages are cut to 200 characters.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from plc.api.deps import settings_of
+from plc.api.fastpath import TIMEOUT_MESSAGE
 from plc.api.responses import query_parameter
 from plc.errors import PlcError, Unavailable, echo
 from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest
@@ -152,10 +155,15 @@ async def _identifier_from_body(request: Request) -> str:
     if media_type != "application/json":
         raise InvalidRequest(f"Wrong request encoding (Content-Type): {echo(media_type)}")
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_INPUT_BYTES:
-            raise InvalidRequest(f"Request body over {MAX_INPUT_BYTES} bytes")
+    try:
+        # As for POST /{did}: a body that stalls would otherwise hold the connection for good.
+        async with asyncio.timeout(settings_of(request).body_timeout_s):
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > MAX_INPUT_BYTES:
+                    raise InvalidRequest(f"Request body over {MAX_INPUT_BYTES} bytes")
+    except TimeoutError:
+        raise _BodyTimeout from None
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as err:
@@ -224,7 +232,13 @@ async def resolve_identity(request: Request) -> Response:
 @router.post(
     "/xrpc/com.atproto.identity.refreshIdentity",
     summary="Re-resolve a handle or DID, bypassing caches",
-    responses=_responses(_IDENTITY_INFO, _IDENTITY_ERRORS),
+    responses={
+        **_responses(_IDENTITY_INFO, _IDENTITY_ERRORS),
+        408: {
+            "description": "The body did not arrive within PLC_BODY_TIMEOUT_S (connection closed)",
+            **_error_schema(["InvalidRequest"]),
+        },
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -245,6 +259,15 @@ async def refresh_identity(request: Request) -> Response:
     try:
         identifier = await _identifier_from_body(request)
         info = await _resolver(request).resolve_identity(identifier, refresh=True)
+    except _BodyTimeout:
+        body = {"error": "InvalidRequest", "message": TIMEOUT_MESSAGE}
+        return Response(
+            orjson.dumps(body), status_code=408, media_type=_JSON, headers={"connection": "close"}
+        )
     except PlcError as err:
         return _error(err)
     return _json(info)
+
+
+class _BodyTimeout(Exception):
+    """The request body did not arrive within ``PLC_BODY_TIMEOUT_S``."""
