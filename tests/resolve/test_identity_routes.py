@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from plc.api.routes.identity import router
+from plc.config import Settings
 from plc.errors import Unavailable
 from plc.resolve import IdentityResolver
 from tests.resolve.conftest import (
@@ -33,6 +34,7 @@ def app_with(resolver: IdentityResolver) -> FastAPI:
     app = FastAPI()
     app.include_router(router)
     app.state.identity_resolver = resolver
+    app.state.settings = Settings()  # the routes read PLC_BODY_TIMEOUT_S from it
     return app
 
 
