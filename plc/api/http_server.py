@@ -13,6 +13,10 @@ this API has (design.md decision 1: bad input of any kind is a 4xx with a messag
 never sees these requests, so they are counted here (``plc_http_refused_total`` in
 ``/metrics``) and each is logged once: uvicorn's own warning for a malformed request, ours
 (``plc.http``, with the client's address and the limit) for an oversized head.
+
+The parser also takes every ``Connection: upgrade`` request for a protocol switch; only a
+WebSocket upgrade of ``GET /export/stream`` is one here, every other ``Upgrade`` header is
+ignored, as Node does (:meth:`JsonErrorHttpProtocol._unsupported_upgrades_ignored`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -39,6 +44,9 @@ HEAD_TOO_LARGE = "Request header fields too large"
 """Message of the 431 answered to a request head over ``PLC_MAX_HEADER_BYTES``."""
 HEAD_TIMEOUT = "Request head not received in time"
 """Message of the 408 answered when a request head is slower than ``PLC_HEAD_TIMEOUT_S``."""
+
+_UPGRADE_HEADER = re.compile(rb"\r\nupgrade([ \t]*:)([^\r\n]*)", re.IGNORECASE)
+_WEBSOCKET_REQUEST = b"GET /export/stream"
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
@@ -70,6 +78,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     _in_head = True
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
+    _websocket_route = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -84,12 +93,31 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._in_head:
             self._head_bytes += len(data)
+            if self._head_bytes == len(data):  # this read starts a head
+                self._websocket_route = data.startswith(_WEBSOCKET_REQUEST)
             if self._head_timer is None:
                 self._start_head_timer()  # a new head on a kept-alive connection
+            if b"pgrade" in data or b"PGRADE" in data:
+                data = self._unsupported_upgrades_ignored(data)
         super().data_received(data)
         if self._in_head and self._head_bytes > max_head_bytes():
             if not self.transport.is_closing():
                 self._refuse_head()
+
+    def _unsupported_upgrades_ignored(self, data: bytes) -> bytes:
+        """``data`` with every ``Upgrade`` header renamed unless it asks for a WebSocket on
+        the one WebSocket route. The parser takes any ``Connection: upgrade`` request for an
+        upgrade and stops at its head, so the body of ``POST /{did}`` with ``Upgrade: h2c``
+        (what ``curl --http2`` sends) was lost, and one with ``Upgrade: websocket`` was
+        handed to the WebSocket protocol and never answered. Node serves both as plain HTTP
+        requests, and so do we."""
+
+        def rename(match: re.Match[bytes]) -> bytes:
+            if self._websocket_route and match.group(2).strip().lower() == b"websocket":
+                return match.group(0)
+            return b"\r\nx-ignored-upgrade" + match.group(1) + match.group(2)
+
+        return _UPGRADE_HEADER.sub(rename, data)
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(head_timeout_s(), self._head_timed_out)

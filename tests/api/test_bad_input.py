@@ -553,3 +553,31 @@ def test_a_stalled_refresh_identity_body_is_408_and_the_connection_closed(app_fa
     assert answer.endswith(
         b'{"error":"InvalidRequest","message":"Request timeout: the body did not arrive in time"}'
     )
+
+
+def test_an_upgrade_header_does_not_lose_a_request(live_server: LiveServer) -> None:
+    # The HTTP parser takes any "Connection: upgrade" request for an upgrade and stops at its
+    # head: POST /{did} with "Upgrade: h2c" (curl --http2) lost its body, one with "Upgrade:
+    # websocket" was never answered. Node serves both as plain requests.
+    did, genesis, keys = new_did("upgrade")
+    body = orjson.dumps(genesis)
+    second = orjson.dumps(update(genesis, keys[0], also_known_as=["at://upgrade-2.test"]))
+
+    def post(upgrade: bytes, payload: bytes) -> bytes:
+        request = (
+            b"POST /" + did.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+            b"Upgrade: " + upgrade + b"\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+            b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+        )
+        return _raw_exchange(live_server.port, request)
+
+    assert post(b"h2c", body).startswith(b"HTTP/1.1 200 ")
+    assert post(b"websocket", second).startswith(b"HTTP/1.1 200 ")
+    plain = (
+        f"GET /{did}/data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, close\r\n"
+        "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ).encode()
+    answer = _raw_exchange(live_server.port, plain)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"at://upgrade-2.test"' in answer
