@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -181,3 +184,18 @@ def test_listeners_have_run_when_the_committer_threads_submitter_gets_its_answer
         assert finished == [result.seq] == [1]
     finally:
         directory.stop()
+
+
+def test_the_alembic_command_migrates_the_database_plc_serve_would_use(tmp_path: Path) -> None:
+    # By hand, from any directory: DATABASE_URL as plc serve reads it, or -x database_url.
+    alembic = str(Path(sys.executable).parent / "alembic")
+    ini = str(Path(__file__).resolve().parents[2] / "alembic.ini")
+    by_env, by_x = tmp_path / "env.sqlite3", tmp_path / "x.sqlite3"
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{by_env}"}
+    subprocess.run([alembic, "-c", ini, "upgrade", "head"], cwd=tmp_path, env=env, check=True)
+    x = ["-x", f"database_url=sqlite:///{by_x}"]
+    subprocess.run([alembic, "-c", ini, *x, "upgrade", "head"], cwd=tmp_path, env=env, check=True)
+    for db in (by_env, by_x):
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    assert not (tmp_path / "plc-directory.sqlite3").exists()

@@ -1,5 +1,6 @@
-"""Alembic environment: runs on the connection ``plc.store.migrate`` hands over, or on
-``sqlalchemy.url`` when the ``alembic`` command is used directly."""
+"""Alembic environment: runs on the connection ``plc.store.migrate`` hands over, or, when the
+``alembic`` command is used directly, on the database ``plc serve`` would use (``DATABASE_URL``,
+else the default SQLite file), unless ``-x database_url=...`` names another."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import plc.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from plc.config import Settings
 from plc.store.engine import make_engine
 
 config = context.config
@@ -20,7 +22,8 @@ def run_migrations() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
+    url = context.get_x_argument(as_dictionary=True).get("database_url")
+    engine = make_engine(url or Settings().database_url)
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=target_metadata)
         with context.begin_transaction():
