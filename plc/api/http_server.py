@@ -95,14 +95,17 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes == len(data):  # this read starts a head
                 self._websocket_route = data.startswith(_WEBSOCKET_REQUEST)
-            if self._head_timer is None:
-                self._start_head_timer()  # a new head on a kept-alive connection
             if b"pgrade" in data or b"PGRADE" in data:
                 data = self._unsupported_upgrades_ignored(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > max_head_bytes():
-            if not self.transport.is_closing():
-                self._refuse_head()
+        if self._in_head and self._head_bytes:
+            if self._head_bytes > max_head_bytes():
+                if not self.transport.is_closing():
+                    self._refuse_head()
+            elif self._head_timer is None:
+                # A head left incomplete on a kept-alive connection (most heads arrive in
+                # one read, and then no timer is made).
+                self._start_head_timer()
 
     def _unsupported_upgrades_ignored(self, data: bytes) -> bytes:
         """``data`` with every ``Upgrade`` header renamed unless it asks for a WebSocket on
