@@ -4,9 +4,14 @@ Steps (each step's checks live in their own module):
 
 1. Open the state (:mod:`auditor.state`); a state made for another source is refused. A
    resumed state first proves itself: its stored tree must give the stored root.
-2. Re-read the prefix verified before (:mod:`auditor.recheck`, ``--recheck``).
+2. Re-read the prefix verified before (:mod:`auditor.recheck`, ``--recheck``). With
+   ``tail`` or ``none``, a directory is still asked for the last entry verified (one
+   request): if it no longer serves it as read (an export cut back or rewritten), the whole
+   prefix is re-read, so the entries it stopped serving are reported.
 3. Log checks (:mod:`auditor.tlogcheck`): the directory's current checkpoint, or the
-   checkpoint files given for a file.
+   checkpoint files given for a file. A checkpoint smaller than one the directory served
+   before is not inconsistent by itself (any size may be signed and served); it is checked
+   like any other and noted in the summary.
 4. Replay the rest (:mod:`auditor.replay`, :mod:`auditor.worker`) until the end of the file
    or an empty ``/export`` page; fetch the checkpoint again.
 5. ``--follow``: the stream (:mod:`auditor.follow`), with a checkpoint check every few seconds.
@@ -36,7 +41,9 @@ from auditor.spotcheck import SpotChecker, sample_dids
 from auditor.tlogcheck import TlogChecker, stored_checkpoints
 from auditor.treestore import TreeStore
 from auditor.worker import WorkerConfig, WorkerPool
-from plc.tlog.checkpoint import parse_checkpoint_unsafe
+from plc.errors import VerificationError
+from plc.tlog.checkpoint import Checkpoint, parse_checkpoint_unsafe
+from plc.tlog.hashing import leaf_hash
 from plc.tlog.note import Verifier
 
 MAX_SUSPECT_CHECKS = 100
@@ -96,6 +103,15 @@ def remove_state(path: Path, spec: SourceSpec) -> None:
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
+def _parsed(note: str) -> Checkpoint | None:
+    """The checkpoint of a note, unverified, or None if it does not parse (the log checks
+    report it)."""
+    try:
+        return parse_checkpoint_unsafe(note)
+    except VerificationError:
+        return None
+
+
 def _bind_source(conn: sqlite3.Connection, spec: SourceSpec) -> None:
     bound = state.get_meta(conn, "source")
     if bound is None:
@@ -147,6 +163,8 @@ class _Run:
     def observe_checkpoint(self, note: str | None) -> None:
         """Log checks on one checkpoint note (None: only those kept from earlier runs, whose
         signatures are checked now if keys were given), committed at once."""
+        if note is not None:
+            self._note_older(note)
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             findings = self.tlog.verify_stored()
@@ -158,6 +176,37 @@ class _Run:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def _note_older(self, note: str) -> None:
+        """Note a checkpoint smaller than one of the same origin served before (a stale
+        cache, a lagging replica or a log rolled back; its consistency and root are checked
+        like any other's)."""
+        checkpoint = _parsed(note)
+        if checkpoint is None:
+            return
+        row = self.conn.execute(
+            "SELECT MAX(tree_size) FROM checkpoints WHERE origin = ? AND note != ?",
+            (checkpoint.origin, note),
+        ).fetchone()
+        if row[0] is None or checkpoint.tree_size >= int(row[0]):
+            return
+        text = (
+            f"the directory served a checkpoint of size {checkpoint.tree_size}, older than "
+            f"the one of size {int(row[0])} it served before (stale, or rolled back)"
+        )
+        if text not in self.outcome.notes:
+            self.outcome.notes.append(text)
+
+    def last_entry_served(self, client: DirectoryClient) -> bool:
+        """True if the directory still serves the last entry verified with the bytes read
+        (one ``/export`` request).
+
+        Raises:
+            AuditFailed: network failure.
+        """
+        last = self.tree.tree_size - 1
+        line = client.line_at(state.seq_of_leaf(self.conn, last))
+        return line is not None and leaf_hash(line) == self.tree.leaf_hash(last)
 
     def recheck(self, lines: Iterator[tuple[int, bytes]], full: bool) -> None:
         """Compare a re-read of the prefix with the stored leaves; store the findings."""
@@ -257,12 +306,13 @@ def verify_file(
                 replayer.ingest(batch, source.offset)
         finally:
             source.close()
-        pending = [cp for cp in stored_checkpoints(run.conn) if cp.status == "pending"]
-        for cp in pending:
-            run.outcome.notes.append(
-                f"checkpoint of size {cp.tree_size} is larger than the file: not checked"
-            )
-        return run.finish(replayer, started)
+        outcome = run.finish(replayer, started)  # commits the last batches' checks
+        for cp in stored_checkpoints(run.conn):
+            if cp.status == "pending":
+                outcome.notes.append(
+                    f"checkpoint of size {cp.tree_size} is larger than the file: not checked"
+                )
+        return outcome
     finally:
         run.close()
 
@@ -293,7 +343,13 @@ def sync_directory(
     client = run.client
     replayer = None
     try:
-        if run.tree.tree_size and options.recheck == "full":
+        if run.tree.tree_size and options.recheck != "full" and not run.last_entry_served(client):
+            run.outcome.notes.append(
+                "the last entry verified before is no longer served as it was read: the "
+                "whole export was read again"
+            )
+            run.recheck(_http_lines(client, 0), full=True)
+        elif run.tree.tree_size and options.recheck == "full":
             run.recheck(_http_lines(client, 0), full=True)
         elif run.tree.tree_size and options.recheck == "tail":
             first = max(0, run.tree.tree_size - 1000)
@@ -316,7 +372,8 @@ def sync_directory(
             run.outcome.notes.append("--allow-seq-gaps ignored: the directory serves /tlog/")
         run.observe_checkpoint(note)
         canonical = options.canonical_lines if options.canonical_lines is not None else has_tlog
-        total = parse_checkpoint_unsafe(note).tree_size if note is not None else None
+        parsed = None if note is None else _parsed(note)
+        total = None if parsed is None else parsed.tree_size
         replayer = run.replayer(canonical, total, "sync")
 
         def catch_up() -> None:

@@ -11,7 +11,8 @@ Commands::
 Findings go to stdout (or ``--findings PATH``) as JSON lines; the readable summary and the
 progress bar go to stderr. Exit codes (design.md decision 8): 0 clean (information findings
 only), 2 misbehaviour found, 1 the audit itself failed — network, unreadable input, bad
-arguments and usage errors (click's usage exit code 2 is turned into 1).
+arguments and usage errors (click's usage exit code 2 is turned into 1). ``check-evidence``
+has its own: 0 every finding verified, 3 some only unverifiable, 1 some rejected.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Annotated
 
+import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from auditor import state
 from auditor.audit import BATCH_LINES, AuditOptions, AuditOutcome, sync_directory, verify_file
@@ -53,9 +56,21 @@ def _stderr() -> Console:
     return Console(stderr=True)
 
 
+_KEY_LINE_PREFIX = "verifier key:"
+
+
+def _key_text(text: str) -> str:
+    """A ``--vkey`` value as a verifier key: ``plc serve``'s whole start-up line
+    (``verifier key: <key>``) is taken as well as the key alone."""
+    text = text.strip()
+    if text.startswith(_KEY_LINE_PREFIX):
+        text = text[len(_KEY_LINE_PREFIX) :].strip()
+    return text
+
+
 def _verifiers(texts: Sequence[str]) -> tuple[Verifier, ...]:
     try:
-        return tuple(parse_verifier_key(t.strip()) for t in texts)
+        return tuple(parse_verifier_key(_key_text(t)) for t in texts)
     except VerificationError as exc:
         raise AuditFailed(f"--vkey: {exc.message}") from exc
 
@@ -106,7 +121,11 @@ def sync(
     ] = [],  # noqa: B006
     spot_checks: Annotated[int, typer.Option(help="Random DIDs to spot-check.")] = 10,
     recheck: Annotated[
-        str, typer.Option(help="Re-read of the verified prefix on resume: full, tail, none.")
+        str,
+        typer.Option(
+            help="Re-read of the verified prefix on resume: full, tail, none (tail and none "
+            "still check the last entry read; if it changed, all is re-read)."
+        ),
     ] = "full",
     workers: Annotated[int, typer.Option(help="Validation processes (0: in-process).")] = 2,
     canonical_lines: Annotated[
@@ -224,12 +243,14 @@ def report(
         else:
             raise typer.BadParameter("give --state, --directory or --file")
     try:
-        conn = state.connect(state_path, create=False)
+        conn = state.open_readonly(state_path)  # only read: never created or changed
     except (FileNotFoundError, sqlite3.DatabaseError) as exc:
         raise AuditFailed(str(exc)) from exc
     try:
         stored: list[Finding] = [f for _, f in state.load_findings(conn)]
         summary = summarize(conn)
+    except (sqlite3.Error, ValueError, KeyError) as exc:
+        raise AuditFailed(f"{state_path}: unreadable auditor state ({exc})") from exc
     finally:
         conn.close()
     if as_json:
@@ -248,18 +269,47 @@ def check_evidence(
     file: Annotated[Path, typer.Argument(help="Findings as JSON lines.")],
     vkey: Annotated[list[str], typer.Option(help="The log's verifier key.")] = [],  # noqa: B006
 ) -> int:
-    """Re-verify findings' evidence with the pure core only (exit 1 if any is rejected)."""
+    """Re-verify findings' evidence with the pure core only: exit 0 if every finding is
+    verified, 3 if none is rejected but some rest on the auditor's observation
+    (unverifiable), 1 if any is rejected or the input cannot be read."""
     from auditor import evidence_check
 
+    _verifiers(vkey)  # a bad key: one line, exit 1
+    _readable_findings(file)
     args = [str(file)]
     for key in vkey:
-        args += ["--vkey", key]
-    return evidence_check.main(args)
+        args += ["--vkey", _key_text(key)]
+    try:
+        return evidence_check.main(args)
+    except Exception as exc:  # noqa: BLE001 - input the checks above did not foresee
+        raise AuditFailed(f"{file}: cannot check: {exc!r}") from exc
+
+
+def _readable_findings(path: Path) -> None:
+    """Check that ``path`` holds findings as JSON lines: each non-blank line a JSON object.
+
+    Raises:
+        AuditFailed: unreadable file, or a line (named by number) that is not a JSON object.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AuditFailed(f"cannot read {path}: {exc.strerror or exc}") from exc
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise AuditFailed(f"{path}, line {number}: not JSON ({exc})") from exc
+        if not isinstance(value, dict):
+            raise AuditFailed(f"{path}, line {number}: not a JSON object (a finding)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``plc-audit``: run a command and exit with its code (usage errors 1)."""
     command = typer.main.get_command(app)
+    interrupted = False
     try:
         code = command.main(
             args=list(sys.argv[1:] if argv is None else argv),
@@ -276,9 +326,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (typer.Abort, typer.Exit) as exc:
         sys.exit(getattr(exc, "exit_code", 1) or 1)
     except AuditFailed as exc:
-        _stderr().print(f"[bold red]audit failed:[/] {exc}")
+        _stderr().print(f"[bold red]audit failed:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
+        interrupted = True
+    # Typer turns Ctrl-C inside a command into exit code 130 (our commands return 0, 1, 2).
+    if interrupted or code == 130:
         print("interrupted", file=sys.stderr)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -3,17 +3,22 @@
 A directory can show one history to auditor A and another to auditor B; each history is
 internally valid, so each auditor alone finds nothing. Together they can prove it:
 
-1. Checkpoints against the other's entries: for each checkpoint B kept (size ``m``) that A's
+1. Checkpoints against checkpoints: two checkpoints of the same origin and tree size with
+   different roots, one kept by A and one by B, are a split view on their own — whether or
+   not anyone's entries reach that size. The evidence is the two signed notes (the
+   ``split-view`` shape of 2., with an empty consistency proof: equal sizes).
+2. Checkpoints against the other's entries: for each checkpoint B kept (size ``m``) that A's
    entries reach, A's root at ``m`` must equal it. If it does not, and A kept a matched
    checkpoint of size ``n >= m``, the evidence is golang.org/x/mod/sumdb's: both signed
    notes and a consistency proof from ``m`` to ``n`` computed from A's entries (RFC 6962
    §2.1.2) — it shows A's checkpoint at ``m`` has a root other than B's checkpoint, so the
    directory signed two inconsistent trees. And the same with A and B swapped.
-2. Entries against entries: the two roots at the smaller of the two tree sizes must be
+3. Entries against entries: the two roots at the smaller of the two tree sizes must be
    equal; if not, the first differing leaf is found by binary search over the roots of
    prefixes (both trees are stored), and its two leaf hashes and ops are reported.
 
-Both states are only read.
+Both states are only read (opened with SQLite ``mode=ro``); a file that is not an auditor
+state is refused (:func:`auditor.state.open_readonly`).
 """
 
 from __future__ import annotations
@@ -30,14 +35,23 @@ from plc.tlog.proof import consistency_proof
 
 
 class _Side:
-    """One auditor's state, opened read-only in spirit."""
+    """One auditor's state, opened read-only.
+
+    Raises:
+        FileNotFoundError, sqlite3.DatabaseError: see :func:`auditor.state.open_readonly`.
+    """
 
     def __init__(self, path: Path, name: str) -> None:
         self.name = name
-        self.conn = state.connect(path, create=False)
-        self.tree = TreeStore(self.conn, state.get_meta_int(self.conn, "tree_size"), readonly=True)
-        self.checkpoints = stored_checkpoints(self.conn)
-        self.source = state.get_meta(self.conn, "source")
+        self.conn = state.open_readonly(path)
+        try:
+            size = state.get_meta_int(self.conn, "tree_size")
+            self.tree = TreeStore(self.conn, size, readonly=True)
+            self.checkpoints = stored_checkpoints(self.conn)
+            self.source = state.get_meta(self.conn, "source")
+        except BaseException:
+            self.conn.close()
+            raise
 
     def covering(self, size: int, origin: str) -> StoredCheckpoint | None:
         """The smallest matched checkpoint of ``origin`` with at least ``size`` leaves."""
@@ -53,6 +67,40 @@ class _Side:
         seq = state.seq_of_leaf(self.conn, leaf)
         found = state.op_at_seq(self.conn, seq)
         return None if found is None else {"seq": seq, "did": found[0], "cid": found[1]}
+
+
+def _same_size(a: _Side, b: _Side, seen: set[tuple[str, str]]) -> list[Finding]:
+    """Checkpoints of A and B with the same origin and tree size and different roots."""
+    by_size: dict[tuple[str, int], list[StoredCheckpoint]] = {}
+    for cp in b.checkpoints:
+        by_size.setdefault((cp.origin, cp.tree_size), []).append(cp)
+    findings: list[Finding] = []
+    for mine in a.checkpoints:
+        for theirs in by_size.get((mine.origin, mine.tree_size), []):
+            if theirs.root_hash == mine.root_hash:
+                continue
+            pair = tuple(sorted((theirs.note, mine.note)))
+            if pair in seen:
+                continue
+            seen.add((pair[0], pair[1]))
+            findings.append(
+                Finding(
+                    "split-view",
+                    f"A and B were shown two checkpoints of size {mine.tree_size} with "
+                    f"different roots ({encode_b64(mine.root_hash)} and "
+                    f"{encode_b64(theirs.root_hash)})",
+                    {
+                        "covering_checkpoint": mine.note,
+                        "other_checkpoint": theirs.note,
+                        "root_at_other_size": encode_b64(mine.root_hash),
+                        "consistency_proof": [],
+                        "covering_auditor": a.source,
+                        "other_auditor": b.source,
+                    },
+                    scope=f"{pair[0]}\x00{pair[1]}",
+                )
+            )
+    return findings
 
 
 def _against(mine: _Side, theirs: _Side, seen: set[tuple[str, str]]) -> list[Finding]:
@@ -138,12 +186,18 @@ def compare_states(path_a: Path, path_b: Path) -> list[Finding]:
 
     Raises:
         FileNotFoundError: a state file does not exist.
-        sqlite3.DatabaseError: not a state file.
+        sqlite3.DatabaseError: not a state file (neither file is changed).
     """
-    a, b = _Side(path_a, "A"), _Side(path_b, "B")
+    a = _Side(path_a, "A")
+    try:
+        b = _Side(path_b, "B")
+    except BaseException:
+        a.conn.close()
+        raise
     try:
         seen: set[tuple[str, str]] = set()
-        return _against(a, b, seen) + _against(b, a, seen) + _entries(a, b)
+        same = _same_size(a, b, seen)
+        return same + _against(a, b, seen) + _against(b, a, seen) + _entries(a, b)
     finally:
         a.conn.close()
         b.conn.close()

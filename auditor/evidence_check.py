@@ -7,12 +7,27 @@ without trusting the auditor's replay code or the directory. Run as
 ``python -m auditor.evidence_check FILE [--vkey KEY]`` or ``plc-audit check-evidence FILE``;
 FILE holds findings as JSON lines.
 
-:func:`check_finding` returns ``"verified"`` (the evidence proves the claim on its own),
-``"unverifiable"`` (the claim rests on data the evidence cannot carry, e.g. a whole export,
-or on the auditor's word that the directory served a line) or raises
-:class:`EvidenceRejected` (the evidence does not support the claim). Per-DID rule findings
-are re-decided with the core's :func:`plc.rules.validate_next_op` over the DID's lines — an
-implementation independent of the auditor's incremental rules (:mod:`auditor.chain`).
+Each finding gets one verdict (:func:`verdict`):
+
+- ``verified``: the evidence alone proves the claim. Signed checkpoints count only when
+  they verify with a ``--vkey`` key (without one, a claim resting on a checkpoint is at most
+  unverifiable). Export lines carry no signature of the log: a verified per-op finding
+  proves what the lines it carries show (this op breaks the rules after those; this line
+  is not the signed log's leaf at its ``seq``).
+- ``unverifiable: <why>``: the claim rests on the auditor's observation of something the
+  evidence cannot carry or prove — the order or absence of lines in a whole export, an
+  unsigned answer (a DID document, an audit log, a checkpoint that does not verify), a
+  root recomputed from a whole export — or on a checkpoint whose signature was not checked.
+- rejected (:class:`EvidenceRejected`): the evidence does not support the claim, e.g. a
+  consistency proof that does not verify proves nothing, one that verifies against both
+  checkpoints disproves the claim.
+
+Per-DID rule findings are re-decided with the core's :func:`plc.rules.validate_next_op` over
+the DID's lines — an implementation independent of the auditor's incremental rules
+(:mod:`auditor.chain`).
+
+Exit codes of :func:`main`: 0 every finding verified, 3 none rejected but some unverifiable,
+1 some rejected (or the file or a key could not be read).
 """
 
 from __future__ import annotations
@@ -24,20 +39,39 @@ from typing import Any
 import orjson
 
 from auditor.evidence_ops import (
+    OBSERVED,
     OP_CHECKS,
     UNVERIFIABLE,
     VERIFIED,
     EvidenceRejected,
     need,
+    status_of,
+    unverifiable,
 )
 from plc.errors import PlcError, VerificationError
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
 from plc.tlog.encoding import decode_hash_b64
+from plc.tlog.errors import RootMismatch
 from plc.tlog.hashing import EMPTY_ROOT, leaf_hash
 from plc.tlog.note import Verifier, parse_verifier_key
 from plc.tlog.proof import verify_consistency, verify_inclusion
 
-__all__ = ["UNVERIFIABLE", "VERIFIED", "EvidenceRejected", "check_finding", "main"]
+__all__ = [
+    "UNVERIFIABLE",
+    "VERIFIED",
+    "EvidenceRejected",
+    "check_finding",
+    "implied_old_root",
+    "main",
+    "verdict",
+]
+
+EXIT_VERIFIED, EXIT_REJECTED, EXIT_UNVERIFIABLE = 0, 1, 3
+NOTE_CLASSES = frozenset(
+    {"export-rewritten", "checkpoint-root-mismatch", "inconsistent-checkpoints", "split-view"}
+)
+"""Classes whose proof rests on signed checkpoints: verified only with the log's key."""
+_NO_KEY = "no --vkey: the checkpoints' signatures were not checked"
 
 
 def _checkpoint(note: str, verifiers: Sequence[Verifier]) -> Checkpoint:
@@ -52,21 +86,56 @@ def _hashes(values: Sequence[str]) -> list[bytes]:
     return [decode_hash_b64(v) for v in values]
 
 
+def implied_old_root(
+    old_size: int, new_size: int, new_root: bytes, proof: Sequence[bytes]
+) -> bytes | None:
+    """The root at ``old_size`` that a consistency proof to ``(new_size, new_root)`` commits
+    to, or None: the proof does not verify against ``new_root``, or does not carry the old
+    root (``old_size`` a power of two: the old root is the seed of the proof, not one of its
+    hashes; RFC 9162 §2.1.4.2 step 2). The old root is the ``fr`` of step 6, which step 7
+    compares first; the result is checked with a full verification."""
+    if not 0 < old_size < new_size or old_size & (old_size - 1) == 0:
+        return None
+    try:
+        verify_consistency(old_size, new_size, EMPTY_ROOT, new_root, proof)
+    except RootMismatch as exc:
+        if exc.what != "old root hash":
+            return None
+        candidate = exc.actual
+    except VerificationError:
+        return None
+    else:
+        return EMPTY_ROOT
+    try:
+        verify_consistency(old_size, new_size, candidate, new_root, proof)
+    except VerificationError:
+        return None
+    return candidate
+
+
 def _rewritten(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
+    """The stored leaf must be leaf ``leaf_index`` of the checkpoint, and a served line must
+    differ from it. Only ``changed`` is verified (the line, naming that ``seq``, is not the
+    signed log's leaf); ``missing`` / ``duplicated`` / ``reordered`` are claims about the
+    whole second read (what it lacks, where else an op was), the auditor's observation."""
+    kind = ev["kind"]
+    need(kind in ("changed", "missing", "duplicated", "reordered"), f"unknown kind {kind!r}")
     stored = decode_hash_b64(ev["stored_leaf_hash"])
     served = ev.get("served_line")
     if served is not None:
         need(leaf_hash(served.encode("utf-8")) != stored, "the served line is the stored leaf")
-    if ev.get("checkpoint") is None:
-        return UNVERIFIABLE
-    cp = _checkpoint(ev["checkpoint"], vkeys)
     index = ev["leaf_index"]
+    need(type(index) is int and index >= 0, "leaf_index is not a leaf index")
+    if ev.get("checkpoint") is None:
+        return unverifiable(f"no signed checkpoint covers the leaf: it is {OBSERVED}")
+    cp = _checkpoint(ev["checkpoint"], vkeys)
     try:
         verify_inclusion(stored, index, cp.tree_size, _hashes(ev["inclusion_proof"]), cp.root_hash)
     except VerificationError as exc:
         raise EvidenceRejected(f"stored leaf not in the checkpoint: {exc.message}") from None
-    if served is not None and ev["kind"] == "changed":
-        need(orjson.loads(served).get("seq") == index + 1, "served line has another seq")
+    if kind != "changed" or served is None:
+        return unverifiable(f"a {kind} op in a second read of the whole export is {OBSERVED}")
+    need(orjson.loads(served).get("seq") == index + 1, "served line has another seq")
     return VERIFIED
 
 
@@ -74,8 +143,10 @@ def _root_mismatch(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[
     cp = _checkpoint(ev["checkpoint"], vkeys)
     need(decode_hash_b64(ev["computed_root"]) != cp.root_hash, "the roots are equal")
     leaf = ev.get("leaf")
-    if not leaf or leaf.get("line") is None:
-        return UNVERIFIABLE  # needs the whole export to recompute the root
+    if not leaf:
+        return unverifiable(f"the root recomputed from the whole export is {OBSERVED}")
+    if leaf.get("line") is None:
+        return unverifiable(f"the line read there, no longer served as read, is {OBSERVED}")
     index, theirs = leaf["leaf_index"], decode_hash_b64(leaf["directory_leaf_hash"])
     try:
         verify_inclusion(
@@ -90,50 +161,64 @@ def _root_mismatch(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[
 
 
 def _inconsistent(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
+    """Two signed checkpoints of one origin that no single tree can have: the same size with
+    different roots, size 0 with a root that is not the empty root, or a consistency proof
+    that verifies against the larger one's root from a root at the smaller size that is not
+    the smaller one's (``root_at_smaller_size``; evidence written before it existed: the old
+    root the proof implies). A proof that does not verify proves nothing."""
     old, new = _checkpoint(ev["smaller"], vkeys), _checkpoint(ev["larger"], vkeys)
     need(old.origin == new.origin, "two different logs")
+    need(old.tree_size <= new.tree_size, "the smaller checkpoint is the larger")
     if old.tree_size == new.tree_size:
         need(old.root_hash != new.root_hash, "same size, same root")
         return VERIFIED
-    proof_texts: Any = ev.get("consistency_proof")
     if old.tree_size == 0:
         need(old.root_hash != EMPTY_ROOT, "the size-0 checkpoint has the empty root")
         return VERIFIED
-    if isinstance(proof_texts, list):
-        proof = _hashes(proof_texts)
-        try:
-            verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)
-        except VerificationError:
-            return VERIFIED
-        raise EvidenceRejected("the consistency proof verifies")
-    local = ev.get("local")
-    if not local:
-        return UNVERIFIABLE  # the directory gave no proof and the auditor has none
-    root = decode_hash_b64(local["root_at_smaller_size"])
-    need(root != old.root_hash, "the new checkpoint's tree agrees with the old one")
+    proof_texts: Any = ev.get("consistency_proof")
+    root_text: Any = ev.get("root_at_smaller_size")
+    local = ev.get("local")  # the evidence of earlier versions, computed from the entries
+    if isinstance(local, dict) and not isinstance(root_text, str):
+        proof_texts, root_text = local["consistency_proof"], local["root_at_smaller_size"]
+    need(isinstance(proof_texts, list), "no consistency proof")
+    proof = _hashes(proof_texts)
     try:
-        verify_consistency(
-            old.tree_size, new.tree_size, root, new.root_hash, _hashes(local["consistency_proof"])
-        )
+        verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)
+    except VerificationError:
+        pass
+    else:
+        raise EvidenceRejected("the consistency proof verifies: the checkpoints are consistent")
+    if isinstance(root_text, str):
+        root: bytes | None = decode_hash_b64(root_text)
+    else:
+        root = implied_old_root(old.tree_size, new.tree_size, new.root_hash, proof)
+    need(root is not None, "the consistency proof does not verify against the larger root")
+    assert root is not None
+    need(root != old.root_hash, "the larger checkpoint's tree agrees with the smaller one")
+    try:
+        verify_consistency(old.tree_size, new.tree_size, root, new.root_hash, proof)
     except VerificationError as exc:
-        raise EvidenceRejected(f"the local consistency proof fails: {exc.message}") from None
+        raise EvidenceRejected(f"the consistency proof does not verify: {exc.message}") from None
     return VERIFIED
 
 
 def _bad_signature(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
+    """The note must not verify with the log's key (``--vkey``, else the key the auditor
+    names); a note the log did not sign proves nothing about who served it."""
     keys = list(vkeys) or [parse_verifier_key(k) for k in ev.get("vkey", [])]
-    if not keys:
-        return UNVERIFIABLE
-    try:
-        open_checkpoint(ev["checkpoint"], keys)
-    except VerificationError:
-        return VERIFIED
-    raise EvidenceRejected("the checkpoint verifies")
+    if keys:
+        try:
+            open_checkpoint(ev["checkpoint"], keys)
+        except VerificationError:
+            pass
+        else:
+            raise EvidenceRejected("the checkpoint verifies")
+    return unverifiable(f"a note the log's key did not sign: that it was served is {OBSERVED}")
 
 
 def _split_view(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
     if ev.get("covering_checkpoint") is None:
-        return UNVERIFIABLE
+        return unverifiable(f"the two auditors' entries are their {OBSERVED}")
     cover, other = (
         _checkpoint(ev["covering_checkpoint"], vkeys),
         _checkpoint(ev["other_checkpoint"], vkeys),
@@ -164,56 +249,98 @@ _CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier]]
 }
 
 
-def check_finding(finding: dict[str, Any], verifiers: Sequence[Verifier] = ()) -> str:
+def verdict(finding: Any, verifiers: Sequence[Verifier] = ()) -> str:
     """Re-verify one finding (its JSON object) from its evidence alone.
 
     Args:
         finding: ``{"class", "seq", "did", "cid", "evidence", ...}``.
         verifiers: the log's verifier keys, to check checkpoint signatures (without them
-            checkpoints are taken as given).
+            checkpoints are parsed unverified, and claims resting on them are unverifiable).
 
     Returns:
-        :data:`VERIFIED` or :data:`UNVERIFIABLE`.
+        ``"verified"`` or ``"unverifiable: <why>"``.
 
     Raises:
         EvidenceRejected: the evidence does not support the claim (or is malformed).
     """
-    check = _CHECKS.get(finding.get("class", ""))
+    need(isinstance(finding, dict), "not a finding (a JSON object)")
+    cls = finding.get("class")
+    check = _CHECKS.get(cls) if isinstance(cls, str) else None
     if check is None:
-        raise EvidenceRejected(f"unknown finding class {finding.get('class')!r}")
+        raise EvidenceRejected(f"unknown finding class {cls!r}")
+    evidence = finding.get("evidence") or {}
+    need(isinstance(evidence, dict), "the evidence is not a JSON object")
     try:
-        return check(finding, finding.get("evidence") or {}, verifiers)
+        result = check(finding, evidence, verifiers)
     except EvidenceRejected:
         raise
     except (PlcError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise EvidenceRejected(f"malformed evidence: {exc!r}") from None
+    if result == VERIFIED and not verifiers and cls in NOTE_CLASSES:
+        return unverifiable(_NO_KEY)
+    return result
+
+
+def check_finding(finding: Any, verifiers: Sequence[Verifier] = ()) -> str:
+    """:func:`verdict` without the reason: :data:`VERIFIED` or :data:`UNVERIFIABLE`.
+
+    Raises:
+        EvidenceRejected: the evidence does not support the claim (or is malformed).
+    """
+    return status_of(verdict(finding, verifiers))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m auditor.evidence_check FILE [--vkey KEY]...``: exit 0 if no evidence is
-    rejected, 1 otherwise."""
+    """``python -m auditor.evidence_check FILE [--vkey KEY]...``: one verdict per finding,
+    then a count. Exit 0 if every finding is verified, 3 if none is rejected but some are
+    unverifiable, 1 if some evidence is rejected or FILE or a key cannot be read."""
     args = list(sys.argv[1:] if argv is None else argv)
     vkeys: list[Verifier] = []
     while "--vkey" in args:
         at = args.index("--vkey")
-        vkeys.append(parse_verifier_key(args[at + 1]))
+        if at + 1 >= len(args):
+            break
+        try:
+            vkeys.append(parse_verifier_key(args[at + 1]))
+        except PlcError as exc:
+            print(f"check-evidence: --vkey is not a verifier key: {exc}", file=sys.stderr)
+            return EXIT_REJECTED
         del args[at : at + 2]
     if len(args) != 1:
         print("usage: python -m auditor.evidence_check FINDINGS.jsonl [--vkey KEY]...")
-        return 1
-    rejected = 0
-    with open(args[0], "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
+        return EXIT_REJECTED
+    try:
+        with open(args[0], "rb") as handle:
+            raws = handle.read().split(b"\n")
+    except OSError as exc:
+        print(f"check-evidence: cannot read {args[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    counts = {VERIFIED: 0, UNVERIFIABLE: 0, "rejected": 0}
+    signed_notes = False
+    for number, raw in enumerate(raws, 1):
+        if not raw.strip():
+            continue
+        finding: Any = None
+        try:
             finding = orjson.loads(raw)
-            try:
-                verdict = check_finding(finding, vkeys)
-            except EvidenceRejected as exc:
-                rejected += 1
-                verdict = f"REJECTED: {exc}"
-            print(f"{number}: {finding.get('class')} seq={finding.get('seq')}: {verdict}")
-    return 1 if rejected else 0
+            text = verdict(finding, vkeys)
+            counts[status_of(text)] += 1
+        except (orjson.JSONDecodeError, EvidenceRejected) as exc:
+            counts["rejected"] += 1
+            why = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
+            text = f"REJECTED: {why}"
+        shown = finding if isinstance(finding, dict) else {}
+        signed_notes |= shown.get("class") in (*NOTE_CLASSES, "checkpoint-signature-invalid")
+        print(f"{number}: {shown.get('class')} seq={shown.get('seq')}: {text}")
+    if signed_notes and not vkeys:
+        print(f"check-evidence: warning: {_NO_KEY} (give the log's key)", file=sys.stderr)
+    print(
+        f"{counts[VERIFIED]} verified, {counts[UNVERIFIABLE]} unverifiable, "
+        f"{counts['rejected']} rejected"
+    )
+    if counts["rejected"]:
+        return EXIT_REJECTED
+    return EXIT_UNVERIFIABLE if counts[UNVERIFIABLE] else EXIT_VERIFIED
 
 
 if __name__ == "__main__":

@@ -6,12 +6,18 @@ party needs to read to re-verify a finding. Per-DID rule findings are re-decided
 core's :func:`plc.rules.validate_next_op` over the DID's export lines, an implementation
 independent of the auditor's incremental rules (:mod:`auditor.chain`).
 
-Each check takes ``(finding, evidence, verifier keys)`` and returns :data:`VERIFIED` or
-:data:`UNVERIFIABLE`, or raises :class:`EvidenceRejected`.
+Each check takes ``(finding, evidence, verifier keys)`` and returns the verdict text:
+:data:`VERIFIED`, or ``"unverifiable: <why>"`` (:func:`unverifiable`) when the claim rests on
+the auditor's observation of what the evidence cannot carry (the order or absence of lines in
+a whole export, an answer the directory served unsigned); it raises :class:`EvidenceRejected`
+when the evidence does not support the claim.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +41,11 @@ from plc.tlog.note import Verifier
 
 VERIFIED = "verified"
 UNVERIFIABLE = "unverifiable"
+MAX_SEQ = 2**63 - 1
+"""The largest ``seq`` there can be (a log's largest tree size, an SQLite INTEGER): a line
+with a larger one is malformed, as the auditor says (``auditor.sequence``)."""
+OBSERVED = "the auditor's observation"
+"""Why most claims are unverifiable: they rest on what the auditor saw the directory serve."""
 RULE_CLASSES = frozenset(
     {
         "invalid-signature",
@@ -55,8 +66,26 @@ class EvidenceRejected(Exception):
 
 
 def need(condition: bool, why: str) -> None:
+    """Raise :class:`EvidenceRejected` with ``why`` unless ``condition``."""
     if not condition:
         raise EvidenceRejected(why)
+
+
+def unverifiable(why: str) -> str:
+    """The verdict text of a claim the evidence cannot prove: ``"unverifiable: <why>"``."""
+    return f"{UNVERIFIABLE}: {why}"
+
+
+def status_of(verdict: str) -> str:
+    """:data:`VERIFIED` or :data:`UNVERIFIABLE`, the status of a verdict text."""
+    return VERIFIED if verdict == VERIFIED else UNVERIFIABLE
+
+
+_CANONICAL_HEAD = re.compile(
+    rb'\{"did":"(did:plc:[a-z2-7]{24})","cid":"[^"\\]*","seq":([1-9][0-9]{0,17}),'
+)
+"""The fixed prefix of a canonical line (design.md decision 5), the way the auditor reads a
+line's ``seq`` and ``did`` before parsing it (``auditor.lines.parse_header``, same pattern)."""
 
 
 def _record(line: str) -> dict[str, Any]:
@@ -67,6 +96,7 @@ def _record(line: str) -> dict[str, Any]:
     need(value.keys() == keys, f"line keys {sorted(value)}")
     need(value["type"] == "sequenced_op", "line type is not sequenced_op")
     need(type(value["seq"]) is int and value["seq"] >= 1, "seq is not a positive integer")
+    need(value["seq"] <= MAX_SEQ, "seq is larger than 2^63-1, the largest seq there can be")
     need(isinstance(value["did"], str) and is_did_plc(value["did"]), "did is not a did:plc")
     need(isinstance(value["cid"], str), "cid is not a string")
     return dict(value)
@@ -99,7 +129,10 @@ def _replay(did: str, lines: Sequence[str], refused: set[int]) -> tuple[list[Log
 def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
     cls, did = finding["class"], finding["did"]
     lines = ev["lines"]
-    need(bool(lines) and all(isinstance(x, str) for x in lines), "lines missing")
+    need(isinstance(lines, list) and bool(lines), "lines missing")
+    need(all(x is None or isinstance(x, str) for x in lines), "a line is not a string")
+    if None in lines:
+        return _lines_lost()
     history, last = _replay(did, lines, set(ev.get("refused", [])))
     op = last.operation
     need(op.cid == finding["cid"], "the last line is not the op the finding names")
@@ -137,9 +170,15 @@ def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier
         need(op.prev in refused_cids, "prev is not a refused op")
     elif cls == "op-before-prev":
         need(all(_entry(x)[1].cid != op.prev for x in lines[:-1]), "prev appears earlier")
-        return UNVERIFIABLE  # absence from the DID's lines; the export's order is the claim
+        return unverifiable(f"the order of the export is {OBSERVED}")
     need(not isinstance(error, GenesisHashMismatch) or cls == "genesis-did-mismatch", "class")
     return VERIFIED
+
+
+def _lines_lost() -> str:
+    """The auditor leaves out (null) a line it could not fetch again with the bytes it read
+    (it checks them against the leaf hash it stored): the claim then rests on its word."""
+    return unverifiable(f"lines the directory no longer serves as read: {OBSERVED}")
 
 
 def _op(entry: LogEntry | None) -> Operation:
@@ -162,11 +201,31 @@ def _wrong_cid(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Ver
 
 
 def _malformed(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    """A line is malformed if it is not UTF-8 (``line_b64``), does not parse strictly, or
+    means two things: the ``seq`` / ``did`` of its canonical prefix are not the ones a JSON
+    parser reads (a repeated key: the first occurrence is read one way, the last the other;
+    the auditor reads both, ``auditor.worker``)."""
     if "line" not in ev:
-        return VERIFIED  # not UTF-8 (line_b64): no JSON text can be
+        try:
+            raw = base64.b64decode(ev["line_b64"], validate=True)
+        except (binascii.Error, KeyError, TypeError) as exc:
+            raise EvidenceRejected(f"no line: {exc!r}") from None
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return VERIFIED  # no JSON text can be
+        raise EvidenceRejected("line_b64 is UTF-8")
+    line = ev["line"]
+    need(isinstance(line, str), "the line is not a string")
     try:
-        _entry(ev["line"])
+        record, _ = _entry(line)
     except (EvidenceRejected, PlcError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return VERIFIED
+    head = _CANONICAL_HEAD.match(line.encode("utf-8"))
+    if head is not None and (int(head.group(2)), head.group(1).decode()) != (
+        record["seq"],
+        record["did"],
+    ):
         return VERIFIED
     raise EvidenceRejected("the line parses strictly")
 
@@ -185,7 +244,11 @@ def _non_canonical(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence
 
 
 def _duplicate_op(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    first, second = (_entry(x) for x in ev["lines"])
+    lines = ev["lines"]
+    need(isinstance(lines, list) and len(lines) == 2, "not two lines")
+    if lines[0] is None and isinstance(lines[1], str):
+        return _lines_lost()
+    first, second = (_entry(x) for x in lines)
     need(first[1].did == second[1].did, "two DIDs")
     need(first[1].operation.cid == second[1].operation.cid, "two different ops")
     need(first[0]["seq"] != second[0]["seq"], "the same seq (one line)")
@@ -196,8 +259,9 @@ def _seq(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]
     """The two lines read one after the other must show the claimed break in ``seq``. That
     they were adjacent in one export rests on the auditor's word (the evidence cannot carry
     the export), so a consistent claim is ``unverifiable``, for every seq class alike."""
+    why = f"the order of the export is {OBSERVED}"
     if "previous_line" not in ev:
-        return UNVERIFIABLE
+        return unverifiable(why)
     before = orjson.loads(ev["previous_line"])["seq"]
     now = orjson.loads(ev["line"])["seq"]
     cls = finding["class"]
@@ -208,10 +272,13 @@ def _seq(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]
         need(now < before, "seq did not go back")
     else:
         need(now > before + 1 and ev["missing"] == [before + 1, now - 1], "no gap")
-    return UNVERIFIABLE
+    return unverifiable(why)
 
 
 def _served(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    """The DID's lines must replay and the served answer must differ from (``fork``: show two
+    non-nullified children of one op in) what they give. The answer is not signed: that the
+    directory served it is the auditor's observation, so a consistent claim is unverifiable."""
     did = finding["did"]
     history: list[LogEntry] = []
     for line in ev["lines"]:
@@ -223,24 +290,26 @@ def _served(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifi
         except PlcError as exc:
             raise EvidenceRejected(f"the DID's lines do not replay: {exc.message}") from None
     served, url = ev["served"], ev["url"]
+    observed = unverifiable(f"what the directory served (unsigned) is {OBSERVED}")
     if finding["class"] == "fork":
-        return _fork(served)
+        _fork(served)
+        return observed
     if url.endswith("/log/audit"):
         expected: Any = [{"cid": e.cid, "nullified": e.nullified} for e in history]
         shown = [{"cid": e.get("cid"), "nullified": e.get("nullified")} for e in served or []]
         need(shown != expected, "the served audit log matches the replay")
-        return VERIFIED
+        return observed
     head = [e for e in history if not e.nullified][-1]
     data = normalize(head.operation)
     if data is None:
         need(served.get("status") != 404, "a tombstoned DID answered 404")
-        return VERIFIED
+        return observed
     build: Callable[[str, Any], Any] = format_data if url.endswith("/data") else format_did_document
     need(served != build(did, data), "the served answer matches the replay")
-    return VERIFIED
+    return observed
 
 
-def _fork(served: Any) -> str:
+def _fork(served: Any) -> None:
     need(isinstance(served, list), "no served audit log")
     children: dict[str, list[str]] = {}
     for e in served:
@@ -249,10 +318,20 @@ def _fork(served: Any) -> str:
         if op.prev is not None and not e["nullified"]:
             children.setdefault(op.prev, []).append(op.cid)
     need(any(len(v) > 1 for v in children.values()), "no op has two non-nullified children")
-    return VERIFIED
 
 
 def _removal(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    """The line must be the op the finding names; ``verified`` when its CID is the listed one
+    (check it against your own allow-list), unverifiable when an earlier listed op of the DID
+    excused it (that op is not in the evidence)."""
+    need(isinstance(ev.get("line"), str), "no line")
+    _, entry = _entry(ev["line"])
+    need(entry.did == finding["did"], "the line is for another DID")
+    need(entry.operation.cid == finding["cid"], "the line is not the op the finding names")
+    listed = ev.get("listed_cid")
+    if listed is None:
+        return unverifiable(f"an earlier listed op of this DID is {OBSERVED}")
+    need(listed == entry.operation.cid, "the listed CID is not the line's op")
     return VERIFIED
 
 

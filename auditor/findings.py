@@ -19,7 +19,9 @@ Evidence by class (hashes are standard padded base64, lines are the exact export
   ``chained-to-invalid``, ``late-recovery``, ``unauthorized-recovery``, ``misordered-timestamp``,
   ``genesis-did-mismatch``, ``op-before-prev``): ``{"lines": [...], "refused": [i, ...]}`` — the
   DID's export lines in export order, ending with the offending op; ``refused`` lists the
-  positions of earlier lines the auditor had refused (the rest replay cleanly).
+  positions of earlier lines the auditor had refused (the rest replay cleanly). A line read
+  in an earlier batch is fetched again; it is null when the directory no longer serves the
+  bytes read (its leaf hash is not the stored one).
 - ``wrong-cid``: ``{"line", "claimed", "computed"}``.
 - ``malformed-entry``: ``{"line", "error"}`` (``line_b64`` instead when not UTF-8).
 - ``non-canonical-line``: ``{"line", "canonical"}``.
@@ -34,11 +36,15 @@ Evidence by class (hashes are standard padded base64, lines are the exact export
   first leaf that differs: ``{"leaf_index", "line", "stored_leaf_hash", "directory_leaf_hash",
   "inclusion_proof", "consistent_prefix"}`` — the checkpoint's own leaf at that index, proven
   by the inclusion proof (from the proof endpoint or the tiles), is not the line served as
-  that ``seq``; null offline or when the directory gave no usable proofs.
-- ``inconsistent-checkpoints``: ``{"smaller", "larger", "consistency_proof", "error",
-  "local"}`` — two signed notes, the proof the directory served between them (null if it
-  served none) and, when the entries read gave the larger checkpoint's root, ``local``:
-  ``{"root_at_smaller_size", "consistency_proof"}`` computed from those entries.
+  that ``seq``; null offline or when the directory gave no usable proofs. ``line`` is null
+  when the directory no longer serves the bytes read there (their hash is checked).
+- ``inconsistent-checkpoints``: ``{"smaller", "larger", "root_at_smaller_size",
+  "consistency_proof", "proof_source", "error"}`` — two signed notes of one origin and,
+  unless their sizes are equal (different roots) or the smaller is 0 (not the empty root), a
+  consistency proof that verifies from ``root_at_smaller_size`` to the larger note's root,
+  where that root is not the smaller note's; ``proof_source`` says where the proof came from:
+  ``entries`` (computed from the entries read), ``directory`` (``/tlog/proof/consistency``)
+  or ``tiles`` (computed from the C2SP tiles).
 - ``checkpoint-signature-invalid``: ``{"checkpoint", "vkey", "error"}``.
 - ``served-state-mismatch`` / ``fork``: ``{"url", "served", "expected", "lines"}`` (``fork``
   adds ``forked_prev``, the CIDs with two non-nullified children in the served audit log).

@@ -8,6 +8,11 @@ Within one export (did:plc spec v0.3 "Export"; design.md decision 4):
 - The same ``seq`` again is ``duplicate-seq``; a lower one is ``seq-regression``.
 - On the stream (``dedup_redelivery``), a message whose ``seq`` was already read and whose
   bytes are identical is a redelivery: dropped silently, never a leaf of the tree.
+- A ``seq`` above :data:`MAX_SEQ` is no ``seq`` at all (:func:`seq_out_of_range`,
+  ``malformed-entry``): no log can hold it (a directory ordering by ``seq`` serves it after
+  everything else, after any cursor), so the line is reported and dropped — not a leaf, the
+  tracker does not move to it, no worker sees it — and reading it again in a later run
+  changes nothing (the same finding, stored once).
 
 Repeated ``(did, cid)`` and ops before their ``prev`` are per-DID checks (workers).
 """
@@ -19,6 +24,16 @@ from collections import OrderedDict
 from auditor.findings import INFO, MISBEHAVIOUR, Finding, line_text
 
 _RECENT = 4096
+
+MAX_SEQ = 2**63 - 1
+"""The largest ``seq`` there can be: a log's largest tree size (C2SP tlog-checkpoint), a
+PostgreSQL ``bigint`` and an SQLite INTEGER."""
+
+
+def seq_out_of_range(seq: int, line: bytes) -> Finding:
+    """The ``malformed-entry`` finding of a line whose ``seq`` is above :data:`MAX_SEQ`."""
+    error = f"seq {seq} is larger than 2^63-1, the largest seq there can be"
+    return Finding("malformed-entry", error, {**line_text(line), "error": error}, seq=seq)
 
 
 class SeqTracker:
@@ -51,8 +66,11 @@ class SeqTracker:
         """Check the next line's ``seq``.
 
         Returns:
-            ``(keep, findings)``: ``keep`` is False only for a stream redelivery.
+            ``(keep, findings)``: ``keep`` is False for a stream redelivery and for a ``seq``
+            above :data:`MAX_SEQ` (with its finding).
         """
+        if seq > MAX_SEQ:
+            return False, [seq_out_of_range(seq, line)]
         findings: list[Finding] = []
         previous = self._recent.get(seq)
         if seq <= self.last_seq:

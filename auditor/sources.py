@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from auditor.errors import AuditFailed
 from auditor.lines import MalformedLine, parse_header
+from auditor.sequence import MAX_SEQ
 
 if TYPE_CHECKING:  # httpx is imported only where HTTP is used: workers start ~0.15 s sooner
     from auditor.client import DirectoryClient
@@ -133,7 +134,9 @@ class HttpExportSource:
 
     def batches(self) -> Iterator[list[RawLine]]:
         """Yield one batch per non-empty page; stop after a page whose ``seq`` values are all
-        at or below the cursor (or unreadable): asking again would get the same page.
+        at or below the cursor (or unreadable): asking again would get the same page. A
+        ``seq`` above :data:`auditor.sequence.MAX_SEQ` never moves the cursor; a page of
+        nothing else is the end of the export (not a stall).
 
         Raises:
             AuditFailed: network failure.
@@ -143,16 +146,23 @@ class HttpExportSource:
             if not lines:
                 return
             highest = self.after
+            beyond_any_log = 0  # lines whose seq no log can hold (auditor.sequence.MAX_SEQ)
             for line in lines:
                 try:
-                    highest = max(highest, parse_header(line).seq)
+                    seq = parse_header(line).seq
                 except MalformedLine:
                     continue
+                if seq > MAX_SEQ:
+                    beyond_any_log += 1
+                else:
+                    highest = max(highest, seq)
             stalled, previous = highest <= self.after, self.after
             self.after = highest
             yield [RawLine(line, None) for line in lines]
             if stalled:
-                self.stalled_after = previous
+                # Only such lines: the end (they sort after everything); else a stall.
+                if beyond_any_log < len(lines):
+                    self.stalled_after = previous
                 return
 
 

@@ -10,7 +10,9 @@ For a sample of DIDs (random ones, plus every DID with a refused op), compare:
   :func:`plc.document.format_data`); a tombstoned DID must answer 404.
 
 Differences are ``served-state-mismatch``. The evidence carries the DID's export lines, so the
-expected answers can be rebuilt from signed ops with the core alone.
+expected answers can be rebuilt from signed ops with the core alone; the lines are fetched
+again and kept only with the bytes read during the replay
+(:func:`auditor.treestore.verified_line`), else the DID is not checked.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from auditor.errors import AuditFailed
 from auditor.findings import Finding
 from auditor.lines import ExportEntry, MalformedLine, parse_entry
 from auditor.sources import LineFetcher
+from auditor.treestore import verified_line
 from plc.codec import canonical_cid
 from plc.document import format_data, format_did_document
 from plc.operation import normalize
@@ -80,7 +83,7 @@ class SpotChecker:
         entries: list[ExportEntry] = []
         lines: list[str] = []
         for r in accepted:
-            line = self._fetcher.line(int(r[1]), r[4])
+            line = verified_line(self._conn, self._fetcher, int(r[1]), r[4])
             try:
                 entry = None if line is None else parse_entry(line)
             except MalformedLine:

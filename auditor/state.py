@@ -94,6 +94,11 @@ CREATE TABLE IF NOT EXISTS findings (
 );
 """
 
+SQLITE_MAX = 2**63 - 1
+"""The largest SQLite INTEGER. A larger number (a ``seq`` a directory made up) is stored
+clamped to it where only order matters (``findings.seq``, ``leaf_seq.seq``); findings keep
+the exact value in their JSON body."""
+
 _MAX_PARAMS = 30000
 """Bound parameters per query (SQLite >= 3.32 allows 32766)."""
 
@@ -134,6 +139,45 @@ def connect(path: Path | str, *, create: bool = True) -> sqlite3.Connection:
         set_meta(conn, "schema_version", str(SCHEMA_VERSION))
     elif version != str(SCHEMA_VERSION):
         raise sqlite3.DatabaseError(f"state schema version {version}, expected {SCHEMA_VERSION}")
+    return conn
+
+
+_TABLES = frozenset(
+    {"meta", "ops", "excused_dids", "tree_chunk", "leaf_seq", "checkpoints", "findings"}
+)
+
+
+def open_readonly(path: Path | str) -> sqlite3.Connection:
+    """Open an existing state file read-only (SQLite URI ``mode=ro``), for ``compare`` and
+    ``report``: nothing is created, migrated or written, so a file that is not a state is
+    left byte for byte as it was.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        sqlite3.DatabaseError: not an auditor state file of this schema version (not SQLite,
+            no ``meta`` table, another schema version, tables missing).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no state file at {path}")
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=120.0, isolation_level=None
+        )
+    except sqlite3.Error as exc:
+        raise sqlite3.DatabaseError(f"{path} is not an auditor state file ({exc})") from exc
+    try:
+        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
+        version = get_meta(conn, "schema_version") if "meta" in tables else None
+        if version is None:
+            raise sqlite3.DatabaseError("no auditor meta table")
+        if version != str(SCHEMA_VERSION):
+            raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
+        if not _TABLES <= tables:
+            raise sqlite3.DatabaseError(f"tables missing: {', '.join(sorted(_TABLES - tables))}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise sqlite3.DatabaseError(f"{path} is not an auditor state file ({exc})") from exc
     return conn
 
 
@@ -250,16 +294,26 @@ def save_states(conn: sqlite3.Connection, rows: Iterable[tuple[str, OpState]]) -
 
 def seq_of_leaf(conn: sqlite3.Connection, leaf: int) -> int:
     """The ``seq`` of the line at leaf index ``leaf`` (0-based, in read order): ``leaf + 1``
-    in a gapless log, else counted on from the nearest break at or before it."""
+    in a gapless log, else counted on from the nearest break at or before it. Never above
+    :data:`SQLITE_MAX` (a line whose ``seq`` is larger has this clamped one)."""
     row = conn.execute(
         "SELECT leaf, seq FROM leaf_seq WHERE leaf <= ? ORDER BY leaf DESC LIMIT 1", (leaf,)
     ).fetchone()
-    return leaf + 1 if row is None else int(row[1]) + leaf - int(row[0])
+    return min(leaf + 1 if row is None else int(row[1]) + leaf - int(row[0]), SQLITE_MAX)
+
+
+def _storable(value: int) -> int:
+    """``value`` clamped to SQLite's INTEGER range."""
+    return max(-SQLITE_MAX - 1, min(value, SQLITE_MAX))
 
 
 def add_leaf_seqs(conn: sqlite3.Connection, breaks: Iterable[tuple[int, int]]) -> None:
-    """Record ``(leaf, seq)`` breaks (inside the caller's transaction)."""
-    conn.executemany("INSERT OR REPLACE INTO leaf_seq (leaf, seq) VALUES (?, ?)", breaks)
+    """Record ``(leaf, seq)`` breaks (inside the caller's transaction); a ``seq`` above
+    :data:`SQLITE_MAX` is stored clamped."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO leaf_seq (leaf, seq) VALUES (?, ?)",
+        [(leaf, _storable(seq)) for leaf, seq in breaks],
+    )
 
 
 def op_at_seq(conn: sqlite3.Connection, seq: int) -> tuple[str, str, int | None] | None:
@@ -286,13 +340,22 @@ def add_excused(conn: sqlite3.Connection, did: str, from_seq: int, cid: str) -> 
 
 
 def store_findings(conn: sqlite3.Connection, findings: Iterable[Finding]) -> int:
-    """Store findings not stored before (by :attr:`Finding.key`); return how many were new."""
+    """Store findings not stored before (by :attr:`Finding.key`); return how many were new.
+    The ``seq`` column (for ordering) is clamped to SQLite's range; the body keeps it exact."""
     before = conn.total_changes
     conn.executemany(
         "INSERT OR IGNORE INTO findings (key, class, severity, seq, did, cid, body) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            (f.key, f.cls, f.severity, f.seq, f.did, f.cid, f.dumps().decode("utf-8"))
+            (
+                f.key,
+                f.cls,
+                f.severity,
+                None if f.seq is None else _storable(f.seq),
+                f.did,
+                f.cid,
+                f.dumps().decode("utf-8"),
+            )
             for f in findings
         ],
     )

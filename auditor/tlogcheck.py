@@ -6,17 +6,27 @@ For every checkpoint the directory serves (C2SP tlog-checkpoint signed note):
    (:func:`plc.tlog.checkpoint.open_checkpoint`), else ``checkpoint-signature-invalid``;
    without keys it is parsed unverified and recorded as such (not an error).
 2. Consistency with the last checkpoint kept for the same origin: equal sizes need equal
-   roots; otherwise the directory's consistency proof between them must verify locally
-   (RFC 9162 §2.1.4.2, :func:`plc.tlog.proof.verify_consistency`). Failure is
-   ``inconsistent-checkpoints`` (a split view or rewritten history), with both notes and
-   the proof as evidence.
+   roots, size 0 the empty root; otherwise the two are settled with a consistency proof
+   (RFC 9162 §2.1.4.2, :func:`plc.tlog.proof.verify_consistency`) from the first source that
+   gives one verifying against the larger checkpoint's root: the entries read (when they
+   give that root), the directory's ``/tlog/proof/consistency``, its C2SP tiles. The root at
+   the smaller size that proof starts from either is the smaller checkpoint's (consistent)
+   or is not: ``inconsistent-checkpoints``, with both notes, that root and the proof as
+   evidence anyone can check with the log's key. A proof that is refused or does not verify
+   against the larger root settles nothing and is never a finding: the pair is then settled
+   by the root checks (3.) when the entries reach the checkpoints (a checkpoint whose root
+   the entries give is consistent with every other such one), across runs if need be.
 3. Root: once the entries read reach its tree size, the root recomputed from them
    (:class:`auditor.treestore.TreeStore`) must equal the checkpoint's. A checkpoint larger
    than what was read stays ``pending`` (also across runs) and is checked when the entries
    arrive, never reported early. A mismatch is ``checkpoint-root-mismatch``; when the
    directory serves proofs, the first differing leaf is located by binary search over
    consistency proofs and proven with an inclusion proof (from ``/tlog/proof/inclusion``, or
-   computed from the C2SP tiles if that answer does not verify).
+   computed from the C2SP tiles if that answer does not verify), next to the line the
+   auditor read there (fetched again, and left out unless it still has the stored leaf
+   hash: the directory cannot swap it). A checkpoint the entries contradict is also paired
+   with the smallest one of its origin, at least as large, that they give: that checkpoint's
+   tree is the entries', so they prove the two ``inconsistent-checkpoints``.
 
 Every checkpoint seen is kept in the state's ``checkpoints`` table.
 """
@@ -26,17 +36,19 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditor import state
 from auditor.client import DirectoryClient, ProofUnavailable
+from auditor.errors import AuditFailed
+from auditor.evidence_check import implied_old_root
 from auditor.findings import Finding
 from auditor.sources import LineFetcher
 from auditor.treestore import TreeStore
 from plc.errors import PlcError, VerificationError
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
 from plc.tlog.encoding import encode_b64
-from plc.tlog.hashing import EMPTY_ROOT
+from plc.tlog.hashing import EMPTY_ROOT, leaf_hash
 from plc.tlog.note import Verifier
 from plc.tlog.proof import (
     consistency_proof,
@@ -45,7 +57,7 @@ from plc.tlog.proof import (
     verify_inclusion,
 )
 from plc.tlog.tiles import TileHashReader
-from plc.tlog.tree import stored_hash_index
+from plc.tlog.tree import HashReader, root_hash, stored_hash_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,19 @@ def stored_checkpoints(conn: sqlite3.Connection) -> list[StoredCheckpoint]:
 
 def _b64(hashes: Sequence[bytes]) -> list[str]:
     return [encode_b64(h) for h in hashes]
+
+
+class _Signed(NamedTuple):
+    """A checkpoint as the consistency checks need it."""
+
+    note: str
+    size: int
+    root: bytes
+
+
+_Proof = tuple[bytes, list[bytes], str]
+"""``(root at the smaller size, consistency proof, source)``: a proof that verifies from
+that root to the larger checkpoint's root."""
 
 
 class TlogChecker:
@@ -134,10 +159,10 @@ class TlogChecker:
         )
 
     def observe(self, note: str) -> list[Finding]:
-        """Check and keep a checkpoint note the directory served.
+        """Check and keep a checkpoint note the directory served (steps 1 and 2).
 
-        Raises:
-            AuditFailed: the directory refused a consistency proof it must serve.
+        A consistency proof the directory refuses or serves wrongly is never a finding by
+        itself (see the module docstring): nothing is raised for it.
         """
         known = self._conn.execute("SELECT 1 FROM checkpoints WHERE note = ?", (note,)).fetchone()
         if known is not None:
@@ -166,64 +191,97 @@ class TlogChecker:
         ).fetchone()
         if row is None:
             return []
-        old_note, old_size, old_root = str(row[0]), int(row[1]), bytes(row[2])
-        (small_note, small_size, small_root), (large_note, large_size, large_root) = sorted(
-            [(old_note, old_size, old_root), (note, new.tree_size, new.root_hash)],
-            key=lambda t: t[1],
+        old = _Signed(str(row[0]), int(row[1]), bytes(row[2]))
+        small, large = sorted(
+            [old, _Signed(note, new.tree_size, new.root_hash)], key=lambda t: t.size
         )
-        proof: list[bytes] | None = None
-        error = ""
-        if small_size == large_size:
-            if small_root != large_root:
-                error = "two checkpoints of the same tree size with different roots"
-        elif small_size == 0:
-            if small_root != EMPTY_ROOT:
-                error = "a checkpoint of tree size 0 whose root is not the empty root"
-        elif self._client is not None:
-            try:
-                proof = self._client.consistency_proof(small_size, large_size)
-                verify_consistency(small_size, large_size, small_root, large_root, proof)
-            except ProofUnavailable as exc:
-                error = f"the directory serves no consistency proof between them ({exc})"
-            except VerificationError as exc:
-                error = exc.message
-        if not error:
-            return []
-        evidence: dict[str, Any] = {
-            "smaller": small_note,
-            "larger": large_note,
-            "consistency_proof": None if proof is None else _b64(proof),
-            "error": error,
-            "local": self._local_proof(small_size, large_size, large_root),
-        }
-        return [
-            Finding(
-                "inconsistent-checkpoints",
-                f"checkpoints of sizes {small_size} and {large_size} are inconsistent: {error}",
-                evidence,
-                scope=f"{small_note}\x00{large_note}",
-            )
-        ]
+        return self._settle(small, large)
 
-    def _local_proof(
-        self, small_size: int, large_size: int, large_root: bytes
-    ) -> dict[str, Any] | None:
-        """When the entries read reach the larger checkpoint and give its root: the root at
-        the smaller size and a consistency proof between them, computed from the entries —
-        evidence that does not depend on the directory's proofs."""
-        if not 0 < small_size < large_size <= self._tree.tree_size:
+    def _settle(self, small: _Signed, large: _Signed) -> list[Finding]:
+        """Findings if the two checkpoints (``small.size <= large.size``) are proven
+        inconsistent; nothing if consistent or not settled (step 2)."""
+        if small.size == large.size:
+            if small.root == large.root:
+                return []
+            error = "two checkpoints of the same tree size with different roots"
+            return [self._inconsistent(small, large, error, None)]
+        if small.size == 0:
+            if small.root == EMPTY_ROOT:
+                return []
+            error = "a checkpoint of tree size 0 whose root is not the empty root"
+            return [self._inconsistent(small, large, error, None)]
+        for attempt in (self._by_entries, self._by_directory, self._by_tiles):
+            found = attempt(small, large)
+            if found is None:
+                continue
+            if found[0] == small.root:
+                return []
+            error = (
+                f"the larger checkpoint's tree (proof from the {found[2]}) has another root "
+                f"at size {small.size}"
+            )
+            return [self._inconsistent(small, large, error, found)]
+        return []
+
+    def _by_entries(self, small: _Signed, large: _Signed) -> _Proof | None:
+        """From the entries read, when they give the larger checkpoint's root."""
+        if large.size > self._tree.tree_size or self._tree.root(large.size) != large.root:
             return None
-        if self._tree.root(large_size) != large_root:
+        proof = consistency_proof(small.size, large.size, self._tree)
+        return self._tree.root(small.size), proof, "entries"
+
+    def _by_directory(self, small: _Signed, large: _Signed) -> _Proof | None:
+        """From ``/tlog/proof/consistency``: the proof must verify against the larger root,
+        from the smaller root or from the one it implies (:func:`implied_old_root`)."""
+        if self._client is None:
             return None
-        return {
-            "root_at_smaller_size": encode_b64(self._tree.root(small_size)),
-            "consistency_proof": _b64(consistency_proof(small_size, large_size, self._tree)),
+        try:
+            proof = self._client.consistency_proof(small.size, large.size)
+            verify_consistency(small.size, large.size, small.root, large.root, proof)
+        except AuditFailed:  # refused, malformed, unreachable: settles nothing
+            return None
+        except VerificationError:
+            root = implied_old_root(small.size, large.size, large.root, proof)
+            return None if root is None else (root, proof, "directory")
+        return small.root, proof, "directory"
+
+    def _by_tiles(self, small: _Signed, large: _Signed) -> _Proof | None:
+        """From the C2SP tiles of the larger tree (c2sp.org/tlog-tiles): its root at the
+        smaller size and a proof, which must verify against the larger root."""
+        if self._client is None:
+            return None
+        try:
+            reader: HashReader = TileHashReader(large.size, self._client.tile)
+            root = root_hash(small.size, reader)
+            proof = consistency_proof(small.size, large.size, reader)
+            verify_consistency(small.size, large.size, root, large.root, proof)
+        except (AuditFailed, PlcError):
+            return None
+        return root, proof, "tiles"
+
+    def _inconsistent(
+        self, small: _Signed, large: _Signed, error: str, found: _Proof | None
+    ) -> Finding:
+        evidence: dict[str, Any] = {
+            "smaller": small.note,
+            "larger": large.note,
+            "root_at_smaller_size": None if found is None else encode_b64(found[0]),
+            "consistency_proof": None if found is None else _b64(found[1]),
+            "proof_source": None if found is None else found[2],
+            "error": error,
         }
+        return Finding(
+            "inconsistent-checkpoints",
+            f"checkpoints of sizes {small.size} and {large.size} are inconsistent: {error}",
+            evidence,
+            scope=f"{small.note}\x00{large.note}",
+        )
 
     def check_pending(self, tree_size: int) -> list[Finding]:
         """Compare every pending checkpoint of at most ``tree_size`` leaves with the root of
         the entries read; mark it ``matched`` or ``mismatch``."""
         findings: list[Finding] = []
+        settled = False
         for cp in stored_checkpoints(self._conn):
             if cp.status != "pending" or cp.tree_size > tree_size:
                 continue
@@ -232,6 +290,29 @@ class TlogChecker:
             self._conn.execute("UPDATE checkpoints SET status = ? WHERE id = ?", (status, cp.id))
             if status == "mismatch":
                 findings.append(self._root_mismatch(cp, computed))
+            settled = True
+        return findings + (self._pair_mismatches() if settled else [])
+
+    def _pair_mismatches(self) -> list[Finding]:
+        """Each checkpoint the entries contradict against the smallest checkpoint of its
+        origin, at least as large, whose root they give: the entries prove the pair
+        inconsistent (found again on later calls; findings are stored once)."""
+        stored = stored_checkpoints(self._conn)
+        findings: list[Finding] = []
+        for bad in (cp for cp in stored if cp.status == "mismatch"):
+            good = [
+                cp
+                for cp in stored
+                if cp.origin == bad.origin
+                and cp.status == "matched"
+                and cp.tree_size >= bad.tree_size
+            ]
+            if good:
+                best = min(good, key=lambda cp: (cp.tree_size, cp.id))
+                findings += self._settle(
+                    _Signed(bad.note, bad.tree_size, bad.root_hash),
+                    _Signed(best.note, best.tree_size, best.root_hash),
+                )
         return findings
 
     def _root_mismatch(self, cp: StoredCheckpoint, computed: bytes) -> Finding:
@@ -277,19 +358,29 @@ class TlogChecker:
             directory_leaf = tiles.read_hashes([stored_hash_index(0, lo)])[0]
             inclusion = inclusion_proof(lo, size, tiles)
             verify_inclusion(directory_leaf, lo, size, inclusion, cp.root_hash)
+        if directory_leaf == self._tree.leaf_hash(lo):
+            return None  # the search was led astray: this leaf is not where they differ
         line = self._line_of_leaf(lo)
         return {
             "leaf_index": lo,
-            "line": None if line is None else line.decode("utf-8", "replace"),
+            "line": line,
             "stored_leaf_hash": encode_b64(self._tree.leaf_hash(lo)),
             "directory_leaf_hash": encode_b64(directory_leaf),
             "inclusion_proof": _b64(inclusion),
             "consistent_prefix": prefix,
         }
 
-    def _line_of_leaf(self, leaf_index: int) -> bytes | None:
+    def _line_of_leaf(self, leaf_index: int) -> str | None:
+        """The line read as leaf ``leaf_index``, fetched again: None unless the bytes served
+        now are the ones read (their leaf hash is the stored one) and UTF-8."""
         if self._fetcher is None:
             return None
         seq = state.seq_of_leaf(self._conn, leaf_index)
         stored = state.op_at_seq(self._conn, seq)
-        return self._fetcher.line(seq, stored[2] if stored else None)
+        line = self._fetcher.line(seq, stored[2] if stored else None)
+        if line is None or leaf_hash(line) != self._tree.leaf_hash(leaf_index):
+            return None
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            return None

@@ -10,6 +10,10 @@ LRU of chunks plus the chunks changed since the last flush).
 With every stored hash on disk, the root at any size already read, the leaf hash of any
 entry, and inclusion / consistency proofs over the entries can be computed locally
 (:func:`plc.tlog.tree.root_hash`, :func:`plc.tlog.proof.consistency_proof`).
+
+The state keeps leaf hashes, not lines: evidence that needs a line read earlier fetches it
+again, and :func:`verified_line` keeps it only if it hashes to the committed leaf of its
+``seq`` — a directory cannot put other bytes into evidence against itself.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from __future__ import annotations
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
-from plc.tlog.hashing import HASH_SIZE
+from plc.tlog.hashing import HASH_SIZE, leaf_hash
 from plc.tlog.tree import (
     append_leaves,
     root_hash,
@@ -142,3 +147,84 @@ class TreeStore:
         if not 0 <= leaf_index < self.tree_size:
             raise IndexError(f"leaf {leaf_index} is not in a tree of {self.tree_size}")
         return self.read_hashes([stored_hash_index(0, leaf_index)])[0]
+
+
+class LineSource(Protocol):
+    """Fetches one line again (:class:`auditor.sources.LineFetcher`)."""
+
+    def line(self, seq: int, position: int | None) -> bytes | None:
+        """The line of ``seq`` (at byte ``position`` of a file) as served now, or None."""
+        ...
+
+
+def leaves_of_seq(conn: sqlite3.Connection, seq: int) -> list[int]:
+    """Leaf indexes of the lines read with ``seq`` (one, or more for a repeated ``seq``).
+
+    Inverse of ``auditor.state.seq_of_leaf``: leaf ``i`` has ``seq`` ``i + 1`` until the
+    first row of ``leaf_seq``; a row ``(leaf b, seq s)`` starts a run where leaf ``b + k`` has
+    ``seq`` ``s + k`` until the next row.
+    """
+    rows = conn.execute(
+        "SELECT leaf + (? - seq) FROM (SELECT leaf, seq, LEAD(leaf) OVER (ORDER BY leaf) "
+        "AS next FROM leaf_seq) WHERE seq <= ? AND (next IS NULL OR leaf + (? - seq) < next)",
+        (seq, seq, seq),
+    ).fetchall()
+    leaves = [int(r[0]) for r in rows]
+    first = conn.execute("SELECT MIN(leaf) FROM leaf_seq").fetchone()[0]
+    if seq >= 1 and (first is None or seq - 1 < int(first)):
+        leaves.insert(0, seq - 1)
+    return leaves
+
+
+def stored_leaf_hash(conn: sqlite3.Connection, leaf: int, tree_size: int) -> bytes | None:
+    """The committed leaf hash of ``leaf`` from its ``tree_chunk`` row, or None when ``leaf``
+    is not below ``tree_size`` (the size the state vouches for) or not stored."""
+    if not 0 <= leaf < tree_size:
+        return None
+    chunk = leaf // CHUNK_LEAVES
+    row = conn.execute("SELECT hashes FROM tree_chunk WHERE chunk = ?", (chunk,)).fetchone()
+    if row is None:
+        return None
+    at = (stored_hash_index(0, leaf) - _chunk_base(chunk)) * HASH_SIZE
+    found = bytes(row[0])[at : at + HASH_SIZE]
+    return found if len(found) == HASH_SIZE else None
+
+
+def check_line(conn: sqlite3.Connection, seq: int, line: bytes) -> bool | None:
+    """Is ``line`` what was read as ``seq``? True: its leaf hash is the committed leaf of a
+    line read with ``seq``; False: such leaves are committed and ``line`` is none of them;
+    None: no leaf with ``seq`` is committed yet (read in a batch still in flight).
+
+    Reads in one transaction when the connection is not in one (a consistent snapshot of
+    ``meta.tree_size``, ``leaf_seq`` and ``tree_chunk``, which the coordinator commits
+    together).
+    """
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'tree_size'").fetchone()
+        tree_size = int(row[0]) if row is not None else 0
+        wanted = leaf_hash(line)
+        known: bool | None = None
+        for leaf in leaves_of_seq(conn, seq):
+            stored = stored_leaf_hash(conn, leaf, tree_size)
+            if stored is not None:
+                if stored == wanted:
+                    return True
+                known = False
+        return known
+    finally:
+        if own:
+            conn.execute("COMMIT")
+
+
+def verified_line(
+    conn: sqlite3.Connection, source: LineSource, seq: int, position: int | None
+) -> bytes | None:
+    """The line of ``seq`` fetched again from ``source``, only if it is the line read then
+    (:func:`check_line` is True); None otherwise (not served, other bytes, not committed)."""
+    line = source.line(seq, position)
+    if line is None or not check_line(conn, seq, line):
+        return None
+    return line

@@ -14,9 +14,13 @@ when asked), claimed vs computed CID (``wrong-cid``), repeated ``(did, cid)``
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
 import queue
+import signal
+import threading
+import time
 import traceback
 import zlib
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from auditor.errors import AuditFailed
 from auditor.findings import INFO, Finding, line_text
 from auditor.lines import MalformedLine, canonical_line, parse_entry
 from auditor.sources import LineFetcher, SourceSpec
+from auditor.treestore import check_line
 
 Item = tuple[int, str, bytes, int | None]
 """One line for a worker: ``(seq, did, line, position)``."""
@@ -70,6 +75,9 @@ class Validator:
         self._conn = state.connect(config.state_path)
         self._excused = state.excused_dids(self._conn)
         self._fetcher = LineFetcher(config.source)
+        # Lines of the batches before this one that the coordinator may not have committed
+        # yet (their leaves are not in the state): replay.PIPELINE_DEPTH of them at most.
+        self._recent: collections.deque[dict[tuple[int, str], bytes]] = collections.deque(maxlen=6)
 
     def close(self) -> None:
         """Close the state connection and the line fetcher."""
@@ -83,6 +91,7 @@ class Validator:
             return result
         histories = state.load_histories(self._conn, (did for _, did, _, _ in items))
         lines: dict[tuple[int, str], bytes] = {}
+        self._recent.appendleft(lines)
         findings: list[Finding] = []
         new_excused: list[tuple[str, int, str]] = []
         for seq, did, line, position in items:
@@ -207,13 +216,14 @@ class Validator:
         """The line of a known op: from this batch, else fetched again from the source (and
         checked to be that op's line)."""
         line = lines.get((op.seq, op.cid))
+        if line is None:
+            line = next((b[op.seq, op.cid] for b in self._recent if (op.seq, op.cid) in b), None)
         if line is not None:
             return line
         line = self._fetcher.line(op.seq, op.position)
-        try:
-            return line if line is not None and parse_entry(line).operation.cid == op.cid else None
-        except MalformedLine:
+        if line is None:
             return None
+        return line if check_line(self._conn, op.seq, line) else None
 
     def _history_evidence(
         self, history: DidHistory, current: OpState, lines: dict[tuple[int, str], bytes]
@@ -242,17 +252,41 @@ def shard_of(did: str, workers: int) -> int:
     return zlib.crc32(did.encode("utf-8")) % workers
 
 
-def _worker_main(config: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+PARENT_POLL_S = 1.0
+"""How often a worker's watchdog looks for its coordinator when nothing woke it sooner."""
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit this worker at once when the coordinator is gone (killed with SIGKILL, say).
+
+    Runs in a daemon thread, so it works while the main thread is blocked anywhere (reading
+    half a batch message from a pipe whose writer died, a SQLite lock): it waits on the
+    parent's sentinel (a pipe multiprocessing keeps open in the parent, readable at its
+    death) and also polls ``os.getppid()``. An uncommitted batch is rolled back by SQLite
+    and replayed on resume.
+    """
+    parent = multiprocessing.parent_process()
+    while True:
+        if parent is not None:
+            parent.join(timeout=PARENT_POLL_S)
+            gone = not parent.is_alive()
+        else:
+            time.sleep(PARENT_POLL_S)
+            gone = False
+        if gone or os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _worker_main(
+    config: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any], parent_pid: int
+) -> None:
+    # Ctrl-C reaches the whole process group; the coordinator alone decides (it stops us).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     validator = Validator(config)
-    parent = os.getppid()
     try:
         while True:
-            try:
-                message = inbox.get(timeout=1.0)
-            except queue.Empty:
-                if os.getppid() != parent:
-                    return  # the coordinator was killed: stop, the next run resumes
-                continue
+            message = inbox.get()
             if message is None:
                 return
             batch_id, items = message
@@ -285,7 +319,9 @@ class WorkerPool:
         self._procs: list[Any] = []
         for _ in range(workers):
             inbox: Queue[Any] = ctx.Queue()
-            proc = ctx.Process(target=_worker_main, args=(config, inbox, self._outbox), daemon=True)
+            proc = ctx.Process(
+                target=_worker_main, args=(config, inbox, self._outbox, os.getpid()), daemon=True
+            )
             proc.start()
             self._inboxes.append(inbox)
             self._procs.append(proc)
@@ -344,7 +380,8 @@ class WorkerPool:
         self._join(30.0)
 
     def terminate(self) -> None:
-        """Stop the workers now (after a failure); uncommitted batches are replayed on resume."""
+        """Stop the workers now (after a failure or Ctrl-C); uncommitted batches are
+        replayed on resume. Never waits for queued batches to be read."""
         if self._local is not None:
             self._local.close()
             self._local = None
@@ -355,12 +392,17 @@ class WorkerPool:
         self._join(5.0)
 
     def _join(self, timeout_s: float) -> None:
+        """Wait for the workers (killing those still alive after ``timeout_s``), then drop
+        the queues. Once no worker is left, nothing can read what is still queued: the
+        queues' feeder threads are not waited for (they would block forever on a full pipe,
+        whose reading end this process holds too)."""
         for proc in self._procs:
             proc.join(timeout=timeout_s)
             if proc.is_alive():
                 proc.kill()
+                proc.join(timeout=timeout_s)
         self._procs = []
         for channel in [*self._inboxes, self._outbox]:
+            channel.cancel_join_thread()
             channel.close()
-            channel.join_thread()
         self._inboxes = []

@@ -127,12 +127,16 @@ def assert_evidence(findings: list[Finding], cls: str, signer: Signer | None = N
     assert VERIFIED in verdicts, verdicts
 
 
-def assert_evidence_consistent(findings: list[Finding], cls: str) -> None:
+def assert_evidence_consistent(
+    findings: list[Finding], cls: str, signer: Signer | None = None
+) -> None:
     """Every finding of class ``cls`` passes the standalone checker's consistency checks
-    (``unverifiable``: the claim also rests on what the auditor read, e.g. line order)."""
+    (``unverifiable``: the claim also rests on what the auditor read, e.g. line order, or
+    on an answer the directory did not sign)."""
     chosen = [f for f in findings if f.cls == cls]
     assert chosen, f"no {cls} finding in {[f.cls for f in findings]}"
-    verdicts = {check_finding(orjson.loads(f.dumps()), []) for f in chosen}
+    keys = [signer.verifier] if signer is not None else []
+    verdicts = {check_finding(orjson.loads(f.dumps()), keys) for f in chosen}
     assert verdicts == {UNVERIFIABLE}, verdicts
 
 

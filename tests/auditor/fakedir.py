@@ -1,7 +1,8 @@
 """A small, real HTTP directory for auditor tests, serving whatever lines it is given.
 
-It speaks the directory API the auditor reads (``/export``, ``/export/stream``, ``/tlog/*``,
-``/{did}``, ``/{did}/data``, ``/{did}/log/audit``) from a list of export lines, computing
+It speaks the directory API the auditor reads (``/export``, ``/export/stream``, ``/tlog/*``
+with hash tiles on request, ``/{did}``, ``/{did}/data``, ``/{did}/log/audit``) from a list of
+export lines, computing
 everything else honestly with the pure core: the RFC 6962 tree over ``tree_lines`` (default:
 the served lines), checkpoints signed with the given signer, proofs from that tree, DID
 documents and audit logs from replaying each DID's ops. Tests tamper with it by changing
@@ -35,6 +36,7 @@ from plc.tlog.hashing import leaf_hash
 from plc.tlog.memory import MemoryHashStore
 from plc.tlog.note import Signer
 from plc.tlog.proof import consistency_proof, inclusion_proof
+from plc.tlog.tiles import is_tile_in_tree, parse_tile_path, tile_hashes
 
 
 def _seq(line: bytes) -> int:
@@ -59,6 +61,11 @@ class FakeLog:
         responses_override: path -> (status, JSON body) for DID endpoints.
         stream_close_reason: close the stream with this reason after the backfill.
         stream_redeliver: re-send the last N backfilled messages before going live.
+        consistency_override: ``"short"`` (drop the proof's last hash) or an HTTP status to
+            answer ``/tlog/proof/consistency`` with.
+        tiles: serve the C2SP hash tiles of the tree under ``/tlog/tile/``.
+        refetch: seq -> the line (None: nothing) a one-line ``/export?after=seq-1&count=1``
+            serves, the request the auditor fetches a line again with.
     """
 
     lines: list[bytes]
@@ -70,6 +77,9 @@ class FakeLog:
     responses_override: dict[str, tuple[int, Any]] = field(default_factory=dict)
     stream_close_reason: str | None = None
     stream_redeliver: int = 0
+    consistency_override: str | int | None = None
+    tiles: bool = False
+    refetch: dict[int, bytes | None] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def changed(self) -> None:
@@ -167,6 +177,9 @@ def make_app(log: FakeLog) -> Starlette:
     async def export(request: Request) -> Response:
         after = int(request.query_params.get("after", "0"))
         count = int(request.query_params.get("count", "1000"))
+        if count == 1 and after + 1 in log.refetch:
+            line = log.refetch[after + 1]
+            return Response(line or b"", media_type="application/jsonlines")
         return Response(b"\n".join(log.page(after, count)), media_type="application/jsonlines")
 
     async def checkpoint(request: Request) -> Response:
@@ -180,7 +193,11 @@ def make_app(log: FakeLog) -> Starlette:
         old, new = int(request.query_params["from"]), int(request.query_params["to"])
         if old == 0 or old > new or new > log.tree.tree_size:
             return JSONResponse({"message": "Invalid from or to parameter"}, status_code=400)
+        if isinstance(log.consistency_override, int):
+            return JSONResponse({"message": "busy"}, status_code=log.consistency_override)
         proof = [] if old == new else consistency_proof(old, new, log.tree)
+        if log.consistency_override == "short":
+            proof = proof[:-1]
         body = {"from": old, "to": new, "consistencyProof": [encode_b64(h) for h in proof]}
         return JSONResponse(body)
 
@@ -197,6 +214,13 @@ def make_app(log: FakeLog) -> Starlette:
             "inclusionProof": [encode_b64(h) for h in inclusion_proof(index, size, log.tree)],
         }
         return JSONResponse(body)
+
+    async def tile(request: Request) -> Response:
+        path = "tile/" + request.path_params["rest"]
+        tile = parse_tile_path(path)
+        if not log.tiles or tile.entries or not is_tile_in_tree(tile, log.tree.tree_size):
+            return JSONResponse({"message": "Not Found"}, status_code=404)
+        return Response(tile_hashes(tile, log.tree), media_type="application/octet-stream")
 
     async def did_doc(request: Request) -> Response:
         return _did_response(log, request.path_params["did"], "doc")
@@ -242,6 +266,7 @@ def make_app(log: FakeLog) -> Starlette:
         Route("/tlog/checkpoint", checkpoint),
         Route("/tlog/proof/consistency", consistency),
         Route("/tlog/proof/inclusion", inclusion),
+        Route("/tlog/tile/{rest:path}", tile),
         Route("/{did}", did_doc),
         Route("/{did}/data", did_data),
         Route("/{did}/log/audit", did_audit),

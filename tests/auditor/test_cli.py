@@ -207,3 +207,13 @@ def test_announced_removal_list_turns_misbehaviour_into_exit_0(tmp_path: Path) -
     excused = [orjson.loads(x) for x in done.stdout.splitlines()]
     assert excused and {f["class"] for f in excused} == {"announced-removal"}
     assert {f["severity"] for f in excused} == {"info"}
+
+
+def test_vkey_takes_the_whole_line_plc_serve_prints() -> None:
+    from auditor.cli import _verifiers
+    from plc.tlog.note import generate_signer
+
+    _, key = generate_signer("logs.example.org/plc")
+    assert _verifiers([f"verifier key: {key}\n"]) == _verifiers([key])
+    done = plc_audit("sync", "-d", "http://127.0.0.1:9", "--vkey", "verifier key: not-a-key")
+    assert done.returncode == 1 and "--vkey" in done.stderr

@@ -22,7 +22,7 @@ from plc.signing import create_did
 from plc.tlog.note import Signer
 from tests.conftest import Clock, LiveServer
 
-from .conftest import Audit, assert_evidence, classes
+from .conftest import Audit, assert_evidence, assert_evidence_consistent, classes
 from .corpus import _update
 
 
@@ -118,7 +118,7 @@ def test_real_directory_with_tampered_documents_and_audit_flags(
     )
     findings = sync(directory.url, spot_checks=4, verifiers=keys)
     assert classes(findings) == {"served-state-mismatch"}
-    assert_evidence(findings, "served-state-mismatch", directory.signer)
+    assert_evidence_consistent(findings, "served-state-mismatch", directory.signer)
 
     _tamper(directory.db, "UPDATE operations SET nullified = 1 - nullified")
     flipped = sync(directory.url, state_name="flags.sqlite3", spot_checks=4, verifiers=keys)
