@@ -25,10 +25,9 @@ from auditor.sequence import SeqTracker
 from auditor.sources import RawLine
 from auditor.tlogcheck import TlogChecker
 from auditor.treestore import TreeStore
-from auditor.worker import Item, WorkerPool
+from auditor.worker import PIPELINE_DEPTH, Item, WorkerPool
 from plc.tlog.hashing import leaf_hash
 
-PIPELINE_DEPTH = 4
 """Batches handed to the workers and not yet committed, at most."""
 
 

@@ -69,10 +69,14 @@ class SpotChecker:
         self._conn = conn
         self._client = client
         self._fetcher = fetcher
+        self.unserved: list[str] = []
+        """DIDs skipped because a line was no longer served as it was read (a directory
+        that answers the one-line re-fetch differently must not switch the checks off
+        unseen: the caller reports them)."""
 
     def check(self, did: str) -> list[Finding]:
         """Check one DID; DIDs under an announced removal or with lines that can no longer
-        be fetched are skipped."""
+        be fetched as read are skipped (the latter listed in :attr:`unserved`)."""
         rows = self._conn.execute(
             "SELECT cid, seq, nullified, status, position FROM ops WHERE did = ? ORDER BY seq",
             (did,),
@@ -89,7 +93,8 @@ class SpotChecker:
             except MalformedLine:
                 entry = None
             if line is None or entry is None or entry.operation.cid != r[0]:
-                return []  # the line can no longer be fetched as it was read: no check
+                self.unserved.append(did)  # not fetched as it was read: no check
+                return []
             entries.append(entry)
             lines.append(line.decode("utf-8"))
         if not entries:

@@ -35,6 +35,11 @@ from auditor.lines import MalformedLine, canonical_line, parse_entry
 from auditor.sources import LineFetcher, SourceSpec
 from auditor.treestore import check_line
 
+PIPELINE_DEPTH = 4
+"""Batches the coordinator keeps in flight beyond the one being committed
+(:mod:`auditor.replay`); a worker keeps the lines of that many recent batches, whose leaves
+may not be committed yet, for evidence."""
+
 Item = tuple[int, str, bytes, int | None]
 """One line for a worker: ``(seq, did, line, position)``."""
 
@@ -76,8 +81,10 @@ class Validator:
         self._excused = state.excused_dids(self._conn)
         self._fetcher = LineFetcher(config.source)
         # Lines of the batches before this one that the coordinator may not have committed
-        # yet (their leaves are not in the state): replay.PIPELINE_DEPTH of them at most.
-        self._recent: collections.deque[dict[tuple[int, str], bytes]] = collections.deque(maxlen=6)
+        # yet (their leaves are not in the state): PIPELINE_DEPTH of them at most.
+        self._recent: collections.deque[dict[tuple[int, str], bytes]] = collections.deque(
+            maxlen=PIPELINE_DEPTH + 2
+        )
 
     def close(self) -> None:
         """Close the state connection and the line fetcher."""

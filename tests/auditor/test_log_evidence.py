@@ -13,12 +13,13 @@ import orjson
 import pytest
 
 from auditor import state
+from auditor.audit import AuditOptions, sync_directory
 from auditor.evidence_check import VERIFIED, EvidenceRejected, check_finding
 from auditor.sources import LineFetcher, SourceSpec
 from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
 from plc.tlog.hashing import leaf_hash
 
-from .conftest import Audit, assert_evidence, classes, serve
+from .conftest import Audit, assert_evidence, classes, serve, stored_findings
 from .corpus import Corpus
 from .fakedir import FakeLog
 
@@ -136,7 +137,7 @@ def test_lines_fetched_again_are_the_lines_read(
             conn.close()
 
 
-def test_spot_check_evidence_uses_the_lines_read(corpus: Corpus, sync: Audit) -> None:
+def test_spot_check_evidence_uses_the_lines_read(corpus: Corpus, tmp_path: Path) -> None:
     log = FakeLog(list(corpus.lines), corpus.signer)
     for a in corpus.accounts:
         log.responses_override[f"/{a.did}"] = (200, {"id": a.did, "alsoKnownAs": []})
@@ -145,8 +146,13 @@ def test_spot_check_evidence_uses_the_lines_read(corpus: Corpus, sync: Audit) ->
         value = orjson.loads(line)
         old = f'"createdAt":"{value["createdAt"]}"'.encode()
         log.refetch[value["seq"]] = line.replace(old, early)  # same ops, other bytes
+    options = AuditOptions(workers=0, progress=False, spot_checks=20, seed=1, **keyed(corpus))
     with serve(log) as url:
-        findings = sync(url, spot_checks=20, **keyed(corpus))
+        outcome = sync_directory(url, tmp_path / "state.sqlite3", options)
+    findings = stored_findings(tmp_path / "state.sqlite3")
+    # A directory that answers the one-line re-fetch with other bytes does not switch the
+    # spot checks off unseen.
+    assert any("DIDs not spot-checked: a line of theirs" in note for note in outcome.notes)
     served = [f for f in findings if f.cls == "served-state-mismatch"]
     read = set(corpus.lines)
     for finding in served:
