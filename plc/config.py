@@ -139,6 +139,9 @@ def unknown_settings(environ: Mapping[str, str]) -> list[str]:
     a misspelling, which would otherwise leave the default in force without a word."""
     from plc.resolve.settings import ResolverSettings
 
+    # pydantic-settings reads names in any case: so does this check.
     known = {f"PLC_{name.upper()}" for name in Settings.model_fields}
     known |= {f"PLC_RESOLVE_{name.upper()}" for name in ResolverSettings.model_fields}
-    return sorted(name for name in environ if name.startswith("PLC_") and name not in known)
+    return sorted(
+        name for name in environ if name.upper().startswith("PLC_") and name.upper() not in known
+    )

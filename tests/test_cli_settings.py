@@ -3,11 +3,31 @@ DATABASE_URL may hold a password); misspelt PLC_ names are reported, not silentl
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Iterator
+
 import pytest
 from typer.testing import CliRunner
 
 from plc.cli import app
 from plc.config import unknown_settings
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """``plc serve`` sets up JSON logging on stderr before it opens the database: undo it, or
+    later tests in this process would find their stderr full of log lines."""
+    loggers = [
+        logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+    ]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    hook = sys.unraisablehook
+    yield
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:], lg.propagate = handlers, propagate
+        lg.setLevel(level)
+    sys.unraisablehook = hook
 
 
 @pytest.mark.parametrize(
@@ -37,6 +57,11 @@ from plc.config import unknown_settings
             "PLC_RESOLVE_ALLOW_PRIVATE_NETWORKS",
             "banana",
             "invalid setting PLC_RESOLVE_ALLOW_PRIVATE_NETWORKS: Input should be a valid boolean",
+        ),
+        (
+            "PLC_RESOLVE_DNS_NAMESERVERS",
+            "10.0.0.1,s3cret",
+            "invalid setting PLC_RESOLVE_DNS_NAMESERVERS: Value error, each entry must be an IP",
         ),
         ("DATABASE_URL", "foo", "DATABASE_URL is not a database URL: expected sqlite:///"),
         ("DATABASE_URL", "", "DATABASE_URL is not a database URL"),
@@ -69,5 +94,7 @@ def test_misspelt_settings_are_named() -> None:
         "PLC_DATABASE_URL": "sqlite:///x",
         "DATABASE_URL": "sqlite:///x",
         "HOME": "/root",
+        "PLC_Port": "2",  # read by pydantic-settings in any case: known
+        "plc_prot": "3",
     }
-    assert unknown_settings(environ) == ["PLC_PROT", "PLC_RESOLVE_TIMEBUDGET"]
+    assert unknown_settings(environ) == ["PLC_PROT", "PLC_RESOLVE_TIMEBUDGET", "plc_prot"]

@@ -97,12 +97,19 @@ class ResolverSettings(BaseSettings):
     @classmethod
     def _check_networks(cls, value: list[str]) -> list[str]:
         for cidr in value:
-            ipaddress.ip_network(cidr, strict=False)  # ValueError -> validation error
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                # Without the value: settings errors are printed, and never show values.
+                raise ValueError("each entry must be an IP network (CIDR)") from None
         return value
 
     @field_validator("dns_nameservers")
     @classmethod
     def _check_nameservers(cls, value: list[str]) -> list[str]:
         for address in value:
-            ipaddress.ip_address(address)
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError("each entry must be an IP address") from None
         return value
