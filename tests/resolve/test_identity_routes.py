@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -244,7 +245,14 @@ async def test_refresh_identity_input_errors(
     assert_xrpc_error(
         await client.post(url, content=big, headers={"content-type": "application/json"}),
         "InvalidRequest",
+        413,
     )
+    brotli = {"content-type": "application/json", "content-encoding": "br"}
+    assert_xrpc_error(await client.post(url, content=b"{}", headers=brotli), "InvalidRequest", 415)
+    # As on POST /{did}: gzip bodies are read, and a UTF-8 byte order mark is skipped.
+    zipped = {"content-type": "application/json", "content-encoding": "gzip"}
+    body = gzip.compress(b'\xef\xbb\xbf{"identifier":"alice.test"}')
+    assert (await client.post(url, content=body, headers=zipped)).json()["handle"] == "alice.test"
     assert_xrpc_error(await client.post(url, json={"identifier": DID_T}), "DidDeactivated")
     response = await client.post(
         url,

@@ -26,7 +26,6 @@ in messages are cut to 200 characters.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -34,12 +33,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from plc.api.deps import settings_of
-from plc.api.fastpath import TIMEOUT_MESSAGE
+from plc.api.fastpath import Refusal, read_body, take_body
 from plc.api.responses import query_parameter
-from plc.errors import PlcError, Unavailable, echo
+from plc.errors import InvalidInput, PlcError, Unavailable, echo
 from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest
 from plc.resolve.resolver import IdentityResolver
 from plc.resolve.syntax import DID_PATTERN, HANDLE_PATTERN, MAX_DID_CHARS, MAX_HANDLE_CHARS
+from plc.service import decode_json_body
 
 router = APIRouter(tags=["identity"])
 
@@ -154,19 +154,17 @@ async def _identifier_from_body(request: Request) -> str:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise InvalidRequest(f"Wrong request encoding (Content-Type): {echo(media_type)}")
-    body = bytearray()
+    body = await take_body(
+        read_body(request.headers.get("content-length"), request.stream(), MAX_INPUT_BYTES),
+        request.headers.get("content-encoding"),
+        settings_of(request).body_timeout_s,
+        MAX_INPUT_BYTES,
+    )
+    if isinstance(body, Refusal):  # too slow (408), too large (413), an unknown encoding
+        raise _BodyRefused(body)
     try:
-        # As for POST /{did}: a body that stalls would otherwise hold the connection for good.
-        async with asyncio.timeout(settings_of(request).body_timeout_s):
-            async for chunk in request.stream():
-                body.extend(chunk)
-                if len(body) > MAX_INPUT_BYTES:
-                    raise InvalidRequest(f"Request body over {MAX_INPUT_BYTES} bytes")
-    except TimeoutError:
-        raise _BodyTimeout from None
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
+        data = decode_json_body(body)
+    except InvalidInput as err:
         raise InvalidRequest("Request body is not valid JSON") from err
     if not isinstance(data, dict) or "identifier" not in data:
         raise InvalidRequest('Input must have the property "identifier"')
@@ -238,6 +236,14 @@ async def resolve_identity(request: Request) -> Response:
             "description": "The body did not arrive within PLC_BODY_TIMEOUT_S (connection closed)",
             **_error_schema(["InvalidRequest"]),
         },
+        413: {
+            "description": f"A body over {MAX_INPUT_BYTES} bytes (connection closed)",
+            **_error_schema(["InvalidRequest"]),
+        },
+        415: {
+            "description": "A Content-Encoding other than identity, gzip or deflate",
+            **_error_schema(["InvalidRequest"]),
+        },
     },
     openapi_extra={
         "requestBody": {
@@ -259,15 +265,25 @@ async def refresh_identity(request: Request) -> Response:
     try:
         identifier = await _identifier_from_body(request)
         info = await _resolver(request).resolve_identity(identifier, refresh=True)
-    except _BodyTimeout:
-        body = {"error": "InvalidRequest", "message": TIMEOUT_MESSAGE}
+    except _BodyRefused as refused:
+        body, status = (
+            {"error": "InvalidRequest", "message": refused.refusal.message},
+            refused.refusal.status,
+        )
         return Response(
-            orjson.dumps(body), status_code=408, media_type=_JSON, headers={"connection": "close"}
+            orjson.dumps(body),
+            status_code=status,
+            media_type=_JSON,
+            headers=refused.refusal.headers,
         )
     except PlcError as err:
         return _error(err)
     return _json(info)
 
 
-class _BodyTimeout(Exception):
-    """The request body did not arrive within ``PLC_BODY_TIMEOUT_S``."""
+class _BodyRefused(Exception):
+    """The request body was refused before it was read as JSON (:class:`Refusal`)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
