@@ -37,11 +37,12 @@ from plc.exportline import build_line
 from plc.operation import Operation, normalize, parse_operation, rotation_keys_of
 from plc.rules import LogEntry, signer_index, validate_next_op
 from plc.timestamps import parse_timestamp
+from plc.tlog.checkpoint import MAX_TREE_SIZE
 from plc.tlog.note import Verifier
 
 VERIFIED = "verified"
 UNVERIFIABLE = "unverifiable"
-MAX_SEQ = 2**63 - 1
+MAX_SEQ = MAX_TREE_SIZE
 """The largest ``seq`` there can be (a log's largest tree size, an SQLite INTEGER): a line
 with a larger one is malformed, as the auditor says (``auditor.sequence``)."""
 OBSERVED = "the auditor's observation"

@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from auditor.findings import INFO, MISBEHAVIOUR, Finding, line_text
+from plc.tlog.checkpoint import MAX_TREE_SIZE
 
 _RECENT = 4096
 
-MAX_SEQ = 2**63 - 1
+MAX_SEQ = MAX_TREE_SIZE
 """The largest ``seq`` there can be: a log's largest tree size (C2SP tlog-checkpoint), a
 PostgreSQL ``bigint`` and an SQLite INTEGER."""
 

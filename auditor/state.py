@@ -44,6 +44,7 @@ import orjson
 
 from auditor.chain import DidHistory, OpState
 from auditor.findings import Finding, finding_from_json
+from plc.tlog.checkpoint import MAX_TREE_SIZE
 
 SCHEMA_VERSION = 1
 CACHE_KIB = 65536
@@ -94,7 +95,7 @@ CREATE TABLE IF NOT EXISTS findings (
 );
 """
 
-SQLITE_MAX = 2**63 - 1
+SQLITE_MAX = MAX_TREE_SIZE
 """The largest SQLite INTEGER. A larger number (a ``seq`` a directory made up) is stored
 clamped to it where only order matters (``findings.seq``, ``leaf_seq.seq``); findings keep
 the exact value in their JSON body."""

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from plc.tlog.checkpoint import MAX_TREE_SIZE
+
 _OP_KEY = b'"operation":'
 _TAIL = b',"type":"sequenced_op"}'
 
@@ -45,11 +47,12 @@ def build_line(did: str, cid: str, seq: int, created_at: str, operation_json: by
 
 def longest_line(did: str, cid: str, operation_json: bytes) -> int:
     """The length in bytes of the op's export line at the largest ``seq`` a log can reach
-    (2**63 - 1): an upper bound known before the op is sequenced."""
+    (``MAX_TREE_SIZE``, 2**63 - 1, the largest tree a checkpoint can describe): an upper
+    bound known before the op is sequenced."""
     return _FIXED_BYTES + len(orjson.dumps(did)) + len(orjson.dumps(cid)) + len(operation_json)
 
 
-_FIXED_BYTES = len(build_line("", "", 2**63 - 1, "0000-00-00T00:00:00.000Z", b"")) - 4
+_FIXED_BYTES = len(build_line("", "", MAX_TREE_SIZE, "0000-00-00T00:00:00.000Z", b"")) - 4
 
 
 def operation_json(line: bytes) -> bytes:

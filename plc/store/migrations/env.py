@@ -5,10 +5,11 @@ else the default SQLite file), unless ``-x database_url=...`` names another."""
 from __future__ import annotations
 
 from alembic import context
+from pydantic import ValidationError
 from sqlmodel import SQLModel
 
 import plc.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from plc.config import Settings
+from plc.config import Settings, setting_error
 from plc.store.engine import make_engine
 
 config = context.config
@@ -23,11 +24,19 @@ def run_migrations() -> None:
             context.run_migrations()
         return
     url = context.get_x_argument(as_dictionary=True).get("database_url")
-    engine = make_engine(url or Settings().database_url)
-    with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+    if not url:
+        try:
+            url = Settings().database_url
+        except ValidationError as exc:
+            raise SystemExit(f"error: {setting_error(exc)}") from None
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            context.configure(connection=conn, target_metadata=target_metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
 
 
 run_migrations()
