@@ -309,7 +309,8 @@ def test_a_content_length_of_non_ascii_digits_is_not_trusted(declared: str) -> N
     # a length. Either way the body itself is what counts.
     import asyncio
 
-    from plc.api.fastpath import _receive_body, read_body
+    from plc.api.bodies import read_body
+    from plc.api.fastpath import _receive_body
 
     async def chunks() -> Any:
         yield b'{"a":'
@@ -331,7 +332,8 @@ def test_a_content_length_of_5000_digits_is_over_the_limit_not_an_error() -> Non
     # too large (413) before anything is read.
     import asyncio
 
-    from plc.api.fastpath import _receive_body, read_body
+    from plc.api.bodies import read_body
+    from plc.api.fastpath import _receive_body
 
     async def chunks() -> Any:
         raise AssertionError("nothing is read")

@@ -32,8 +32,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from plc.api.bodies import Refusal, read_body, take_body
 from plc.api.deps import settings_of
-from plc.api.fastpath import Refusal, read_body, take_body
 from plc.api.responses import query_parameter
 from plc.errors import InvalidInput, PlcError, Unavailable, echo
 from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest

@@ -1,0 +1,162 @@
+"""Request bodies of POSTs, as both paths (:mod:`plc.api.fastpath` and the FastAPI routes) and
+the XRPC ``refreshIdentity`` take them: bounded in size and in time, inflated per their
+Content-Encoding as the reference's body-parser does, and refused with a :class:`Refusal`
+(408, 413, 415 or 400) that says why; design.md decision 1."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from plc.errors import echo
+
+if TYPE_CHECKING:
+    from plc.service import Directory
+
+DRAIN_LIMIT = 1 << 20
+"""Bytes of an oversized body read (and dropped) before answering 413."""
+
+
+TIMEOUT_MESSAGE = "Request timeout: the body did not arrive in time"
+"""Message of the 408 answered when a body is slower than ``body_timeout_s``."""
+
+
+def is_json(content_type: str) -> bool:
+    """True for ``application/json`` and ``application/…+json`` (parameters ignored)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def declared_over_drain_limit(declared: str | None) -> bool:
+    """True when a Content-Length of ASCII digits is over :data:`DRAIN_LIMIT` ("²".isdigit()
+    is True and int() refuses it; int() also refuses over 4,300 digits, and anything past 18
+    is over any limit)."""
+    return (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > DRAIN_LIMIT)
+    )
+
+
+async def read_body(
+    declared_length: str | None, chunks: AsyncIterator[bytes], limit: int
+) -> bytes | None:
+    """The body, or None when it is over ``limit`` bytes (drained up to :data:`DRAIN_LIMIT`;
+    a declared length over that is refused without reading)."""
+    if declared_over_drain_limit(declared_length):
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > DRAIN_LIMIT:
+            break
+        if size <= limit:
+            parts.append(chunk)
+    if size > limit:
+        return None
+    return b"".join(parts)
+
+
+class UnsupportedEncoding(Exception):
+    """A Content-Encoding other than identity, gzip or deflate (415)."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(f'unsupported content encoding "{echo(encoding)}"')
+        self.message = str(self)
+
+
+class CorruptEncoding(Exception):
+    """A gzip or deflate body that does not inflate (400)."""
+
+    message = "Invalid compressed body"
+
+
+def decode_content(encoding: str | None, body: bytes, limit: int) -> bytes | None:
+    """The body as sent before its Content-Encoding (``identity``, ``gzip`` or ``deflate``,
+    which the reference's body-parser inflates), or None when the inflated body is over
+    ``limit`` bytes (413: the limit applies to what is parsed, so a small compressed body
+    cannot inflate into a large one).
+
+    Raises:
+        UnsupportedEncoding: any other encoding (415).
+        CorruptEncoding: the body does not inflate as its encoding says (400).
+    """
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return body
+    if name not in ("gzip", "deflate"):
+        raise UnsupportedEncoding(name)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if name == "gzip" else zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise CorruptEncoding from exc
+    if len(inflated) > limit:
+        return None
+    if not inflater.eof or inflater.unused_data:
+        raise CorruptEncoding
+    return inflated
+
+
+class Refusal(NamedTuple):
+    """A POST refused before it reaches the directory (its body's transport, not its op)."""
+
+    status: int
+    message: str
+    headers: dict[str, str] | None
+    reason: str
+    """What ``plc_ops_refused_total`` counts it as (``GET /metrics``)."""
+
+
+NOT_JSON = Refusal(400, "Content-Type must be application/json", None, "UnsupportedContentType")
+
+
+async def take_post_body(
+    directory: Directory,
+    json_body: bool,
+    read: Callable[[], Awaitable[bytes | None]],
+    encoding: str | None,
+    timeout_s: float,
+    limit: int,
+) -> bytes | Refusal:
+    """A POST body as both paths take it: refused (400) unless ``json_body`` (its
+    Content-Type is JSON, :func:`is_json`), else :func:`take_body` of ``read()`` (the body
+    reader, made only for a JSON body). A refusal is counted in the directory's metrics (if
+    any) beside the refused ops."""
+    body = await take_body(read(), encoding, timeout_s, limit) if json_body else NOT_JSON
+    if isinstance(body, Refusal) and directory.metrics is not None:
+        directory.metrics.refused_body(body.reason)
+    return body
+
+
+async def take_body(
+    read: Awaitable[bytes | None], encoding: str | None, timeout_s: float, limit: int
+) -> bytes | Refusal:
+    """``read`` (a body reader returning None over the limit) within ``timeout_s``, then
+    inflated per its Content-Encoding (:func:`decode_content`).
+
+    Returns the body, or the refusal: 408 (too slow; a stalled body would otherwise hold its
+    request and connection for good), 413 (over ``limit`` bytes, before or after inflating),
+    415 (an encoding other than identity, gzip or deflate) or 400 (a corrupt compressed body).
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await read
+    except TimeoutError:
+        return Refusal(408, TIMEOUT_MESSAGE, {"connection": "close"}, "BodyTimeout")
+    if body is not None and encoding is not None:
+        try:
+            body = decode_content(encoding, body, limit)
+        except UnsupportedEncoding as exc:
+            return Refusal(415, exc.message, None, "UnsupportedEncoding")
+        except CorruptEncoding:
+            return Refusal(400, CorruptEncoding.message, None, "CorruptEncoding")
+    if body is None:
+        return Refusal(413, "request entity too large", {"connection": "close"}, "BodyTooLarge")
+    return body
