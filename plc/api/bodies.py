@@ -117,19 +117,35 @@ class Refusal(NamedTuple):
 NOT_JSON = Refusal(400, "Content-Type must be application/json", None, "UnsupportedContentType")
 
 
+def content_type_refusal(content_type: str) -> Refusal | None:
+    """Why a POST with this Content-Type is refused before its body is read, or None: 400
+    unless it is JSON (:func:`is_json`), 415 for a charset other than a UTF one, as the
+    reference's body-parser answers (``unsupported charset "LATIN1"``)."""
+    if not is_json(content_type):
+        return NOT_JSON
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            if not charset.startswith("utf-"):
+                message = f'unsupported charset "{echo(charset.upper())}"'
+                return Refusal(415, message, None, "UnsupportedCharset")
+    return None
+
+
 async def take_post_body(
     directory: Directory,
-    json_body: bool,
+    refused: Refusal | None,
     read: Callable[[], Awaitable[bytes | None]],
     encoding: str | None,
     timeout_s: float,
     limit: int,
 ) -> bytes | Refusal:
-    """A POST body as both paths take it: refused (400) unless ``json_body`` (its
-    Content-Type is JSON, :func:`is_json`), else :func:`take_body` of ``read()`` (the body
-    reader, made only for a JSON body). A refusal is counted in the directory's metrics (if
-    any) beside the refused ops."""
-    body = await take_body(read(), encoding, timeout_s, limit) if json_body else NOT_JSON
+    """A POST body as both paths take it: ``refused`` when its Content-Type is
+    (:func:`content_type_refusal`), else :func:`take_body` of ``read()`` (the body reader,
+    made only for a body that will be read). A refusal is counted in the directory's metrics
+    (if any) beside the refused ops."""
+    body = refused if refused is not None else await take_body(read(), encoding, timeout_s, limit)
     if isinstance(body, Refusal) and directory.metrics is not None:
         directory.metrics.refused_body(body.reason)
     return body

@@ -25,8 +25,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from plc.api.bodies import (
     Refusal,
+    content_type_refusal,
     declared_over_drain_limit,
-    is_json,
     read_body,
     take_post_body,
 )
@@ -300,8 +300,11 @@ class PlcApp(FastAPI):
         settings = state.settings
         body = await take_post_body(
             directory,
-            content_type == b"application/json"
-            or is_json("" if content_type is None else content_type.decode("latin-1")),
+            None
+            if content_type == b"application/json"
+            else content_type_refusal(
+                "" if content_type is None else content_type.decode("latin-1")
+            ),
             lambda: _receive_body(declared, receive, settings.max_body_bytes),
             None if encoding is None else encoding.decode("latin-1"),
             settings.body_timeout_s,

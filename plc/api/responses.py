@@ -66,7 +66,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         408: "The request body did not arrive within the body timeout",
         409: "The DID's head moved while the operation was validated; retry",
         413: "Request body over the size limit",
-        415: "Content-Encoding other than identity, gzip or deflate",
+        415: "Content-Encoding other than identity, gzip or deflate, or a charset other than UTF",
         429: "Per-DID rate limit; see Retry-After",
         503: "Database unavailable or locked; retry",
     }

@@ -339,3 +339,30 @@ def test_a_stalled_refresh_identity_body_is_408_and_the_connection_closed(app_fa
     assert answer.endswith(
         b'{"error":"InvalidRequest","message":"Request timeout: the body did not arrive in time"}'
     )
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-path"])
+def test_a_charset_other_than_utf_is_415_as_body_parser_answers(app_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    app = app_factory()
+    if not fast:
+        app._handlers = {}
+    did, genesis, _ = new_did("charset")
+    with TestClient(app) as client:
+        for charset in ("latin1", "ISO-8859-1", '"windows-1252"'):
+            answer = client.post(
+                f"/{did}",
+                content=orjson.dumps(genesis),
+                headers={"content-type": f"application/json; charset={charset}"},
+            )
+            assert answer.status_code == 415, charset
+            expected = charset.strip('"').upper()
+            assert answer.json() == {"message": f'unsupported charset "{expected}"'}
+        assert client.get(f"/{did}").status_code == 404  # nothing stored
+        ok = client.post(
+            f"/{did}",
+            content=orjson.dumps(genesis),
+            headers={"content-type": 'application/json; charset="UTF-8"'},
+        )
+        assert ok.status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'plc_ops_refused_total{reason="UnsupportedCharset"} 3.0' in metrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from plc.api.bodies import Refusal, is_json, read_body, take_post_body
+from plc.api.bodies import Refusal, content_type_refusal, read_body, take_post_body
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
 from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
@@ -36,7 +36,7 @@ async def post_operation(did: str, request: Request) -> Response:
     directory, settings = directory_of(request), settings_of(request)
     body = await take_post_body(
         directory,
-        is_json(request.headers.get("content-type", "")),
+        content_type_refusal(request.headers.get("content-type", "")),
         lambda: read_body(
             request.headers.get("content-length"), request.stream(), settings.max_body_bytes
         ),
