@@ -379,15 +379,21 @@ def sync_directory(
 
         def catch_up() -> None:
             assert replayer is not None
-            source = HttpExportSource(client, replayer.last_seq)
+            known = state.get_meta(run.conn, _STALL_KEY)
+            source = HttpExportSource(client, replayer.last_seq, known_stall=known)
             for batch in source.batches():
                 replayer.ingest(batch)
             replayer.drain()
             if source.stalled_after is not None:
                 # Its lines' seq findings are committed; asking again gets the same page.
+                with run.conn:
+                    state.set_meta(run.conn, _STALL_KEY, source.stall or "")
+                again = (
+                    " (the same page as before: not read again)" if source.stall_repeated else ""
+                )
                 raise AuditFailed(
-                    f"/export?after={source.stalled_after} did not advance the cursor (the "
-                    "page's findings are stored: plc-audit report)"
+                    f"/export?after={source.stalled_after} did not advance the cursor{again} "
+                    "(the page's findings are stored: plc-audit report)"
                 )
 
         def tick() -> None:
@@ -425,6 +431,11 @@ def sync_directory(
         return run.outcome
     finally:
         run.close()
+
+
+_STALL_KEY = "export_stall"
+"""``meta`` key of the last ``/export`` page that did not advance the cursor (cursor and
+hash), so that the same page is not replayed into the tree on every later run."""
 
 
 def _spot_checks(run: _Run, suspects: set[str]) -> None:

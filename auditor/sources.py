@@ -8,6 +8,7 @@ picklable description worker processes use to fetch single lines again for evide
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +125,23 @@ class HttpExportSource:
             their ``seq`` findings are recorded), or None.
     """
 
-    def __init__(self, client: DirectoryClient, after: int, page: int | None = None) -> None:
+    def __init__(
+        self,
+        client: DirectoryClient,
+        after: int,
+        page: int | None = None,
+        known_stall: str | None = None,
+    ) -> None:
         from auditor.client import EXPORT_PAGE
 
         self._client = client
         self.after = after
         self.stalled_after: int | None = None
+        self.stall: str | None = None
+        """``"<cursor>:<sha256 of the page>"`` of the page that did not advance, to keep."""
+        self.stall_repeated = False
+        """The stalled page is ``known_stall``, read in an earlier run: it was not yielded."""
+        self._known_stall = known_stall
         self._page = EXPORT_PAGE if page is None else page
 
     def batches(self) -> Iterator[list[RawLine]]:
@@ -158,12 +170,19 @@ class HttpExportSource:
                     highest = max(highest, seq)
             stalled, previous = highest <= self.after, self.after
             self.after = highest
+            if stalled and beyond_any_log < len(lines):
+                # A stall: record it, and yield its lines only the first time they are seen,
+                # so that a directory serving the same old page again does not make every
+                # later run add its lines to the tree once more.
+                self.stalled_after = previous
+                self.stall = f"{previous}:{hashlib.sha256(b''.join(lines)).hexdigest()}"
+                self.stall_repeated = self.stall == self._known_stall
+                if not self.stall_repeated:
+                    yield [RawLine(line, None) for line in lines]
+                return
             yield [RawLine(line, None) for line in lines]
             if stalled:
-                # Only such lines: the end (they sort after everything); else a stall.
-                if beyond_any_log < len(lines):
-                    self.stalled_after = previous
-                return
+                return  # only lines whose seq no log can hold: the end (they sort last)
 
 
 class LineFetcher:

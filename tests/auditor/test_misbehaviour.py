@@ -9,6 +9,7 @@ consistent, but its content breaks the rules.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -298,10 +299,22 @@ def test_a_page_that_does_not_advance_is_recorded_then_fails_the_run(
 ) -> None:
     log = FakeLog(list(corpus.lines[:1000]), corpus.signer)
     log.export_override[1000] = list(corpus.lines[990:1000])  # the same old lines forever
-    with serve(log) as url, pytest.raises(AuditFailed, match="did not advance"):
-        sync(url, **keyed(corpus))
-    found = stored_findings(tmp_path / "state.sqlite3")
-    assert ("seq-regression", 991) in [(f.cls, f.seq) for f in found]
+    with serve(log) as url:
+        with pytest.raises(AuditFailed, match="did not advance"):
+            sync(url, **keyed(corpus))
+        found = stored_findings(tmp_path / "state.sqlite3")
+        assert ("seq-regression", 991) in [(f.cls, f.seq) for f in found]
+        size = _tree_size(tmp_path / "state.sqlite3")
+        # The same old page in the next run is not replayed into the tree again.
+        with pytest.raises(AuditFailed, match="the same page as before"):
+            sync(url, **keyed(corpus))
+    assert _tree_size(tmp_path / "state.sqlite3") == size
+    assert len(stored_findings(tmp_path / "state.sqlite3")) == len(found)
+
+
+def _tree_size(path: Any) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'tree_size'").fetchone()[0])
 
 
 def test_duplicate_op_in_one_export(corpus: Corpus, sync: Audit) -> None:
