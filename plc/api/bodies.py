@@ -141,10 +141,10 @@ async def take_post_body(
     timeout_s: float,
     limit: int,
 ) -> bytes | Refusal:
-    """A POST body as both paths take it: ``refused`` when its Content-Type is
-    (:func:`content_type_refusal`), else :func:`take_body` of ``read()`` (the body reader,
-    made only for a body that will be read). A refusal is counted in the directory's metrics
-    (if any) beside the refused ops."""
+    """A POST body as both paths take it: ``refused``, the refusal of its Content-Type
+    (:func:`content_type_refusal`), when there is one, else :func:`take_body` of ``read()``
+    (the body reader, made only for a body that will be read). A refusal is counted in the
+    directory's metrics (if any) beside the refused ops."""
     body = refused if refused is not None else await take_body(read(), encoding, timeout_s, limit)
     if isinstance(body, Refusal) and directory.metrics is not None:
         directory.metrics.refused_body(body.reason)
