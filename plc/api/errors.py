@@ -82,8 +82,15 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return message_response(400, f"Invalid request: {where} {first.get('msg', '')}".strip())
 
-    async def on_http_error(_request: Request, exc: Exception) -> Response:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            if request.url.path.startswith("/xrpc/"):
+                body = orjson.dumps({"error": "InvalidRequest", "message": "Method Not Allowed"})
+                headers = dict(exc.headers or {})
+                return Response(body, 405, headers, "application/json; charset=utf-8")
+            # Express has no such answer: a method no route takes is an unmatched route, 404.
+            return message_response(404, "Not Found")
         detail = exc.detail if isinstance(exc.detail, str) else "Error"
         return message_response(exc.status_code, detail, dict(exc.headers or {}))
 

@@ -87,8 +87,14 @@ def test_path_did_is_not_case_folded(client: TestClient, clock: Clock) -> None:
 def test_unmatched_routes_have_message_bodies(client: TestClient) -> None:
     response = client.get("/a/b/c/d")
     assert response.status_code == 404 and "message" in response.json()
-    response = client.delete("/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
-    assert response.status_code == 405 and "message" in response.json()
+    # A method no route takes is an unmatched route, as in the reference's Express router.
+    for method in ("DELETE", "PUT", "PATCH"):
+        response = client.request(method, "/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
+        assert response.status_code == 404 and response.json() == {"message": "Not Found"}
+    assert client.post("/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/data").status_code == 404
+    xrpc = client.get("/xrpc/com.atproto.identity.refreshIdentity")
+    assert xrpc.status_code == 405
+    assert xrpc.json() == {"error": "InvalidRequest", "message": "Method Not Allowed"}
 
 
 def test_export_sequence_mode(client: TestClient, clock: Clock) -> None:
