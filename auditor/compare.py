@@ -79,28 +79,43 @@ def _same_size(a: _Side, b: _Side, seen: set[tuple[str, str]]) -> list[Finding]:
         for theirs in by_size.get((mine.origin, mine.tree_size), []):
             if theirs.root_hash == mine.root_hash:
                 continue
-            pair = tuple(sorted((theirs.note, mine.note)))
-            if pair in seen:
-                continue
-            seen.add((pair[0], pair[1]))
-            findings.append(
-                Finding(
-                    "split-view",
-                    f"A and B were shown two checkpoints of size {mine.tree_size} with "
-                    f"different roots ({encode_b64(mine.root_hash)} and "
-                    f"{encode_b64(theirs.root_hash)})",
-                    {
-                        "covering_checkpoint": mine.note,
-                        "other_checkpoint": theirs.note,
-                        "root_at_other_size": encode_b64(mine.root_hash),
-                        "consistency_proof": [],
-                        "covering_auditor": a.source,
-                        "other_auditor": b.source,
-                    },
-                    scope=f"{pair[0]}\x00{pair[1]}",
-                )
+            found = _split_view(
+                f"A and B were shown two checkpoints of size {mine.tree_size} with "
+                f"different roots ({encode_b64(mine.root_hash)} and "
+                f"{encode_b64(theirs.root_hash)})",
+                (mine.note, a.source),
+                (theirs.note, b.source),
+                mine.root_hash,
+                [],
+                seen,
             )
+            findings.extend(found)
     return findings
+
+
+def _split_view(
+    message: str,
+    covering: tuple[str | None, str | None],
+    other: tuple[str, str | None],
+    root_at_other_size: bytes,
+    proof: list[str] | None,
+    seen: set[tuple[str, str]],
+) -> list[Finding]:
+    """One ``split-view`` finding (``covering`` and ``other``: a checkpoint note and the
+    auditor it came from), or none when the same pair of notes was reported already."""
+    pair = tuple(sorted((other[0], covering[0] or "")))
+    if pair in seen:
+        return []
+    seen.add((pair[0], pair[1]))
+    evidence = {
+        "covering_checkpoint": covering[0],
+        "other_checkpoint": other[0],
+        "root_at_other_size": encode_b64(root_at_other_size),
+        "consistency_proof": proof,
+        "covering_auditor": covering[1],
+        "other_auditor": other[1],
+    }
+    return [Finding("split-view", message, evidence, scope=f"{pair[0]}\x00{pair[1]}")]
 
 
 def _against(mine: _Side, theirs: _Side, seen: set[tuple[str, str]]) -> list[Finding]:
@@ -123,24 +138,15 @@ def _against(mine: _Side, theirs: _Side, seen: set[tuple[str, str]]) -> list[Fin
                     else consistency_proof(cp.tree_size, cover.tree_size, mine.tree)
                 )
             ]
-        pair = tuple(sorted((cp.note, "" if cover is None else cover.note)))
-        if pair in seen:
-            continue
-        seen.add((pair[0], pair[1]))
-        findings.append(
-            Finding(
-                "split-view",
+        findings.extend(
+            _split_view(
                 f"{theirs.name}'s checkpoint of size {cp.tree_size} is not the tree "
                 f"{mine.name} read (root {encode_b64(root)})",
-                {
-                    "covering_checkpoint": None if cover is None else cover.note,
-                    "other_checkpoint": cp.note,
-                    "root_at_other_size": encode_b64(root),
-                    "consistency_proof": proof,
-                    "covering_auditor": mine.source,
-                    "other_auditor": theirs.source,
-                },
-                scope=f"{pair[0]}\x00{pair[1]}",
+                (None if cover is None else cover.note, mine.source),
+                (cp.note, theirs.source),
+                root,
+                proof,
+                seen,
             )
         )
     return findings

@@ -140,14 +140,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             return
         if self.cycle is not None and not self._head_begun and self._head_bytes == 0:
             return  # an idle kept-alive connection: uvicorn's keep-alive timer closes it
-        HTTP_REFUSED.labels(reason="HeadTimeout").inc()
-        log.warning(
-            "Request head not received in time",
-            extra={
-                "fields": {"status": 408, "timeout_s": head_timeout_s(), "client": self._peer()}
-            },
-        )
-        self.send_error_response(408, HEAD_TIMEOUT)
+        self._refuse(408, "HeadTimeout", HEAD_TIMEOUT, timeout_s=head_timeout_s())
 
     def on_message_begin(self) -> None:
         self._head_begun = True
@@ -185,17 +178,25 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             self.send_error_response(400, msg)
 
     def _refuse_head(self) -> None:
-        HTTP_REFUSED.labels(reason="HeadTooLarge").inc()
-        log.warning(
-            "Request head over the limit refused",
-            extra={
-                "fields": {"status": 431, "limit_bytes": max_head_bytes(), "client": self._peer()}
-            },
+        self._refuse(
+            431,
+            "HeadTooLarge",
+            HEAD_TOO_LARGE,
+            logged="Request head over the limit refused",
+            limit_bytes=max_head_bytes(),
         )
-        self.send_error_response(431, HEAD_TOO_LARGE)
 
-    def _peer(self) -> str | None:
-        return f"{self.client[0]}:{self.client[1]}" if self.client else None
+    def _refuse(
+        self, status: int, reason: str, message: str, logged: str | None = None, **fields: object
+    ) -> None:
+        """Count (``plc_http_refused_total{reason}``), log once (``logged``, else
+        ``message``) with the client's address and ``fields``, answer ``status`` with
+        ``message`` and close."""
+        HTTP_REFUSED.labels(reason=reason).inc()
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else None
+        extra = {"fields": {"status": status, **fields, "client": client}}
+        log.warning(logged or message, extra=extra)
+        self.send_error_response(status, message)
 
     def send_error_response(self, status: int, message: str) -> None:
         """Answer ``status`` with ``{"message": message}`` and close the connection."""

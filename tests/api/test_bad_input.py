@@ -20,6 +20,19 @@ DID, GENESIS, KEYS = new_did("bad-input")
 _JSON = {"content-type": "application/json"}
 
 
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-path"])
+def post_path(request: pytest.FixtureRequest, app_factory):  # type: ignore[no-untyped-def]
+    """``app_factory`` with POST /{did} served by the fast path, or by FastAPI's route."""
+
+    def build(**overrides: object) -> object:
+        app = app_factory(**overrides)
+        if not request.param:
+            app._handlers = {}  # the same requests through FastAPI's routes
+        return app
+
+    return build
+
+
 def _nothing_stored(client: TestClient) -> None:
     assert client.get("/export?after=0").content == b""
 
@@ -191,13 +204,10 @@ def test_expect_continue_is_not_invited_for_a_body_that_will_be_refused(
     assert b"100 Continue" not in answer
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-path"])
-def test_a_stalled_body_is_408_and_the_connection_closed(app_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
+def test_a_stalled_body_is_408_and_the_connection_closed(post_path) -> None:  # type: ignore[no-untyped-def]
     # Headers announce 100 bytes, 10 arrive, then nothing: the request is answered 408 once
     # the body timeout passes instead of being held open for good.
-    app = app_factory(body_timeout_s=0.3)
-    if not fast:
-        app._handlers = {}  # the same request through FastAPI's route
+    app = post_path(body_timeout_s=0.3)
     head = (
         f"POST /{DID} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         "Content-Length: 100\r\n\r\n"
@@ -276,11 +286,8 @@ def test_a_path_ending_in_a_newline_matches_no_literal_route(client: TestClient)
     assert client.get(f"/{DID}/data").status_code == 200
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-path"])
-def test_gzip_and_deflate_bodies_are_inflated_as_body_parser_does(app_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
-    app = app_factory()
-    if not fast:
-        app._handlers = {}
+def test_gzip_and_deflate_bodies_are_inflated_as_body_parser_does(post_path) -> None:  # type: ignore[no-untyped-def]
+    app = post_path()
     plain = orjson.dumps(GENESIS)
     with TestClient(app) as client:
 
@@ -305,12 +312,9 @@ def test_gzip_and_deflate_bodies_are_inflated_as_body_parser_does(app_factory, f
         assert len(client.get(f"/{DID}/log/audit").json()) == 1
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-path"])
-def test_a_byte_order_mark_before_the_json_is_skipped(app_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
+def test_a_byte_order_mark_before_the_json_is_skipped(post_path) -> None:  # type: ignore[no-untyped-def]
     # The reference's body parser decodes with iconv-lite, which drops a leading BOM.
-    app = app_factory()
-    if not fast:
-        app._handlers = {}
+    app = post_path()
     did, genesis, _ = new_did("bom")
     with TestClient(app) as client:
         body = b"\xef\xbb\xbf" + orjson.dumps(genesis)
@@ -341,11 +345,8 @@ def test_a_stalled_refresh_identity_body_is_408_and_the_connection_closed(app_fa
     )
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-path"])
-def test_a_charset_other_than_utf_is_415_as_body_parser_answers(app_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
-    app = app_factory()
-    if not fast:
-        app._handlers = {}
+def test_a_charset_other_than_utf_is_415_as_body_parser_answers(post_path) -> None:  # type: ignore[no-untyped-def]
+    app = post_path()
     did, genesis, _ = new_did("charset")
     with TestClient(app) as client:
         for charset in ("latin1", "ISO-8859-1", '"windows-1252"'):

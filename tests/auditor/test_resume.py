@@ -59,25 +59,34 @@ def cursor(path: Path) -> int:
     return int(row[0]) if row else 0
 
 
+def verify_in_background(
+    export: Path, state: Path, batch_lines: int, past: int, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``plc-audit verify`` of ``export`` in its own process group (as in a terminal), returned
+    once its committed cursor has passed ``past`` and it is still running."""
+    command = [sys.executable, "-m", "auditor", "verify", str(export), "--state", str(state)]
+    process = subprocess.Popen(
+        [*command, "--no-progress", "--findings", os.devnull, "--batch-lines", str(batch_lines)],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+    deadline = time.monotonic() + 60
+    while cursor(state) < past and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be stopped"
+    return process
+
+
 def test_kill_and_resume_gives_the_same_state(big_export: Path, tmp_path: Path) -> None:
     whole = tmp_path / "whole.sqlite3"
     options = AuditOptions(workers=2, progress=False)
     verify_file(big_export, whole, options)
 
     killed = tmp_path / "killed.sqlite3"
-    command = [sys.executable, "-m", "auditor", "verify", str(big_export), "--state", str(killed)]
-    process = subprocess.Popen(
-        # Small batches (many commits to be killed between); the state must not depend on it.
-        [*command, "--no-progress", "--findings", os.devnull, "--batch-lines", "1000"],
-        cwd=REPO,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while cursor(killed) < 3000 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert process.poll() is None, "the run finished before it could be killed"
+    # Small batches (many commits to be killed between); the state must not depend on it.
+    process = verify_in_background(big_export, killed, batch_lines=1000, past=3000)
     os.killpg(process.pid, signal.SIGKILL)  # the coordinator and its workers, mid-replay
     process.wait()
     interrupted_at = cursor(killed)

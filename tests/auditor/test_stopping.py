@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from .generate import generate_export
-from .test_resume import cursor
+from .test_resume import verify_in_background
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,19 +54,8 @@ def _running(pid: int) -> bool:
 
 def _start(export: Path, state: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
     """A verify run with two workers, well into its replay; returns it and its workers."""
-    command = [sys.executable, "-m", "auditor", "verify", str(export), "--state", str(state)]
-    process = subprocess.Popen(
-        # Batches bigger than a pipe's buffer: workers are mostly mid-way through reading one.
-        [*command, "--no-progress", "--findings", os.devnull, "--batch-lines", "500"],
-        cwd=REPO,
-        start_new_session=True,  # its own process group, as in a terminal
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while cursor(state) < 1000 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert process.poll() is None, "the run finished before it could be stopped"
+    # Batches bigger than a pipe's buffer: workers are mostly mid-way through reading one.
+    process = verify_in_background(export, state, 500, past=1000, stderr=subprocess.PIPE)
     workers = _children(process.pid)
     assert len(workers) >= 2, workers
     return process, workers
