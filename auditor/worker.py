@@ -145,7 +145,10 @@ class Validator:
         earlier = history.ops.get(op.cid)
         if earlier is not None:
             if earlier.seq == seq:
-                return []  # applied by an interrupted run: replaying a batch is harmless
+                # Applied by an interrupted run: replaying it is harmless, but a later op of
+                # this DID may need its line as evidence before this batch's leaves commit.
+                lines[(seq, op.cid)] = line
+                return []
             first = self._line_of(earlier, lines)
             evidence = {"lines": [_text(first), _text(line)]}
             return [

@@ -17,8 +17,10 @@ import pytest
 from auditor.audit import AuditOptions, verify_file
 from auditor.compare import compare_states
 from auditor.evidence_check import VERIFIED, check_finding
+from auditor.sources import SourceSpec
+from auditor.worker import Validator, WorkerConfig
 
-from .conftest import Audit, classes, renumber, seq_of
+from .conftest import Audit, classes, renumber, seq_of, stored_findings
 from .corpus import Corpus
 from .fakedir import FakeLog, make_split_app
 from .generate import generate_export
@@ -129,3 +131,31 @@ def test_compare_finds_a_split_view(corpus: Corpus, tmp_path: Path, sync: Audit)
     assert entries and entries[0].seq == k + 1
     assert compare_states(tmp_path / "a.sqlite3", tmp_path / "a.sqlite3") == []
     assert seq_of(b.lines[-1]) == len(corpus.lines) - 1
+
+
+def test_an_op_applied_before_a_kill_is_still_evidence_after_it(
+    big_export: Path, tmp_path: Path
+) -> None:
+    """A killed run's worker may commit its rows for a batch the coordinator never committed.
+    Replayed, such an op is skipped, but a later refused op of the same DID still cites its line
+    (it cited null when the replayed line was dropped and its leaf was not yet committed)."""
+    lines = [line for line in big_export.read_bytes().split(b"\n") if line]
+    whole = tmp_path / "whole.sqlite3"
+    verify_file(big_export, whole, AuditOptions(workers=0, progress=False))
+    refused = next(f for f in stored_findings(whole) if f.cls == "invalid-signature")
+    quoted = f'"{refused.did}"'.encode()
+    mine = [(seq_of(line), refused.did, line, None) for line in lines if quoted in line]
+    before = [item for item in mine if item[0] < refused.seq]
+    assert before, "the refused op has a prev"
+    config = WorkerConfig(str(tmp_path / "killed.sqlite3"), SourceSpec.for_file(big_export))
+    killed = Validator(config)
+    killed.run_batch(1, before)  # the killed run's worker committed these; nothing else did
+    killed.close()
+
+    resumed = Validator(config)
+    resumed.run_batch(1, [item for item in mine if item[0] <= refused.seq])
+    resumed.close()
+    found = [f for f in stored_findings(tmp_path / "killed.sqlite3") if f.seq == refused.seq]
+    assert [f.cls for f in found] == ["invalid-signature"]
+    assert None not in found[0].evidence["lines"]
+    assert found[0].evidence == refused.evidence
