@@ -1,4 +1,4 @@
-"""The ``plc`` command: ``plc serve`` (and, as they arrive, client verbs such as ``resolve``).
+"""The ``plc`` command: ``plc serve``, ``plc import`` and ``plc resolve``.
 
 Usage errors exit 1 (design.md decision 8).
 """
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from plc.config import Settings
+from plc.importer.cli import import_command
 from plc.resolve.cli import resolve_command
 
 app = typer.Typer(
@@ -132,6 +133,7 @@ def serve(
 
 
 app.command("resolve")(resolve_command)
+app.command("import")(import_command)
 
 
 def main() -> None:

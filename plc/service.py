@@ -174,7 +174,8 @@ class Directory:
                 (``parse_operation``'s ``json_text``: the U+0000 check is a byte search).
 
         Returns the :class:`PendingCommit` to commit, or a :class:`SubmitResult` when the very
-        same op is already the DID's (non-nullified) op: re-submission is idempotent.
+        same op is already the DID's (non-nullified) op: re-submission is idempotent. An
+        import finds a nullified op already stored too (a re-run of an import).
 
         Raises:
             PlcError: the op is malformed, invalid under the rules, or refused by policy.
@@ -197,7 +198,7 @@ class Directory:
         history = [_entry(did, row) for row in rows]
         for entry in history:
             if entry.cid == op.cid:
-                if entry.nullified:
+                if entry.nullified and not imported:
                     raise MisorderedOperation(
                         f"Operations not correctly ordered: {op.cid} was nullified"
                     )

@@ -1,0 +1,238 @@
+"""``plc import SOURCE``: load another directory's history into this one.
+
+Registered by the CLI module with ``app.command("import")(import_command)``. ``SOURCE`` is an
+export file (JSON lines, ``sequenced_op`` or legacy form; ``-`` reads standard input) or a
+directory URL, read through its seq-mode ``/export``. The database comes from
+``--database-url`` / ``DATABASE_URL`` as for ``plc serve``, and its schema is migrated first.
+
+Exit status: 0 every line was imported or already present; 3 some lines were refused (the
+source holds ops that are not valid did:plc history, or lines that are not export lines);
+1 the import could not run (bad option or setting, unreadable source, database failure); 130
+interrupted. The checkpoint that covers the imported entries is signed by the next
+``plc serve``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from plc.importer.importer import Importer, Refusal
+from plc.importer.sources import ExportPages, SourceError, SourceLine, file_lines
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 3, 130
+SHOWN_REFUSALS = 10
+"""Refusals printed on stderr; every one goes to ``--rejects``."""
+MAX_REJECT_LINE = 65_536
+"""Characters of a refused line kept in the rejects file."""
+
+
+def import_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="An export file (JSON lines; - for stdin) or a directory URL (https://...)"
+        ),
+    ],
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Database URL [env DATABASE_URL; default sqlite:///plc-directory.sqlite3]"
+        ),
+    ] = None,
+    after: Annotated[
+        int, typer.Option(min=0, help="URL only: start after this seq (to resume)")
+    ] = 0,
+    count: Annotated[
+        int, typer.Option(min=1, max=1000, help="URL only: lines per /export page")
+    ] = 1000,
+    interval: Annotated[
+        float,
+        typer.Option(min=0.0, help="URL only: least seconds between page requests"),
+    ] = 0.6,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Ops per transaction")] = 500,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(help="Write each refused line here as JSON lines"),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal)")] = True,
+) -> None:
+    """Import an export file or another directory's /export, re-validating every op."""
+    code = run_import(
+        source,
+        database_url=database_url,
+        after=after,
+        count=count,
+        interval_s=interval,
+        batch_size=batch_size,
+        rejects=rejects,
+        progress=progress,
+    )
+    raise typer.Exit(code)
+
+
+def run_import(
+    source: str,
+    *,
+    database_url: str | None = None,
+    after: int = 0,
+    count: int = 1000,
+    interval_s: float = 0.6,
+    batch_size: int = 500,
+    rejects: Path | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+) -> int:
+    """Run one import; print refusals and a summary to ``console`` (default: stderr).
+
+    Returns the exit status (module docstring).
+    """
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from plc.config import Settings, setting_error
+    from plc.errors import PlcError
+    from plc.service import Directory
+    from plc.store.engine import make_engine, make_read_engine, redacted
+    from plc.store.migrate import upgrade
+    from plc.store.sql import SqlStore
+    from plc.store.tlog_store import TlogStore
+
+    out = console or Console(stderr=True, highlight=False)
+    try:
+        overrides = {} if database_url is None else {"database_url": database_url}
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        out.print(f"error: {setting_error(exc)}", markup=False)
+        return EXIT_FAILED
+    is_url = source.startswith(("http://", "https://"))
+    try:
+        engine = make_engine(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+        upgrade(engine)
+    except PlcError as exc:
+        out.print(f"error: {exc.message}", markup=False)
+        return EXIT_FAILED
+    except SQLAlchemyError as exc:
+        text = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
+        out.print(f"error: database {redacted(settings.database_url)}: {text}", markup=False)
+        return EXIT_FAILED
+    store = SqlStore(engine, make_read_engine(engine), settings.db_busy_timeout_ms)
+    store.leaf_hooks.append(TlogStore(store).append_in)
+    directory = Directory(store, settings.policy(), inline_io=True)
+    writer = _Rejects(out, rejects)
+    importer = Importer(directory, batch_size=batch_size, on_refused=writer.refused)
+    pages = ExportPages(source, after=after, count=count, interval_s=interval_s) if is_url else None
+    started = time.monotonic()
+    code = EXIT_OK
+    try:
+        lines: Iterable[SourceLine] = pages if pages is not None else file_lines(source)
+        _feed(importer, lines, _total(source, is_url), progress and sys.stderr.isatty(), out)
+        importer.flush()
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+        out.print("interrupted: the last batch was not committed", markup=False)
+    except SourceError as exc:
+        code = EXIT_FAILED
+        out.print(f"error: {exc}", markup=False)
+    except PlcError as exc:
+        code = EXIT_FAILED
+        out.print(f"error: {exc.message}", markup=False)
+    finally:
+        writer.close()
+        if pages is not None:
+            pages.close()
+        tree_size = store.tree_size() if code != EXIT_FAILED else None
+        store.close()
+        engine.dispose()
+    _summary(out, importer, time.monotonic() - started, tree_size)
+    if is_url:
+        out.print(f"resume with --after {importer.done_through}", markup=False)
+    if code == EXIT_OK and importer.stats.refused:
+        code = EXIT_REFUSED
+    return code
+
+
+def _total(source: str, is_url: bool) -> int | None:
+    if is_url or source == "-":
+        return None
+    try:
+        return Path(source).stat().st_size
+    except OSError:
+        return None
+
+
+def _feed(
+    importer: Importer, lines: Iterable[SourceLine], total: int | None, show: bool, out: Console
+) -> None:
+    """Every source line into ``importer``, with a progress bar when ``show``."""
+    if not show:
+        for line in lines:
+            importer.add(line)
+        return
+    columns = [
+        TextColumn("[bold]import"),
+        BarColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=out, transient=False) as bar:
+        task = bar.add_task("import", total=total, counts="")
+        for number, line in enumerate(lines, 1):
+            importer.add(line)
+            if number % 500 == 0:
+                stats = importer.stats
+                bar.update(
+                    task,
+                    completed=line.progress if total is not None else None,
+                    counts=f"{stats.imported:,} imported, {stats.present:,} present, "
+                    f"{stats.refused:,} refused",
+                )
+
+
+def _summary(out: Console, importer: Importer, seconds: float, tree_size: int | None) -> None:
+    stats = importer.stats
+    rate = stats.imported / seconds if seconds > 0 else 0.0
+    size = "" if tree_size is None else f"; the log now holds {tree_size:,} entries"
+    out.print(
+        f"{stats.lines:,} lines: {stats.imported:,} imported, {stats.present:,} already "
+        f"present, {stats.refused:,} refused, in {seconds:.1f} s ({rate:,.0f} ops/s){size}",
+        markup=False,
+    )
+
+
+class _Rejects:
+    """Prints the first refusals and writes every one to the rejects file, if any."""
+
+    def __init__(self, out: Console, path: Path | None) -> None:
+        self._out = out
+        self._shown = 0
+        self._file: IO[bytes] | None = path.open("wb") if path is not None else None
+
+    def refused(self, refusal: Refusal) -> None:
+        if self._shown < SHOWN_REFUSALS:
+            who = f" ({refusal.did[:80]})" if refusal.did else ""
+            self._out.print(f"refused {refusal.where}{who}: {refusal.message}", markup=False)
+        elif self._shown == SHOWN_REFUSALS:
+            self._out.print("more refusals follow (see --rejects)", markup=False)
+        self._shown += 1
+        if self._file is not None:
+            record = {
+                "where": refusal.where,
+                "did": refusal.did,
+                "cid": refusal.cid,
+                "message": refusal.message,
+                "line": refusal.line.decode("utf-8", "replace")[:MAX_REJECT_LINE],
+            }
+            self._file.write(orjson.dumps(record) + b"\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

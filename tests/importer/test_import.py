@@ -1,0 +1,263 @@
+"""``plc import``: the interop histories, bad lines, re-runs, and a mirror of a live directory
+(issue 2: "Storage", legacy genesis loaded through the store; design.md "Independent auditors
+and mirrors"). Runs on SQLite and on the local PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from plc.api.app import create_app
+from plc.exportline import build_line
+from plc.importer.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, run_import
+from plc.operation import parse_operation
+from plc.store.engine import make_engine
+from plc.store.sql import SqlStore
+from plc.store.tlog_store import TlogStore
+from plc.tlog.hashing import leaf_hash
+from plc.tlog.memory import MemoryHashStore
+from plc.tlog.tree import root_hash
+
+from ..conftest import REPO, LiveServer, make_settings
+from ..helpers import INVALID_AT, INVALID_LOGS, VALID_LOGS, load_log
+
+
+def legacy_line(entry: dict[str, Any]) -> bytes:
+    """An audit-log entry as a legacy export line (the vectors' own form)."""
+    return orjson.dumps(
+        {k: entry[k] for k in ("did", "operation", "cid", "nullified", "createdAt")}
+    )
+
+
+def sequenced_lines(entries: list[dict[str, Any]]) -> list[bytes]:
+    """Audit-log entries as ``sequenced_op`` lines numbered from 1."""
+    return [
+        build_line(
+            e["did"], e["cid"], i, e["createdAt"], parse_operation(e["operation"]).canonical_json()
+        )
+        for i, e in enumerate(entries, 1)
+    ]
+
+
+def write(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def audit_view(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(e["did"], e["cid"], e["nullified"], e["createdAt"], e["operation"]) for e in entries]
+
+
+def rejects_of(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def stored_root(db_url: str) -> tuple[int, bytes]:
+    """The tree size and root hash of the transparency log stored in ``db_url``."""
+    engine = make_engine(db_url)
+    store = SqlStore(engine)
+    try:
+        size = store.tree_size()
+        return size, root_hash(size, TlogStore(store).reader)
+    finally:
+        store.close()
+        engine.dispose()
+
+
+def test_every_valid_history_is_imported_and_served_as_the_vectors_give_it(
+    db_url: str, app_factory: Any, tmp_path: Path
+) -> None:
+    logs = [load_log(path) for path in VALID_LOGS]
+    source = write(tmp_path / "export.jsonl", [legacy_line(e) for log in logs for e in log])
+    rejects = tmp_path / "rejects.jsonl"
+    code = run_import(str(source), database_url=db_url, rejects=rejects, progress=False)
+    assert code == EXIT_OK
+    assert rejects.read_bytes() == b""
+    with TestClient(app_factory()) as client:
+        for log in logs:
+            did = log[0]["did"]
+            # nullified is derived by replaying the rules, not copied from the lines
+            assert audit_view(client.get(f"/{did}/log/audit").json()) == audit_view(log)
+        exported = client.get("/export", params={"after": 0}).content.splitlines()
+    everything = [e for log in logs for e in log]
+    assert [orjson.loads(line)["cid"] for line in exported] == [e["cid"] for e in everything]
+    tree = MemoryHashStore()
+    tree.append([leaf_hash(line) for line in exported])
+    assert stored_root(db_url) == (len(exported), tree.root_hash())
+
+
+def test_importing_again_finds_everything_present_and_changes_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    # log_nullification holds a nullified op: present too, not "was nullified"
+    logs = [load_log(path) for path in VALID_LOGS]
+    source = write(tmp_path / "export.jsonl", sequenced_lines([e for log in logs for e in log]))
+    assert run_import(str(source), database_url=db_url, progress=False) == EXIT_OK
+    before = stored_root(db_url)
+    rejects = tmp_path / "rejects.jsonl"
+    assert run_import(str(source), database_url=db_url, rejects=rejects, progress=False) == 0
+    assert rejects.read_bytes() == b""
+    assert stored_root(db_url) == before
+
+
+@pytest.mark.parametrize("path", INVALID_LOGS, ids=lambda p: p.name)
+def test_an_invalid_history_is_refused_at_its_bad_op(
+    path: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    log = load_log(path)
+    bad = INVALID_AT[path.name]
+    source = write(tmp_path / "export.jsonl", [legacy_line(e) for e in log])
+    rejects = tmp_path / "rejects.jsonl"
+    code = run_import(str(source), database_url=sqlite_url, rejects=rejects, progress=False)
+    assert code == EXIT_REFUSED
+    first = rejects_of(rejects)[0]
+    assert first["where"] == f"line {bad + 1}"
+    assert first["did"] == log[bad]["did"] and first["message"]
+    assert orjson.loads(first["line"])["cid"] == log[bad]["cid"]
+    engine = make_engine(sqlite_url)
+    store = SqlStore(engine)
+    try:
+        cids = [row.cid for row in store.audit_rows(log[0]["did"])]
+    finally:
+        store.close()
+        engine.dispose()
+    assert cids[:bad] == [e["cid"] for e in log[:bad]]
+    assert log[bad]["cid"] not in cids
+
+
+def test_lines_that_are_not_export_lines_are_refused_with_a_reason(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    log = load_log(next(p for p in VALID_LOGS if "nullification" in p.name))
+    good = legacy_line(log[0])
+    value = orjson.loads(good)
+    bad = {
+        b"not json": "not JSON",
+        b"[1, 2]": "not a JSON object",
+        orjson.dumps({**value, "did": 5}): "did is missing",
+        orjson.dumps({**value, "operation": "x"}): "operation is missing",
+        orjson.dumps({**value, "createdAt": "2023-01-01"}): "createdAt is not",
+        orjson.dumps({**value, "seq": -1}): "seq is not",
+        orjson.dumps({**value, "seq": True}): "seq is not",
+        orjson.dumps({**value, "type": "other"}): "type is not",
+        orjson.dumps({**value, "cid": 7}): "cid is not",
+        orjson.dumps({**value, "cid": log[1]["cid"]}): "the line claims cid",
+        orjson.dumps({**value, "did": "did:plc:" + "a" * 24}): "",
+    }
+    source = write(tmp_path / "export.jsonl", [*bad, b"", b"   ", good])
+    rejects = tmp_path / "rejects.jsonl"
+    code = run_import(str(source), database_url=sqlite_url, rejects=rejects, progress=False)
+    assert code == EXIT_REFUSED
+    found = rejects_of(rejects)
+    assert [r["where"] for r in found] == [f"line {i}" for i in range(1, len(bad) + 1)]
+    for record, expected in zip(found, bad.values(), strict=True):
+        assert expected in record["message"]
+    assert stored_root(sqlite_url)[0] == 1  # blank lines skipped, the good line imported
+
+
+@pytest.mark.postgres
+def test_a_directory_is_mirrored_byte_for_byte_and_to_the_same_root(
+    sqlite_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    """The source is a live server of ours on SQLite; the mirror is on PostgreSQL. The
+    mirror's first run read a file of the first 10 lines; the second resumes after seq 10 and
+    reads the rest in pages of 5."""
+    logs = [load_log(path) for path in VALID_LOGS]
+    lines = sequenced_lines([e for log in logs for e in log])
+    assert run_import(str(write(tmp_path / "all.jsonl", lines)), database_url=sqlite_url) == 0
+    head = write(tmp_path / "head.jsonl", lines[:10])
+    assert run_import(str(head), database_url=pg_url, progress=False) == EXIT_OK
+    with LiveServer(create_app(make_settings(sqlite_url))) as server:
+        rest = run_import(
+            server.url, database_url=pg_url, after=10, count=5, interval_s=0, progress=False
+        )
+        assert export_of(server.url) == lines
+    assert rest == EXIT_OK
+    assert stored_root(pg_url) == stored_root(sqlite_url)
+    with LiveServer(create_app(make_settings(pg_url))) as mirror:
+        assert export_of(mirror.url) == lines
+
+
+def export_of(url: str) -> list[bytes]:
+    return httpx.get(f"{url}/export", params={"after": 0}).content.splitlines()
+
+
+def flaky_directory(lines: list[bytes], failures: int, status: int = 503) -> Starlette:
+    """A directory whose /export answers ``status`` ``failures`` times, then pages of
+    ``lines`` by seq (lines without one are always served, as an old server reading
+    ``after=0`` as a timestamp does); other paths 404."""
+    calls = {"n": 0}
+
+    async def export(request: Request) -> Response:
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            return Response(b"busy", status_code=status)
+        after, count = int(request.query_params["after"]), int(request.query_params["count"])
+        page = [line for line in lines if orjson.loads(line).get("seq", after + 1) > after]
+        page = page[:count]
+        return Response(b"".join(line + b"\n" for line in page), media_type="application/jsonl")
+
+    return Starlette(routes=[Route("/export", export)])
+
+
+def test_a_busy_directory_is_retried(sqlite_url: str) -> None:
+    lines = sequenced_lines(load_log(VALID_LOGS[0]))
+    with LiveServer(flaky_directory(lines, failures=1)) as server:  # type: ignore[arg-type]
+        code = run_import(server.url, database_url=sqlite_url, interval_s=0, progress=False)
+    assert code == EXIT_OK
+    assert stored_root(sqlite_url)[0] == len(lines)
+
+
+@pytest.mark.parametrize(
+    "serve, message",
+    [
+        (lambda lines: flaky_directory(lines, failures=1, status=404), "HTTP 404"),
+        (
+            lambda _: flaky_directory([legacy_line(e) for e in load_log(VALID_LOGS[0])], 0),
+            "does not serve seq-mode export pages",
+        ),
+    ],
+    ids=["not-found", "no-seq-mode"],
+)
+def test_a_directory_that_cannot_be_mirrored_stops_the_import(
+    sqlite_url: str, serve: Any, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = sequenced_lines(load_log(VALID_LOGS[0]))
+    with LiveServer(serve(lines)) as server:
+        code = run_import(server.url, database_url=sqlite_url, interval_s=0, progress=False)
+    assert code == EXIT_FAILED
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_file_or_a_bad_database_url_stops_the_import(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_import(str(tmp_path / "nowhere.jsonl"), database_url=sqlite_url) == EXIT_FAILED
+    assert "cannot read" in capsys.readouterr().err
+    source = write(tmp_path / "x.jsonl", [])
+    assert run_import(str(source), database_url="mysql://x") == EXIT_FAILED
+    assert "Unsupported database URL scheme: mysql" in capsys.readouterr().err
+
+
+def test_the_command_reads_stdin_and_exits_3_when_it_refused_lines(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    log = load_log(VALID_LOGS[0])
+    stdin = b"".join(line + b"\n" for line in [*sequenced_lines(log), b"garbage"])
+    command = [sys.executable, "-m", "plc.cli", "import", "-", "--database-url", sqlite_url]
+    done = subprocess.run(command, input=stdin, capture_output=True, cwd=REPO, timeout=120)
+    assert done.returncode == EXIT_REFUSED, done.stderr
+    assert b"refused line" in done.stderr and f"{len(log)} imported".encode() in done.stderr
+    usage = subprocess.run([*command, "--batch-size", "0"], capture_output=True, cwd=REPO)
+    assert usage.returncode == 1
