@@ -94,8 +94,14 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "Error"
         return message_response(exc.status_code, detail, dict(exc.headers or {}))
 
-    async def on_unexpected(_request: Request, exc: Exception) -> Response:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
+        if request.url.path.startswith("/xrpc/"):
+            # XRPC clients read the error name; the lexicons' catch-all is this one.
+            body = {"error": "InternalServerError", "message": "Internal Server Error"}
+            return Response(
+                orjson.dumps(body), 500, CORS_HEADERS, "application/json; charset=utf-8"
+            )
         # Starlette answers this from its outermost middleware, outside CorsMiddleware.
         return message_response(500, "Internal Server Error", CORS_HEADERS)
 

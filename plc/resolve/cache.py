@@ -37,6 +37,10 @@ class ResolutionCache(Generic[K, V]):
         negative_ttl_s: lifetime of a negative answer, seconds (0 disables caching it).
         max_entries: capacity; inserting beyond it evicts the least recently used entry.
         clock: monotonic seconds; defaults to :func:`time.monotonic`.
+        weigh: the size of a value (e.g. its bytes); with ``max_weight``, least recently used
+            entries are evicted until the total is at most ``max_weight``, and a value heavier
+            than that on its own is not stored.
+        max_weight: the most total weight kept (None: no limit).
     """
 
     def __init__(
@@ -45,6 +49,9 @@ class ResolutionCache(Generic[K, V]):
         negative_ttl_s: float,
         max_entries: int,
         clock: Clock = time.monotonic,
+        *,
+        weigh: Callable[[V], int] | None = None,
+        max_weight: int | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
@@ -53,6 +60,11 @@ class ResolutionCache(Generic[K, V]):
         self._max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[K, CacheEntry[V]] = OrderedDict()
+        self._weigh = weigh if max_weight is not None else None
+        self._max_weight = max_weight
+        self._weights: dict[K, int] = {}
+        self.weight = 0
+        """Total weight of the stored entries (0 without ``weigh``)."""
 
     def get(self, key: K, *, refresh: bool = False) -> CacheEntry[V] | None:
         """Return the live entry for ``key`` and mark it recently used, or ``None``.
@@ -66,7 +78,7 @@ class ResolutionCache(Generic[K, V]):
         if entry is None:
             return None
         if entry.expires_at <= self._clock():
-            del self._entries[key]
+            self.invalidate(key)
             return None
         self._entries.move_to_end(key)
         return entry
@@ -77,21 +89,32 @@ class ResolutionCache(Generic[K, V]):
         A zero TTL removes any existing entry instead of storing.
         """
         ttl_s = self._negative_ttl_s if negative else self._ttl_s
+        self.invalidate(key)
         if ttl_s <= 0:
-            self._entries.pop(key, None)
             return
+        if self._weigh is not None:
+            assert self._max_weight is not None
+            weight = self._weigh(value)
+            if weight > self._max_weight:
+                return
+            self._weights[key] = weight
+            self.weight += weight
         self._entries[key] = CacheEntry(value, negative, self._clock() + ttl_s)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        while len(self._entries) > self._max_entries or (
+            self._max_weight is not None and self.weight > self._max_weight
+        ):
+            self.invalidate(next(iter(self._entries)))
 
     def invalidate(self, key: K) -> None:
         """Forget ``key`` (no error if absent)."""
         self._entries.pop(key, None)
+        self.weight -= self._weights.pop(key, 0)
 
     def clear(self) -> None:
         """Forget every entry."""
         self._entries.clear()
+        self._weights.clear()
+        self.weight = 0
 
     def __len__(self) -> int:
         """Number of stored entries, expired ones included until they are next looked up."""

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 import httpx
@@ -26,10 +27,18 @@ from plc.resolve.fetch import FetchLimits, SafeFetcher, production_ports
 from plc.resolve.settings import ResolverSettings
 from plc.resolve.syntax import has_disallowed_tld, is_valid_handle
 
+_log = logging.getLogger(__name__)
+
 DID_WEB_PATH = "/.well-known/did.json"
 """Where a hostname-level did:web document lives."""
 
 _DID_ACCEPT = "application/did+ld+json, application/did+json, application/json"
+
+MAX_DOCUMENT_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a DID document (a real one nests about
+four levels). orjson parses up to 1024 levels but serialises only 254, and copying a deep
+document recurses: a did:web host could otherwise turn every request that reads it into a
+500."""
 
 
 class PlcDocumentSource(Protocol):
@@ -63,13 +72,35 @@ def validate_document(did: str, document: object) -> dict[str, Any]:
     """Return ``document`` if it is a JSON object whose ``id`` is ``did``.
 
     Raises:
-        DidNotFound: anything else (the document is not *this* DID's document).
+        DidNotFound: anything else (the document is not *this* DID's document), or a document
+            nested deeper than :data:`MAX_DOCUMENT_DEPTH`.
     """
     if not isinstance(document, dict):
         raise DidNotFound(f"DID document is not an object: {echo(did)}")
     if document.get("id") != did:
         raise DidNotFound(f"DID document id does not match: {echo(did)}")
+    if _too_deep(document, MAX_DOCUMENT_DEPTH):
+        raise DidNotFound(
+            f"DID document nests too deep (over {MAX_DOCUMENT_DEPTH} levels): {echo(did)}"
+        )
     return document
+
+
+def _too_deep(value: object, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] | object = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)  # type: ignore[union-attr]
+    return False
 
 
 def claimed_handle(document: dict[str, Any]) -> str | None:
@@ -156,9 +187,10 @@ class DidWebLookup:
         try:
             result = await self._fetcher.get(url, limits, accept=_DID_ACCEPT)
         except FetchError as err:
-            raise DidNotFound(
-                f"did:web document unavailable ({type(err).__name__}): {echo(did)}"
-            ) from err
+            # The kind of failure would tell any caller whether the host is private, down or
+            # misbehaving: it goes to the log, the client gets one message.
+            _log.info("did:web fetch failed: %s: %s", type(err).__name__, err)
+            raise DidNotFound(f"did:web document unavailable: {echo(did)}") from err
         return parse_document(did, result.body)
 
 

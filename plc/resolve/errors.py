@@ -52,6 +52,8 @@ class HandleNotFound(NotFound):
     def __init__(self, reason: str = "no DID found") -> None:
         super().__init__("Unable to resolve handle")
         self.reason = reason
+        self.cut_short = False
+        """A lookup was still running when the deadline came (no answer, not a "no")."""
 
 
 class DidNotFound(NotFound):

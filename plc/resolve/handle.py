@@ -70,6 +70,9 @@ def did_from_txt_records(records: Iterable[str]) -> str:
 def did_from_well_known(body: bytes) -> str:
     """Parse the body of ``/.well-known/atproto-did``: first line, whitespace-trimmed, a DID.
 
+    Read as the reference client reads ``fetch().text()``: a leading UTF-8 byte order mark is
+    dropped, and lines end at ``\n`` only.
+
     Raises:
         BadResponse: not UTF-8.
         NoValidRecord: the first line is not a valid DID.
@@ -78,8 +81,7 @@ def did_from_well_known(body: bytes) -> str:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
         raise BadResponse("well-known body is not UTF-8") from err
-    lines = text.splitlines()
-    first = lines[0].strip() if lines else ""
+    first = text.removeprefix("\ufeff").split("\n", 1)[0].strip()
     if not is_valid_did(first):
         raise NoValidRecord("well-known body is not a DID")
     return first
@@ -143,7 +145,8 @@ class HandleLookup:
             The DNS answer if there is one, else the HTTPS answer.
 
         Raises:
-            HandleNotFound: neither method produced a DID in time; ``reason`` names both outcomes.
+            HandleNotFound: neither method produced a DID in time; ``reason`` names both
+                outcomes, ``cut_short`` whether one was still running at the deadline.
         """
         loop = asyncio.get_running_loop()
         dns_task = asyncio.create_task(self.via_dns(handle))
@@ -164,7 +167,9 @@ class HandleLookup:
                     return http_task.result()
             if _succeeded(http_task):  # DNS failed or is still pending at the deadline
                 return http_task.result()
-            raise HandleNotFound(f"dns: {_outcome(dns_task)}; https: {_outcome(http_task)}")
+            error = HandleNotFound(f"dns: {_outcome(dns_task)}; https: {_outcome(http_task)}")
+            error.cut_short = not (dns_task.done() and http_task.done())
+            raise error
         finally:
             for task in tasks:
                 task.cancel()

@@ -12,18 +12,24 @@
   that cannot be verified before it becomes ``handle.invalid``; it never turns a DID's
   identity into an error or a timeout.
 
-Handle answers (positive and negative, timeouts included) and did:web documents are cached
+Handle answers (positive and negative) and did:web documents are cached
 (:class:`~plc.resolve.cache.ResolutionCache`); ``refresh=True`` bypasses the caches and
-overwrites them. Nothing here blocks the directory's write path: it only reads documents.
+overwrites them. A lookup cut short by the deadline is cached only when it started with at
+least ``request_timeout_s`` of the budget left: otherwise an earlier, slow step of the same
+request (a did:web host anyone can run) would make the resolver remember "not found" for
+another identity. did:web documents are kept as compact JSON bytes, bounded in total
+(``did_web_cache_max_bytes``), and parsed again on each hit. Nothing here blocks the
+directory's write path: it only reads documents.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import ssl
 import time
 from typing import Any, TypedDict
+
+import orjson
 
 from plc.errors import DidNotAvailable, NotFound, echo
 from plc.resolve.cache import Clock, ResolutionCache
@@ -82,8 +88,13 @@ class IdentityResolver:
         self._handle_cache: ResolutionCache[str, str] = ResolutionCache(
             settings.cache_ttl_s, settings.negative_cache_ttl_s, settings.cache_max_entries, clock
         )
-        self._did_web_cache: ResolutionCache[str, dict[str, Any] | str] = ResolutionCache(
-            settings.cache_ttl_s, settings.negative_cache_ttl_s, settings.cache_max_entries, clock
+        self._did_web_cache: ResolutionCache[str, bytes | str] = ResolutionCache(
+            settings.cache_ttl_s,
+            settings.negative_cache_ttl_s,
+            settings.cache_max_entries,
+            clock,
+            weigh=len,
+            max_weight=settings.did_web_cache_max_bytes,
         )
 
     async def resolve_handle(
@@ -160,6 +171,12 @@ class IdentityResolver:
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.settings.time_budget_s
 
+    def _has_full_time(self, deadline: float) -> bool:
+        """Whether a lookup starting now has at least one request's timeout before
+        ``deadline``: if it is then cut short, its own servers were too slow."""
+        left = deadline - asyncio.get_running_loop().time()
+        return left >= self.settings.request_timeout_s
+
     async def _handle_to_did(self, handle: str, deadline: float, refresh: bool) -> str:
         """Unverified handle -> DID through the cache; failures are cached negatively."""
         if has_disallowed_tld(handle):
@@ -171,10 +188,12 @@ class IdentityResolver:
             return entry.value
         if asyncio.get_running_loop().time() >= deadline:
             raise HandleNotFound("time budget exhausted before the lookup")  # not cached
+        full_time = self._has_full_time(deadline)
         try:
             did = await self._handles.resolve(handle, deadline)
         except HandleNotFound as err:
-            self._handle_cache.put(handle, err.reason, negative=True)
+            if full_time or not err.cut_short:
+                self._handle_cache.put(handle, err.reason, negative=True)
             raise
         self._handle_cache.put(handle, did)
         return did
@@ -214,23 +233,26 @@ class IdentityResolver:
         return validate_document(did, document)
 
     async def _web_document(self, did: str, deadline: float, refresh: bool) -> dict[str, Any]:
-        """did:web document through the cache; a copy, so callers may modify it."""
+        """did:web document through the cache; a new object each time (callers may modify it)."""
         entry = self._did_web_cache.get(did, refresh=refresh)
         if entry is not None:
             if isinstance(entry.value, str):
                 raise DidNotFound(entry.value)
-            return copy.deepcopy(entry.value)
+            document: dict[str, Any] = orjson.loads(entry.value)
+            return document
         if asyncio.get_running_loop().time() >= deadline:
             raise DidNotFound(f"time budget exhausted before fetching: {echo(did)}")  # not cached
+        full_time = self._has_full_time(deadline)
         try:
             async with asyncio.timeout_at(deadline):
                 document = await self._did_web.fetch(did)
         except TimeoutError:
             error = DidNotFound(f"did:web document timed out: {echo(did)}")
-            self._did_web_cache.put(did, error.message, negative=True)
+            if full_time:
+                self._did_web_cache.put(did, error.message, negative=True)
             raise error from None
         except DidNotFound as err:
             self._did_web_cache.put(did, err.message, negative=True)
             raise
-        self._did_web_cache.put(did, document)
-        return copy.deepcopy(document)
+        self._did_web_cache.put(did, orjson.dumps(document))
+        return document

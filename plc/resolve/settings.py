@@ -60,6 +60,10 @@ class ResolverSettings(BaseSettings):
     cache_max_entries: int = Field(default=100_000, ge=1)
     """Entries per cache (handles, did:web documents); least recently used are evicted."""
 
+    did_web_cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    """Most bytes of did:web documents (as compact JSON) kept in the cache; least recently
+    used are evicted first. Bounds the cache's memory whatever the documents' sizes."""
+
     allow_private_networks: bool = False
     """Fetch from loopback, private, link-local, multicast and reserved addresses too (tests,
     private deployments). Off: such hosts are refused before any connection is made."""

@@ -4,11 +4,15 @@ in-memory did:plc source, and a resolver factory."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from plc.api.routes.identity import router
+from plc.config import Settings
 from plc.errors import DidNotAvailable, DidNotRegistered
 from plc.resolve import IdentityResolver, ResolverSettings
 from tests.resolve.servers import LocalDns, LocalHttp
@@ -132,3 +136,31 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+ClientFactory = Callable[..., Any]
+"""``client_for(resolver)`` -> an ``httpx.AsyncClient`` on the identity routes."""
+
+
+def app_with(resolver: IdentityResolver) -> FastAPI:
+    """A small app serving only the identity routes, with ``resolver`` behind them."""
+    app = FastAPI()
+    app.include_router(router)
+    app.state.identity_resolver = resolver
+    app.state.settings = Settings()  # the routes read PLC_BODY_TIMEOUT_S from it
+    return app
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[ClientFactory]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(resolver: IdentityResolver) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app_with(resolver))
+        client = httpx.AsyncClient(transport=transport, base_url="http://directory.test")
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()

@@ -79,3 +79,22 @@ def test_invalidate_and_clear() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         make(FakeClock(), max_entries=0)
+
+
+def test_weighed_cache_keeps_its_total_under_the_limit() -> None:
+    clock = FakeClock()
+    cache: ResolutionCache[str, bytes] = ResolutionCache(
+        10, 10, 100, clock, weigh=len, max_weight=10
+    )
+    cache.put("a", b"1234")
+    cache.put("b", b"1234")
+    cache.put("c", b"1234")  # 12 > 10: "a", the least recently used, goes
+    assert cache.get("a") is None and cache.weight == 8
+    cache.put("b", b"12")  # replacing an entry replaces its weight
+    assert cache.weight == 6
+    cache.put("huge", b"x" * 11)  # heavier than the whole cache: not stored, nothing evicted
+    assert cache.get("huge") is None and cache.weight == 6 and len(cache) == 2
+    clock.advance(11)
+    assert cache.get("b") is None and cache.weight == 4  # expiry frees its weight
+    cache.clear()
+    assert cache.weight == 0

@@ -4,54 +4,28 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from plc.api.routes.identity import router
-from plc.config import Settings
 from plc.errors import Unavailable
 from plc.resolve import IdentityResolver
 from tests.resolve.conftest import (
     DID_A,
     DID_T,
     WELL_KNOWN,
+    ClientFactory,
     FakeClock,
     MemoryPlcSource,
     ResolverFactory,
+    app_with,
 )
 from tests.resolve.servers import LocalDns, LocalHttp
 
 pytestmark = pytest.mark.anyio
 
 XRPC = "/xrpc/com.atproto.identity."
-ClientFactory = Callable[..., Any]
-
-
-def app_with(resolver: IdentityResolver) -> FastAPI:
-    app = FastAPI()
-    app.include_router(router)
-    app.state.identity_resolver = resolver
-    app.state.settings = Settings()  # the routes read PLC_BODY_TIMEOUT_S from it
-    return app
-
-
-@pytest.fixture
-async def client_for() -> AsyncIterator[ClientFactory]:
-    clients: list[httpx.AsyncClient] = []
-
-    def make(resolver: IdentityResolver) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=app_with(resolver))
-        client = httpx.AsyncClient(transport=transport, base_url="http://directory.test")
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
 
 
 def assert_xrpc_error(response: httpx.Response, name: str, status: int = 400) -> str:
@@ -251,8 +225,10 @@ async def test_refresh_identity_input_errors(
     assert_xrpc_error(await client.post(url, content=b"{}", headers=brotli), "InvalidRequest", 415)
     # As on POST /{did}: gzip bodies are read, and a UTF-8 byte order mark is skipped.
     zipped = {"content-type": "application/json", "content-encoding": "gzip"}
-    body = gzip.compress(b'\xef\xbb\xbf{"identifier":"alice.test"}')
-    assert (await client.post(url, content=body, headers=zipped)).json()["handle"] == "alice.test"
+    gzipped = gzip.compress(b'\xef\xbb\xbf{"identifier":"alice.test"}')
+    assert (await client.post(url, content=gzipped, headers=zipped)).json()[
+        "handle"
+    ] == "alice.test"
     assert_xrpc_error(await client.post(url, json={"identifier": DID_T}), "DidDeactivated")
     response = await client.post(
         url,
