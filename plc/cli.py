@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from typing import Annotated
 
@@ -80,6 +81,10 @@ def serve(
     except ValidationError as exc:
         typer.echo(f"error: {setting_error(exc)}", err=True)
         raise typer.Exit(1) from None
+    in_use = _address_in_use(settings.host, settings.port)
+    if in_use is not None:
+        typer.echo(f"error: cannot listen on {settings.host}:{settings.port}: {in_use}", err=True)
+        raise typer.Exit(1)
     configure_logging(settings.log_level)
     for name in unknown_settings(os.environ):
         log.warning("unknown setting %s ignored (see the README's Configuration)", name)
@@ -130,6 +135,27 @@ def serve(
             workers=settings.workers,
             **uvicorn_options(),
         )
+
+
+def _address_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound now, or None. Checked before anything starts, so a
+    busy port stops ``plc serve`` in one line instead of after it has said where it listens
+    (uvicorn binds last). Port 0 (any free port) is not checked."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # as uvicorn binds: without SO_REUSEADDR a port in TIME_WAIT would look busy
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 app.command("resolve")(resolve_command)

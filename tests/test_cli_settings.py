@@ -4,8 +4,11 @@ DATABASE_URL may hold a password); misspelt PLC_ names are reported, not silentl
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -98,3 +101,22 @@ def test_misspelt_settings_are_named() -> None:
         "plc_prot": "3",
     }
     assert unknown_settings(environ) == ["PLC_PROT", "PLC_RESOLVE_TIMEBUDGET", "plc_prot"]
+
+
+def test_a_busy_port_stops_the_start_before_anything_is_said_or_created(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        database = f"{tmp_path}/never.sqlite3"
+        result = CliRunner().invoke(
+            app, ["serve", "--port", str(port), "--database-url", f"sqlite:///{database}"]
+        )
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert result.stdout == ""  # no verifier key line
+    assert not os.path.exists(database)
