@@ -161,6 +161,7 @@ class Directory:
         created_at: datetime | None = None,
         imported: bool = False,
         json_text: bytes | None = None,
+        rows: Sequence[StoredOp] | None = None,
     ) -> PendingCommit | SubmitResult:
         """Validate a submitted op against the DID's stored history (no write).
 
@@ -172,6 +173,8 @@ class Directory:
                 applied and legacy ``create`` genesis ops are accepted.
             json_text: the request body ``body`` was decoded from with ``orjson.loads``
                 (``parse_operation``'s ``json_text``: the U+0000 check is a byte search).
+            rows: the DID's stored ops, when the caller read them already (an import reads a
+                batch's histories in one query); default: read here.
 
         Returns the :class:`PendingCommit` to commit, or a :class:`SubmitResult` when the very
         same op is already the DID's (non-nullified) op: re-submission is idempotent. An
@@ -194,7 +197,8 @@ class Directory:
                 f"Operation too large for the transparency log: its export line would take up "
                 f"to {line_bytes} bytes, at most {MAX_LINE_BYTES} (C2SP tlog-tiles entries)"
             )
-        rows = self.store.audit_rows(did)
+        if rows is None:
+            rows = self.store.audit_rows(did)
         history = [_entry(did, row) for row in rows]
         for entry in history:
             if entry.cid == op.cid:

@@ -23,6 +23,7 @@ from plc.exportline import build_line
 from plc.rules import PreparedOperation
 from plc.store.engine import is_sqlite
 from plc.store.rawtx import (
+    IN_CHUNK,
     SQL_INSERT_DID,
     SQL_INSERT_OP,
     SQL_NULLIFY,
@@ -101,6 +102,9 @@ class StoredOp(NamedTuple):
 _SQL_DID_STATE = "SELECT tombstoned, data, document FROM dids WHERE did = ?"
 _SQL_AUDIT_ROWS = (
     "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? ORDER BY seq"
+)
+_SQL_AUDIT_ROWS_OF = (
+    "SELECT seq, cid, created_at_ms, nullified, line, did FROM operations WHERE did IN"
 )
 _SQL_EXPORT_SEQ = "SELECT line FROM operations WHERE seq > ? ORDER BY seq LIMIT ?"
 _SQL_EXPORT_TIME = (
@@ -231,6 +235,18 @@ class SqlStore:
         """The DID's ops in acceptance order, nullified ones included."""
         rows = self.fetch(_SQL_AUDIT_ROWS, (did,))
         return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in rows]
+
+    def audit_rows_of(self, dids: Sequence[str]) -> dict[str, list[StoredOp]]:
+        """:meth:`audit_rows` of several DIDs in few queries (every DID asked for is a key)."""
+        found: dict[str, list[StoredOp]] = {did: [] for did in dids}
+        unique = list(found)
+        for start in range(0, len(unique), IN_CHUNK):
+            part = unique[start : start + IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            sql = f"{_SQL_AUDIT_ROWS_OF} ({marks}) ORDER BY did, seq"
+            for r in self.fetch(sql, tuple(part)):
+                found[r[5]].append(StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])))
+        return found
 
     def export_after_seq(self, after: int, count: int) -> list[bytes]:
         """Export lines with ``seq > after`` in ``seq`` order, at most ``count``."""
