@@ -36,7 +36,7 @@ from auditor.progress import ReplayProgress
 from auditor.recheck import PrefixChecker, RecheckResult
 from auditor.replay import Replayer
 from auditor.sequence import SeqTracker
-from auditor.sources import FileSource, HttpExportSource, LineFetcher, SourceSpec
+from auditor.sources import FileSource, HttpExportSource, LineFetcher, SourceSpec, legacy_file
 from auditor.spotcheck import SpotChecker, sample_dids
 from auditor.tlogcheck import TlogChecker, stored_checkpoints
 from auditor.treestore import TreeStore, check_line
@@ -249,6 +249,21 @@ class _Run:
         self.outcome.elapsed_s = time.monotonic() - started
         return self.outcome
 
+    def failure(self, exc: AuditFailed) -> AuditFailed:
+        """``exc`` with the findings this run stored before it failed, if any: the failure
+        is what the user sees (exit code 1, no summary), so it must not hide them."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM findings WHERE id > ?", (self.outcome.first_finding_id,)
+        ).fetchone()
+        stored = int(row[0])
+        if not stored:
+            return exc
+        noun = "finding" if stored == 1 else "findings"
+        return AuditFailed(
+            f"{exc}; this run stored {stored} {noun} before failing: "
+            f"plc-audit report --state {self.outcome.state_path}"
+        )
+
     def close(self) -> None:
         """Release connections (and stop the workers if a failure left them running)."""
         if self.pool is not None:
@@ -281,10 +296,16 @@ def verify_file(
     """Audit a JSON-lines export file (``plc-audit verify``); fresh unless ``resume``.
 
     Raises:
-        AuditFailed: unreadable file, foreign state, corrupt state, worker failure.
+        AuditFailed: unreadable file, a file in the legacy export form (refused before the
+            state is touched), foreign state, corrupt state, worker failure.
     """
     started = time.monotonic()
     spec = SourceSpec.for_file(path)
+    if legacy_file(spec.location):
+        raise AuditFailed(
+            f"{path} holds legacy export lines without seq (the timestamp-cursor form): it "
+            "cannot be audited by seq; nothing was stored"
+        )
     if not resume:
         remove_state(state_path, spec)
     run = _Run(spec, state_path, options)
@@ -314,6 +335,8 @@ def verify_file(
                     f"checkpoint of size {cp.tree_size} is larger than the file: not checked"
                 )
         return outcome
+    except AuditFailed as exc:
+        raise run.failure(exc) from exc
     finally:
         run.close()
 
@@ -371,6 +394,10 @@ def sync_directory(
         run.tracker.allow_gaps = options.allow_seq_gaps and not has_tlog
         if options.allow_seq_gaps and has_tlog:
             run.outcome.notes.append("--allow-seq-gaps ignored: the directory serves /tlog/")
+        if options.verifiers and not has_tlog:
+            run.outcome.notes.append(
+                "--vkey unused: the directory serves no /tlog/, so no checkpoint was signed with it"
+            )
         run.observe_checkpoint(note)
         canonical = options.canonical_lines if options.canonical_lines is not None else has_tlog
         parsed = None if note is None else _parsed(note)
@@ -388,12 +415,10 @@ def sync_directory(
                 # Its lines' seq findings are committed; asking again gets the same page.
                 with run.conn:
                     state.set_meta(run.conn, _STALL_KEY, source.stall or "")
-                again = (
-                    " (the same page as before: not read again)" if source.stall_repeated else ""
-                )
+                again = "; it is the same page as before, not read again"
                 raise AuditFailed(
-                    f"/export?after={source.stalled_after} did not advance the cursor{again} "
-                    "(the page's findings are stored: plc-audit report)"
+                    f"/export?after={source.stalled_after} did not advance the cursor"
+                    + (again if source.stall_repeated else "")
                 )
 
         def tick() -> None:
@@ -407,13 +432,15 @@ def sync_directory(
         if options.follow:
             run.tracker.dedup_redelivery = True
             try:
-                follow_stream(
+                stopped = follow_stream(
                     spec.location,
                     replayer,
                     catch_up=catch_up,
                     tick=tick if has_tlog else lambda: None,
                     seconds=options.follow_seconds,
                 )
+                if stopped is not None:
+                    run.outcome.notes.append(stopped)
             except KeyboardInterrupt:
                 run.outcome.notes.append("stopped following (interrupted)")
             replayer.drain()
@@ -429,6 +456,8 @@ def sync_directory(
                 )
         run.outcome.elapsed_s = time.monotonic() - started
         return run.outcome
+    except AuditFailed as exc:
+        raise run.failure(exc) from exc
     finally:
         run.close()
 

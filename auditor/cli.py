@@ -210,7 +210,9 @@ def compare(
     state_b: Annotated[Path, typer.Argument(help="Another auditor's state file.")],
     findings: Annotated[str, typer.Option(help=_FINDINGS_HELP)] = "-",
 ) -> int:
-    """Compare two auditors' checkpoint histories and entries: find a split view."""
+    """Compare two auditors' checkpoint histories and entries: find a split view (exit 1
+    if the states are of different logs: checkpoints of no common origin, or of one side
+    only)."""
     try:
         found = compare_states(state_a, state_b)
     except (FileNotFoundError, sqlite3.DatabaseError) as exc:

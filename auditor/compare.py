@@ -17,6 +17,16 @@ internally valid, so each auditor alone finds nothing. Together they can prove i
    equal; if not, the first differing leaf is found by binary search over the roots of
    prefixes (both trees are stored), and its two leaf hashes and ops are reported.
 
+Which log a state is of is told by its checkpoints' origins (the log's signed name). Two
+states with checkpoints but no origin in common, or one with checkpoints and one without, are
+not known to be of one log: their differences prove nothing, so they are not compared
+(:class:`DifferentLogs`, exit code 1) rather than reported as a split view. Only checkpoints
+of an origin both states kept are checked (1. and 2.). Two states without any checkpoint (a
+directory without ``/tlog/``, a file verified without ``--checkpoint``) carry nothing that
+names their log: their entries are compared (3.) on the user's word that they are of one
+directory, and such a finding rests on the auditors' reads (``check-evidence``:
+unverifiable).
+
 Both states are only read (opened with SQLite ``mode=ro``); a file that is not an auditor
 state is refused (:func:`auditor.state.open_readonly`).
 """
@@ -27,11 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from auditor import state
+from auditor.errors import AuditFailed
 from auditor.findings import Finding
 from auditor.tlogcheck import StoredCheckpoint, stored_checkpoints
 from auditor.treestore import TreeStore
 from plc.tlog.encoding import encode_b64
 from plc.tlog.proof import consistency_proof
+
+
+class DifferentLogs(AuditFailed):
+    """The two states are not known to be of one log (see the module docstring)."""
 
 
 class _Side:
@@ -49,6 +64,7 @@ class _Side:
             self.tree = TreeStore(self.conn, size, readonly=True)
             self.checkpoints = stored_checkpoints(self.conn)
             self.source = state.get_meta(self.conn, "source")
+            self.origins = {cp.origin for cp in self.checkpoints}
         except BaseException:
             self.conn.close()
             raise
@@ -124,6 +140,8 @@ def _against(mine: _Side, theirs: _Side, seen: set[tuple[str, str]]) -> list[Fin
     for cp in theirs.checkpoints:
         if cp.tree_size == 0 or cp.tree_size > mine.tree.tree_size:
             continue
+        if cp.origin not in mine.origins:
+            continue  # a checkpoint of a log mine did not read: says nothing of mine's entries
         root = mine.tree.root(cp.tree_size)
         if root == cp.root_hash:
             continue
@@ -187,12 +205,40 @@ def _entries(a: _Side, b: _Side) -> list[Finding]:
     ]
 
 
+def _same_log(a: _Side, b: _Side) -> None:
+    """Refuse two states not known to be of one log (module docstring).
+
+    Raises:
+        DifferentLogs: no checkpoint origin in common, or only one side has checkpoints.
+    """
+    if (not a.origins and not b.origins) or a.origins & b.origins:
+        return
+
+    def kept(side: _Side) -> str:
+        if not side.origins:
+            return f"{side.name} kept no checkpoint"
+        return f"{side.name} kept checkpoints of " + ", ".join(sorted(side.origins))
+
+    hint = ""
+    if not a.origins or not b.origins:
+        hint = (
+            "; a file of the same log can be compared once verified with a checkpoint of it "
+            "(plc-audit verify FILE --checkpoint NOTE)"
+        )
+    raise DifferentLogs(
+        f"cannot compare: the states are of different logs ({kept(a)}; {kept(b)}), so their "
+        f"differences are no split view{hint}"
+    )
+
+
 def compare_states(path_a: Path, path_b: Path) -> list[Finding]:
-    """Compare two auditors' state files.
+    """Compare two auditors' state files: the ``split-view`` findings of the module
+    docstring (empty: no split view).
 
     Raises:
         FileNotFoundError: a state file does not exist.
         sqlite3.DatabaseError: not a state file (neither file is changed).
+        DifferentLogs: the states are not known to be of one log (nothing is compared).
     """
     a = _Side(path_a, "A")
     try:
@@ -201,6 +247,7 @@ def compare_states(path_a: Path, path_b: Path) -> list[Finding]:
         a.conn.close()
         raise
     try:
+        _same_log(a, b)
         seen: set[tuple[str, str]] = set()
         same = _same_size(a, b, seen)
         return same + _against(a, b, seen) + _against(b, a, seen) + _entries(a, b)

@@ -11,6 +11,11 @@ Each check takes ``(finding, evidence, verifier keys)`` and returns the verdict 
 the auditor's observation of what the evidence cannot carry (the order or absence of lines in
 a whole export, an answer the directory served unsigned); it raises :class:`EvidenceRejected`
 when the evidence does not support the claim.
+
+A served DID document is compared with the replay by meaning
+(:func:`auditor.documents.same_document`: the current and the legacy key form name the same
+keys); the spot checks use the same function, so the auditor and this checker agree on what a
+mismatch is.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from auditor.documents import same_document
 from plc.audit_log import apply_prepared
 from plc.did import did_for_genesis, is_did_plc
 from plc.document import format_data, format_did_document
@@ -305,8 +311,11 @@ def _served(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifi
     if data is None:
         need(served.get("status") != 404, "a tombstoned DID answered 404")
         return observed
-    build: Callable[[str, Any], Any] = format_data if url.endswith("/data") else format_did_document
-    need(served != build(did, data), "the served answer matches the replay")
+    if url.endswith("/data"):
+        same = served == format_data(did, data)
+    else:  # a document in either form (same_document) means the same
+        same = same_document(served, format_did_document(did, data))
+    need(not same, "the served answer matches the replay")
     return observed
 
 

@@ -12,6 +12,10 @@ closes with code 1000 and a reason:
   then the audit fails (a directory that forgot ops it served shows up in the re-read
   and log checks of the next run).
 
+A directory that answers the WebSocket handshake with HTTP 404 or 405 serves no stream (the
+reference server before spec v0.3.0): following stops at once with :data:`NO_STREAM` as a
+note, and the run ends like one without ``--follow``. Any other failure is retried.
+
 Messages redelivered with a ``seq`` already read and the same bytes are dropped by the
 ``seq`` tracker (go-didplc's replica does the same after reconnects). Stream messages are
 batched (at most :data:`BATCH_LINES` or :data:`BATCH_SECONDS`) into the normal replay loop.
@@ -22,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect
 
 from auditor.errors import AuditFailed
@@ -32,6 +36,9 @@ from auditor.sources import RawLine
 BATCH_LINES = 1000
 BATCH_SECONDS = 0.5
 MAX_FAILURES = 5
+NO_STREAM_STATUSES = (404, 405)
+"""Handshake answers that mean "no such endpoint": retrying cannot help."""
+NO_STREAM = "the directory serves no /export/stream; stopped after catching up"
 
 
 def stream_url(base_url: str, cursor: int) -> str:
@@ -49,7 +56,7 @@ def follow_stream(
     tick: Callable[[], None],
     seconds: float | None,
     tick_every_s: float = 5.0,
-) -> None:
+) -> str | None:
     """Follow the stream until ``seconds`` have passed (forever if None, until Ctrl-C).
 
     Args:
@@ -58,6 +65,10 @@ def follow_stream(
         catch_up: read ``/export`` pages up to the end (after ``OutdatedCursor``).
         tick: periodic log checks (new checkpoint), called every ``tick_every_s``.
         seconds: how long to follow.
+
+    Returns:
+        A note for the summary when following stopped early without failing
+        (:data:`NO_STREAM`), else None.
 
     Raises:
         AuditFailed: the stream cannot be used (repeated failures or ``FutureCursor``).
@@ -95,7 +106,7 @@ def follow_stream(
                         last_tick = now
                 if batch:
                     replayer.ingest(batch)
-                return
+                return None
         except ConnectionClosed as exc:
             if batch:
                 replayer.ingest(batch)
@@ -112,7 +123,10 @@ def follow_stream(
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             if batch:
                 replayer.ingest(batch)
+            if isinstance(exc, InvalidStatus) and exc.response.status_code in NO_STREAM_STATUSES:
+                return NO_STREAM
             failures += 1
             if failures > MAX_FAILURES:
                 raise AuditFailed(f"cannot follow /export/stream: {exc}") from exc
         time.sleep(min(0.2 * 2**failures, 5.0))
+    return None

@@ -26,6 +26,8 @@ from plc.operation import Operation, parse_operation
 from plc.timestamps import parse_timestamp_ms
 
 LINE_KEYS = frozenset({"did", "cid", "seq", "createdAt", "operation", "type"})
+LEGACY_KEYS = frozenset({"did", "cid", "createdAt", "operation"})
+"""Keys every line of the legacy (timestamp-cursor) export has; it has no ``seq`` or ``type``."""
 
 
 class MalformedLine(ValueError):
@@ -97,6 +99,25 @@ def parse_header(line: bytes) -> Header:
     if not isinstance(did, str):
         raise MalformedLine("did is not a string")
     return Header(seq, did)
+
+
+def is_legacy_line(line: bytes) -> bool:
+    """True if ``line`` is a line of the legacy export form: a JSON object with ``did``,
+    ``cid``, ``createdAt`` and ``operation`` (usually ``nullified`` too) but no ``seq`` and no
+    ``type`` — what ``/export`` serves when it has no seq mode and reads ``after`` as a
+    timestamp (plc-spec-notes.md §4.1, "legacy mode"). Never raises."""
+    if _CANONICAL_HEAD.match(line) is not None:
+        return False
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return (
+        isinstance(value, dict)
+        and "seq" not in value
+        and "type" not in value
+        and LEGACY_KEYS <= value.keys()
+    )
 
 
 def parse_entry(line: bytes) -> ExportEntry:

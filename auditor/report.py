@@ -112,6 +112,12 @@ def render_summary(
         else:
             sig = "signatures verified with --vkey"
         table.add_row("checkpoints", f"{kept} kept: {parts}; {sig}")
+    elif kind == "directory" and not summary.tlog:
+        table.add_row(
+            "checkpoints",
+            "none: the directory serves no transparency log (/tlog/), so no checkpoint or "
+            "consistency checks were possible",
+        )
     else:
         table.add_row("checkpoints", "none" if kind == "directory" else "none given")
     if summary.findings:

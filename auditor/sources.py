@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from auditor.errors import AuditFailed
-from auditor.lines import MalformedLine, parse_header
+from auditor.lines import MalformedLine, is_legacy_line, parse_header
 from auditor.sequence import MAX_SEQ
 
 if TYPE_CHECKING:  # httpx is imported only where HTTP is used: workers start ~0.15 s sooner
@@ -115,6 +115,35 @@ class FileSource:
             yield batch
 
 
+def legacy_file(path: Path | str) -> bool:
+    """True if the first non-blank line of the file at ``path`` is a legacy export line
+    (:func:`auditor.lines.is_legacy_line`); False for an unreadable or empty file (reading
+    it later says why)."""
+    try:
+        with open(path, "rb") as handle:
+            for line in handle:
+                if line.strip():
+                    return is_legacy_line(line.rstrip(b"\r\n"))
+    except OSError:
+        return False
+    return False
+
+
+def _legacy_page(lines: list[bytes]) -> bool:
+    """A first page in the legacy form: its first line is a legacy line and no line has a
+    ``seq``. (A legacy-looking line among ``seq`` lines is a malformed entry of a seq log,
+    reported as such; only a page with no ``seq`` at all is no seq log.)"""
+    if not is_legacy_line(lines[0]):
+        return False
+    for line in lines:
+        try:
+            parse_header(line)
+        except MalformedLine:
+            continue
+        return False
+    return True
+
+
 class HttpExportSource:
     """``/export`` pages from ``after`` on, until an empty page or a page that does not
     advance the cursor.
@@ -151,12 +180,23 @@ class HttpExportSource:
         nothing else is the end of the export (not a stall).
 
         Raises:
-            AuditFailed: network failure.
+            AuditFailed: network failure, or a first page in the legacy form (lines without
+                ``seq``: the directory has no seq mode), refused before any line is yielded.
         """
+        first = True
         while True:
             lines = self._client.export_page(self.after, self._page)
             if not lines:
                 return
+            if first and _legacy_page(lines):
+                # Its lines would all be malformed entries and the cursor could never move:
+                # that is a directory the auditor cannot read, not one that misbehaved.
+                raise AuditFailed(
+                    f"{self._client.base_url}/export serves legacy lines without seq (a "
+                    "timestamp cursor): this directory cannot be audited by seq; nothing "
+                    "was stored"
+                )
+            first = False
             highest = self.after
             beyond_any_log = 0  # lines whose seq no log can hold (auditor.sequence.MAX_SEQ)
             for line in lines:

