@@ -133,7 +133,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
-            **uvicorn_options(),
+            **uvicorn_options(settings),
         )
 
 

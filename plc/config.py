@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     """``/export/stream``: live ops buffered per connection before ``ConsumerTooSlow``."""
     stream_poll_interval_ms: int = Field(default=100, ge=1)
     """``/export/stream``: how often to look for ops committed by other processes."""
+    stream_send_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """``/export/stream``: a client that leaves what was sent to it unread this long (the
+    socket's buffers full) is disconnected (``PLC_STREAM_SEND_TIMEOUT_S``)."""
+    stream_compression: bool = False
+    """``/export/stream``: offer permessage-deflate (``PLC_STREAM_COMPRESSION``). Off, as in
+    the reference server (Node ``ws``'s default): it costs CPU per message per client."""
+    shutdown_grace_s: int = Field(default=10, ge=0, le=3600)
+    """On SIGTERM, seconds open connections (streams included) get to finish before they
+    are closed (``PLC_SHUTDOWN_GRACE_S``)."""
     version: str = "0.1.0"
     """Reported by ``GET /_health``."""
 

@@ -19,7 +19,7 @@ from plc.api.errors import install_error_handlers
 from plc.api.fastpath import PlcApp, headers_only
 from plc.api.identity_source import DirectoryDocumentSource
 from plc.api.routes import did, export, health, identity, metrics, stream, tlog
-from plc.api.routes.stream import CommitSignal
+from plc.api.stream_hub import PAGE, CommitSignal, StreamHub
 from plc.checkpoints import Checkpointer, load_or_create_signer
 from plc.config import Settings
 from plc.logging_setup import configure_logging
@@ -148,6 +148,9 @@ def create_app(
         signal = CommitSignal()
         directory.commit_listeners.append(signal.notify)
         app.state.commit_signal = signal
+        poll_s = settings.stream_poll_interval_ms / 1000
+        hub = StreamHub(directory, signal, poll_s, keep=max(2 * PAGE, settings.stream_buffer))
+        app.state.stream_hub = hub
         validator = _validation_process(settings, db)
         directory.start()
         checkpointer.start()
@@ -165,6 +168,7 @@ def create_app(
             yield
         finally:
             try:
+                await hub.stop()
                 if validator is not None:
                     directory.validator = None
                     await validator.close()

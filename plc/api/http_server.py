@@ -79,6 +79,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
     _websocket_route = False
+    _head_start = b""
     _head_begun = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -95,7 +96,10 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         if self._in_head:
             self._head_bytes += len(data)
             if self._head_bytes == len(data):  # this read starts a head
-                self._websocket_route = data.startswith(_WEBSOCKET_REQUEST)
+                self._head_start = data[: len(_WEBSOCKET_REQUEST)]
+            elif len(self._head_start) < len(_WEBSOCKET_REQUEST):  # its request line was cut
+                self._head_start += data[: len(_WEBSOCKET_REQUEST) - len(self._head_start)]
+            self._websocket_route = self._head_start == _WEBSOCKET_REQUEST
             if _UPGRADE_HEADER.search(data):  # any case (0.2 µs a read)
                 data = self._unsupported_upgrades_ignored(data)
         super().data_received(data)
@@ -217,11 +221,18 @@ class _HeadRefused(Exception):
     """Raised from a parser callback to stop parsing a refused request."""
 
 
-def uvicorn_options() -> dict[str, Any]:
+def uvicorn_options(settings: Settings | None = None) -> dict[str, Any]:
     """The keyword arguments ``plc serve`` gives ``uvicorn.run`` / ``uvicorn.Config`` besides
-    the app, host, port and workers."""
+    the app, host, port and workers (``settings``: default read from the environment)."""
+    from plc.api.ws_protocol import MAX_MESSAGE_BYTES, StreamWebSocketProtocol
+
+    settings = settings or Settings()
     return {
         "http": JsonErrorHttpProtocol,
+        "ws": StreamWebSocketProtocol,
+        "ws_max_size": MAX_MESSAGE_BYTES,
+        "ws_per_message_deflate": settings.stream_compression,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
         "log_config": None,
         "access_log": False,
         "timeout_keep_alive": KEEP_ALIVE_S,

@@ -262,3 +262,22 @@ def test_an_upgrade_header_does_not_lose_a_request(live_server: LiveServer) -> N
     ).encode()
     answer = _raw_exchange(live_server.port, plain)
     assert answer.startswith(b"HTTP/1.1 200 ") and b'"at://upgrade-2.test"' in answer
+
+
+def test_a_stream_upgrade_whose_request_line_is_split_across_reads_is_taken(
+    live_server: LiveServer,
+) -> None:
+    """Whether an Upgrade header is kept depends on the request line: read whole even when
+    its first bytes arrive alone (the upgrade was answered 426)."""
+    request = (
+        b"GET /export/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    for cut in (3, 7, 17, 40):
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+            sock.sendall(request[:cut])
+            time.sleep(0.05)
+            sock.sendall(request[cut:])
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 101 "), (cut, answer[:60])

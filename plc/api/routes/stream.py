@@ -9,9 +9,10 @@
   slow client than its buffer holds).
 - A plain HTTP request answers 426 ``upgrade required``.
 
-New ops are found by asking the database (so ops committed by other processes on the same
-PostgreSQL are streamed too), woken at once by this process's commits and otherwise every
-poll interval.
+A connection backfills from the database in pages until it is within the lines the process's
+:class:`~plc.api.stream_hub.StreamHub` keeps, then the hub feeds it: one database reader per
+process however many connections are live (ops committed by other processes on the same
+PostgreSQL are found too, every poll interval).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ import logging
 import re
 from datetime import timedelta
 
-import orjson
 from fastapi import APIRouter, Request, WebSocket
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from plc.api.errors import message_response
 from plc.api.responses import query_parameter
+from plc.api.stream_hub import PAGE, StreamHub, Subscriber, seq_of
 from plc.config import Settings
+from plc.errors import PlcError
 from plc.exportline import parse_line
 from plc.service import Directory
 from plc.timestamps import parse_timestamp
@@ -37,42 +39,7 @@ from plc.timestamps import parse_timestamp
 router = APIRouter()
 log = logging.getLogger("plc.stream")
 
-PAGE = 500
 _CURSOR = re.compile(r"[0-9]{1,18}")
-
-
-class ConsumerTooSlow(Exception):
-    """The live buffer of one connection overflowed."""
-
-
-class CommitSignal:
-    """Wakes stream connections when this process commits (set from the committer thread)."""
-
-    def __init__(self) -> None:
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-
-    def register(self) -> asyncio.Event:
-        event = asyncio.Event()
-        self._waiters.add((asyncio.get_running_loop(), event))
-        return event
-
-    def unregister(self, event: asyncio.Event) -> None:
-        self._waiters = {w for w in self._waiters if w[1] is not event}
-
-    def notify(self, *_: object) -> None:
-        """Wake every connection: one call per event loop (it runs before write answers on
-        the committer thread, so one wake-up of the loop, not one per subscriber)."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
-        for loop, event in list(self._waiters):
-            by_loop.setdefault(loop, []).append(event)
-        for loop, events in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # loop closed
-                loop.call_soon_threadsafe(_set_all, events)
-
-
-def _set_all(events: list[asyncio.Event]) -> None:
-    for event in events:
-        event.set()
 
 
 @router.get(
@@ -107,7 +74,7 @@ async def stream_without_upgrade(request: Request) -> Response:
 async def export_stream(websocket: WebSocket) -> None:
     directory: Directory = websocket.app.state.directory
     settings: Settings = websocket.app.state.settings
-    signal: CommitSignal = websocket.app.state.commit_signal
+    hub: StreamHub = websocket.app.state.stream_hub
     raw_cursor = websocket.query_params.get("cursor")
     if raw_cursor is not None and not _CURSOR.fullmatch(raw_cursor):
         await websocket.close(code=1008, reason="InvalidCursor")
@@ -128,59 +95,50 @@ async def export_stream(websocket: WebSocket) -> None:
             if created < directory.clock() - window:
                 await _close(websocket, "OutdatedCursor")
                 return
-    wake = signal.register()
-    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=settings.stream_buffer)
-    poll_s = settings.stream_poll_interval_ms / 1000
-    producer = asyncio.create_task(_produce(directory, cursor, queue, wake, poll_s))
-    receiver = asyncio.create_task(_drain_incoming(websocket))
-    sender = asyncio.create_task(_send(websocket, queue))
+    subscriber = Subscriber(settings.stream_buffer)
+    serving = asyncio.create_task(_serve(websocket, directory, hub, cursor, subscriber))
+    tasks = {
+        asyncio.create_task(_drain_incoming(websocket)),
+        serving,
+        asyncio.create_task(subscriber.gone.wait()),
+    }
     try:
-        done, _ = await asyncio.wait(
-            {producer, receiver, sender}, return_when=asyncio.FIRST_COMPLETED
-        )
-        if producer in done and isinstance(producer.exception(), ConsumerTooSlow):
-            sender.cancel()
-            await _close(websocket, "ConsumerTooSlow")
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        error = serving.exception() if serving.done() and not serving.cancelled() else None
+        failed = error is not None and not isinstance(error, WebSocketDisconnect)
+        if failed and isinstance(error, PlcError):
+            subscriber.end("Unavailable")  # the database failed: the client retries later
+        elif failed:
+            log.error("export stream failed", exc_info=error)
+            subscriber.end("Unavailable")
+        if subscriber.ended is not None:
+            await _close(websocket, subscriber.ended)
     finally:
-        signal.unregister(wake)
-        for task in (producer, receiver, sender):
+        hub.leave(subscriber)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(producer, receiver, sender, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _produce(
-    directory: Directory,
-    cursor: int,
-    queue: asyncio.Queue[bytes],
-    wake: asyncio.Event,
-    poll_s: float,
+async def _serve(
+    websocket: WebSocket, directory: Directory, hub: StreamHub, cursor: int, fed: Subscriber
 ) -> None:
-    """Page new lines from the store into ``queue``: waiting for room while backfilling,
-    refusing to wait once live (a full buffer then means the client is too slow)."""
-    live = False
-    while True:
-        wake.clear()
+    """Backfill from ``cursor`` until the hub takes the connection, then send what it feeds
+    (until the connection closes or the hub drops it)."""
+    joined = False
+    while not joined:
         lines = await directory.run(directory.store.export_after_seq, cursor, PAGE)
         for line in lines:
-            if live:
-                try:
-                    queue.put_nowait(line)
-                except asyncio.QueueFull:
-                    raise ConsumerTooSlow from None
-            else:
-                await queue.put(line)
+            await websocket.send_text(line.decode("utf-8"))
         if lines:
-            cursor = orjson.loads(lines[-1])["seq"]
+            cursor = seq_of(lines[-1])
         if len(lines) < PAGE:
-            live = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), poll_s)
-
-
-async def _send(websocket: WebSocket, queue: asyncio.Queue[bytes]) -> None:
-    while True:
-        line = await queue.get()
-        await websocket.send_text(line.decode("utf-8"))
+            joined = await hub.join(cursor, fed)
+    while fed.ended is None:
+        await fed.ready.wait()
+        fed.ready.clear()
+        while fed.lines and fed.ended is None:
+            await websocket.send_text(fed.lines.popleft().decode("utf-8"))
 
 
 async def _drain_incoming(websocket: WebSocket) -> None:
@@ -193,5 +151,6 @@ async def _drain_incoming(websocket: WebSocket) -> None:
 
 
 async def _close(websocket: WebSocket, reason: str) -> None:
+    code = 1011 if reason == "Unavailable" else 1000
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(websocket.close(code=1000, reason=reason), timeout=5)
+        await asyncio.wait_for(websocket.close(code=code, reason=reason), timeout=5)

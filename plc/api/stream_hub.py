@@ -1,0 +1,215 @@
+"""One reader of new log entries per process, fanned out to every live ``/export/stream``
+connection (:mod:`plc.api.routes.stream`).
+
+Each connection used to poll the database itself (every poll interval and after every
+commit): with a hundred live readers a SQLite server spent its event loop on their queries
+and accepted a seventh of the creates it does alone. Here one task reads the ops committed
+since the last read (woken by this process's commits, otherwise every poll interval, so ops
+committed by other processes on the same PostgreSQL are found too) and hands each line to
+every subscriber's queue; the reference server does the same with one sequencer per process.
+
+A connection backfills from the database on its own until its cursor is within the lines the
+hub keeps (``recent``), then joins: the lines after its cursor are queued for it and every
+later line reaches it through the hub. Joining and fan-out both run on the event loop without
+an ``await`` between them, so no line is missed or doubled at the switch. ``seq`` has no gaps
+(one log-head row hands them out, commits in ``seq`` order), which is what makes "the lines
+after the cursor" a suffix of ``recent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+from plc.service import Directory
+
+PAGE = 500
+"""Lines read from the database at once (hub and backfill)."""
+
+
+class CommitSignal:
+    """Wakes waiters when this process commits (set from the committer thread)."""
+
+    def __init__(self) -> None:
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def register(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._waiters.add((asyncio.get_running_loop(), event))
+        return event
+
+    def unregister(self, event: asyncio.Event) -> None:
+        self._waiters = {w for w in self._waiters if w[1] is not event}
+
+    def notify(self, *_: object) -> None:
+        """Wake every waiter: one call per event loop (it runs on the committer thread
+        before write answers, so one wake-up of the loop, not one per waiter)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+        for loop, event in list(self._waiters):
+            by_loop.setdefault(loop, []).append(event)
+        for loop, events in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # loop closed
+                loop.call_soon_threadsafe(_set_all, events)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
+
+
+def seq_of(line: bytes) -> int:
+    """The ``seq`` of a stored export line."""
+    return int(orjson.loads(line)["seq"])
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One live connection: the lines waiting to be sent, and whether it fell behind.
+
+    Attributes:
+        limit: most lines waiting before the connection is too slow.
+        lines: lines to send, in ``seq`` order.
+        ready: set when ``lines`` gains a line or the subscriber is dropped.
+        ended: why the hub dropped it: ``ConsumerTooSlow`` (more than ``limit`` lines were
+            waiting) or ``Unavailable`` (the hub could not read the database); None while fed.
+    """
+
+    limit: int
+    lines: deque[bytes] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: str | None = None
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set with ``ended``: the connection closes at once, whatever it is still sending."""
+
+    def offer(self, line: bytes) -> bool:
+        """Queue ``line``; False (and ended as too slow) when that overflows ``limit``."""
+        if len(self.lines) >= self.limit:
+            self.end("ConsumerTooSlow")
+            return False
+        self.lines.append(line)
+        self.ready.set()
+        return True
+
+    def end(self, reason: str) -> None:
+        """Mark the subscriber dropped for ``reason``."""
+        self.ended = reason
+        self.ready.set()
+        self.gone.set()
+
+
+class StreamHub:
+    """The process's reader of new lines.
+
+    Args:
+        directory: where lines are read (``export_after_seq``, ``tree_size``).
+        signal: this process's commit signal.
+        poll_s: longest wait between two reads, seconds.
+        keep: lines kept for joining connections (``recent``).
+    """
+
+    def __init__(
+        self, directory: Directory, signal: CommitSignal, poll_s: float, keep: int
+    ) -> None:
+        self._directory = directory
+        self._signal = signal
+        self._poll_s = poll_s
+        self.head: int | None = None
+        """The last ``seq`` read (None while the hub is not running)."""
+        self.recent: deque[tuple[int, bytes]] = deque(maxlen=keep)
+        self._subscribers: set[Subscriber] = set()
+        self._waiting = 0
+        self._advanced = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
+
+    @property
+    def subscribers(self) -> int:
+        """Live connections fed by the hub."""
+        return len(self._subscribers)
+
+    async def join(self, cursor: int, subscriber: Subscriber) -> bool:
+        """Feed ``subscriber`` every line with ``seq > cursor``, once the hub has read up to
+        ``cursor``; False when ``cursor`` is older than the lines the hub keeps, or more
+        lines than the subscriber's limit are past it (backfill further from the database,
+        then ask again).
+
+        Raises:
+            Exception: what made the hub stop while this waited (the database failed).
+        """
+        self._waiting += 1
+        try:
+            self._start()
+            while self.head is None or self.head < cursor:
+                advanced = self._advanced
+                await advanced.wait()
+                if self._failure is not None:
+                    raise self._failure
+                self._start()
+        finally:
+            self._waiting -= 1
+        behind = self.head - cursor
+        if behind and (behind > len(self.recent) or behind > subscriber.limit):
+            return False
+        for _, line in list(self.recent)[len(self.recent) - behind :] if behind else ():
+            subscriber.offer(line)
+        self._subscribers.add(subscriber)
+        return True
+
+    def leave(self, subscriber: Subscriber) -> None:
+        """Stop feeding ``subscriber``."""
+        self._subscribers.discard(subscriber)
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._failure = None
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop reading (app shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        """Read new lines while anyone listens or waits to join; then forget the head, so a
+        later start reads it afresh."""
+        directory = self._directory
+        wake = self._signal.register()
+        try:
+            self.head = await directory.run(directory.store.tree_size)
+            self.recent.clear()
+            self._wake_joiners()
+            while self._subscribers or self._waiting:
+                wake.clear()
+                lines = await directory.run(directory.store.export_after_seq, self.head, PAGE)
+                for line in lines:
+                    seq = seq_of(line)
+                    self.recent.append((seq, line))
+                    self.head = seq
+                    for subscriber in list(self._subscribers):
+                        if not subscriber.offer(line):
+                            self._subscribers.discard(subscriber)
+                if lines:
+                    self._wake_joiners()
+                if len(lines) < PAGE:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self._poll_s)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter; the next join retries
+            self._failure = exc
+            for subscriber in self._subscribers:
+                subscriber.end("Unavailable")
+            self._subscribers.clear()
+        finally:
+            self._signal.unregister(wake)
+            self.head = None
+            self._wake_joiners()
+
+    def _wake_joiners(self) -> None:
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
