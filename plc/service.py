@@ -161,7 +161,7 @@ class Directory:
         created_at: datetime | None = None,
         imported: bool = False,
         json_text: bytes | None = None,
-        rows: Sequence[StoredOp] | None = None,
+        history: Sequence[LogEntry] | None = None,
     ) -> PendingCommit | SubmitResult:
         """Validate a submitted op against the DID's stored history (no write).
 
@@ -173,8 +173,9 @@ class Directory:
                 applied and legacy ``create`` genesis ops are accepted.
             json_text: the request body ``body`` was decoded from with ``orjson.loads``
                 (``parse_operation``'s ``json_text``: the U+0000 check is a byte search).
-            rows: the DID's stored ops, when the caller read them already (an import reads a
-                batch's histories in one query); default: read here.
+            history: the DID's stored ops as audit-log entries, when the caller has them
+                (an import reads a batch's histories in one query and keeps a DID's between
+                its ops); default: read here.
 
         Returns the :class:`PendingCommit` to commit, or a :class:`SubmitResult` when the very
         same op is already the DID's (non-nullified) op: re-submission is idempotent. An
@@ -197,9 +198,8 @@ class Directory:
                 f"Operation too large for the transparency log: its export line would take up "
                 f"to {line_bytes} bytes, at most {MAX_LINE_BYTES} (C2SP tlog-tiles entries)"
             )
-        if rows is None:
-            rows = self.store.audit_rows(did)
-        history = [_entry(did, row) for row in rows]
+        if history is None:
+            history = history_of(did, self.store.audit_rows(did))
         for entry in history:
             if entry.cid == op.cid:
                 if entry.nullified and not imported:
@@ -467,6 +467,11 @@ class Directory:
                 )
             )
         return b"\n".join(lines)
+
+
+def history_of(did: str, rows: Sequence[StoredOp]) -> list[LogEntry]:
+    """A DID's stored ops (:meth:`SqlStore.audit_rows`) as audit-log entries, in order."""
+    return [_entry(did, row) for row in rows]
 
 
 def _entry(did: str, row: StoredOp) -> LogEntry:

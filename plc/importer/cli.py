@@ -14,6 +14,7 @@ interrupted. The checkpoint that covers the imported entries is signed by the ne
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -106,7 +107,8 @@ def run_import(
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
 
-    out = console or Console(stderr=True, highlight=False)
+    # soft_wrap: a summary piped to a file or grep stays on one line
+    out = console or Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         overrides = {} if database_url is None else {"database_url": database_url}
         settings = Settings(**overrides)  # type: ignore[arg-type]
@@ -114,21 +116,30 @@ def run_import(
         out.print(f"error: {setting_error(exc)}", markup=False)
         return EXIT_FAILED
     is_url = source.startswith(("http://", "https://"))
+    if after and not is_url:
+        out.print("error: --after applies to a directory URL, not to a file", markup=False)
+        return EXIT_FAILED
+    try:
+        writer = _Rejects(out, rejects)
+    except OSError as exc:
+        out.print(f"error: cannot write {rejects}: {exc.strerror}", markup=False)
+        return EXIT_FAILED
     try:
         engine = make_engine(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
         upgrade(engine)
     except PlcError as exc:
+        writer.close()
         out.print(f"error: {exc.message}", markup=False)
         return EXIT_FAILED
     except SQLAlchemyError as exc:
+        writer.close()
         text = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
         out.print(f"error: database {redacted(settings.database_url)}: {text}", markup=False)
         return EXIT_FAILED
     store = SqlStore(engine, make_read_engine(engine), settings.db_busy_timeout_ms)
     store.leaf_hooks.append(TlogStore(store).append_in)
     directory = Directory(store, settings.policy(), inline_io=True)
-    writer = _Rejects(out, rejects)
-    importer = Importer(directory, batch_size=batch_size, on_refused=writer.refused)
+    importer = Importer(directory, batch_size=batch_size, on_refused=writer.refused, start=after)
     pages = ExportPages(source, after=after, count=count, interval_s=interval_s) if is_url else None
     started = time.monotonic()
     code = EXIT_OK
@@ -138,7 +149,11 @@ def run_import(
         importer.flush()
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-        out.print("interrupted: the last batch was not committed", markup=False)
+        out.print(
+            "interrupted: the batch in flight may or may not have been committed (running "
+            "again finds what was)",
+            markup=False,
+        )
     except SourceError as exc:
         code = EXIT_FAILED
         out.print(f"error: {exc}", markup=False)
@@ -158,6 +173,15 @@ def run_import(
     if code == EXIT_OK and importer.stats.refused:
         code = EXIT_REFUSED
     return code
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters as ``\\xNN``: a source's bytes must not drive the
+    operator's terminal (escape sequences)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _total(source: str, is_url: bool) -> int | None:
@@ -185,16 +209,22 @@ def _feed(
     ]
     with Progress(*columns, console=out, transient=False) as bar:
         task = bar.add_task("import", total=total, counts="")
+
+        def show_counts(completed: int | None) -> None:
+            stats = importer.stats
+            bar.update(
+                task,
+                completed=completed if total is not None else None,
+                counts=f"{stats.imported:,} imported, {stats.present:,} present, "
+                f"{stats.refused:,} refused",
+            )
+
         for number, line in enumerate(lines, 1):
             importer.add(line)
             if number % 500 == 0:
-                stats = importer.stats
-                bar.update(
-                    task,
-                    completed=line.progress if total is not None else None,
-                    counts=f"{stats.imported:,} imported, {stats.present:,} present, "
-                    f"{stats.refused:,} refused",
-                )
+                show_counts(line.progress)
+        importer.flush()
+        show_counts(total)
 
 
 def _summary(out: Console, importer: Importer, seconds: float, tree_size: int | None) -> None:
@@ -219,7 +249,8 @@ class _Rejects:
     def refused(self, refusal: Refusal) -> None:
         if self._shown < SHOWN_REFUSALS:
             who = f" ({refusal.did[:80]})" if refusal.did else ""
-            self._out.print(f"refused {refusal.where}{who}: {refusal.message}", markup=False)
+            text = printable(f"refused {refusal.where}{who}: {refusal.message}")
+            self._out.print(text, markup=False)
         elif self._shown == SHOWN_REFUSALS:
             self._out.print("more refusals follow (see --rejects)", markup=False)
         self._shown += 1

@@ -20,6 +20,13 @@ import orjson
 USER_AGENT = "plc-directory-import"
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 """Largest ``/export`` page read (1000 lines of at most 64 KiB each fit)."""
+MAX_FILE_LINE_BYTES = 1024 * 1024
+"""Longest line read from a file; a longer one is refused without being held (an export line
+is at most 64 KiB)."""
+PAGE_TIMEOUT_S = 300.0
+"""Longest one ``/export`` page may take to arrive, whatever each read's timeout."""
+MAX_RETRY_AFTER_S = 600.0
+"""Longest ``Retry-After`` waited for (plc.directory's rate-limit window is 5 minutes)."""
 
 
 class SourceError(Exception):
@@ -33,11 +40,13 @@ class SourceLine(NamedTuple):
         where: ``line N`` (1-based, of a file) or ``seq N`` (of a directory).
         line: the line's bytes, without the newline.
         progress: bytes of the file read so far, or the directory's cursor (its ``seq``).
+        error: why the line could not be read whole (then ``line`` holds its start).
     """
 
     where: str
     line: bytes
     progress: int
+    error: str | None = None
 
 
 def file_lines(path: str) -> Iterator[SourceLine]:
@@ -56,9 +65,18 @@ def file_lines(path: str) -> Iterator[SourceLine]:
         except OSError as exc:
             raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
     read = 0
+    number = 0
     try:
-        for number, raw in enumerate(stream, 1):
+        while raw := stream.readline(MAX_FILE_LINE_BYTES):
+            number += 1
             read += len(raw)
+            if len(raw) == MAX_FILE_LINE_BYTES and not raw.endswith(b"\n"):
+                while (rest := stream.readline(MAX_FILE_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    read += len(rest)
+                read += len(rest)
+                error = f"line longer than {MAX_FILE_LINE_BYTES} bytes"
+                yield SourceLine(f"line {number}", raw[:200], read, error)
+                continue
             line = raw.rstrip(b"\r\n")
             if line.strip():
                 yield SourceLine(f"line {number}", line, read)
@@ -97,7 +115,10 @@ class ExportPages:
         self._interval_s = interval_s
         self._retries = retries
         self._client = httpx.Client(
-            timeout=timeout_s, headers={"user-agent": USER_AGENT}, transport=transport
+            timeout=timeout_s,
+            headers={"user-agent": USER_AGENT},
+            transport=transport,
+            follow_redirects=True,
         )
         self._last_request = 0.0
 
@@ -139,9 +160,12 @@ class ExportPages:
             if wait > 0:
                 time.sleep(wait)
             self._last_request = time.monotonic()
+            retry_after = None
             try:
-                status, body = self._get(url, params)
-            except httpx.HTTPError as exc:
+                status, body, retry_after = self._get(url, params)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+                raise SourceError(f"{self.base_url}: {exc}") from exc
+            except (httpx.HTTPError, _SlowPage) as exc:
                 problem = f"{exc.__class__.__name__}: {str(exc)[:200]}"
             else:
                 if status == 200:
@@ -150,22 +174,41 @@ class ExportPages:
                 if status != 429 and status < 500:
                     raise SourceError(f"{url}?after={self.cursor}: {problem}")
             if attempt == self._retries:
-                raise SourceError(f"{url}?after={self.cursor}: {problem} (gave up)")
-            time.sleep(delay)
+                raise SourceError(f"{url}?after={self.cursor}: {problem}; gave up")
+            time.sleep(retry_after if retry_after is not None else delay)
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
 
-    def _get(self, url: str, params: dict[str, str]) -> tuple[int, bytes]:
-        """Status and body (read only for a 200, and at most MAX_PAGE_BYTES of it)."""
+    def _get(self, url: str, params: dict[str, str]) -> tuple[int, bytes, float | None]:
+        """Status, body (read only for a 200, at most MAX_PAGE_BYTES of it, within
+        PAGE_TIMEOUT_S) and the ``Retry-After`` seconds of a 429 or 503 (capped)."""
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
         with self._client.stream("GET", url, params=params) as response:
             if response.status_code != 200:
-                return response.status_code, b""
+                return response.status_code, b"", _retry_after(response)
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) > MAX_PAGE_BYTES:
                     raise SourceError(f"{url}: a page of over {MAX_PAGE_BYTES} bytes")
-            return 200, bytes(body)
+                if time.monotonic() > deadline:
+                    raise _SlowPage(f"the page took over {PAGE_TIMEOUT_S:.0f} s")
+            return 200, bytes(body), None
+
+
+class _SlowPage(Exception):
+    """A page that trickles in (retried like a timeout)."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (RFC 9110 §10.2.3, delay form) for a 429 or 503, capped at
+    MAX_RETRY_AFTER_S; None when absent or not a number of seconds."""
+    if response.status_code not in (429, 503):
+        return None
+    value = response.headers.get("retry-after", "").strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), MAX_RETRY_AFTER_S)
 
 
 def _seq_of(line: bytes) -> int | None:

@@ -4,6 +4,7 @@ and mirrors"). Runs on SQLite and on the local PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,16 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Mount, Route
 
 from plc.api.app import create_app
 from plc.exportline import build_line
+from plc.importer import sources
 from plc.importer.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, run_import
+from plc.importer.sources import MAX_FILE_LINE_BYTES
 from plc.operation import parse_operation
+from plc.signing import cid_of
 from plc.store.engine import make_engine
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
@@ -30,7 +34,7 @@ from plc.tlog.memory import MemoryHashStore
 from plc.tlog.tree import root_hash
 
 from ..conftest import REPO, LiveServer, make_settings
-from ..helpers import INVALID_AT, INVALID_LOGS, VALID_LOGS, load_log
+from ..helpers import INVALID_AT, INVALID_LOGS, VALID_LOGS, load_log, new_did, update
 
 
 def legacy_line(entry: dict[str, Any]) -> bytes:
@@ -261,3 +265,128 @@ def test_the_command_reads_stdin_and_exits_3_when_it_refused_lines(
     assert b"refused line" in done.stderr and f"{len(log)} imported".encode() in done.stderr
     usage = subprocess.run([*command, "--batch-size", "0"], capture_output=True, cwd=REPO)
     assert usage.returncode == 1
+
+
+def test_a_long_history_is_read_once_not_once_per_op(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DID's ops follow each other: its history is kept between them (re-reading and
+    re-parsing it for each op made a DID of 4,000 ops take two minutes)."""
+    did, genesis, keys = new_did("long")
+    ops = [genesis]
+    for i in range(60):
+        ops.append(update(ops[-1], keys[0], also_known_as=[f"at://long{i}.test"]))
+    entries = [
+        {
+            "did": did,
+            "operation": op,
+            "cid": cid_of(op),
+            "createdAt": f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}.000Z",
+        }
+        for i, op in enumerate(ops)
+    ]
+    source = write(tmp_path / "long.jsonl", sequenced_lines(entries))
+    asked: list[str] = []
+    original = SqlStore.audit_rows_of
+
+    def counted(self: SqlStore, dids: list[str]) -> dict[str, Any]:
+        asked.extend(dids)
+        return original(self, dids)
+
+    monkeypatch.setattr(SqlStore, "audit_rows_of", counted)
+    assert run_import(str(source), database_url=sqlite_url, progress=False) == EXIT_OK
+    assert asked == [did]
+    assert stored_root(sqlite_url)[0] == len(ops)
+
+
+def test_an_oversized_file_line_is_refused_without_being_held(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    log = load_log(VALID_LOGS[0])
+    huge = b'{"did":"' + b"x" * (MAX_FILE_LINE_BYTES * 2) + b'"}'
+    source = write(tmp_path / "huge.jsonl", [huge, *sequenced_lines(log)])
+    rejects = tmp_path / "rejects.jsonl"
+    code = run_import(str(source), database_url=sqlite_url, rejects=rejects, progress=False)
+    assert code == EXIT_REFUSED
+    [record] = rejects_of(rejects)
+    assert record["where"] == "line 1" and "longer than" in record["message"]
+    assert len(record["line"]) <= 200
+    assert stored_root(sqlite_url)[0] == len(log)  # the lines after it were read whole
+
+
+def test_a_hostile_line_cannot_drive_the_terminal(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = b'{"did":"did:plc:\\u001b[31mRED\\u001b]0;title\\u0007","operation":{},"createdAt":"x"}'
+    source = write(tmp_path / "evil.jsonl", [line])
+    assert run_import(str(source), database_url=sqlite_url, progress=False) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+
+
+def test_page_trouble_is_retried_or_reported(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = sequenced_lines(load_log(VALID_LOGS[0]))
+
+    async def moved(request: Request) -> Response:
+        return Response(status_code=301, headers={"location": f"/v2/export?{request.url.query}"})
+
+    async def trickle(request: Request) -> StreamingResponse:
+        async def body() -> Any:
+            for _ in range(20):
+                yield b" "
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(body())
+
+    inner = flaky_directory(lines, failures=0)
+    app = Starlette(
+        routes=[
+            Route("/export", moved),
+            Mount("/v2", app=inner),
+            Route("/slow/export", trickle),
+        ]
+    )
+    with LiveServer(app) as server:  # type: ignore[arg-type]
+        # a redirect is followed
+        assert run_import(server.url, database_url=sqlite_url, interval_s=0, progress=False) == 0
+        # a page that trickles in past its deadline is retried, then given up
+        monkeypatch.setattr(sources, "PAGE_TIMEOUT_S", 0.3)
+        pages = sources.ExportPages(f"{server.url}/slow", interval_s=0, retries=0)
+        with pytest.raises(sources.SourceError, match="took over"):
+            list(pages)
+        pages.close()
+    assert stored_root(sqlite_url)[0] == len(lines)
+
+
+def test_resume_hints_and_refused_options(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = sequenced_lines(load_log(VALID_LOGS[0]))
+    with LiveServer(flaky_directory(lines, failures=0)) as server:  # type: ignore[arg-type]
+        after = len(lines) + 100
+        code = run_import(
+            server.url, database_url=sqlite_url, after=after, interval_s=0, progress=False
+        )
+    assert code == EXIT_OK
+    assert f"resume with --after {after}" in capsys.readouterr().err  # not "--after 0"
+    source = write(tmp_path / "x.jsonl", lines)
+    assert run_import(str(source), database_url=sqlite_url, after=5) == EXIT_FAILED
+    assert "--after applies to a directory URL" in capsys.readouterr().err
+    nowhere = tmp_path / "no" / "such" / "dir" / "r.jsonl"
+    assert run_import(str(source), database_url=sqlite_url, rejects=nowhere) == EXIT_FAILED
+    assert "cannot write" in capsys.readouterr().err
+    assert run_import("http://[::1", database_url=sqlite_url, interval_s=0) == EXIT_FAILED
+    assert "error:" in capsys.readouterr().err
+
+
+def test_retry_after_is_read_in_seconds_and_capped() -> None:
+    def answer(status: int, value: str | None) -> float | None:
+        headers = {} if value is None else {"retry-after": value}
+        return sources._retry_after(httpx.Response(status, headers=headers))
+
+    assert answer(429, "7") == 7.0
+    assert answer(503, "100000") == sources.MAX_RETRY_AFTER_S
+    assert answer(429, "Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert answer(500, "7") is None and answer(429, None) is None
