@@ -146,7 +146,6 @@ def run_import(
     try:
         lines: Iterable[SourceLine] = pages if pages is not None else file_lines(source)
         _feed(importer, lines, _total(source, is_url), progress and sys.stderr.isatty(), out)
-        importer.flush()
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
         out.print(
@@ -196,10 +195,12 @@ def _total(source: str, is_url: bool) -> int | None:
 def _feed(
     importer: Importer, lines: Iterable[SourceLine], total: int | None, show: bool, out: Console
 ) -> None:
-    """Every source line into ``importer``, with a progress bar when ``show``."""
+    """Every source line into ``importer`` (the last batch committed), with a progress bar
+    when ``show``."""
     if not show:
         for line in lines:
             importer.add(line)
+        importer.flush()
         return
     columns = [
         TextColumn("[bold]import"),

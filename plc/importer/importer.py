@@ -134,23 +134,31 @@ class Importer:
         batch, self._batch, self._dids = self._batch, [], set()
         if not batch:
             return
-        self._read_histories([w.item.did for w in batch if w.item is not None])
+        fresh = self._read_histories([w.item.did for w in batch if w.item is not None])
         accepted: list[tuple[_Waiting, PendingCommit]] = []
         for waiting in batch:
             if waiting.item is None:
                 self._refuse(waiting.source, None, None, waiting.error or "not an export line")
                 continue
-            pending = self._prepare(waiting, self._histories[waiting.item.did])
+            pending = self._prepare(waiting, kept=waiting.item.did not in fresh)
             if pending is not None:
                 accepted.append((waiting, pending))
         if accepted:
             outcomes = self.directory.store.commit_batch([pending for _, pending in accepted])
+            moved = []
             for (waiting, pending), outcome in zip(accepted, outcomes, strict=True):
-                self._settle(waiting, pending, outcome.status, again=True)
+                if outcome.status is CommitStatus.CONFLICT:
+                    moved.append(waiting)
+                else:
+                    self._settle(waiting, pending, outcome.status)
+            # after every op the batch committed is counted and kept, in case these fail
+            for waiting in moved:
+                self._again(waiting)
         self.done_through = batch[-1].source.progress
 
-    def _read_histories(self, dids: list[str]) -> None:
-        """Have the histories of ``dids`` at hand: kept ones, the rest read in one query."""
+    def _read_histories(self, dids: list[str]) -> set[str]:
+        """Have the histories of ``dids`` at hand: kept ones, the rest read in one query;
+        returns the DIDs read now."""
         missing = [did for did in dids if did not in self._histories]
         for did, rows in self.directory.store.audit_rows_of(missing).items():
             self._histories[did] = history_of(did, rows)
@@ -158,12 +166,10 @@ class Importer:
             self._histories.move_to_end(did)
         while len(self._histories) > max(KEPT_HISTORIES, len(dids)):
             self._histories.popitem(last=False)
+        return set(missing)
 
-    def _settle(
-        self, waiting: _Waiting, pending: PendingCommit, status: CommitStatus, *, again: bool
-    ) -> None:
-        """Count a committed or present op (keeping its DID's history current), or take one
-        whose DID moved meanwhile (another writer) through validation once more, alone."""
+    def _settle(self, waiting: _Waiting, pending: PendingCommit, status: CommitStatus) -> None:
+        """Count a committed op (keeping its DID's history current) or one found present."""
         assert waiting.item is not None
         did = waiting.item.did
         if status is CommitStatus.COMMITTED:
@@ -178,22 +184,31 @@ class Importer:
                     ]
                 history.append(LogEntry(did, prepared.operation, prepared.created_at))
             return
-        self._histories.pop(did, None)  # another writer changed it: read it afresh
-        if status is CommitStatus.DUPLICATE:
-            self.stats.present += 1
+        self._histories.pop(did, None)  # another writer stored it: read the DID afresh
+        self.stats.present += 1
+
+    def _again(self, waiting: _Waiting) -> None:
+        """An op whose DID moved between validation and commit (another writer, such as a
+        running server): validated against a fresh read and committed again, alone."""
+        assert waiting.item is not None
+        did = waiting.item.did
+        self._histories.pop(did, None)
+        self._read_histories([did])
+        pending = self._prepare(waiting, kept=False)
+        if pending is None:
             return
-        if not again:
+        status = self.directory.store.commit_batch([pending])[0].status
+        if status is CommitStatus.CONFLICT:
+            self._histories.pop(did, None)
             cid = pending.prepared.operation.cid
             self._refuse(waiting.source, did, cid, "the DID changed during import")
-            return
-        self._read_histories([did])
-        retry = self._prepare(waiting, self._histories[did])
-        if retry is not None:
-            outcome = self.directory.store.commit_batch([retry])[0]
-            self._settle(waiting, retry, outcome.status, again=False)
+        else:
+            self._settle(waiting, pending, status)
 
-    def _prepare(self, waiting: _Waiting, history: list[LogEntry]) -> PendingCommit | None:
-        """The op validated for commit; None when it is refused or already present."""
+    def _prepare(self, waiting: _Waiting, *, kept: bool) -> PendingCommit | None:
+        """The op validated for commit; None when it is refused or already present. A
+        refusal against a history kept from earlier batches is checked once more against a
+        fresh read: another writer may have extended the DID since."""
         item, source = waiting.item, waiting.source
         assert item is not None
         try:
@@ -202,9 +217,13 @@ class Importer:
                 item.operation,
                 created_at=item.created_at,
                 imported=True,
-                history=history,
+                history=self._histories[item.did],
             )
         except PlcError as exc:
+            if kept:
+                self._histories.pop(item.did, None)
+                self._read_histories([item.did])
+                return self._prepare(waiting, kept=False)
             self._refuse(source, item.did, None, exc.message)
             return None
         cid = result.cid if isinstance(result, SubmitResult) else result.prepared.operation.cid

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from plc.codec import has_bad_unicode
 from plc.errors import InvalidInput, echo
 from plc.timestamps import parse_timestamp
 
@@ -58,6 +59,8 @@ def parse_import_line(line: bytes) -> ImportItem:
     did, operation, created = value.get("did"), value.get("operation"), value.get("createdAt")
     if not isinstance(did, str):
         raise BadLine("did is missing or not a string")
+    if has_bad_unicode(did):  # PostgreSQL refuses NUL in text: refused before any query
+        raise BadLine("did holds a NUL character")
     if not isinstance(operation, dict):
         raise BadLine("operation is missing or not an object")
     if not isinstance(created, str):

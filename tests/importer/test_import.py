@@ -23,12 +23,17 @@ from plc.api.app import create_app
 from plc.exportline import build_line
 from plc.importer import sources
 from plc.importer.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, run_import
-from plc.importer.sources import MAX_FILE_LINE_BYTES
+from plc.importer.importer import Importer
+from plc.importer.sources import MAX_FILE_LINE_BYTES, SourceLine
 from plc.operation import parse_operation
+from plc.policy import PolicySettings
+from plc.service import Directory
 from plc.signing import cid_of
 from plc.store.engine import make_engine
+from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
+from plc.timestamps import parse_timestamp
 from plc.tlog.hashing import leaf_hash
 from plc.tlog.memory import MemoryHashStore
 from plc.tlog.tree import root_hash
@@ -390,3 +395,52 @@ def test_retry_after_is_read_in_seconds_and_capped() -> None:
     assert answer(503, "100000") == sources.MAX_RETRY_AFTER_S
     assert answer(429, "Wed, 21 Oct 2015 07:28:00 GMT") is None
     assert answer(500, "7") is None and answer(429, None) is None
+
+
+def test_a_did_with_a_nul_is_refused_before_any_query(db_url: str, tmp_path: Path) -> None:
+    """PostgreSQL refuses NUL in text: the line must be refused, not crash the batch."""
+    log = load_log(VALID_LOGS[0])
+    value = orjson.loads(legacy_line(log[0]))
+    bad = orjson.dumps({**value, "did": "did:plc:\u0000x"})
+    source = write(tmp_path / "nul.jsonl", [bad, *sequenced_lines(log)])
+    rejects = tmp_path / "rejects.jsonl"
+    code = run_import(str(source), database_url=db_url, rejects=rejects, progress=False)
+    assert code == EXIT_REFUSED
+    assert [r["message"] for r in rejects_of(rejects)] == ["did holds a NUL character"]
+    assert stored_root(db_url)[0] == len(log)
+
+
+def test_an_op_another_writer_added_meanwhile_is_no_reason_to_refuse_the_next(
+    sqlite_url: str,
+) -> None:
+    """The importer keeps a DID's history between batches; when a server accepts an op of
+    that DID meanwhile, the source's next op (which follows it) is checked again against the
+    database, not refused against the kept history."""
+    did, genesis, keys = new_did("meanwhile")
+    second = update(genesis, keys[0], also_known_as=["at://second.test"])
+    third = update(second, keys[0], also_known_as=["at://third.test"])
+    times = ["2025-01-01T00:00:00.000Z", "2025-01-01T00:00:01.000Z", "2025-01-01T00:00:02.000Z"]
+    entries = [
+        {"did": did, "operation": op, "cid": cid_of(op), "createdAt": at}
+        for op, at in zip((genesis, second, third), times, strict=True)
+    ]
+    lines = sequenced_lines(entries)
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    store = SqlStore(engine)
+    store.leaf_hooks.append(TlogStore(store).append_in)
+    directory = Directory(store, PolicySettings(), inline_io=True)
+    refused: list[Any] = []
+    importer = Importer(directory, on_refused=refused.append)
+    try:
+        importer.add(SourceLine("line 1", lines[0], 1))
+        importer.flush()
+        directory.import_op(did, second, parse_timestamp(times[1]))  # the other writer
+        importer.add(SourceLine("line 3", lines[2], 3))
+        importer.flush()
+    finally:
+        store.close()
+        engine.dispose()
+    assert refused == []
+    assert importer.stats.imported == 2
+    assert stored_root(sqlite_url)[0] == 3
