@@ -11,20 +11,23 @@ every subscriber's queue; the reference server does the same with one sequencer 
 A connection backfills from the database on its own until its cursor is within the lines the
 hub keeps (``recent``), then joins: the lines after its cursor are queued for it and every
 later line reaches it through the hub. Joining and fan-out both run on the event loop without
-an ``await`` between them, so no line is missed or doubled at the switch. ``seq`` has no gaps
-(one log-head row hands them out, commits in ``seq`` order), which is what makes "the lines
-after the cursor" a suffix of ``recent``.
+an ``await`` between them, so no line is missed or doubled at the switch. The lines after the
+cursor are found in ``recent`` by ``seq``; a joiner is only taken when ``recent`` reaches back
+to the line right after its cursor (``seq`` has no gaps: one log-head row hands them out and
+commits land in ``seq`` order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
 
+from plc.errors import Unavailable
 from plc.service import Directory
 
 PAGE = 500
@@ -125,6 +128,7 @@ class StreamHub:
         self._advanced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failure: Exception | None = None
+        self._stopped = False
 
     @property
     def subscribers(self) -> int:
@@ -144,6 +148,8 @@ class StreamHub:
         try:
             self._start()
             while self.head is None or self.head < cursor:
+                if self._failure is not None and self._stopped:
+                    raise self._failure
                 advanced = self._advanced
                 await advanced.wait()
                 if self._failure is not None:
@@ -151,10 +157,13 @@ class StreamHub:
                 self._start()
         finally:
             self._waiting -= 1
-        behind = self.head - cursor
-        if behind and (behind > len(self.recent) or behind > subscriber.limit):
+        recent = list(self.recent)
+        after = bisect.bisect_right(recent, cursor, key=lambda entry: entry[0])
+        if self.head > cursor and (not recent or recent[0][0] > cursor + 1):
+            return False  # recent starts after the cursor: lines in between are not kept
+        if len(recent) - after > subscriber.limit:
             return False
-        for _, line in list(self.recent)[len(self.recent) - behind :] if behind else ():
+        for _, line in recent[after:]:
             subscriber.offer(line)
         self._subscribers.add(subscriber)
         return True
@@ -164,17 +173,26 @@ class StreamHub:
         self._subscribers.discard(subscriber)
 
     def _start(self) -> None:
+        if self._stopped:
+            return
         if self._task is None or self._task.done():
             self._failure = None
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop reading (app shutdown)."""
+        """Stop reading for good (app shutdown): live subscribers end with ``Unavailable``,
+        waiting joiners get :class:`~plc.errors.Unavailable`, and no reader starts again."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        self._failure = Unavailable("the directory is shutting down")
+        for subscriber in self._subscribers:
+            subscriber.end("Unavailable")
+        self._subscribers.clear()
+        self._wake_joiners()
 
     async def _run(self) -> None:
         """Read new lines while anyone listens or waits to join; then forget the head, so a
