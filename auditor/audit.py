@@ -24,7 +24,6 @@ import random
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor import state
@@ -32,6 +31,9 @@ from auditor.client import DirectoryClient
 from auditor.errors import AuditFailed
 from auditor.findings import MISBEHAVIOUR, Finding
 from auditor.follow import follow_stream
+from auditor.options import BATCH_LINES as BATCH_LINES  # re-exported: callers import them here
+from auditor.options import AuditOptions as AuditOptions
+from auditor.options import AuditOutcome as AuditOutcome
 from auditor.progress import ReplayProgress
 from auditor.recheck import PrefixChecker, RecheckResult
 from auditor.replay import Replayer
@@ -43,43 +45,8 @@ from auditor.treestore import TreeStore, check_line
 from auditor.worker import WorkerConfig, WorkerPool
 from plc.errors import VerificationError
 from plc.tlog.checkpoint import Checkpoint, parse_checkpoint_unsafe
-from plc.tlog.note import Verifier
 
 MAX_SUSPECT_CHECKS = 100
-BATCH_LINES = 2000
-"""Lines of a file handed to the workers at once (the unit of commit and resume). On a quiet
-machine, 2000 and 8000 replay a 100k-op file at the same speed (within 5 %), and 2000 keeps
-the coordinator smaller (95 vs 123 MiB peak): PIPELINE_DEPTH batches of lines are in flight."""
-
-
-@dataclass(frozen=True)
-class AuditOptions:
-    """Options of a run (see ``plc-audit sync --help`` for the user-facing text)."""
-
-    workers: int = 2
-    allow_seq_gaps: bool = False
-    removed_cids: frozenset[str] = frozenset()
-    canonical_lines: bool | None = None
-    verifiers: tuple[Verifier, ...] = ()
-    checkpoint_notes: tuple[str, ...] = ()
-    spot_checks: int = 10
-    recheck: str = "full"
-    follow: bool = False
-    follow_seconds: float | None = None
-    progress: bool | None = None
-    seed: int | None = None
-    batch_lines: int = BATCH_LINES
-
-
-@dataclass
-class AuditOutcome:
-    """What one run did; the full picture is in the state file (:mod:`auditor.report`)."""
-
-    state_path: Path
-    first_finding_id: int
-    ops: int = 0
-    elapsed_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 def remove_state(path: Path, spec: SourceSpec) -> None:
@@ -252,9 +219,12 @@ class _Run:
     def failure(self, exc: AuditFailed) -> AuditFailed:
         """``exc`` with the findings this run stored before it failed, if any: the failure
         is what the user sees (exit code 1, no summary), so it must not hide them."""
-        row = self.conn.execute(
-            "SELECT COUNT(*) FROM findings WHERE id > ?", (self.outcome.first_finding_id,)
-        ).fetchone()
+        try:
+            row = self.conn.execute(
+                "SELECT COUNT(*) FROM findings WHERE id > ?", (self.outcome.first_finding_id,)
+            ).fetchone()
+        except sqlite3.Error:  # the state may be what failed: keep the first error
+            return exc
         stored = int(row[0])
         if not stored:
             return exc
@@ -336,7 +306,10 @@ def verify_file(
                 )
         return outcome
     except AuditFailed as exc:
-        raise run.failure(exc) from exc
+        told = run.failure(exc)
+        if told is exc:
+            raise
+        raise told from exc
     finally:
         run.close()
 
@@ -457,7 +430,10 @@ def sync_directory(
         run.outcome.elapsed_s = time.monotonic() - started
         return run.outcome
     except AuditFailed as exc:
-        raise run.failure(exc) from exc
+        told = run.failure(exc)
+        if told is exc:
+            raise
+        raise told from exc
     finally:
         run.close()
 
