@@ -3,6 +3,7 @@ stop reading, oversized and invalid client frames, shutdown with clients connect
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -64,17 +65,14 @@ def test_live_readers_share_one_database_reader(
         return original(self, after, count)
 
     monkeypatch.setattr(SqlStore, "export_after_seq", counted)
-    clients = [_ws(server) for _ in range(30)]
-    try:
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(_ws(server)) for _ in range(30)]
         time.sleep(0.3)  # every client has joined
         reads["n"] = 0
         time.sleep(1.0)  # ten poll intervals of 100 ms
         idle_reads = reads["n"]
         _post_dids(server, 5, "shared")
         seen = [[c.recv(timeout=10) for _ in range(5)] for c in clients]
-    finally:
-        for client in clients:
-            client.close()
     # one reader polling ~10 times a second, not thirty of them (~300 reads)
     assert idle_reads <= 20
     assert all(lines == seen[0] for lines in seen)
@@ -133,12 +131,12 @@ def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(
     try:
         with live:
             post_big_ops(live, 120)
-            ws = stalled_client(live)
-            time.sleep(1)
-            started = time.monotonic()
-        took = time.monotonic() - started
+            with stalled_client(live):
+                time.sleep(1)
+                started = time.monotonic()
+                live.__exit__()  # the server stops while the client still holds on
+                took = time.monotonic() - started
     finally:
         ws_protocol.send_timeout_s.cache_clear()
-    ws.close()
     assert not live.thread.is_alive()
     assert took < 10  # the grace and the abort that follows it, not the client's pleasure
