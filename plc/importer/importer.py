@@ -25,6 +25,7 @@ from typing import NamedTuple
 from plc.errors import PlcError, echo
 from plc.importer.lines import ImportItem, parse_import_line
 from plc.importer.sources import SourceLine
+from plc.operation import parse_operation
 from plc.rules import LogEntry
 from plc.service import Directory, SubmitResult, history_of
 from plc.store.sql import CommitStatus, PendingCommit
@@ -224,7 +225,7 @@ class Importer:
                 self._histories.pop(item.did, None)
                 self._read_histories([item.did])
                 return self._prepare(waiting, kept=False)
-            self._refuse(source, item.did, None, exc.message)
+            self._refuse(source, item.did, _cid_of(item), exc.message)
             return None
         cid = result.cid if isinstance(result, SubmitResult) else result.prepared.operation.cid
         if item.cid is not None and item.cid != cid:
@@ -238,3 +239,12 @@ class Importer:
     def _refuse(self, source: SourceLine, did: str | None, cid: str | None, message: str) -> None:
         self.stats.refused += 1
         self._on_refused(Refusal(source.where, did, cid, message, source.line))
+
+
+def _cid_of(item: ImportItem) -> str | None:
+    """The op's CID for a refusal record, when the op parses (a bad signature, a broken
+    chain), else None."""
+    try:
+        return parse_operation(item.operation).cid
+    except PlcError:
+        return None

@@ -110,3 +110,17 @@ def test_a_trailing_slash_is_the_same_route_and_a_newline_no_route(
     with pytest.raises(InvalidStatus) as refused:
         connect(url, open_timeout=10)
     assert refused.value.response.status_code == 403
+
+
+def test_a_cursor_of_any_length_past_the_head_is_a_future_cursor(
+    stream_server: LiveServer,
+) -> None:
+    """The reference reads any number: 19 or more digits are beyond every seq, so the answer
+    is FutureCursor, not a refused handshake."""
+    _post_dids(stream_server, 1, "long-cursor")
+    for cursor in ("9" * 19, "1" + "0" * 40):
+        with _ws(stream_server, f"?cursor={cursor}") as ws:
+            assert _closed_reason(ws) == "FutureCursor"
+    with pytest.raises(InvalidStatus) as refused:
+        _ws(stream_server, "?cursor=" + "9" * 101)
+    assert refused.value.response.status_code == 403

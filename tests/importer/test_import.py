@@ -133,6 +133,7 @@ def test_an_invalid_history_is_refused_at_its_bad_op(
     first = rejects_of(rejects)[0]
     assert first["where"] == f"line {bad + 1}"
     assert first["did"] == log[bad]["did"] and first["message"]
+    assert first["cid"] == log[bad]["cid"]  # each of these ops parses: its CID is known
     assert orjson.loads(first["line"])["cid"] == log[bad]["cid"]
     engine = make_engine(sqlite_url)
     store = SqlStore(engine)

@@ -39,7 +39,10 @@ from plc.timestamps import parse_timestamp
 router = APIRouter()
 log = logging.getLogger("plc.stream")
 
-_CURSOR = re.compile(r"[0-9]{1,18}")
+_CURSOR = re.compile(r"[0-9]{1,100}")
+_LONGEST_SEQ_DIGITS = 18
+"""A cursor with more digits is past any ``seq`` this log will reach: ``FutureCursor``, as the
+reference answers a cursor beyond its newest op (it reads any number)."""
 
 
 @router.get(
@@ -49,7 +52,7 @@ _CURSOR = re.compile(r"[0-9]{1,18}")
     status_code=426,
     responses={
         101: {"description": "Switching Protocols: a WebSocket upgrade request is taken"},
-        403: {"description": "WebSocket handshake refused: `cursor` is not digits (1-18)"},
+        403: {"description": "WebSocket handshake refused: `cursor` is not digits (1-100)"},
         426: {
             "description": "Not a WebSocket upgrade request",
             "content": {"application/json": {"schema": {"type": "object"}}},
@@ -84,7 +87,7 @@ async def export_stream(websocket: WebSocket) -> None:
     if raw_cursor is None:
         cursor = head
     else:
-        cursor = int(raw_cursor)
+        cursor = int(raw_cursor) if len(raw_cursor) <= _LONGEST_SEQ_DIGITS else head + 1
         if cursor > head:
             await _close(websocket, "FutureCursor")
             return
