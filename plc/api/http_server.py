@@ -52,16 +52,16 @@ _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header 
 
 
 @functools.cache
-def max_head_bytes() -> int:
-    """``PLC_MAX_HEADER_BYTES`` of this process (read once: each uvicorn worker process reads
-    the environment ``plc serve`` hands down)."""
-    return Settings().max_header_bytes
+def served_settings() -> Settings:
+    """The settings the connection protocols of this process read (head limits, the stream's
+    send timeout), read once: uvicorn builds the protocols itself, and each worker process
+    reads the environment ``plc serve`` hands down."""
+    return Settings()
 
 
-@functools.cache
-def head_timeout_s() -> float:
-    """``PLC_HEAD_TIMEOUT_S`` of this process (read once, as :func:`max_head_bytes`)."""
-    return Settings().head_timeout_s
+def client_text(client: tuple[str, int] | None) -> str | None:
+    """``host:port`` of a protocol's peer, for log lines."""
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 class JsonErrorHttpProtocol(HttpToolsProtocol):
@@ -104,7 +104,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
                 data = self._unsupported_upgrades_ignored(data)
         super().data_received(data)
         if self._in_head and (self._head_bytes or self._head_begun):
-            if self._head_bytes > max_head_bytes():
+            if self._head_bytes > served_settings().max_header_bytes:
                 if not self.transport.is_closing():
                     self._refuse_head()
             elif self._head_timer is None:
@@ -128,7 +128,8 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         return _UPGRADE_HEADER.sub(rename, data)
 
     def _start_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(head_timeout_s(), self._head_timed_out)
+        timeout_s = served_settings().head_timeout_s
+        self._head_timer = self.loop.call_later(timeout_s, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -144,7 +145,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             return
         if self.cycle is not None and not self._head_begun and self._head_bytes == 0:
             return  # an idle kept-alive connection: uvicorn's keep-alive timer closes it
-        self._refuse(408, "HeadTimeout", HEAD_TIMEOUT, timeout_s=head_timeout_s())
+        self._refuse(408, "HeadTimeout", HEAD_TIMEOUT, timeout_s=served_settings().head_timeout_s)
 
     def on_message_begin(self) -> None:
         self._head_begun = True
@@ -157,7 +158,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         # Only when the reads that carried the head (and maybe a body) pass the cap is the
         # head itself measured: its parsed parts, ": " and CRLF per header. Most requests
         # skip the sum.
-        limit = max_head_bytes()
+        limit = served_settings().max_header_bytes
         if (
             received > limit
             and len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
@@ -187,7 +188,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             "HeadTooLarge",
             HEAD_TOO_LARGE,
             logged="Request head over the limit refused",
-            limit_bytes=max_head_bytes(),
+            limit_bytes=served_settings().max_header_bytes,
         )
 
     def _refuse(
@@ -197,8 +198,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         ``message``) with the client's address and ``fields``, answer ``status`` with
         ``message`` and close."""
         HTTP_REFUSED.labels(reason=reason).inc()
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else None
-        extra = {"fields": {"status": status, **fields, "client": client}}
+        extra = {"fields": {"status": status, **fields, "client": client_text(self.client)}}
         log.warning(logged or message, extra=extra)
         self.send_error_response(status, message)
 
@@ -224,6 +224,7 @@ class _HeadRefused(Exception):
 def uvicorn_options(settings: Settings | None = None) -> dict[str, Any]:
     """The keyword arguments ``plc serve`` gives ``uvicorn.run`` / ``uvicorn.Config`` besides
     the app, host, port and workers (``settings``: default read from the environment)."""
+    # here, not at the top: ws_protocol imports this module
     from plc.api.ws_protocol import MAX_MESSAGE_BYTES, StreamWebSocketProtocol
 
     settings = settings or Settings()

@@ -13,24 +13,17 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from plc.config import Settings
+from plc.api.http_server import client_text, served_settings
 
 log = logging.getLogger("plc.stream")
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest message a stream client may send (it sends nothing the server reads; uvicorn's
 default, 16 MiB, let 40 clients make the server hold over a gigabyte)."""
-
-
-@functools.cache
-def send_timeout_s() -> float:
-    """``PLC_STREAM_SEND_TIMEOUT_S`` of this process (read once)."""
-    return Settings().stream_send_timeout_s
 
 
 class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -41,7 +34,8 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stalled is None:
-            self._stalled = self.loop.call_later(send_timeout_s(), self._abort_stalled)
+            timeout_s = served_settings().stream_send_timeout_s
+            self._stalled = self.loop.call_later(timeout_s, self._abort_stalled)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -58,10 +52,14 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _abort_stalled(self) -> None:
         self._stalled = None
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else None
         log.warning(
             "stream client left sent data unread: connection aborted",
-            extra={"fields": {"client": client, "timeout_s": send_timeout_s()}},
+            extra={
+                "fields": {
+                    "client": client_text(self.client),
+                    "timeout_s": served_settings().stream_send_timeout_s,
+                }
+            },
         )
         self.transport.abort()
 
@@ -71,10 +69,9 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
             try:
                 data.decode("utf-8")
             except UnicodeDecodeError:
-                client = f"{self.client[0]}:{self.client[1]}" if self.client else None
                 log.warning(
                     "stream client sent a text frame that is not UTF-8: closed with 1007",
-                    extra={"fields": {"client": client}},
+                    extra={"fields": {"client": client_text(self.client)}},
                 )
                 self.frames = []
                 if self.conn.close_sent is None:  # websockets may have failed it already

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from plc.api.http_server import head_timeout_s
+from plc.api.http_server import served_settings
 
 from ..conftest import LiveServer
 from ..helpers import new_did, update
@@ -195,7 +195,7 @@ def test_a_head_that_does_not_arrive_in_time_is_408_and_the_connection_closed(
     # A connection that sends nothing, or a head without its final CRLF, used to be held open
     # for good (uvicorn times out only connections that have had an answer): slowloris.
     monkeypatch.setenv("PLC_HEAD_TIMEOUT_S", "0.3")
-    head_timeout_s.cache_clear()
+    served_settings.cache_clear()
     try:
         with LiveServer(app_factory()) as server:
 
@@ -230,7 +230,7 @@ def test_a_head_that_does_not_arrive_in_time_is_408_and_the_connection_closed(
             assert first.startswith(b"HTTP/1.1 200 ") and second  # the first was answered
         assert after - before == 4
     finally:
-        head_timeout_s.cache_clear()
+        served_settings.cache_clear()
 
 
 def test_an_upgrade_header_does_not_lose_a_request(live_server: LiveServer) -> None:

@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from plc.api import ws_protocol
+from plc.api.http_server import served_settings
 from plc.store.sql import SqlStore
 
 from ..conftest import LiveServer
@@ -26,12 +27,12 @@ from .test_stream import _post_dids, _ws
 def server(app_factory, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PLC_STREAM_SEND_TIMEOUT_S", "1")
     monkeypatch.setenv("PLC_SHUTDOWN_GRACE_S", "1")
-    ws_protocol.send_timeout_s.cache_clear()
+    served_settings.cache_clear()
     try:
         with LiveServer(app_factory(stream_buffer=1000, policy_enabled=False)) as live:
             yield live
     finally:
-        ws_protocol.send_timeout_s.cache_clear()
+        served_settings.cache_clear()
 
 
 def post_big_ops(server: LiveServer, count: int) -> None:
@@ -126,7 +127,7 @@ def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(
 ) -> None:
     monkeypatch.setenv("PLC_STREAM_SEND_TIMEOUT_S", "120")  # only the shutdown grace helps
     monkeypatch.setenv("PLC_SHUTDOWN_GRACE_S", "1")
-    ws_protocol.send_timeout_s.cache_clear()
+    served_settings.cache_clear()
     live = LiveServer(app_factory(stream_buffer=1000, policy_enabled=False))
     try:
         with live:
@@ -137,6 +138,6 @@ def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(
                 live.__exit__()  # the server stops while the client still holds on
                 took = time.monotonic() - started
     finally:
-        ws_protocol.send_timeout_s.cache_clear()
+        served_settings.cache_clear()
     assert not live.thread.is_alive()
     assert took < 10  # the grace and the abort that follows it, not the client's pleasure
