@@ -115,6 +115,15 @@ def _check_signed_newest(tlog: TlogStore, signer: Signer | None) -> None:
     )
 
 
+def next_tick(due: float, now: float, interval_s: float) -> float:
+    """When the timer signs next (monotonic seconds), having woken for the tick ``due`` at
+    ``now``: one interval after ``due`` (a fixed rate: the time a signature takes does not
+    push every later tick back, so an op waits at most about one interval), or one interval
+    after ``now`` when the timer woke later than that (no burst of ticks to catch up)."""
+    following = due + interval_s
+    return following if following > now else now + interval_s
+
+
 class Checkpointer:
     """Signs checkpoints of the tree in ``tlog`` with ``signer``.
 
@@ -167,7 +176,9 @@ class Checkpointer:
         # minute it lasts, and once when signing works again (not a traceback per tick).
         failing: str | None = None
         logged_at = 0.0
-        while not self._stop.wait(self.interval_s):
+        due = time.monotonic() + self.interval_s
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due = next_tick(due, time.monotonic(), self.interval_s)
             try:
                 self.sign_if_grown()
             except Exception as exc:  # noqa: BLE001 - the timer must survive a database hiccup

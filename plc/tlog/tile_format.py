@@ -55,6 +55,11 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 MAX_TILE_LEVEL = 63
 """Highest tile level allowed in a path."""
 
+MAX_INDEX_GROUPS = 7
+"""Most 3-digit groups in a tile index (indexes below 10**21). A log of 2**64 leaves has
+level-0 tiles up to 2**56 (17 digits, 6 groups), so no real tile is refused; the cap keeps
+a path of thousands of groups from reaching ``int()`` (which refuses over 4,300 digits)."""
+
 MAX_ENTRY_SIZE = 0xFFFF
 """Longest entry an entry bundle can hold (its length prefix is a uint16), in bytes."""
 
@@ -136,12 +141,15 @@ def parse_tile_path(path: str) -> Tile:
     Raises:
         MalformedTilePath: anything but the exact canonical form: leading zeros in ``L`` or
             ``W``, a ``W`` outside 1..255, ``L`` above 63, an index group that is not 3
-            digits, a missing or extra ``x``, a leading ``x000/`` group, trailing text.
+            digits, a missing or extra ``x``, a leading ``x000/`` group, trailing text; an
+            index of more than :data:`MAX_INDEX_GROUPS` groups.
     """
     m = _TILE_PATH.fullmatch(path)
     if m is None:
         raise MalformedTilePath("malformed tile path", path=path)
     level_text, index_text, width_text = m.group("level", "index", "width")
+    if index_text.count("/") >= MAX_INDEX_GROUPS:
+        raise MalformedTilePath("tile index out of range", path=path)
     entries = level_text == "entries"
     level = 0 if entries else int(level_text)
     width = TILE_WIDTH if width_text is None else int(width_text)

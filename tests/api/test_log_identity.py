@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plc.checkpoints import Checkpointer, load_or_create_signer
+from plc.checkpoints import Checkpointer, load_or_create_signer, next_tick
 from plc.errors import InvalidInput
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
@@ -100,3 +100,13 @@ def test_plc_serve_refuses_a_new_key_for_an_existing_log(tmp_path: Path) -> None
     assert lines[-1].startswith("error: PLC_LOG_SIGNING_KEY (logs.example.org/plc+")
     assert f"is not the key stored with the log ({stored})" in lines[-1]
     assert "Traceback" not in done.stderr.decode()
+
+
+def test_the_signing_timer_keeps_a_fixed_rate() -> None:
+    # Woken on time or a little late (the signature itself takes time): the next tick is one
+    # interval after the one due, not one interval after waking, which had ticks drift apart.
+    assert next_tick(10.0, 10.0, 0.5) == 10.5
+    assert next_tick(10.0, 10.2, 0.5) == 10.5
+    # Woken after the next tick was due (a stalled process): one interval from now, once.
+    assert next_tick(10.0, 10.5, 0.5) == 11.0
+    assert next_tick(10.0, 13.0, 0.5) == 13.5

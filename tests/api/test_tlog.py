@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import threading
+import time
 from datetime import timedelta
 
 import orjson
@@ -68,6 +70,27 @@ def test_every_export_line_is_in_the_checkpoint(client: TestClient, clock: Clock
             [_b64(h) for h in body["inclusionProof"]],
             checkpoint.root_hash,
         )
+
+
+def test_inclusion_proof_without_a_tree_size_is_against_a_signed_checkpoint(
+    client: TestClient, clock: Clock
+) -> None:
+    _post_many(client, clock, 1, "signed")
+    _fresh_checkpoint(client)
+    _post_many(client, clock, 2, "unsigned")  # the tree grows past the newest checkpoint
+    for seq in (1, 6):  # covered already; covered once the timer has signed it
+        body = client.get(f"/tlog/proof/inclusion?seq={seq}").json()
+        checkpoint = open_checkpoint(body["checkpoint"], [_verifier(client)])
+        assert body["treeSize"] == checkpoint.tree_size >= seq
+        verify_inclusion(
+            _b64(body["leafHash"]),
+            seq - 1,
+            checkpoint.tree_size,
+            [_b64(h) for h in body["inclusionProof"]],
+            checkpoint.root_hash,
+        )
+    explicit = client.get("/tlog/proof/inclusion?seq=1&treeSize=3").json()
+    assert explicit["treeSize"] == 3 and "checkpoint" not in explicit
 
 
 def test_checkpoints_before_and_after_are_consistent(client: TestClient, clock: Clock) -> None:
@@ -145,6 +168,46 @@ def test_did_log_proof_with_recovery_and_tombstone(client: TestClient, clock: Cl
     assert client.get("/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/log/proof").status_code == 404
 
 
+def test_did_log_proof_holds_every_op_its_checkpoint_covers(
+    open_client: TestClient, clock: Clock
+) -> None:
+    """Updates of one DID keep coming while proofs of it are asked for: each bundle holds
+    exactly the DID's ops up to its checkpoint's size, also those committed while the request
+    waited for a checkpoint to cover the ops it had read (it used to leave them out)."""
+    did, genesis, keys = new_did("busy")
+    assert open_client.post(f"/{did}", json=genesis).status_code == 200
+    done = threading.Event()
+
+    def keep_updating() -> None:
+        prev = genesis
+        for i in range(400):
+            if done.is_set():
+                return
+            clock.advance(timedelta(seconds=1))
+            prev = update(prev, keys[1], also_known_as=[f"at://busy{i}.test"])
+            assert open_client.post(f"/{did}", json=prev).status_code == 200
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=keep_updating)
+    writer.start()
+    bundles = []
+    try:
+        for _ in range(8):
+            bundles.append(open_client.get(f"/{did}/log/proof").json())
+    finally:
+        done.set()
+        writer.join()
+    seqs = [
+        orjson.loads(line)["seq"]
+        for line in open_client.get("/export?after=0").content.split(b"\n")
+        if orjson.loads(line)["did"] == did
+    ]
+    for bundle in bundles:
+        verified = verify_did_log_proof(bundle, [_verifier(open_client)])
+        covered = [seq for seq in seqs if seq <= verified.checkpoint.tree_size]
+        assert [entry.seq for entry in verified.entries] == covered
+
+
 def test_tiles_verify_with_an_independent_client(client: TestClient, clock: Clock) -> None:
     _post_many(client, clock, 150, "tile")  # 300 leaves: one full level-0 tile and a partial
     checkpoint = _fresh_checkpoint(client)
@@ -163,8 +226,14 @@ def test_tiles_verify_with_an_independent_client(client: TestClient, clock: Cloc
     assert bundle.status_code == 200 and "immutable" in bundle.headers["cache-control"]
     assert client.get("/tlog/tile/0/002").status_code == 404
     assert client.get("/tlog/tile/0/1").status_code == 400
+    huge = client.get("/tlog/tile/0/" + "x999/" * 1450 + "999")  # int() refuses 4,353 digits
+    assert huge.status_code == 400 and huge.json()["message"].startswith("Invalid tile path")
     gz = client.get("/tlog/tile/entries/000", headers={"accept-encoding": "gzip"})
     assert gz.headers.get("content-encoding") == "gzip"
+    with client.stream("GET", "/tlog/tile/entries/000", headers={"accept-encoding": "gzip"}) as r:
+        raw = b"".join(r.iter_raw())
+    # RFC 1952 MTIME (bytes 4-8) is 0: the same tile is the same bytes whenever it is asked
+    assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\0\0\0\0"
     for refusing in ("gzip;q=0, identity", "identity", "br", "*;q=0"):
         plain = client.get("/tlog/tile/entries/000", headers={"accept-encoding": refusing})
         assert "content-encoding" not in plain.headers, refusing

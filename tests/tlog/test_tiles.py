@@ -140,6 +140,15 @@ def test_parse_tile_path_rejects_non_canonical(path: str) -> None:
         parse_tile_path(path)
 
 
+def test_tile_index_groups_are_capped() -> None:
+    # The largest index of 7 groups parses; 8 groups, or the thousands of groups a hostile
+    # path can hold (int() refuses over 4,300 digits with a ValueError), are malformed.
+    assert parse_tile_path("tile/0/" + "x999/" * 6 + "999") == Tile(0, 10**21 - 1)
+    for groups in (7, 1450):
+        with pytest.raises(MalformedTilePath, match="out of range"):
+            parse_tile_path("tile/0/" + "x999/" * groups + "999")
+
+
 def test_invalid_tile_values() -> None:
     for level, index, width in [(64, 0, 1), (-1, 0, 1), (0, -1, 1), (0, 0, 0), (0, 0, 257)]:
         with pytest.raises(InvalidTlogRequest):

@@ -132,7 +132,8 @@ async def get_tile(request: Request, path: str = Path(include_in_schema=False)) 
         headers = {"cache-control": IMMUTABLE, "vary": "accept-encoding"}
         if accepts_gzip(request.headers.get("accept-encoding", "")):
             headers["content-encoding"] = "gzip"
-            body = gzip.compress(body, compresslevel=5)
+            # mtime 0: the bytes of an immutable resource do not depend on when it was asked
+            body = gzip.compress(body, compresslevel=5, mtime=0)
         return Response(body, media_type="application/octet-stream", headers=headers)
     data = await directory.run(tile_hashes, tile, tlog.reader)
     return Response(
@@ -146,7 +147,7 @@ async def get_tile(request: Request, path: str = Path(include_in_schema=False)) 
     response_class=Response,
     responses={
         200: {"description": "Proof", "content": {"application/json": {}}},
-        **error_responses(400),
+        **error_responses(400, 503),
     },
     openapi_extra={
         "parameters": [
@@ -156,8 +157,9 @@ async def get_tile(request: Request, path: str = Path(include_in_schema=False)) 
             query_parameter(
                 "treeSize",
                 _INT_SCHEMA,
-                "Size of the tree the proof is for (at most the log's); absent: the log's "
-                "current size.",
+                "Size of the tree the proof is for (at most the log's); absent: the newest "
+                "signed checkpoint's, once one covers `seq` (the answer then carries that "
+                "checkpoint's note in `checkpoint`).",
             ),
         ]
     },
@@ -170,26 +172,31 @@ async def get_inclusion_proof(
     directory = directory_of(request)
     tlog = _tlog(request)
     seq_value = _int_param(seq, "seq")
+    size = None if tree_size is None else _int_param(tree_size, "treeSize")
     current = await directory.run(tlog.store.tree_size)
-    size = current if tree_size is None else _int_param(tree_size, "treeSize")
-    if not 1 <= seq_value <= size or size > current:
+    if not 1 <= seq_value <= (current if size is None else size) or (size or 0) > current:
         raise InvalidInput(
             "Invalid seq or treeSize parameter: need 1 <= seq <= treeSize <= tree size"
         )
+    signed: StoredCheckpoint | None = None
+    if size is None:  # a size a client can check: the signed checkpoint's, given with it
+        signed = await _checkpoint_covering(request, seq_value)
+        size = signed.tree_size
     index = leaf_index_for_seq(seq_value)
     # The leaf hash the tree holds (written when the op was appended), not a hash of the line
     # as stored now: a proof always matches the signed tree, and an altered line shows.
     stored_leaf = await directory.run(tlog.reader.read_hashes, [stored_hash_index(0, index)])
     proof = await directory.run(inclusion_proof, index, size, tlog.reader)
-    return _json(
-        {
-            "seq": seq_value,
-            "leafIndex": index,
-            "treeSize": size,
-            "leafHash": encode_b64(stored_leaf[0]),
-            "inclusionProof": [encode_b64(h) for h in proof],
-        }
-    )
+    body: dict[str, Any] = {
+        "seq": seq_value,
+        "leafIndex": index,
+        "treeSize": size,
+        "leafHash": encode_b64(stored_leaf[0]),
+        "inclusionProof": [encode_b64(h) for h in proof],
+    }
+    if signed is not None:
+        body["checkpoint"] = signed.note.decode("utf-8")
+    return _json(body)
 
 
 @router.get(
@@ -251,8 +258,15 @@ async def _checkpoint_covering(request: Request, seq: int) -> StoredCheckpoint:
 async def get_did_log_proof(did: str, request: Request) -> Response:
     directory = directory_of(request)
     tlog = _tlog(request)
+    # The checkpoint is read before the rows: every op it covers was committed before it
+    # was signed, so the rows read after it hold all of the DID's ops it covers.
+    checkpoint = await directory.run(tlog.latest_checkpoint)
     rows = await directory.run(directory.rows, did)
-    checkpoint = await _checkpoint_covering(request, rows[-1].seq)
+    if checkpoint is None or checkpoint.tree_size < rows[-1].seq:
+        checkpoint = await _checkpoint_covering(request, rows[-1].seq)
+        # ops of the DID committed while waiting may be in the checkpoint waited for
+        rows = await directory.run(directory.rows, did)
+    rows = [row for row in rows if row.seq <= checkpoint.tree_size]
     entries = []
     for row in rows:
         proof = await directory.run(
