@@ -215,6 +215,11 @@ async def test_refresh_identity_input_errors(
         ),
         "InvalidRequest",
     )
+    # The identifier as a query parameter (no body, no Content-Type): say what is expected.
+    bare = await client.post(url, params={"identifier": "alice.test"})
+    assert_xrpc_error(bare, "InvalidRequest")
+    assert bare.json()["message"].startswith("Request encoding (Content-Type) required")
+    assert '{"identifier"' in bare.json()["message"]
     big = b'{"identifier":"' + b"a" * 20_000 + b'"}'
     assert_xrpc_error(
         await client.post(url, content=big, headers={"content-type": "application/json"}),

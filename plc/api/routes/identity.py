@@ -152,6 +152,11 @@ async def _identifier_from_body(request: Request) -> str:
         InvalidRequest: wrong Content-Type, body too large, not JSON, or no string identifier.
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not media_type:  # the XRPC server's wording, with what it wants
+        raise InvalidRequest(
+            'Request encoding (Content-Type) required but not provided: send {"identifier": '
+            '"<handle or DID>"} as application/json'
+        )
     if media_type != "application/json":
         raise InvalidRequest(f"Wrong request encoding (Content-Type): {echo(media_type)}")
     body = await take_body(
