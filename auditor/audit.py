@@ -128,8 +128,15 @@ class _Run:
 
     def observe_checkpoint(self, note: str | None) -> None:
         """Log checks on one checkpoint note (None: only those kept from earlier runs, whose
-        signatures are checked now if keys were given), committed at once."""
+        signatures are checked now if keys were given), committed at once.
+
+        Raises:
+            AuditFailed: ``--vkey`` is evidently another log's key (nothing is stored).
+        """
         if note is not None:
+            foreign = self.tlog.foreign_key_names(note)
+            if foreign is not None:
+                raise AuditFailed(foreign)
             self._note_older(note)
         self.conn.execute("BEGIN IMMEDIATE")
         try:

@@ -48,7 +48,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_STATE_HELP = "State file (default: plc-audit-<sha256 of the source>.sqlite3 in the cwd)."
+_STATE_HELP = (
+    "State file (default: plc-audit-<16 hex digits of the source's SHA-256>.sqlite3 in the cwd)."
+)
 _FINDINGS_HELP = "Write findings as JSON lines here ('-' = stdout)."
 
 

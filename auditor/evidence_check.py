@@ -331,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = f"REJECTED: {why}"
         shown = finding if isinstance(finding, dict) else {}
         signed_notes |= shown.get("class") in (*NOTE_CLASSES, "checkpoint-signature-invalid")
-        print(f"{number}: {shown.get('class')} seq={shown.get('seq')}: {text}")
+        where = f" seq={shown['seq']}" if shown.get("seq") is not None else ""
+        print(f"{number}: {shown.get('class')}{where}: {text}")
     if signed_notes and not vkeys:
         print(f"check-evidence: warning: {_NO_KEY} (give the log's key)", file=sys.stderr)
     print(

@@ -45,7 +45,7 @@ from auditor.evidence_check import implied_old_root
 from auditor.findings import Finding
 from auditor.sources import LineFetcher
 from auditor.treestore import TreeStore
-from plc.errors import PlcError, VerificationError
+from plc.errors import PlcError, VerificationError, echo
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
 from plc.tlog.encoding import encode_b64
 from plc.tlog.hashing import EMPTY_ROOT, leaf_hash
@@ -126,6 +126,31 @@ class TlogChecker:
         self._verifiers = list(verifiers)
         self._client = client
         self._fetcher = fetcher
+
+    def foreign_key_names(self, note: str) -> str | None:
+        """Why ``--vkey`` cannot be this log's key, or None: a usage error, not the
+        directory's misbehaviour. Said when the note parses, its origin names none of the
+        verifier keys, and no checkpoint of an origin the keys name was ever kept (a log that
+        was audited under these keys and then serves another origin is a finding instead)."""
+        if not self._verifiers:
+            return None
+        try:
+            origin = parse_checkpoint_unsafe(note).origin
+        except PlcError:  # not a checkpoint: the signature check reports it
+            return None
+        names = sorted({v.name for v in self._verifiers})
+        if origin in names:
+            return None
+        marks = ",".join("?" * len(names))
+        row = self._conn.execute(
+            f"SELECT 1 FROM checkpoints WHERE origin IN ({marks}) LIMIT 1", names
+        ).fetchone()
+        if row is not None:
+            return None
+        return (
+            f"--vkey is for the log {', '.join(names)}, but the directory's checkpoints are "
+            f"of the log {echo(origin)}: give that log's verifier key (plc serve prints it)"
+        )
 
     def verify_stored(self) -> list[Finding]:
         """With verifier keys: check the signatures of checkpoints kept unverified by earlier
