@@ -79,8 +79,11 @@ def serve(
         # Read here as well as in each worker, so a bad value stops the start with one line.
         ResolverSettings()
     except ValidationError as exc:
-        typer.echo(f"error: {setting_error(exc)}", err=True)
+        options = {name: "--" + name.replace("_", "-") for name in overrides}
+        typer.echo(f"error: {setting_error(exc, options)}", err=True)
         raise typer.Exit(1) from None
+    if settings.port == 0:  # chosen now, so that the start-up line names the real port
+        settings.port = _free_port(settings.host)
     in_use = _address_in_use(settings.host, settings.port)
     if in_use is not None:
         typer.echo(f"error: cannot listen on {settings.host}:{settings.port}: {in_use}", err=True)
@@ -135,6 +138,20 @@ def serve(
             workers=settings.workers,
             **uvicorn_options(settings),
         )
+
+
+def _free_port(host: str) -> int:
+    """A port the system calls free on ``host`` now (what binding port 0 would get); 0 when
+    ``host`` cannot be bound (uvicorn then says why)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+            return int(probe.getsockname()[1])
+    except OSError:
+        return 0
 
 
 def _address_in_use(host: str, port: int) -> str | None:

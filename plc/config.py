@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     ops_per_hour: int = Field(default=10, ge=1)
     ops_per_day: int = Field(default=30, ge=1)
     ops_per_week: int = Field(default=100, ge=1)
-    log_origin: str | None = None
+    log_origin: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._/-]+$")
     """Origin of the transparency log (``PLC_LOG_ORIGIN``, characters ``[A-Za-z0-9._/-]``).
     Default: generated on first start and stored with the log."""
     log_signing_key: str | None = None
@@ -128,9 +128,10 @@ class Settings(BaseSettings):
         )
 
 
-def setting_error(error: ValidationError) -> str:
-    """One line for a refused setting: its environment name and what is wrong, without the
-    value (it may be a secret)."""
+def setting_error(error: ValidationError, options: Mapping[str, str] | None = None) -> str:
+    """One line for a refused setting: its environment name (and ``options[field]``, the
+    command-line option it came from, when given there) and what is wrong, without the value
+    (it may be a secret)."""
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else ""
     title = error.title
@@ -140,7 +141,12 @@ def setting_error(error: ValidationError) -> str:
         name = "DATABASE_URL"
     else:
         name = f"PLC_{field.upper()}"
-    return f"invalid setting {name}: {first['msg']}"
+    if options and field in options:
+        name = f"{options[field]} ({name})"
+    message = str(first["msg"])
+    if first["type"] == "string_pattern_mismatch" and field == "log_origin":
+        message = "may only hold the characters A-Z a-z 0-9 . _ / -"
+    return f"invalid setting {name}: {message}"
 
 
 def unknown_settings(environ: Mapping[str, str]) -> list[str]:

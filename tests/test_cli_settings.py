@@ -75,7 +75,16 @@ def _logging_left_as_found() -> Iterator[None]:
         ),
         ("DATABASE_URL", "sqlite:///", "DATABASE_URL names no SQLite file"),
         ("DATABASE_URL", "sqlite:///:memory:", "DATABASE_URL names no SQLite file"),
-        ("DATABASE_URL", "mysql://u:s3cret@h/db", "Unsupported database URL scheme: mysql"),
+        (
+            "DATABASE_URL",
+            "mysql://u:s3cret@h/db",
+            "DATABASE_URL has an unsupported scheme mysql: use sqlite:///path or postgresql://",
+        ),
+        (
+            "PLC_LOG_ORIGIN",
+            "bad origin!",
+            "invalid setting PLC_LOG_ORIGIN: may only hold the characters A-Z a-z 0-9 . _ / -",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_start_in_one_line(name: str, value: str, expected: str) -> None:
@@ -86,6 +95,18 @@ def test_a_bad_setting_stops_the_start_in_one_line(name: str, value: str, expect
     assert lines[0].startswith("error: " + expected), lines[0]
     assert "s3cret" not in result.output + result.stderr
     assert result.stdout == ""  # no verifier key line: nothing started
+
+
+def test_a_bad_option_is_named_as_the_option(tmp_path: Path) -> None:
+    database = tmp_path / "never.sqlite3"
+    result = CliRunner().invoke(
+        app, ["serve", "--port", "70000", "--database-url", f"sqlite:///{database}"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: invalid setting --port (PLC_PORT): Input should be less than or equal to 65535"
+    )
+    assert not database.exists()
 
 
 def test_misspelt_settings_are_named() -> None:

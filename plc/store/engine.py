@@ -46,12 +46,20 @@ def normalize_database_url(url: str) -> URL:
                 "use sqlite:///relative/path or sqlite:////absolute/path"
             )
         return parsed.set(drivername="sqlite+pysqlite")
-    raise InvalidInput(f"Unsupported database URL scheme: {echo(parsed.drivername)}")
+    raise InvalidInput(
+        f"DATABASE_URL has an unsupported scheme {echo(parsed.drivername)}: use "
+        "sqlite:///path or postgresql://user@host:port/database"
+    )
 
 
 def redacted(url: str) -> str:
-    """The URL with any password hidden, for logs."""
-    return normalize_database_url(url).render_as_string(hide_password=True)
+    """The URL as given, with any password hidden, for logs (no driver name added).
+
+    Raises:
+        InvalidInput: as :func:`normalize_database_url`.
+    """
+    normalize_database_url(url)
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def is_sqlite(engine: Engine) -> bool:

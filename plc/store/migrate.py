@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -16,6 +17,18 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
+
+
+class _QuietContext(logging.Filter):
+    """Drops Alembic's two lines about its migration context, said on every connection (so
+    twice per ``plc serve`` start) whether or not anything is migrated; the lines naming the
+    revisions it runs stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Context impl ", "Will assume "))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_QuietContext())
 
 
 def upgrade(engine: Engine) -> None:

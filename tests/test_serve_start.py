@@ -1,0 +1,63 @@
+"""`plc serve`'s start-up lines: where it listens (the real port, also for `--port 0`) and
+which database it uses, as given (no driver name, no password); no Alembic chatter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from .conftest import REPO
+
+PLC = str(Path(sys.executable).parent / "plc")
+
+
+def test_port_zero_is_chosen_before_the_start_up_line(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'start.sqlite3'}"
+    environment = {**os.environ, "PLC_LOG_LEVEL": "info"}
+    process = subprocess.Popen(
+        [PLC, "serve", "--port", "0", "--database-url", database],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    # a server that never says it listens is killed: readline() then ends instead of hanging
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 60
+        record = None
+        said: list[str] = []
+        while record is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            assert line, "plc serve ended before saying where it listens"
+            parsed = orjson.loads(line)
+            said.append(str(parsed.get("msg", "")))
+            if said[-1].startswith("listening on"):
+                record = parsed
+        assert record is not None
+        # Alembic's context lines (said on every connection) are dropped; its upgrade stays
+        assert not [m for m in said if m.startswith(("Context impl", "Will assume"))]
+        assert [m for m in said if m.startswith("Running upgrade")]
+        port = record["port"]
+        assert port > 0
+        assert record["msg"] == f"listening on http://127.0.0.1:{port}, database {database}"
+        while True:  # and that is where it answers
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/_health").status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+    finally:
+        watchdog.cancel()
+        process.terminate()
+        process.wait(timeout=30)
