@@ -140,7 +140,19 @@ def run_import(
     store.leaf_hooks.append(TlogStore(store).append_in)
     directory = Directory(store, settings.policy(), inline_io=True)
     importer = Importer(directory, batch_size=batch_size, on_refused=writer.refused, start=after)
-    pages = ExportPages(source, after=after, count=count, interval_s=interval_s) if is_url else None
+
+    def retrying(problem: str, pause: float, left: int) -> None:
+        out.print(
+            f"{printable(problem)}: retrying in {pause:.0f} s ({left} more "
+            f"{'try' if left == 1 else 'tries'})",
+            markup=False,
+        )
+
+    pages = (
+        ExportPages(source, after=after, count=count, interval_s=interval_s, on_retry=retrying)
+        if is_url
+        else None
+    )
     started = time.monotonic()
     code = EXIT_OK
     try:
@@ -166,6 +178,8 @@ def run_import(
         tree_size = store.tree_size() if code != EXIT_FAILED else None
         store.close()
         engine.dispose()
+    if code == EXIT_FAILED and not importer.stats.lines:
+        return code  # nothing was read: the error says it all
     _summary(out, importer, time.monotonic() - started, tree_size)
     if is_url:
         out.print(f"resume with --after {importer.done_through}", markup=False)

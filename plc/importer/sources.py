@@ -8,9 +8,11 @@ errors are retried with backoff.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -27,6 +29,8 @@ PAGE_TIMEOUT_S = 300.0
 """Longest one ``/export`` page may take to arrive, whatever each read's timeout."""
 MAX_RETRY_AFTER_S = 600.0
 """Longest ``Retry-After`` waited for (plc.directory's rate-limit window is 5 minutes)."""
+_HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]+(/.*)?")
+"""A source like ``127.0.0.1:2582``: meant as a URL, not a file."""
 
 
 class SourceError(Exception):
@@ -63,7 +67,10 @@ def file_lines(path: str) -> Iterator[SourceLine]:
         try:
             stream = Path(path).open("rb")  # noqa: SIM115 - closed below
         except OSError as exc:
-            raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
+            hint = ""
+            if _HOST_PORT.fullmatch(path) and not os.path.exists(path):
+                hint = " (a directory URL starts with http:// or https://)"
+            raise SourceError(f"cannot read {path}: {exc.strerror}{hint}") from exc
     read = 0
     number = 0
     try:
@@ -96,6 +103,8 @@ class ExportPages:
         retries: attempts per page after the first, on 429, 5xx or a transport error.
         timeout_s: per request, seconds.
         transport: an httpx transport (tests); default: the network.
+        on_retry: told ``(problem, seconds until the retry, retries left)`` before each
+            retry, so that a user sees why nothing moves.
     """
 
     def __init__(
@@ -108,8 +117,10 @@ class ExportPages:
         retries: int = 6,
         timeout_s: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        on_retry: Callable[[str, float, int], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._on_retry = on_retry
         self.cursor = after
         self._count = count
         self._interval_s = interval_s
@@ -171,11 +182,18 @@ class ExportPages:
                 if status == 200:
                     return [line for line in body.split(b"\n") if line.strip()]
                 problem = f"HTTP {status}"
+                if status == 404 and self.base_url.endswith("/export"):
+                    problem += " (give the directory's base URL, without /export)"
                 if status != 429 and status < 500:
                     raise SourceError(f"{url}?after={self.cursor}: {problem}")
             if attempt == self._retries:
                 raise SourceError(f"{url}?after={self.cursor}: {problem}; gave up")
-            time.sleep(retry_after if retry_after is not None else delay)
+            pause = retry_after if retry_after is not None else delay
+            if self._on_retry is not None:
+                self._on_retry(
+                    f"{url}?after={self.cursor}: {problem}", pause, self._retries - attempt
+                )
+            time.sleep(pause)
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
 

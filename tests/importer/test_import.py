@@ -221,12 +221,15 @@ def flaky_directory(lines: list[bytes], failures: int, status: int = 503) -> Sta
     return Starlette(routes=[Route("/export", export)])
 
 
-def test_a_busy_directory_is_retried(sqlite_url: str) -> None:
+def test_a_busy_directory_is_retried(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     lines = sequenced_lines(load_log(VALID_LOGS[0]))
     with LiveServer(flaky_directory(lines, failures=1)) as server:  # type: ignore[arg-type]
         code = run_import(server.url, database_url=sqlite_url, interval_s=0, progress=False)
     assert code == EXIT_OK
     assert stored_root(sqlite_url)[0] == len(lines)
+    # each retry is said, with why and when (an unreachable source was silent for a minute)
+    said = capsys.readouterr().err
+    assert f"{server.url}/export?after=0: HTTP 503: retrying in 1 s (6 more tries)" in said
 
 
 @pytest.mark.parametrize(
@@ -248,13 +251,21 @@ def test_a_directory_that_cannot_be_mirrored_stops_the_import(
         code = run_import(server.url, database_url=sqlite_url, interval_s=0, progress=False)
     assert code == EXIT_FAILED
     assert message in capsys.readouterr().err
+    with LiveServer(serve(lines)) as server:
+        code = run_import(f"{server.url}/export", database_url=sqlite_url, interval_s=0)
+    assert code == EXIT_FAILED
+    assert "HTTP 404 (give the directory's base URL, without /export)" in (capsys.readouterr().err)
 
 
 def test_a_missing_file_or_a_bad_database_url_stops_the_import(
     sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_import(str(tmp_path / "nowhere.jsonl"), database_url=sqlite_url) == EXIT_FAILED
-    assert "cannot read" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "cannot read" in said
+    assert "0 lines" not in said and "resume" not in said  # nothing was read: no summary
+    assert run_import("127.0.0.1:2582", database_url=sqlite_url) == EXIT_FAILED
+    assert "(a directory URL starts with http:// or https://)" in capsys.readouterr().err
     source = write(tmp_path / "x.jsonl", [])
     assert run_import(str(source), database_url="mysql://x") == EXIT_FAILED
     assert "DATABASE_URL has an unsupported scheme mysql" in capsys.readouterr().err
