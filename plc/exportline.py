@@ -61,6 +61,14 @@ def operation_json(line: bytes) -> bytes:
     return line[start : len(line) - len(_TAIL)]
 
 
+def line_head(line: bytes) -> dict[str, Any]:
+    """``{did, cid, seq, createdAt}`` of a stored export line, decoded without its operation
+    (the keys before it are plain ASCII values, so the line up to ``"operation"`` is an
+    object of its own)."""
+    head: dict[str, Any] = orjson.loads(line[: line.index(_OP_KEY) - 1] + b"}")
+    return head
+
+
 def parse_line(line: bytes | str) -> dict[str, Any]:
     """Decode an export line to a dict (``orjson``; raises ``orjson.JSONDecodeError``)."""
     value = orjson.loads(line)

@@ -82,6 +82,9 @@ class PreparedOperation:
         nullified: CIDs of the ops it nullifies, oldest first (empty for a plain append).
         key_index: index, in the rotation keys it was checked against, of the key that
             signed it (lower = more authority).
+        valid_until: the latest ``created_at`` the same decision holds at (a recovery: the
+            end of its 72-hour window); None: any later time (design.md decision 3: the
+            server may stamp the op later, at its commit).
     """
 
     did: str
@@ -90,6 +93,7 @@ class PreparedOperation:
     prev: str | None
     nullified: tuple[str, ...]
     key_index: int
+    valid_until: datetime | None = None
 
 
 def signer_index(keys: Sequence[str], op: Operation) -> int | None:
@@ -202,7 +206,8 @@ def validate_next_op(
             lapsed_ms,
         )
     nullified = tuple(entry.cid for entry in candidates)
-    return PreparedOperation(did, op, created_at, prev, nullified, recovery_index)
+    valid_until = first.created_at + RECOVERY_WINDOW
+    return PreparedOperation(did, op, created_at, prev, nullified, recovery_index, valid_until)
 
 
 def _op_text(op: Operation) -> str:

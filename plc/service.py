@@ -21,8 +21,6 @@ import orjson
 from plc.codec import has_bad_unicode
 from plc.document import operation_state_bodies
 from plc.errors import (
-    DidNotAvailable,
-    DidNotRegistered,
     HeadMismatch,
     InvalidInput,
     LogEntryTooLarge,
@@ -33,7 +31,7 @@ from plc.errors import (
     Unavailable,
     echo,
 )
-from plc.exportline import MAX_LINE_BYTES, longest_line, operation_json, parse_line
+from plc.exportline import MAX_LINE_BYTES, longest_line, operation_json
 from plc.metrics import DirectoryMetrics
 from plc.operation import parse_operation, trusted_operation
 from plc.policy import (
@@ -42,9 +40,10 @@ from plc.policy import (
     validate_rate_limit,
     validate_unparsed_size,
 )
+from plc.reads import DirectoryReads
 from plc.rules import LogEntry, validate_next_op
 from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
-from plc.timestamps import ONE_MS, format_timestamp, from_ms, to_ms, truncate_ms
+from plc.timestamps import ONE_MS, from_ms, truncate_ms
 from plc.validation_process import ValidationProcess, ValidatorUnavailable
 
 log = logging.getLogger("plc.service")
@@ -95,7 +94,7 @@ class _Job:
         self.future = future
 
 
-class Directory:
+class Directory(DirectoryReads):
     """The did:plc directory over a :class:`SqlStore`.
 
     Args:
@@ -222,7 +221,9 @@ class Directory:
             validate_rate_limit([e.created_at for e in active], created_at, self.policy)
         bodies = operation_state_bodies(did, op)
         data, document = bodies if bodies is not None else (None, None)
-        return PendingCommit(prepared, head.cid if head else None, data, document)
+        return PendingCommit(
+            prepared, head.cid if head else None, data, document, restamp=not imported
+        )
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking store work: inline (SQLite) or in a worker thread (PostgreSQL)."""
@@ -316,7 +317,7 @@ class Directory:
             jobs, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
             started = time.perf_counter()
             try:
-                written = self.store.write_batch([job.pending for job in jobs])
+                written = self.store.write_batch([job.pending for job in jobs], self.clock)
                 if written is None:
                     for job in jobs:
                         self._queue.put(job)
@@ -369,7 +370,7 @@ class Directory:
     def _commit_jobs(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
         try:
-            outcomes = self.store.commit_batch([job.pending for job in jobs])
+            outcomes = self.store.commit_batch([job.pending for job in jobs], self.clock)
         except PlcError as exc:
             _deliver(jobs, [exc] * len(jobs))
             return
@@ -390,83 +391,6 @@ class Directory:
                 listener(outcomes, seconds)
             except Exception:  # noqa: BLE001 - a listener must not break the write path
                 log.exception("commit listener failed")
-
-    # ---- reads -------------------------------------------------------------------------
-
-    def _state(self, did: str) -> tuple[bytes, bytes]:
-        state = None if has_bad_unicode(did) else self.store.did_state(did)
-        if state is None:
-            raise DidNotRegistered(f"DID not registered: {echo(did)}")
-        tombstoned, data, document = state
-        if tombstoned or data is None or document is None:
-            raise DidNotAvailable(f"DID not available: {echo(did)}")
-        return data, document
-
-    def document(self, did: str) -> bytes:
-        """The DID document JSON. Raises DidNotRegistered / DidNotAvailable (tombstone)."""
-        return self._state(did)[1]
-
-    def data(self, did: str) -> bytes:
-        """The ``/data`` JSON. Raises DidNotRegistered / DidNotAvailable (tombstone)."""
-        return self._state(did)[0]
-
-    def rows(self, did: str) -> list[StoredOp]:
-        """The DID's stored ops, oldest first. Raises DidNotRegistered."""
-        # Text no store can hold (NUL, lone surrogates) names no DID; don't send it to the DB.
-        rows = [] if has_bad_unicode(did) else self.store.audit_rows(did)
-        if not rows:
-            raise DidNotRegistered(f"DID not registered: {echo(did)}")
-        return rows
-
-    def op_log(self, did: str) -> bytes:
-        """JSON array of the non-nullified ops (``/log``). Raises DidNotRegistered."""
-        ops = [operation_json(r.line) for r in self.rows(did) if not r.nullified]
-        return b"[" + b",".join(ops) + b"]"
-
-    def last_op(self, did: str) -> bytes:
-        """JSON of the newest non-nullified op (``/log/last``). Raises DidNotRegistered."""
-        active = [r for r in self.rows(did) if not r.nullified]
-        if not active:
-            raise DidNotRegistered(f"DID not registered: {echo(did)}")
-        return operation_json(active[-1].line)
-
-    def audit_log(self, did: str) -> bytes:
-        """JSON array of ``{did, operation, cid, nullified, createdAt}`` (``/log/audit``)."""
-        return orjson.dumps(
-            [
-                {
-                    "did": did,
-                    "operation": orjson.Fragment(operation_json(r.line)),
-                    "cid": r.cid,
-                    "nullified": r.nullified,
-                    "createdAt": format_timestamp(from_ms(r.created_at_ms)),
-                }
-                for r in self.rows(did)
-            ]
-        )
-
-    def export_after_seq(self, after: int, count: int) -> bytes:
-        """JSON Lines of ``sequenced_op`` lines with ``seq > after`` (no trailing newline)."""
-        return b"\n".join(self.store.export_after_seq(after, count))
-
-    def export_after_time(self, after: datetime | None, count: int) -> bytes:
-        """Legacy JSON Lines ``{did, cid, createdAt, operation, nullified}`` after ``after``."""
-        after_ms = -(2**62) if after is None else to_ms(after)
-        lines = []
-        for line, nullified in self.store.export_after_time(after_ms, count):
-            value = parse_line(line)
-            lines.append(
-                orjson.dumps(
-                    {
-                        "did": value["did"],
-                        "cid": value["cid"],
-                        "createdAt": value["createdAt"],
-                        "operation": orjson.Fragment(operation_json(line)),
-                        "nullified": nullified,
-                    }
-                )
-            )
-        return b"\n".join(lines)
 
 
 def history_of(did: str, rows: Sequence[StoredOp]) -> list[LogEntry]:

@@ -140,17 +140,19 @@ def _flatten(pending: PendingCommit) -> tuple[Any, ...]:
         prepared.prev,
         prepared.nullified,
         prepared.key_index,
+        prepared.valid_until,
         pending.expected_head,
         pending.data,
         pending.document,
+        pending.restamp,
     )
 
 
 def _unflatten(values: tuple[Any, ...]) -> PendingCommit:
     """The PendingCommit :func:`_flatten` took apart."""
-    did, data, cid, signed, canonical, created_at, prev, nullified, key_index, *rest = values
+    did, data, cid, signed, canonical, created_at, prev, nullified, key_index, until, *rest = values
     operation = Operation(data=data, cid=cid, _cache={"signed": signed, "json": canonical})
-    prepared = PreparedOperation(did, operation, created_at, prev, nullified, key_index)
+    prepared = PreparedOperation(did, operation, created_at, prev, nullified, key_index, until)
     return PendingCommit(prepared, *rest)
 
 

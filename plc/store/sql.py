@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -33,7 +34,10 @@ from plc.store.rawtx import (
     SQL_UPDATE_DID,
     Tx,
 )
-from plc.timestamps import format_timestamp, to_ms
+from plc.timestamps import format_timestamp, to_ms, truncate_ms
+
+Clock = Callable[[], datetime]
+"""Current aware UTC time."""
 
 
 class PendingCommit(NamedTuple):
@@ -48,6 +52,9 @@ class PendingCommit(NamedTuple):
     expected_head: str | None
     data: bytes | None
     document: bytes | None
+    restamp: bool = False
+    """Stamped by this server: its ``created_at`` moves to the commit's clock reading when
+    that is later (design.md decision 3). Imported ops keep their own."""
 
 
 class CommitStatus(Enum):
@@ -267,8 +274,16 @@ class SqlStore:
 
     # ---- the write path ----------------------------------------------------------------
 
-    def commit_batch(self, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
+    def commit_batch(
+        self, batch: Sequence[PendingCommit], clock: Clock | None = None
+    ) -> list[CommitOutcome]:
         """Append every op of ``batch`` whose head still matches, in one transaction.
+
+        ``clock`` (aware UTC) is read once the transaction holds the log head: an op with
+        ``restamp`` is stamped with that reading when it is later than the op's own
+        ``created_at`` (so ``createdAt`` never decreases along ``seq`` among such ops,
+        design.md decision 3); a recovery whose window that reading has passed is a conflict
+        (retried, it is refused as late).
 
         Returns one outcome per op, in order. Nothing is written for conflicting ops.
 
@@ -281,18 +296,21 @@ class SqlStore:
                     self._lock_sqlite(conn)
                 cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                 try:
-                    return self._commit_in(Tx(cursor, postgres=not self._sqlite), batch)
+                    return self._commit_in(Tx(cursor, postgres=not self._sqlite), batch, clock)
                 finally:
                     cursor.close()
         except self._db_errors as exc:
             raise Unavailable("Database unavailable, try again") from exc
 
-    def write_batch(self, batch: Sequence[PendingCommit]) -> OpenBatch | None:
+    def write_batch(
+        self, batch: Sequence[PendingCommit], clock: Clock | None = None
+    ) -> OpenBatch | None:
         """The first half of :meth:`commit_batch` for a caller that wants the slow part (the
         COMMIT, which fsyncs) off its thread: take SQLite's write lock on the store's writer
         connection without waiting, write the batch, and return the open transaction; None
         if the lock (or the writer, for an unfinished batch) is busy: commit with
-        :meth:`commit_batch` instead. SQLite only; one open batch at a time.
+        :meth:`commit_batch` instead (``clock`` as there). SQLite only; one open batch at a
+        time.
 
         Raises:
             Unavailable: the database failed (nothing of the batch is stored).
@@ -316,7 +334,7 @@ class SqlStore:
                 return None
             cursor = raw.cursor()
             try:
-                outcomes = self._commit_in(Tx(cursor, postgres=False), batch)
+                outcomes = self._commit_in(Tx(cursor, postgres=False), batch, clock)
             finally:
                 cursor.close()
         except BaseException as exc:
@@ -376,10 +394,14 @@ class SqlStore:
         finally:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
 
-    def _commit_in(self, tx: Tx, batch: Sequence[PendingCommit]) -> list[CommitOutcome]:
+    def _commit_in(
+        self, tx: Tx, batch: Sequence[PendingCommit], clock: Clock | None
+    ) -> list[CommitOutcome]:
         """Write ``batch`` in the open transaction ``tx`` (after taking the write lock)."""
         head_query = SQL_TREE_SIZE if self._sqlite else SQL_TREE_SIZE_FOR_UPDATE
         start_size = int(tx.all(head_query)[0][0])
+        # Read under the lock: a later transaction reads a later time (one host's clock).
+        now = truncate_ms(clock()) if clock is not None else None
         dids = sorted({p.prepared.did for p in batch})
         heads: dict[str, str] = {
             str(row[0]): str(row[1])
@@ -402,12 +424,18 @@ class SqlStore:
                 status = CommitStatus.DUPLICATE if current == cid else CommitStatus.CONFLICT
                 outcomes.append(CommitOutcome(status))
                 continue
+            created_at = prepared.created_at
+            if pending.restamp and now is not None and now > created_at:
+                if prepared.valid_until is not None and now > prepared.valid_until:
+                    outcomes.append(CommitOutcome(CommitStatus.CONFLICT))
+                    continue
+                created_at = now
             tree_size += 1
             line = build_line(
                 did,
                 cid,
                 tree_size,
-                format_timestamp(prepared.created_at),
+                format_timestamp(created_at),
                 prepared.operation.canonical_json(),
             )
             op_rows.append(
@@ -415,7 +443,7 @@ class SqlStore:
                     tree_size,
                     did,
                     cid,
-                    to_ms(prepared.created_at),
+                    to_ms(created_at),
                     no,
                     prepared.key_index,
                     blob(line),
