@@ -32,7 +32,8 @@ from plc.tlog.tree import root_hash
 
 log = logging.getLogger("plc.checkpoints")
 
-_ORIGIN_RE = re.compile(r"[A-Za-z0-9._/-]+")
+ORIGIN_RE = re.compile(r"[A-Za-z0-9._/-]+")
+"""The characters a log origin may hold (``PLC_LOG_ORIGIN``)."""
 _REPEAT_FAILURE_LOG_S = 60.0
 
 
@@ -53,7 +54,7 @@ def load_or_create_signer(
             a key whose name differs from the given origin, a key other than the one stored
             with the log, or a signer that did not sign the log's newest checkpoint.
     """
-    if origin is not None and not _ORIGIN_RE.fullmatch(origin):
+    if origin is not None and not ORIGIN_RE.fullmatch(origin):
         raise InvalidInput("PLC_LOG_ORIGIN may only hold the characters A-Z a-z 0-9 . _ / -")
     stored = tlog.signer_row()
     if signing_key:

@@ -1,4 +1,5 @@
-"""The ``plc`` command: ``plc serve``, ``plc import`` and ``plc resolve``.
+"""The ``plc`` command: ``plc serve``, ``plc import``, ``plc resolve``, ``plc log-key`` and
+``plc keygen``.
 
 Usage errors exit 1 (design.md decision 8).
 """
@@ -15,6 +16,7 @@ import typer
 
 from plc.config import Settings
 from plc.importer.cli import import_command
+from plc.logkey_cli import keygen_command, log_key_command
 from plc.resolve.cli import resolve_command
 
 app = typer.Typer(
@@ -177,6 +179,8 @@ def _address_in_use(host: str, port: int) -> str | None:
 
 app.command("resolve")(resolve_command)
 app.command("import")(import_command)
+app.command("log-key")(log_key_command)
+app.command("keygen")(keygen_command)
 
 
 def main() -> None:

@@ -1,0 +1,96 @@
+"""``plc log-key`` and ``plc keygen``: the transparency log's keys without starting a server.
+
+- ``plc log-key`` prints the verifier key of the log in the database ``plc serve`` would use
+  (the line it prints on start, for auditors), read-only: it creates and migrates nothing.
+- ``plc keygen ORIGIN`` prints a new note signer key for ``PLC_LOG_SIGNING_KEY`` and its
+  verifier key (C2SP signed-note, Ed25519), for an operator who keeps the key outside the
+  database.
+
+Exit status: 0 printed, 1 nothing to print (no such database, no log key yet) or bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+
+def log_key_command(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Database URL [env DATABASE_URL; default sqlite:///plc-directory.sqlite3]"
+        ),
+    ] = None,
+) -> None:
+    """Print the verifier key of the log in the database (read-only)."""
+    from pydantic import ValidationError
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from plc.config import Settings, setting_error
+    from plc.errors import PlcError
+    from plc.store.engine import make_engine, normalize_database_url, redacted
+    from plc.store.sql import SqlStore
+    from plc.store.tlog_store import TlogStore
+    from plc.tlog.note import parse_signer_key
+
+    try:
+        overrides = {} if database_url is None else {"database_url": database_url}
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        url = normalize_database_url(settings.database_url)
+        shown = redacted(settings.database_url)
+    except ValidationError as exc:
+        _fail(setting_error(exc, {"database_url": "--database-url"} if database_url else None))
+    except PlcError as exc:
+        _fail(exc.message)
+    if url.get_backend_name() == "sqlite" and not Path(str(url.database)).is_file():
+        _fail(f"no database at {shown}")
+    if settings.log_signing_key:
+        try:
+            signer = parse_signer_key(settings.log_signing_key)
+        except PlcError:
+            _fail("PLC_LOG_SIGNING_KEY is not a note signer key")
+        typer.echo(f"verifier key: {signer.verifier.key_text}")
+        return
+    engine = make_engine(settings.database_url)
+    try:
+        if not inspect(engine).has_table("tlog_signer"):
+            _fail(f"no log in {shown} (plc serve creates it on its first start)")
+        row = TlogStore(SqlStore(engine)).signer_row()
+    except (SQLAlchemyError, PlcError) as exc:
+        _fail(f"database {shown}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    finally:
+        engine.dispose()
+    if row is None:
+        _fail(
+            f"no log key stored in {shown}: plc serve generates one on its first start "
+            "(or the log's key is given in PLC_LOG_SIGNING_KEY)"
+        )
+    typer.echo(f"verifier key: {parse_signer_key(row[1]).verifier.key_text}")
+
+
+def keygen_command(
+    origin: Annotated[
+        str,
+        typer.Argument(
+            help="The log's origin, e.g. plc.example.com/tlog (what PLC_LOG_ORIGIN would be)"
+        ),
+    ],
+) -> None:
+    """Print a new log signing key (for PLC_LOG_SIGNING_KEY) and its verifier key."""
+    from plc.checkpoints import ORIGIN_RE
+    from plc.tlog.note import generate_signer
+
+    if not ORIGIN_RE.fullmatch(origin):
+        _fail("the origin may only hold the characters A-Z a-z 0-9 . _ / -")
+    signer_key, verifier_key = generate_signer(origin)
+    typer.echo(f"PLC_LOG_SIGNING_KEY={signer_key}")
+    typer.echo(f"verifier key: {verifier_key}")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
