@@ -68,7 +68,15 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 def make_engine(url: str, *, pool_size: int = 16, busy_timeout_ms: int = 5000) -> Engine:
-    """Create the engine for ``url`` (no module-level engine exists anywhere)."""
+    """Create the engine for ``url`` (no module-level engine exists anywhere).
+
+    ``busy_timeout_ms`` bounds a writer's wait for a lock: SQLite's ``busy_timeout``,
+    PostgreSQL's ``lock_timeout`` (every connection of this engine; reads use
+    :func:`make_read_engine`'s and take no row locks).
+
+    Raises:
+        InvalidInput: as :func:`normalize_database_url`.
+    """
     parsed = normalize_database_url(url)
     if parsed.drivername.startswith("sqlite"):
         engine = create_engine(
@@ -80,12 +88,37 @@ def make_engine(url: str, *, pool_size: int = 16, busy_timeout_ms: int = 5000) -
         )
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
-    return create_engine(
+    engine = create_engine(
         parsed,
+        # A peer that vanished (host down, network cut) is noticed in about a minute, not
+        # after the kernel's two hours: its connection's locks and our waits end with it.
+        connect_args={
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
     )
+    _configure_postgresql(engine, busy_timeout_ms)
+    return engine
+
+
+def _configure_postgresql(engine: Engine, lock_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Writers queue on the log head's row lock; one held by a stuck process or session
+        # must not hold every writer forever: after the busy timeout the wait fails
+        # (LockNotAvailable) and the op is answered 503, as on SQLite. Set outside a
+        # transaction, so that the pool's rollback on return does not undo it.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            dbapi_connection.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+        finally:
+            dbapi_connection.autocommit = autocommit
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -31,9 +31,22 @@ class _QuietContext(logging.Filter):
 logging.getLogger("alembic.runtime.migration").addFilter(_QuietContext())
 
 
+MIGRATION_LOCK = 0x706C6301
+"""PostgreSQL advisory lock key held while migrating ("plc" 1)."""
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the database behind ``engine`` to the newest revision (idempotent)."""
+    """Bring the database behind ``engine`` to the newest revision (idempotent).
+
+    On PostgreSQL the migration holds an advisory lock for its transaction, so processes
+    starting at once on one database migrate one after the other (the others then find it
+    done); two at once failed on the catalog's unique index.
+    """
     config = alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # a migration may wait as long as it takes, not the writers' busy timeout
+            connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
