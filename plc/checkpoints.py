@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from plc.errors import InvalidInput, PlcError
+from plc.errors import InvalidInput, PlcError, Unavailable
 from plc.store.tlog_store import StoredCheckpoint, TlogStore
 from plc.timestamps import to_ms
 from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
@@ -156,8 +156,16 @@ class Checkpointer:
         return self.signer.name
 
     def start(self) -> None:
-        """Sign once now (so a checkpoint always exists), then on every tick."""
-        self.sign_if_grown()
+        """Sign once now (so a checkpoint always exists), then on every tick. A database
+        that fails now is tried again at the next tick, as it is later.
+
+        Raises:
+            PlcError: the stored tree is not consistent with the newest checkpoint.
+        """
+        try:
+            self.sign_if_grown()
+        except Unavailable:
+            log.warning("checkpoint not signed at start: database unavailable")
         self._thread = threading.Thread(target=self._run, name="plc-checkpointer", daemon=True)
         self._thread.start()
 

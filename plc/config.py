@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=16, ge=1)
     """Connections kept open per process (``PLC_DB_POOL_SIZE``)."""
     db_busy_timeout_ms: int = Field(default=5000, ge=0)
+    db_start_wait_s: float = Field(default=60.0, ge=0)
     """How long a SQLite writer waits for the lock before the request answers 503."""
     commit_batch_max: int = Field(default=256, ge=1)
     """Most operations grouped into one commit (group commit)."""

@@ -6,12 +6,16 @@ committer thread) in the lifespan; tests pass their own clock and engine.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import plc
@@ -31,6 +35,8 @@ from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
 from plc.validation_process import ValidationProcess
+
+log = logging.getLogger("plc.serve")
 
 DESCRIPTION = (
     "A did:plc directory, wire-compatible with plc.directory, with a transparency log. "
@@ -102,6 +108,35 @@ def create_served_app() -> FastAPI:
     return create_app(settings)
 
 
+async def _upgrade_when_reachable(engine: Engine, wait_s: float) -> None:
+    """Migrate (:func:`upgrade`), waiting up to ``wait_s`` seconds for a database that does
+    not answer (1, 2, 4 … 10 s between tries). ``plc serve`` checks the database before it
+    starts any worker, but a worker that replaces a dead one starts on its own: during an
+    outage its start failed, and uvicorn then stopped the whole server.
+
+    Raises:
+        OperationalError, InterfaceError: the database still does not answer.
+    """
+    deadline = time.monotonic() + wait_s
+    pause = 1.0
+    while True:
+        try:
+            upgrade(engine)
+            return
+        except (OperationalError, InterfaceError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            wait = min(pause, left)
+            log.warning(
+                "database not reachable at start (%s); trying again in %.0f s",
+                type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+                wait,
+            )
+            await asyncio.sleep(wait)
+            pause = min(pause * 2, 10.0)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -126,7 +161,7 @@ def create_app(
             pool_size=settings.db_pool_size,
             busy_timeout_ms=settings.db_busy_timeout_ms,
         )
-        upgrade(db)
+        await _upgrade_when_reachable(db, settings.db_start_wait_s)
         reads = make_read_engine(db, pool_size=settings.db_pool_size)
         store = SqlStore(db, reads, settings.db_busy_timeout_ms)
         store.pin_reads()  # SQLite: the event loop's reads on a connection of their own

@@ -5,6 +5,7 @@ its own, closed to connections and its sessions ended, as a restart or failover 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from plc.api.app import create_app
 
@@ -91,3 +93,29 @@ def test_every_route_answers_503_while_the_database_is_away(
         assert client.post(f"/{other}", json=other_genesis).status_code == 200
         lines = client.get("/export?after=0").content.split(b"\n")
         assert [orjson.loads(line)["did"] for line in lines] == [did, other]
+
+
+def test_a_worker_starting_during_an_outage_waits_for_the_database(
+    own_database: tuple[str, object], clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that replaces a dead one starts on its own; during an outage its start
+    failed, and uvicorn then stopped the whole server. It now waits (PLC_DB_START_WAIT_S)."""
+    url, admin = own_database
+    name = urlsplit(url).path.lstrip("/")
+    caplog.set_level(logging.WARNING, logger="plc.serve")
+    _take_down(admin, name, allow=False)
+    reopen = threading.Timer(1.5, _take_down, (admin, name, True))
+    reopen.start()
+    try:
+        with TestClient(create_app(make_settings(url), clock=clock)) as client:
+            did, genesis, _ = new_did("late-start")
+            assert client.post(f"/{did}", json=genesis).status_code == 200
+    finally:
+        reopen.cancel()
+    waits = [r for r in caplog.records if "not reachable at start" in r.getMessage()]
+    assert waits, "the start did not wait"
+    # with no time to wait, the start fails as before (and says why)
+    _take_down(admin, name, allow=False)
+    app = create_app(make_settings(url, db_start_wait_s=0), clock=clock)
+    with pytest.raises(OperationalError), TestClient(app):
+        pass
