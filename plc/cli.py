@@ -85,7 +85,11 @@ def serve(
         typer.echo(f"error: {setting_error(exc, options)}", err=True)
         raise typer.Exit(1) from None
     if settings.port == 0:  # chosen now, so that the start-up line names the real port
-        settings.port = _free_port(settings.host)
+        chosen = _free_port(settings.host)
+        if isinstance(chosen, str):
+            typer.echo(f"error: cannot listen on {settings.host}: {chosen}", err=True)
+            raise typer.Exit(1)
+        settings.port = chosen
     in_use = _address_in_use(settings.host, settings.port)
     if in_use is not None:
         typer.echo(f"error: cannot listen on {settings.host}:{settings.port}: {in_use}", err=True)
@@ -142,9 +146,9 @@ def serve(
         )
 
 
-def _free_port(host: str) -> int:
-    """A port the system calls free on ``host`` now (what binding port 0 would get); 0 when
-    ``host`` cannot be bound (uvicorn then says why)."""
+def _free_port(host: str) -> int | str:
+    """A port the system calls free on ``host`` now (what binding port 0 would get), or why
+    ``host`` cannot be bound."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -152,8 +156,8 @@ def _free_port(host: str) -> int:
         with socket.socket(family, kind, proto) as probe:
             probe.bind(address)
             return int(probe.getsockname()[1])
-    except OSError:
-        return 0
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def _address_in_use(host: str, port: int) -> str | None:

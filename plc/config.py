@@ -48,8 +48,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=16, ge=1)
     """Connections kept open per process (``PLC_DB_POOL_SIZE``)."""
     db_busy_timeout_ms: int = Field(default=5000, ge=0)
+    """How long a writer waits for the write lock (SQLite's lock, PostgreSQL's log head row)
+    before the request answers 503 (``PLC_DB_BUSY_TIMEOUT_MS``)."""
     db_start_wait_s: float = Field(default=60.0, ge=0)
-    """How long a SQLite writer waits for the lock before the request answers 503."""
+    """How long a worker starting on its own waits for a database that does not answer
+    (``PLC_DB_START_WAIT_S``)."""
     commit_batch_max: int = Field(default=256, ge=1)
     """Most operations grouped into one commit (group commit)."""
     max_body_bytes: int = Field(default=102_400, ge=1)

@@ -2,6 +2,8 @@
 
 - ``plc log-key`` prints the verifier key of the log in the database ``plc serve`` would use
   (the line it prints on start, for auditors), read-only: it creates and migrates nothing.
+  The key is the one stored with the log, else ``PLC_LOG_SIGNING_KEY``, and in either case
+  the one that signed the log's newest checkpoint (what ``plc serve`` checks on start).
 - ``plc keygen ORIGIN`` prints a new note signer key for ``PLC_LOG_SIGNING_KEY`` and its
   verifier key (C2SP signed-note, Ed25519), for an operator who keeps the key outside the
   database.
@@ -35,7 +37,7 @@ def log_key_command(
     from plc.store.engine import make_engine, normalize_database_url, redacted
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
-    from plc.tlog.note import parse_signer_key
+    from plc.tlog.note import open_note, parse_signer_key
 
     try:
         overrides = {} if database_url is None else {"database_url": database_url}
@@ -48,28 +50,41 @@ def log_key_command(
         _fail(exc.message)
     if url.get_backend_name() == "sqlite" and not Path(str(url.database)).is_file():
         _fail(f"no database at {shown}")
-    if settings.log_signing_key:
-        try:
-            signer = parse_signer_key(settings.log_signing_key)
-        except PlcError:
-            _fail("PLC_LOG_SIGNING_KEY is not a note signer key")
-        typer.echo(f"verifier key: {signer.verifier.key_text}")
-        return
     engine = make_engine(settings.database_url)
     try:
         if not inspect(engine).has_table("tlog_signer"):
             _fail(f"no log in {shown} (plc serve creates it on its first start)")
-        row = TlogStore(SqlStore(engine)).signer_row()
+        tlog = TlogStore(SqlStore(engine))
+        row = tlog.signer_row()
+        newest = tlog.latest_checkpoint()
     except (SQLAlchemyError, PlcError) as exc:
         _fail(f"database {shown}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     finally:
         engine.dispose()
-    if row is None:
+    given = settings.log_signing_key
+    if row is None and not given:
         _fail(
             f"no log key stored in {shown}: plc serve generates one on its first start "
             "(or the log's key is given in PLC_LOG_SIGNING_KEY)"
         )
-    typer.echo(f"verifier key: {parse_signer_key(row[1]).verifier.key_text}")
+    keys = {"the key stored with the log": row[1]} if row is not None else {}
+    if given:
+        keys["PLC_LOG_SIGNING_KEY"] = given
+    verifiers = set()
+    for what, text in keys.items():
+        try:
+            signer = parse_signer_key(text)
+        except PlcError:
+            _fail(f"{what} is not a note signer key")
+        verifiers.add(signer.verifier.key_text)
+    if len(verifiers) > 1:
+        _fail("PLC_LOG_SIGNING_KEY is not the key stored with the log: plc serve refuses it")
+    if newest is not None:
+        try:  # the key that signed the log so far, as plc serve checks on start
+            open_note(newest.note, signer.verifier)
+        except PlcError:
+            _fail("the log's newest checkpoint is not signed by that key: plc serve refuses it")
+    typer.echo(f"verifier key: {signer.verifier.key_text}")
 
 
 def keygen_command(

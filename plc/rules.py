@@ -199,15 +199,20 @@ def validate_next_op(
         raise MisorderedOperation(f"{MISORDERED}: not later than the newest op")
     lapsed = created_at - first.created_at
     if lapsed > RECOVERY_WINDOW:
-        lapsed_ms = lapsed // ONE_MS
-        raise LateRecovery(
-            "Recovery operation occurred outside of the allowed 72 hr recovery window. "
-            f"Time lapsed: {lapsed_ms}",
-            lapsed_ms,
-        )
+        raise late_recovery(lapsed)
     nullified = tuple(entry.cid for entry in candidates)
     valid_until = first.created_at + RECOVERY_WINDOW
     return PreparedOperation(did, op, created_at, prev, nullified, recovery_index, valid_until)
+
+
+def late_recovery(lapsed: timedelta) -> LateRecovery:
+    """The error for a recovery ``lapsed`` after the first op it nullifies (over 72 h)."""
+    lapsed_ms = lapsed // ONE_MS
+    return LateRecovery(
+        "Recovery operation occurred outside of the allowed 72 hr recovery window. "
+        f"Time lapsed: {lapsed_ms}",
+        lapsed_ms,
+    )
 
 
 def _op_text(op: Operation) -> str:

@@ -41,7 +41,7 @@ from plc.policy import (
     validate_unparsed_size,
 )
 from plc.reads import DirectoryReads
-from plc.rules import LogEntry, validate_next_op
+from plc.rules import LogEntry, late_recovery, validate_next_op
 from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
 from plc.timestamps import ONE_MS, from_ms, truncate_ms
 from plc.validation_process import ValidationProcess, ValidatorUnavailable
@@ -284,6 +284,9 @@ class Directory(DirectoryReads):
                 "Proposed prev does not match the most recent operation: the DID changed "
                 "while this operation was validated; retry"
             )
+        if outcome.status is CommitStatus.LATE:
+            assert outcome.lapsed is not None
+            raise late_recovery(outcome.lapsed)
         if outcome.status is CommitStatus.DUPLICATE:
             return SubmitResult(cid, None, duplicate=True)
         return SubmitResult(cid, outcome.seq, duplicate=False)

@@ -5,17 +5,20 @@ verifier key it prints."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from plc.checkpoints import load_or_create_signer
+from plc.checkpoints import Checkpointer, load_or_create_signer
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
 from plc.tlog.note import open_note, parse_signer_key, parse_verifier_key, sign_note
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -70,10 +73,16 @@ def test_keygen_gives_a_key_serve_accepts(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'log.sqlite3'}"
     engine = make_engine(url)
     upgrade(engine)
-    load_or_create_signer(TlogStore(SqlStore(engine)), signer_key)
+    tlog = TlogStore(SqlStore(engine))
+    Checkpointer(tlog, load_or_create_signer(tlog, signer_key), lambda: NOW).sign_if_grown()
     engine.dispose()
     env = {**os.environ, "PLC_LOG_SIGNING_KEY": signer_key}
     assert _run("log-key", "--database-url", url, env=env)[1] == second + "\n"
+    # a key plc serve would refuse for this log is refused here too, not printed
+    other_key, _ = _run("keygen", "plc.example.com/tlog")[1].splitlines()
+    env["PLC_LOG_SIGNING_KEY"] = other_key.removeprefix("PLC_LOG_SIGNING_KEY=")
+    code, out, err = _run("log-key", "--database-url", url, env=env)
+    assert (code, out) == (1, "") and "not signed by that key" in err
     code, out, err = _run("keygen", "bad origin")
     assert (code, out) == (1, "")
     assert "may only hold the characters" in err

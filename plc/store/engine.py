@@ -90,20 +90,25 @@ def make_engine(url: str, *, pool_size: int = 16, busy_timeout_ms: int = 5000) -
         return engine
     engine = create_engine(
         parsed,
-        # A peer that vanished (host down, network cut) is noticed in about a minute, not
-        # after the kernel's two hours: its connection's locks and our waits end with it.
-        connect_args={
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        },
+        connect_args=POSTGRES_CONNECT_ARGS,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
     )
     _configure_postgresql(engine, busy_timeout_ms)
     return engine
+
+
+POSTGRES_CONNECT_ARGS = {
+    # A peer that vanished (host down, network cut) is noticed in about a minute, not after
+    # the kernel's two hours: its connection's locks and our waits end with it.
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "connect_timeout": 10,
+}
+"""libpq connection parameters of every PostgreSQL pool (a URL's own query overrides)."""
 
 
 def _configure_postgresql(engine: Engine, lock_timeout_ms: int) -> None:
@@ -116,7 +121,8 @@ def _configure_postgresql(engine: Engine, lock_timeout_ms: int) -> None:
         autocommit = dbapi_connection.autocommit
         dbapi_connection.autocommit = True
         try:
-            dbapi_connection.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            # 0 would mean "wait forever" here; on SQLite it means "do not wait"
+            dbapi_connection.execute(f"SET lock_timeout = {max(1, int(lock_timeout_ms))}")
         finally:
             dbapi_connection.autocommit = autocommit
 
@@ -143,6 +149,7 @@ def make_read_engine(engine: Engine, *, pool_size: int = 16) -> Engine:
         return engine
     return create_engine(
         engine.url,
+        connect_args=POSTGRES_CONNECT_ARGS,
         isolation_level="AUTOCOMMIT",
         pool_size=pool_size,
         max_overflow=pool_size,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -44,9 +44,15 @@ def upgrade(engine: Engine) -> None:
     """
     config = alembic_config()
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # a migration may wait as long as it takes, not the writers' busy timeout
-            connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        serialize_migrations(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def serialize_migrations(connection: Connection) -> None:
+    """In an open transaction on PostgreSQL: wait for :data:`MIGRATION_LOCK`, held until the
+    transaction ends, with no lock timeout (a migration may wait as long as it takes, not a
+    writer's busy timeout). Nothing on SQLite."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")

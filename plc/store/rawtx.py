@@ -14,6 +14,7 @@ from typing import Any
 SQL_TREE_SIZE = "SELECT tree_size FROM log_head WHERE id = 1"
 SQL_TREE_SIZE_FOR_UPDATE = SQL_TREE_SIZE + " FOR UPDATE"
 SQL_SET_TREE_SIZE = "UPDATE log_head SET tree_size = ? WHERE id = 1"
+SQL_CREATED_AT_OF_SEQ = "SELECT created_at_ms FROM operations WHERE seq = ?"
 SQL_INSERT_OP = (
     "INSERT INTO operations (seq, did, cid, created_at_ms, nullified, key_index, line) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"

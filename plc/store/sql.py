@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -21,10 +21,11 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from plc.errors import Unavailable
 from plc.exportline import build_line
-from plc.rules import PreparedOperation
+from plc.rules import RECOVERY_WINDOW, PreparedOperation
 from plc.store.engine import is_sqlite
 from plc.store.rawtx import (
     IN_CHUNK,
+    SQL_CREATED_AT_OF_SEQ,
     SQL_INSERT_DID,
     SQL_INSERT_OP,
     SQL_NULLIFY,
@@ -34,10 +35,14 @@ from plc.store.rawtx import (
     SQL_UPDATE_DID,
     Tx,
 )
-from plc.timestamps import format_timestamp, to_ms, truncate_ms
+from plc.timestamps import format_timestamp, from_ms, to_ms, truncate_ms
 
 Clock = Callable[[], datetime]
 """Current aware UTC time."""
+
+
+_TAIL_AHEAD = timedelta(seconds=1)
+"""How far ahead of the clock the log's newest ``createdAt`` may be and still be followed."""
 
 
 class PendingCommit(NamedTuple):
@@ -63,6 +68,7 @@ class CommitStatus(Enum):
     COMMITTED = "committed"
     DUPLICATE = "duplicate"  # the same op became the head in the meantime: nothing appended
     CONFLICT = "conflict"  # the head moved: retryable
+    LATE = "late"  # a recovery whose 72-hour window closed before its commit
 
 
 class CommitOutcome(NamedTuple):
@@ -71,6 +77,8 @@ class CommitOutcome(NamedTuple):
     status: CommitStatus
     seq: int | None = None
     line: bytes | None = None
+    lapsed: timedelta | None = None
+    """LATE: the time from the first op the recovery nullifies to the commit's stamp."""
 
 
 class OpenBatch:
@@ -280,10 +288,11 @@ class SqlStore:
         """Append every op of ``batch`` whose head still matches, in one transaction.
 
         ``clock`` (aware UTC) is read once the transaction holds the log head: an op with
-        ``restamp`` is stamped with that reading when it is later than the op's own
-        ``created_at`` (so ``createdAt`` never decreases along ``seq`` among such ops,
-        design.md decision 3); a recovery whose window that reading has passed is a conflict
-        (retried, it is refused as late).
+        ``restamp`` is stamped with the latest of its own ``created_at``, that reading and
+        the ``createdAt`` of the op before it in the log (so ``createdAt`` never decreases
+        along ``seq`` among such ops, design.md decision 3; a log tail more than a second
+        ahead of the clock, imported or skewed, is not followed); a recovery whose window
+        that stamp has passed is LATE, and nothing is written for it.
 
         Returns one outcome per op, in order. Nothing is written for conflicting ops.
 
@@ -402,6 +411,11 @@ class SqlStore:
         start_size = int(tx.all(head_query)[0][0])
         # Read under the lock: a later transaction reads a later time (one host's clock).
         now = truncate_ms(clock()) if clock is not None else None
+        floor = now
+        if now is not None and start_size:
+            tail = tx.all(SQL_CREATED_AT_OF_SEQ, (start_size,))
+            if tail and from_ms(int(tail[0][0])) <= now + _TAIL_AHEAD:
+                floor = max(now, from_ms(int(tail[0][0])))
         dids = sorted({p.prepared.did for p in batch})
         heads: dict[str, str] = {
             str(row[0]): str(row[1])
@@ -425,11 +439,14 @@ class SqlStore:
                 outcomes.append(CommitOutcome(status))
                 continue
             created_at = prepared.created_at
-            if pending.restamp and now is not None and now > created_at:
-                if prepared.valid_until is not None and now > prepared.valid_until:
-                    outcomes.append(CommitOutcome(CommitStatus.CONFLICT))
+            if pending.restamp and floor is not None and floor > created_at:
+                if prepared.valid_until is not None and floor > prepared.valid_until:
+                    first = prepared.valid_until - RECOVERY_WINDOW
+                    outcomes.append(CommitOutcome(CommitStatus.LATE, lapsed=floor - first))
                     continue
-                created_at = now
+                created_at = floor
+            if pending.restamp and floor is not None:
+                floor = created_at  # the next op is stamped no earlier
             tree_size += 1
             line = build_line(
                 did,

@@ -112,7 +112,8 @@ def test_the_tile_path_pattern_is_exactly_what_the_server_parses(client: TestCli
 
     levels = ["entries", "0", "00", "1", "9", "10", "63", "64", "99", "100", "-1", "a"]
     indexes = ["000", "005", "0000", "5", "x000/005", "x001/005", "x999/999", "x001/x000/000",
-               "x1/000", "x001/"]  # fmt: skip
+               "x1/000", "x001/", "x001/" + "x000/" * 5 + "000",
+               "x001/" + "x000/" * 6 + "000"]  # fmt: skip
     widths = ["", ".p/1", ".p/0", ".p/01", ".p/255", ".p/256", ".p/999", ".p/", ".p/1/"]
     samples = [f"{lv}/{ix}{w}" for lv in levels for ix in indexes for w in widths]
     samples += ["0/000\n", "", "0", "tile/0/000"]

@@ -2,12 +2,13 @@
 committed after another carries the later time, so ``createdAt`` never decreases along
 ``seq`` (a follower of the timestamp-mode export, which pages by ``createdAt``, missed ops
 whose validation and commit were overtaken); a recovery whose window closed meanwhile is a
-conflict, and imported ops keep their own time."""
+LATE (refused as such), and imported ops keep their own time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -99,10 +100,79 @@ def test_a_recovery_whose_window_closed_before_its_commit_is_a_conflict(
     assert recovery.prepared.valid_until == hijacked_at + RECOVERY_WINDOW
     clock.advance(timedelta(milliseconds=1))  # ... and it is past when the commit comes
     before = store.tree_size()
-    assert store.commit_batch([recovery], clock)[0].status is CommitStatus.CONFLICT
+    late = store.commit_batch([recovery], clock)[0]
+    assert late.status is CommitStatus.LATE
+    assert late.lapsed == RECOVERY_WINDOW + timedelta(milliseconds=1)
     assert store.tree_size() == before
-    with pytest.raises(LateRecovery):  # the client's retry is refused for what it is
+    with pytest.raises(LateRecovery):  # as a retry would be refused
         directory.prepare(did, update(genesis, keys[0], also_known_as=["at://ok"]))
+
+
+def test_ops_stamped_in_one_millisecond_keep_their_order(
+    env: tuple[SqlStore, Directory], clock: Clock
+) -> None:
+    """An update stamped one millisecond after its DID's op of the same millisecond is
+    followed in the log by no earlier time (the next commit used to take the clock's)."""
+    store, directory = env
+    did, genesis, keys = new_did("same-ms")
+    store.commit_batch([_prepared(directory, did, genesis)], clock)
+    bumped = _prepared(directory, did, update(genesis, keys[1], also_known_as=["at://b"]))
+    assert bumped.prepared.created_at == clock() + timedelta(milliseconds=1)
+    store.commit_batch([bumped], clock)
+    other = _prepared(directory, *new_did("same-ms-other")[:2])
+    store.commit_batch([other], clock)
+    times = [line["createdAt"] for line in _export(store)]
+    assert times == sorted(times)
+    assert times[1] == times[2] == format_timestamp(clock() + timedelta(milliseconds=1))
+
+
+def test_a_log_tail_far_ahead_of_the_clock_is_not_followed(
+    env: tuple[SqlStore, Directory], clock: Clock
+) -> None:
+    store, directory = env
+    did, genesis, _ = new_did("future")
+    ahead = clock() + timedelta(days=30)  # imported history with a skewed createdAt
+    pending = directory.prepare(did, genesis, created_at=ahead, imported=True)
+    assert isinstance(pending, PendingCommit)
+    store.commit_batch([pending], clock)
+    store.commit_batch([_prepared(directory, *new_did("now")[:2])], clock)
+    assert _export(store)[1]["createdAt"] == format_timestamp(clock())
+
+
+@pytest.mark.parametrize("inline_io", [True, False], ids=["event-loop", "committer-thread"])
+def test_the_directory_stamps_at_the_commit(db_url: str, inline_io: bool) -> None:
+    """Through the service's group commit (both paths): the stored time is the clock's
+    reading at the commit, which a stepping clock puts after the validation's."""
+    if inline_io and not db_url.startswith("sqlite"):
+        pytest.skip("the event-loop commit path (write_batch) is SQLite's own")
+    engine = make_engine(db_url)
+    upgrade(engine)
+    store = SqlStore(engine)
+    step = StepClock()
+    directory = Directory(store, PolicySettings(enabled=False), step, inline_io=inline_io)
+    directory.start()
+    try:
+        did, genesis, _ = new_did("service")
+        asyncio.run(directory.submit_body(did, orjson.dumps(genesis)))
+        validated, committed = step.readings[0], step.readings[-1]
+        assert committed > validated
+        assert _export(store)[0]["createdAt"] == format_timestamp(committed)
+    finally:
+        directory.stop()
+        store.close()
+        engine.dispose()
+
+
+class StepClock:
+    """Each reading one second after the one before."""
+
+    def __init__(self) -> None:
+        self.readings: list[datetime] = []
+
+    def __call__(self) -> datetime:
+        moment = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(seconds=len(self.readings))
+        self.readings.append(moment)
+        return moment
 
 
 def test_valid_until_is_the_end_of_a_recovery_window_and_none_otherwise(clock: Clock) -> None:

@@ -38,7 +38,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 _INT = re.compile(r"[0-9]{1,18}")
 _TILE_PATH_PATTERN = (
     r"^(entries|[1-5]?[0-9]|6[0-3])/"  # level 0-63, or an entry bundle
-    r"(x(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})/(x[0-9]{3}/)*)?[0-9]{3}"  # no leading x000/
+    r"(x(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})/(x[0-9]{3}/){0,5})?[0-9]{3}"  # no leading x000/
     r"(\.p/([1-9][0-9]?|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$"  # partial width 1-255
 )
 """A tile path after ``tile/`` exactly as :func:`plc.tlog.tiles.parse_tile_path` accepts it

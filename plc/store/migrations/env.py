@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 import plc.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from plc.config import Settings, setting_error
 from plc.store.engine import make_engine
+from plc.store.migrate import serialize_migrations
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -34,6 +35,7 @@ def run_migrations() -> None:
         with engine.connect() as conn:
             context.configure(connection=conn, target_metadata=target_metadata)
             with context.begin_transaction():
+                serialize_migrations(conn)  # as plc serve does, beside running servers
                 context.run_migrations()
     finally:
         engine.dispose()
