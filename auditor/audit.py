@@ -40,6 +40,7 @@ from auditor.replay import Replayer
 from auditor.sequence import SeqTracker
 from auditor.sources import FileSource, HttpExportSource, LineFetcher, SourceSpec, legacy_file
 from auditor.spotcheck import SpotChecker, sample_dids
+from auditor.statefiles import delete_state_files, holds_nothing, remove_state
 from auditor.tlogcheck import TlogChecker, stored_checkpoints
 from auditor.treestore import TreeStore, check_line
 from auditor.worker import WorkerConfig, WorkerPool
@@ -47,26 +48,6 @@ from plc.errors import VerificationError
 from plc.tlog.checkpoint import Checkpoint, parse_checkpoint_unsafe
 
 MAX_SUSPECT_CHECKS = 100
-
-
-def remove_state(path: Path, spec: SourceSpec) -> None:
-    """Delete the state file of ``spec`` at ``path`` and its WAL companions (a fresh start).
-    Anything else at ``path`` (an export file given as ``--state`` by mistake, another
-    source's state) is left alone.
-
-    Raises:
-        AuditFailed: ``path`` holds something other than an auditor state of ``spec``.
-    """
-    if path.exists():
-        bound = state.bound_source(path)
-        if bound is None:
-            raise AuditFailed(f"refusing to replace {path}: it is not an auditor state file")
-        if bound not in ("", spec.location):  # "": created, never bound to a source
-            raise AuditFailed(
-                f"refusing to replace {path}: it is the state of {bound}, not {spec.location}"
-            )
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def _parsed(note: str) -> Checkpoint | None:
@@ -333,11 +314,25 @@ def _http_lines(client: DirectoryClient, after: int) -> Iterator[tuple[int, byte
 def sync_directory(
     url: str, state_path: Path, options: AuditOptions, *, fresh: bool = False
 ) -> AuditOutcome:
-    """Audit a directory over HTTP (``plc-audit sync``), resuming from the state.
+    """Audit a directory over HTTP (``plc-audit sync``), resuming from the state. A state
+    file this run created is removed again if the run fails before anything was stored in it
+    (an unreachable or mistyped URL leaves nothing behind).
 
     Raises:
         AuditFailed: network failure, foreign or corrupt state, worker failure.
     """
+    created = fresh or not state_path.exists()
+    try:
+        return _sync_directory(url, state_path, options, fresh=fresh)
+    except AuditFailed:
+        if created and holds_nothing(state_path):
+            delete_state_files(state_path)
+        raise
+
+
+def _sync_directory(
+    url: str, state_path: Path, options: AuditOptions, *, fresh: bool
+) -> AuditOutcome:
     started = time.monotonic()
     spec = SourceSpec.for_url(url)
     if fresh:

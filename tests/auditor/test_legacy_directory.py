@@ -24,6 +24,7 @@ from plc.keys import Curve, PrivateKey
 from plc.operation import normalize
 from plc.tlog.note import Signer
 
+from ..conftest import free_port
 from .conftest import (
     Audit,
     assert_evidence_consistent,
@@ -64,8 +65,7 @@ def test_a_legacy_export_is_refused_before_anything_is_stored(
             f"{url}/export serves legacy lines without seq (a timestamp cursor): this "
             "directory cannot be audited by seq; nothing was stored"
         )
-        assert stored_findings(state_path) == []
-        assert [_meta(state_path, k) for k in ("tree_size", "cursor_seq", "ops_read")] == [0] * 3
+        assert not state_path.exists()  # the run made it, stored nothing, and removed it
         log.legacy_export = False  # the directory gains seq mode: the next run starts cleanly
         assert sync(url) == []
     assert _meta(state_path, "tree_size") == 300
@@ -338,3 +338,19 @@ def test_a_failed_sync_says_how_many_findings_it_stored(
         "/export?after=1000 did not advance the cursor; it is the same page as before, not "
         "read again"
     )
+
+
+def test_a_first_run_that_reads_nothing_leaves_no_state_file(
+    corpus: Corpus, sync: Any, tmp_path: Path
+) -> None:
+    """An unreachable or mistyped directory URL: the run fails, and the state file it made
+    is removed again (it was left behind, empty); a state that held something stays."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(AuditFailed):
+        sync(nowhere)
+    assert list(tmp_path.glob("state.sqlite3*")) == []
+    with serve(FakeLog(list(corpus.lines[:50]), corpus.signer)) as url:
+        assert sync(url, verifiers=(corpus.signer.verifier,)) == []
+    with pytest.raises(AuditFailed):  # the directory went away: its audit is kept
+        sync(url, verifiers=(corpus.signer.verifier,))
+    assert (tmp_path / "state.sqlite3").exists()

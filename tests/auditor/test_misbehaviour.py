@@ -382,16 +382,12 @@ def test_a_verifier_key_of_another_log_is_a_usage_error(
     """A --vkey naming another origin is the user's mistake (exit 1, nothing stored), not
     the directory's misbehaviour; once checkpoints of the key's log were kept, a directory
     that serves another origin under that state is a finding."""
-    from auditor import state
-
     other_log = Signer.generate("another.example/tlog")
     log = honest(corpus)
     with serve(log) as url:
         with pytest.raises(AuditFailed, match="--vkey is for the log another.example/tlog"):
             sync(url, verifiers=(other_log.verifier,))
-        conn = state.connect(tmp_path / "state.sqlite3", create=False)
-        assert conn.execute("SELECT COUNT(*) FROM findings").fetchone()[0] == 0
-        assert conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0
+        assert not (tmp_path / "state.sqlite3").exists()  # nothing was stored
         assert sync(url, **keyed(corpus)) == []
         renamed = Checkpoint(other_log.name, len(corpus.lines), b"\x07" * 32)
         log.checkpoint_override = sign_checkpoint(renamed, other_log)
