@@ -58,8 +58,8 @@ class PendingCommit(NamedTuple):
     data: bytes | None
     document: bytes | None
     restamp: bool = False
-    """Stamped by this server: its ``created_at`` moves to the commit's clock reading when
-    that is later (design.md decision 3). Imported ops keep their own."""
+    """Stamped by this server: its ``created_at`` may move later at the commit (see
+    :meth:`SqlStore.commit_batch`; design.md decision 3). Imported ops keep their own."""
 
 
 class CommitStatus(Enum):
