@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
+import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -121,6 +122,9 @@ def test_a_cursor_of_any_length_past_the_head_is_a_future_cursor(
     for cursor in ("9" * 19, "1" + "0" * 40):
         with _ws(stream_server, f"?cursor={cursor}") as ws:
             assert _closed_reason(ws) == "FutureCursor"
-    with pytest.raises(InvalidStatus) as refused:
-        _ws(stream_server, "?cursor=" + "9" * 101)
-    assert refused.value.response.status_code == 403
+    for bad in ("9" * 101, "abc", "-1", ""):
+        with pytest.raises(InvalidStatus) as refused:
+            _ws(stream_server, "?cursor=" + bad)
+        response = refused.value.response
+        assert response.status_code == 400, bad  # as any bad request: {"message"}
+        assert orjson.loads(response.body) == {"message": "Invalid cursor parameter"}

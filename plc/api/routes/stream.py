@@ -24,7 +24,7 @@ import re
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, WebSocket
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocketDisconnect
 
 from plc.api.errors import message_response
@@ -52,7 +52,10 @@ reference answers a cursor beyond its newest op (it reads any number)."""
     status_code=426,
     responses={
         101: {"description": "Switching Protocols: a WebSocket upgrade request is taken"},
-        403: {"description": "WebSocket handshake refused: `cursor` is not digits (1-100)"},
+        400: {
+            "description": "WebSocket handshake refused: `cursor` is not digits (1-100)",
+            "content": {"application/json": {}},
+        },
         426: {
             "description": "Not a WebSocket upgrade request",
             "content": {"application/json": {"schema": {"type": "object"}}},
@@ -80,7 +83,13 @@ async def export_stream(websocket: WebSocket) -> None:
     hub: StreamHub = websocket.app.state.stream_hub
     raw_cursor = websocket.query_params.get("cursor")
     if raw_cursor is not None and not _CURSOR.fullmatch(raw_cursor):
-        await websocket.close(code=1008, reason="InvalidCursor")
+        if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            # refused before the upgrade as any bad request is: 400 {"message"}
+            await websocket.send_denial_response(
+                JSONResponse({"message": "Invalid cursor parameter"}, status_code=400)
+            )
+        else:  # a server without the denial extension: the handshake fails (403)
+            await websocket.close(code=1008, reason="InvalidCursor")
         return
     await websocket.accept()
     head = await directory.run(directory.store.tree_size)
