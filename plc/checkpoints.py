@@ -38,11 +38,16 @@ _REPEAT_FAILURE_LOG_S = 60.0
 
 
 def load_or_create_signer(
-    tlog: TlogStore, signing_key: str | None = None, origin: str | None = None
+    tlog: TlogStore,
+    signing_key: str | None = None,
+    origin: str | None = None,
+    *,
+    create: bool = True,
 ) -> Signer:
     """The log's signer: from ``signing_key`` (note signer key text), else the one stored with
-    the log, else a new one (named ``origin`` or a generated ``plc-directory/<hex>``) that is
-    stored for the next start. A key given in ``signing_key`` is never stored.
+    the log, else (``create``) a new one (named ``origin`` or a generated
+    ``plc-directory/<hex>``) that is stored for the next start. A key given in
+    ``signing_key`` is never stored; with ``create`` False nothing is written.
 
     A log keeps its identity (C2SP tlog-checkpoint: witnesses and monitors pin the origin and
     key): the signer must be the one that signed the log's newest checkpoint, and the one
@@ -52,7 +57,8 @@ def load_or_create_signer(
     Raises:
         InvalidInput: an origin with characters outside ``[A-Za-z0-9._/-]``, a malformed key,
             a key whose name differs from the given origin, a key other than the one stored
-            with the log, or a signer that did not sign the log's newest checkpoint.
+            with the log, a signer that did not sign the log's newest checkpoint, or (not
+            ``create``) no key given or stored.
     """
     if origin is not None and not ORIGIN_RE.fullmatch(origin):
         raise InvalidInput("PLC_LOG_ORIGIN may only hold the characters A-Z a-z 0-9 . _ / -")
@@ -73,6 +79,11 @@ def load_or_create_signer(
                 )
         _check_signed_newest(tlog, signer)
         return signer
+    if stored is None and not create:
+        raise InvalidInput(
+            "no log key stored with the log: plc serve generates one on its first start "
+            "(or the log's key is given in PLC_LOG_SIGNING_KEY)"
+        )
     if stored is None:
         _check_signed_newest(tlog, None)
         name = origin or f"plc-directory/{secrets.token_hex(8)}"

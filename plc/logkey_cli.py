@@ -2,8 +2,8 @@
 
 - ``plc log-key`` prints the verifier key of the log in the database ``plc serve`` would use
   (the line it prints on start, for auditors), read-only: it creates and migrates nothing.
-  The key is the one stored with the log, else ``PLC_LOG_SIGNING_KEY``, and in either case
-  the one that signed the log's newest checkpoint (what ``plc serve`` checks on start).
+  The key is chosen and checked as ``plc serve`` does on start
+  (:func:`plc.checkpoints.load_or_create_signer`), without storing one.
 - ``plc keygen ORIGIN`` prints a new note signer key for ``PLC_LOG_SIGNING_KEY`` and its
   verifier key (C2SP signed-note, Ed25519), for an operator who keeps the key outside the
   database.
@@ -32,12 +32,12 @@ def log_key_command(
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
+    from plc.checkpoints import load_or_create_signer
     from plc.config import Settings, setting_error
-    from plc.errors import PlcError
+    from plc.errors import InvalidInput, PlcError
     from plc.store.engine import make_engine, normalize_database_url, redacted
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
-    from plc.tlog.note import open_note, parse_signer_key
 
     try:
         overrides = {} if database_url is None else {"database_url": database_url}
@@ -54,36 +54,19 @@ def log_key_command(
     try:
         if not inspect(engine).has_table("tlog_signer"):
             _fail(f"no log in {shown} (plc serve creates it on its first start)")
-        tlog = TlogStore(SqlStore(engine))
-        row = tlog.signer_row()
-        newest = tlog.latest_checkpoint()
+        # plc serve's own choice and checks of the key, without storing one
+        signer = load_or_create_signer(
+            TlogStore(SqlStore(engine)),
+            settings.log_signing_key,
+            settings.log_origin,
+            create=False,
+        )
+    except InvalidInput as exc:
+        _fail(f"{shown}: {exc.message}")
     except (SQLAlchemyError, PlcError) as exc:
         _fail(f"database {shown}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     finally:
         engine.dispose()
-    given = settings.log_signing_key
-    if row is None and not given:
-        _fail(
-            f"no log key stored in {shown}: plc serve generates one on its first start "
-            "(or the log's key is given in PLC_LOG_SIGNING_KEY)"
-        )
-    keys = {"the key stored with the log": row[1]} if row is not None else {}
-    if given:
-        keys["PLC_LOG_SIGNING_KEY"] = given
-    verifiers = set()
-    for what, text in keys.items():
-        try:
-            signer = parse_signer_key(text)
-        except PlcError:
-            _fail(f"{what} is not a note signer key")
-        verifiers.add(signer.verifier.key_text)
-    if len(verifiers) > 1:
-        _fail("PLC_LOG_SIGNING_KEY is not the key stored with the log: plc serve refuses it")
-    if newest is not None:
-        try:  # the key that signed the log so far, as plc serve checks on start
-            open_note(newest.note, signer.verifier)
-        except PlcError:
-            _fail("the log's newest checkpoint is not signed by that key: plc serve refuses it")
     typer.echo(f"verifier key: {signer.verifier.key_text}")
 
 

@@ -82,7 +82,7 @@ def test_keygen_gives_a_key_serve_accepts(tmp_path: Path) -> None:
     other_key, _ = _run("keygen", "plc.example.com/tlog")[1].splitlines()
     env["PLC_LOG_SIGNING_KEY"] = other_key.removeprefix("PLC_LOG_SIGNING_KEY=")
     code, out, err = _run("log-key", "--database-url", url, env=env)
-    assert (code, out) == (1, "") and "not signed by that key" in err
+    assert (code, out) == (1, "") and "a log keeps its key" in err
     code, out, err = _run("keygen", "bad origin")
     assert (code, out) == (1, "")
     assert "may only hold the characters" in err
