@@ -84,16 +84,13 @@ def serve(
         options = {name: "--" + name.replace("_", "-") for name in overrides}
         typer.echo(f"error: {setting_error(exc, options)}", err=True)
         raise typer.Exit(1) from None
-    if settings.port == 0:  # chosen now, so that the start-up line names the real port
-        chosen = _free_port(settings.host)
-        if isinstance(chosen, str):
-            typer.echo(f"error: cannot listen on {settings.host}: {chosen}", err=True)
-            raise typer.Exit(1)
-        settings.port = chosen
-    in_use = _address_in_use(settings.host, settings.port)
-    if in_use is not None:
-        typer.echo(f"error: cannot listen on {settings.host}:{settings.port}: {in_use}", err=True)
+    # port 0 is chosen now, so that the start-up line names the real port
+    bound = _bind_probe(settings.host, settings.port)
+    if isinstance(bound, str):
+        where = f"{settings.host}:{settings.port}" if settings.port else settings.host
+        typer.echo(f"error: cannot listen on {where}: {bound}", err=True)
         raise typer.Exit(1)
+    settings.port = bound
     configure_logging(settings.log_level)
     for name in unknown_settings(os.environ):
         log.warning("unknown setting %s ignored (see the README's Configuration)", name)
@@ -146,39 +143,22 @@ def serve(
         )
 
 
-def _free_port(host: str) -> int | str:
-    """A port the system calls free on ``host`` now (what binding port 0 would get), or why
-    ``host`` cannot be bound."""
+def _bind_probe(host: str, port: int) -> int | str:
+    """Bind ``host:port`` for a moment, as uvicorn will: the port bound (port 0: one the
+    system calls free now) or why it cannot be bound. Run before anything starts, so a busy
+    port or an address not of this machine stops ``plc serve`` in one line instead of after
+    it has said where it listens (uvicorn binds last)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         with socket.socket(family, kind, proto) as probe:
+            # as uvicorn binds: without SO_REUSEADDR a port in TIME_WAIT would look busy
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
             return int(probe.getsockname()[1])
     except OSError as exc:
         return exc.strerror or str(exc)
-
-
-def _address_in_use(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be bound now, or None. Checked before anything starts, so a
-    busy port stops ``plc serve`` in one line instead of after it has said where it listens
-    (uvicorn binds last). Port 0 (any free port) is not checked."""
-    if port == 0:
-        return None
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        # as uvicorn binds: without SO_REUSEADDR a port in TIME_WAIT would look busy
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return None
 
 
 app.command("resolve")(resolve_command)

@@ -42,13 +42,19 @@ from plc.policy import (
 )
 from plc.reads import DirectoryReads
 from plc.rules import LogEntry, late_recovery, validate_next_op
-from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore, StoredOp
+from plc.store.sql import (
+    Clock,
+    CommitOutcome,
+    CommitStatus,
+    PendingCommit,
+    SqlStore,
+    StoredOp,
+)
 from plc.timestamps import ONE_MS, from_ms, truncate_ms
 from plc.validation_process import ValidationProcess, ValidatorUnavailable
 
 log = logging.getLogger("plc.service")
 
-Clock = Callable[[], datetime]
 T = TypeVar("T")
 
 GATHER_TURNS = 8

@@ -29,10 +29,10 @@ from plc.config import Settings
 from plc.logging_setup import configure_logging
 from plc.metrics import DirectoryMetrics
 from plc.resolve import IdentityResolver, ResolverSettings
-from plc.service import Clock, Directory, system_clock
+from plc.service import Directory, system_clock
 from plc.store.engine import is_sqlite, make_engine, make_read_engine
 from plc.store.migrate import upgrade
-from plc.store.sql import SqlStore
+from plc.store.sql import Clock, SqlStore
 from plc.store.tlog_store import TlogStore
 from plc.validation_process import ValidationProcess
 

@@ -410,12 +410,12 @@ class SqlStore:
         head_query = SQL_TREE_SIZE if self._sqlite else SQL_TREE_SIZE_FOR_UPDATE
         start_size = int(tx.all(head_query)[0][0])
         # Read under the lock: a later transaction reads a later time (one host's clock).
-        now = truncate_ms(clock()) if clock is not None else None
-        floor = now
-        if now is not None and start_size:
+        floor = truncate_ms(clock()) if clock is not None else None
+        if floor is not None and start_size:
             tail = tx.all(SQL_CREATED_AT_OF_SEQ, (start_size,))
-            if tail and from_ms(int(tail[0][0])) <= now + _TAIL_AHEAD:
-                floor = max(now, from_ms(int(tail[0][0])))
+            newest = from_ms(int(tail[0][0])) if tail else floor
+            if floor < newest <= floor + _TAIL_AHEAD:
+                floor = newest
         dids = sorted({p.prepared.did for p in batch})
         heads: dict[str, str] = {
             str(row[0]): str(row[1])
@@ -439,13 +439,13 @@ class SqlStore:
                 outcomes.append(CommitOutcome(status))
                 continue
             created_at = prepared.created_at
-            if pending.restamp and floor is not None and floor > created_at:
-                if prepared.valid_until is not None and floor > prepared.valid_until:
-                    first = prepared.valid_until - RECOVERY_WINDOW
-                    outcomes.append(CommitOutcome(CommitStatus.LATE, lapsed=floor - first))
-                    continue
-                created_at = floor
             if pending.restamp and floor is not None:
+                if floor > created_at:
+                    if prepared.valid_until is not None and floor > prepared.valid_until:
+                        first = prepared.valid_until - RECOVERY_WINDOW
+                        outcomes.append(CommitOutcome(CommitStatus.LATE, lapsed=floor - first))
+                        continue
+                    created_at = floor
                 floor = created_at  # the next op is stamped no earlier
             tree_size += 1
             line = build_line(
