@@ -7,7 +7,7 @@ one, which the reference server still serves (``EcdsaSecp256k1VerificationKey201
 of the uncompressed SEC1 point ``04‖X‖Y``). Both are compared by what they say: the DID,
 ``alsoKnownAs`` in order, each verification method's fragment and public key, each service's
 fragment, type and endpoint. ``@context`` only follows the key encoding and is left out.
-Decoding and curve checks are the libraries' (base58, coincurve, cryptography).
+Decoding is base58's; curve checks and compression are :mod:`plc.keys`'s.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import base58
-import coincurve
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from plc.errors import PlcError
-from plc.keys import DID_KEY_PREFIX, Curve, format_did_key, parse_did_key
+from plc.keys import DID_KEY_PREFIX, Curve, compressed_point, format_did_key, parse_did_key
 
 _LEGACY_KEY_TYPES = {
     "EcdsaSecp256k1VerificationKey2019": Curve.K256,
@@ -28,18 +25,6 @@ _LEGACY_KEY_TYPES = {
 }
 _DOCUMENT_KEYS = frozenset({"@context", "id", "alsoKnownAs", "verificationMethod", "service"})
 _METHOD_KEYS = frozenset({"id", "type", "controller", "publicKeyMultibase"})
-
-
-def _compressed(curve: Curve, point: bytes) -> bytes | None:
-    """The 33-byte compressed form of an uncompressed SEC1 point, or None if it is not a
-    point of ``curve`` (the libraries check that it lies on the curve)."""
-    try:
-        if curve is Curve.K256:
-            return bytes(coincurve.PublicKey(point).format(compressed=True))
-        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
-    except ValueError:
-        return None
-    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
 
 
 def _legacy_key(key_type: str, multibase: str) -> str | None:
@@ -54,11 +39,8 @@ def _legacy_key(key_type: str, multibase: str) -> str | None:
     if len(raw) != 65 or raw[0] != 4:
         return None
     curve = _LEGACY_KEY_TYPES[key_type]
-    compressed = _compressed(curve, raw)
-    if compressed is None:
-        return None
     try:
-        return parse_did_key(format_did_key(curve, compressed)).did_key
+        return format_did_key(curve, compressed_point(curve, raw))
     except PlcError:
         return None
 

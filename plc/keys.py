@@ -178,13 +178,43 @@ def parse_did_key(did_key: str) -> PublicKey:
     raise UnsupportedKeyType(f"Unsupported key type: {echo(did_key)}")
 
 
+def _native_point(curve: Curve, point: bytes) -> Any:
+    """The library's public key of a SEC1 point (either form); raises ValueError when it is
+    not a point of ``curve``."""
+    if curve is Curve.K256:
+        return coincurve.PublicKey(point)
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+
+
+def _compress(native: Any) -> bytes:
+    """The 33-byte compressed SEC1 point of a library public key (either curve)."""
+    if isinstance(native, coincurve.PublicKey):
+        return bytes(native.format(compressed=True))
+    compressed: bytes = native.public_bytes(
+        encoding=serialization.Encoding.X962,
+        format=serialization.PublicFormat.CompressedPoint,
+    )
+    return compressed
+
+
 def _load_point(curve: Curve, point: bytes, did_key: str) -> Any:
     try:
-        if curve is Curve.K256:
-            return coincurve.PublicKey(point)
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        return _native_point(curve, point)
     except ValueError as exc:
         raise MalformedEncoding(f"Invalid curve point in did:key: {echo(did_key)}") from exc
+
+
+def compressed_point(curve: Curve, point: bytes) -> bytes:
+    """The 33-byte compressed form of a SEC1 point of ``curve`` given in either form (the
+    uncompressed ``04‖X‖Y`` of legacy documents included); the libraries check the curve.
+
+    Raises:
+        MalformedEncoding: not a point of ``curve``.
+    """
+    try:
+        return _compress(_native_point(curve, point))
+    except ValueError as exc:
+        raise MalformedEncoding(f"Invalid {curve.value} curve point") from exc
 
 
 def format_did_key(curve: Curve, compressed: bytes) -> str:
@@ -203,13 +233,10 @@ class PrivateKey:
         self.secret = secret
         if curve is Curve.K256:
             self._k256 = coincurve.PrivateKey(secret)
-            compressed = self._k256.public_key.format(compressed=True)
+            compressed = _compress(self._k256.public_key)
         else:
             self._p256 = ec.derive_private_key(int.from_bytes(secret, "big"), ec.SECP256R1())
-            compressed = self._p256.public_key().public_bytes(
-                encoding=serialization.Encoding.X962,
-                format=serialization.PublicFormat.CompressedPoint,
-            )
+            compressed = _compress(self._p256.public_key())
         self.did_key = format_did_key(curve, compressed)
 
     @classmethod
