@@ -184,6 +184,11 @@ class SafeFetcher:
                 raise TransportFailure(f"timeout: {type(err).__name__}") from err
             except httpx.HTTPError as err:
                 raise TransportFailure(f"HTTP error: {type(err).__name__}") from err
+            except (httpx.InvalidURL, UnicodeError) as err:
+                # httpx builds a redirect's next request even when it does not follow it, and
+                # a Location it cannot parse (an A-label that is not IDNA, "https:foo") raises
+                # there, outside its HTTPError family.
+                raise BadResponse("invalid redirect Location") from err
         raise last_error
 
 
@@ -198,7 +203,7 @@ async def _read(
             raise BadResponse(f"HTTP {status} without Location")
         try:
             return url.join(location)
-        except httpx.InvalidURL as err:
+        except (httpx.InvalidURL, UnicodeError) as err:
             raise BadResponse("invalid redirect Location") from err
     if not 200 <= status <= 299:
         raise BadResponse(f"HTTP {status}")

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from plc.api.app import create_app
-from plc.resolve import DidNotFound, IdentityResolver
+from plc.resolve import DidNotFound, HandleNotFound, IdentityResolver
 from plc.resolve.did import MAX_DOCUMENT_DEPTH
 from plc.resolve.errors import NoValidRecord
 from plc.resolve.handle import did_from_well_known
@@ -171,3 +171,45 @@ def test_a_bug_under_xrpc_is_an_xrpc_500_without_detail(
     assert b"secret" not in response.content
     assert response.headers["access-control-allow-origin"] == "*"
     assert other.status_code == 400  # the rest of the routes unaffected
+
+
+# Locations httpx cannot turn into a request: an A-label that is not valid IDNA (plain and
+# as a real emoji domain) and a scheme with no host.
+UNUSABLE_LOCATIONS = ["https://xn--zz.com/", "https://xn--ls8h.la/", "https:foo"]
+
+
+@pytest.mark.parametrize("location", UNUSABLE_LOCATIONS)
+async def test_a_did_web_redirect_to_an_unusable_location_is_not_found_and_cached(
+    dns: LocalDns,
+    http: LocalHttp,
+    make_resolver: ResolverFactory,
+    client_for: ClientFactory,
+    location: str,
+) -> None:
+    did = "did:web:bent.test"
+    dns.zone.a("bent.test", "127.0.0.1")
+    dns.zone.txt("_atproto.benthandle.test", f"did={did}")
+    http.route("bent.test", DID_JSON, status=302, headers={"Location": location})
+    client = client_for(make_resolver())
+    response = await client.get(f"{XRPC}resolveDid", params={"did": did})
+    assert_xrpc_error(response, "DidNotFound")
+    response = await client.get(f"{XRPC}resolveHandle", params={"handle": "benthandle.test"})
+    assert_xrpc_error(response, "HandleNotFound")
+    assert http.count("bent.test", DID_JSON) == 1  # the failure was remembered
+
+
+@pytest.mark.parametrize("location", UNUSABLE_LOCATIONS)
+async def test_a_well_known_redirect_to_an_unusable_location_is_a_plain_failure(
+    dns: LocalDns,
+    http: LocalHttp,
+    make_resolver: ResolverFactory,
+    caplog: pytest.LogCaptureFixture,
+    location: str,
+) -> None:
+    dns.zone.a("bent.test", "127.0.0.1")
+    http.route("bent.test", WELL_KNOWN, status=302, headers={"Location": location})
+    with pytest.raises(HandleNotFound) as info:
+        await make_resolver().resolve_handle("bent.test", verify=False)
+    assert "BadResponse: invalid redirect Location" in info.value.reason
+    assert "failed unexpectedly" not in caplog.text
+
