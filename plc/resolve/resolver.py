@@ -18,8 +18,9 @@ overwrites them. A lookup cut short by the deadline is cached only when it start
 least ``request_timeout_s`` of the budget left: otherwise an earlier, slow step of the same
 request (a did:web host anyone can run) would make the resolver remember "not found" for
 another identity. did:web documents are kept as compact JSON bytes, bounded in total
-(``did_web_cache_max_bytes``), and parsed again on each hit. Nothing here blocks the
-directory's write path: it only reads documents.
+(``did_web_cache_max_bytes``), and parsed again on each hit. At most
+``max_concurrent_lookups`` network lookups run at once; the others wait within their budget.
+Nothing here blocks the directory's write path: it only reads documents.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class IdentityResolver:
         self._handle_cache: ResolutionCache[str, str] = ResolutionCache(
             settings.cache_ttl_s, settings.negative_cache_ttl_s, settings.cache_max_entries, clock
         )
+        # Bounds the sockets outbound lookups hold: a wildcard domain gives an attacker
+        # unlimited distinct handles, so the caches alone do not.
+        self._lookup_slots = asyncio.Semaphore(settings.max_concurrent_lookups)
         self._did_web_cache: ResolutionCache[str, bytes | str] = ResolutionCache(
             settings.cache_ttl_s,
             settings.negative_cache_ttl_s,
@@ -186,17 +190,31 @@ class IdentityResolver:
             if entry.negative:
                 raise HandleNotFound(entry.value)
             return entry.value
-        if asyncio.get_running_loop().time() >= deadline:
+        if not await self._take_slot(deadline):
             raise HandleNotFound("time budget exhausted before the lookup")  # not cached
-        full_time = self._has_full_time(deadline)
         try:
+            full_time = self._has_full_time(deadline)
             did = await self._handles.resolve(handle, deadline)
         except HandleNotFound as err:
             if full_time or not err.cut_short:
                 self._handle_cache.put(handle, err.reason, negative=True)
             raise
+        finally:
+            self._lookup_slots.release()
         self._handle_cache.put(handle, did)
         return did
+
+    async def _take_slot(self, deadline: float) -> bool:
+        """Wait for one of ``max_concurrent_lookups`` slots until ``deadline``; False if none
+        came (or the deadline had passed). The caller releases a slot it got."""
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._lookup_slots.acquire()
+        except TimeoutError:
+            return False
+        return True
 
     async def _verified_handle(
         self, did: str, document: dict[str, Any], deadline: float, refresh: bool
@@ -240,10 +258,10 @@ class IdentityResolver:
                 raise DidNotFound(entry.value)
             document: dict[str, Any] = orjson.loads(entry.value)
             return document
-        if asyncio.get_running_loop().time() >= deadline:
+        if not await self._take_slot(deadline):
             raise DidNotFound(f"time budget exhausted before fetching: {echo(did)}")  # not cached
-        full_time = self._has_full_time(deadline)
         try:
+            full_time = self._has_full_time(deadline)
             async with asyncio.timeout_at(deadline):
                 document = await self._did_web.fetch(did)
         except TimeoutError:
@@ -254,5 +272,7 @@ class IdentityResolver:
         except DidNotFound as err:
             self._did_web_cache.put(did, err.message, negative=True)
             raise
+        finally:
+            self._lookup_slots.release()
         self._did_web_cache.put(did, orjson.dumps(document))
         return document

@@ -64,6 +64,11 @@ class ResolverSettings(BaseSettings):
     """Most bytes of did:web documents (as compact JSON) kept in the cache; least recently
     used are evicted first. Bounds the cache's memory whatever the documents' sizes."""
 
+    max_concurrent_lookups: int = Field(default=256, ge=1, le=100_000)
+    """Most handle lookups and did:web fetches in flight at once in one process (each holds a
+    DNS socket and up to a few HTTPS connections). A lookup beyond it waits within its time
+    budget; one that never gets a turn fails as timed out and is not cached."""
+
     allow_private_networks: bool = False
     """Fetch from loopback, private, link-local, multicast and reserved addresses too (tests,
     private deployments). Off: such hosts are refused before any connection is made."""

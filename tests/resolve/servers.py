@@ -126,12 +126,15 @@ class LocalHttp:
     """A threaded HTTP/1.0 server on ``address`` routing on (``Host`` without port, path);
     HTTPS when given a server-side ``tls`` context.
 
-    Unknown routes answer 404. ``requests`` counts every request by (host, path).
+    Unknown routes answer 404. ``requests`` counts every request by (host, path);
+    ``most_in_flight`` is the most requests it was answering at once.
     """
 
     def __init__(self, address: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[tuple[str, str], Route] = {}
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.lock = threading.Lock()
         self.release = threading.Event()
         outer = self
@@ -144,7 +147,16 @@ class LocalHttp:
                 key = (host, self.path)
                 with outer.lock:
                     outer.requests[key] += 1
+                    outer.in_flight += 1
+                    outer.most_in_flight = max(outer.most_in_flight, outer.in_flight)
                     route = outer.routes.get(key, Route(404, b'{"message":"not found"}'))
+                try:
+                    self._answer(route)
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
+
+            def _answer(self, route: Route) -> None:
                 if route.delay_s:
                     outer.release.wait(route.delay_s)
                 try:

@@ -4,6 +4,8 @@ its memory, and failures whose kind it must not tell a caller."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -213,3 +215,29 @@ async def test_a_well_known_redirect_to_an_unusable_location_is_a_plain_failure(
     assert "BadResponse: invalid redirect Location" in info.value.reason
     assert "failed unexpectedly" not in caplog.text
 
+
+async def test_outbound_lookups_are_bounded_however_many_distinct_names_arrive(
+    dns: LocalDns, http: LocalHttp, make_resolver: ResolverFactory
+) -> None:
+    """A wildcard domain gives an attacker any number of distinct handles, so the caches do
+    not bound the sockets the resolver opens: ``max_concurrent_lookups`` does."""
+    names = [f"h{i}.wild.test" for i in range(12)]
+    for name in names:
+        dns.zone.a(name, "127.0.0.1")
+        http.route(name, WELL_KNOWN, body=DID_A.encode(), delay_s=0.2)
+    resolver = make_resolver(max_concurrent_lookups=3, time_budget_s=10.0)
+    answers = await asyncio.gather(*(resolver.resolve_handle(n, verify=False) for n in names))
+    assert answers == [DID_A] * len(names)
+    assert http.most_in_flight == 3
+    # with every slot taken for the whole budget, a lookup fails without asking anyone and
+    # without being cached
+    dns.zone.a("late.wild.test", "127.0.0.1")
+    http.route("late.wild.test", WELL_KNOWN, body=DID_A.encode())
+    tight = make_resolver(max_concurrent_lookups=1, time_budget_s=0.3)
+    await tight._lookup_slots.acquire()  # what a lookup stuck on a slow host holds
+    with pytest.raises(HandleNotFound) as info:
+        await tight.resolve_handle("late.wild.test", verify=False)
+    assert "time budget exhausted" in info.value.reason
+    assert http.count("late.wild.test") == 0
+    tight._lookup_slots.release()
+    assert await tight.resolve_handle("late.wild.test", verify=False) == DID_A
