@@ -8,17 +8,24 @@ directory URL, read through its seq-mode ``/export``. The database comes from
 Exit status: 0 every line was imported or already present; 3 some lines were refused (the
 source holds ops that are not valid did:plc history, or lines that are not export lines);
 1 the import could not run (bad option or setting, unreadable source, database failure); 130
-interrupted. The checkpoint that covers the imported entries is signed by the next
-``plc serve``.
+stopped by SIGINT, SIGTERM or SIGHUP. A stop while the source is being read takes effect at
+once; one while ops are being checked or committed waits for that batch to finish, so a
+stopped run has committed every batch it started and ``resume with --after N`` is exact (a
+second signal stops at once, mid-batch). The checkpoint that covers the imported entries is
+signed by the next ``plc serve``.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import IO, Annotated
 
 import orjson
@@ -34,6 +41,11 @@ SHOWN_REFUSALS = 10
 """Refusals printed on stderr; every one goes to ``--rejects``."""
 MAX_REJECT_LINE = 65_536
 """Characters of a refused line kept in the rejects file."""
+PROGRESS_EVERY_S = 60.0
+"""Without a terminal (a service, a log file), a progress line this often, seconds."""
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 def import_command(
@@ -62,7 +74,7 @@ def import_command(
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Ops per transaction")] = 500,
     rejects: Annotated[
         Path | None,
-        typer.Option(help="Write each refused line here as JSON lines"),
+        typer.Option(help="Append each refused line to this file, as JSON lines"),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal)")] = True,
 ) -> None:
@@ -155,16 +167,32 @@ def run_import(
     )
     started = time.monotonic()
     code = EXIT_OK
+    stop = _Stop()
     try:
         lines: Iterable[SourceLine] = pages if pages is not None else file_lines(source)
-        _feed(importer, lines, _total(source, is_url), progress and sys.stderr.isatty(), out)
+        with stop.handling():
+            _feed(
+                importer,
+                lines,
+                _total(source, is_url),
+                progress and sys.stderr.isatty(),
+                out,
+                stop,
+                cursor=is_url,
+            )
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-        out.print(
-            "interrupted: the batch in flight may or may not have been committed (running "
-            "again finds what was)",
-            markup=False,
-        )
+        if stop.between_batches:
+            out.print(
+                f"stopped by {stop.signal_name}: every line read was committed",
+                markup=False,
+            )
+        else:
+            out.print(
+                "interrupted: the batch in flight may or may not have been committed (running "
+                "again finds what was)",
+                markup=False,
+            )
     except SourceError as exc:
         code = EXIT_FAILED
         out.print(f"error: {exc}", markup=False)
@@ -206,16 +234,91 @@ def _total(source: str, is_url: bool) -> int | None:
         return None
 
 
+class _Stop:
+    """How SIGINT, SIGTERM and SIGHUP stop an import (module docstring): raised as
+    ``KeyboardInterrupt`` at once while the source is read, after the batch otherwise."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self.between_batches = True
+        """False once a stop landed inside a batch (a second signal)."""
+        self._in_batch = False
+
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        """Install the handlers for the block (the main thread only: elsewhere Python
+        cannot, and the default handling stays)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {number: signal.signal(number, self._signalled) for number in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """A block a first signal does not interrupt (``check`` after it stops)."""
+        self._in_batch = True
+        try:
+            yield
+        finally:
+            self._in_batch = False
+
+    def check(self) -> None:
+        """Stop here if a signal came during the last batch."""
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+
+    def _signalled(self, number: int, _frame: FrameType | None) -> None:
+        again = self.signal_name is not None
+        self.signal_name = signal.Signals(number).name
+        if not self._in_batch:
+            raise KeyboardInterrupt
+        if again:
+            self.between_batches = False
+            raise KeyboardInterrupt
+
+
 def _feed(
-    importer: Importer, lines: Iterable[SourceLine], total: int | None, show: bool, out: Console
+    importer: Importer,
+    lines: Iterable[SourceLine],
+    total: int | None,
+    show: bool,
+    out: Console,
+    stop: _Stop,
+    *,
+    cursor: bool,
 ) -> None:
     """Every source line into ``importer`` (the last batch committed), with a progress bar
-    when ``show``."""
-    if not show:
+    when ``show``, else a progress line every ``PROGRESS_EVERY_S`` (with the resume cursor
+    when ``cursor``)."""
+    try:
+        if show:
+            _feed_with_bar(importer, lines, total, out, stop)
+            return
+        said = time.monotonic()
         for line in lines:
-            importer.add(line)
-        importer.flush()
-        return
+            with stop.batch():
+                importer.add(line)
+            stop.check()
+            if time.monotonic() - said >= PROGRESS_EVERY_S:
+                said = time.monotonic()
+                _progress_line(out, importer, cursor)
+        with stop.batch():
+            importer.flush()
+    except KeyboardInterrupt:
+        if stop.between_batches:  # the lines read so far are whole ops: commit them too
+            with stop.batch():
+                importer.flush()
+        raise
+
+
+def _feed_with_bar(
+    importer: Importer, lines: Iterable[SourceLine], total: int | None, out: Console, stop: _Stop
+) -> None:
     columns = [
         TextColumn("[bold]import"),
         BarColumn(),
@@ -235,11 +338,24 @@ def _feed(
             )
 
         for number, line in enumerate(lines, 1):
-            importer.add(line)
+            with stop.batch():
+                importer.add(line)
+            stop.check()
             if number % 500 == 0:
                 show_counts(line.progress)
-        importer.flush()
+        with stop.batch():
+            importer.flush()
         show_counts(total)
+
+
+def _progress_line(out: Console, importer: Importer, cursor: bool) -> None:
+    stats = importer.stats
+    through = f"; committed through seq {importer.done_through}" if cursor else ""
+    out.print(
+        f"progress: {stats.lines:,} lines, {stats.imported:,} imported, {stats.present:,} "
+        f"present, {stats.refused:,} refused{through}",
+        markup=False,
+    )
 
 
 def _summary(out: Console, importer: Importer, seconds: float, tree_size: int | None) -> None:
@@ -259,7 +375,8 @@ class _Rejects:
     def __init__(self, out: Console, path: Path | None) -> None:
         self._out = out
         self._shown = 0
-        self._file: IO[bytes] | None = path.open("wb") if path is not None else None
+        # Appended: a resumed run must not wipe the refusals of the run it continues.
+        self._file: IO[bytes] | None = path.open("ab") if path is not None else None
 
     def refused(self, refusal: Refusal) -> None:
         if self._shown < SHOWN_REFUSALS:
