@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     """``/export/stream``: a cursor whose next op is older than this is refused with
     ``OutdatedCursor`` (page through ``/export`` instead) (``PLC_STREAM_BACKFILL_WINDOW_S``)."""
     stream_buffer: int = Field(default=500, ge=1)
-    """``/export/stream``: live ops buffered per connection before ``ConsumerTooSlow``."""
+    """``/export/stream``: live ops queued per connection; one more and the connection reads
+    on from the database until it catches up (the reference closes it: ``ConsumerTooSlow``)."""
     stream_poll_interval_ms: int = Field(default=100, ge=1)
     """``/export/stream``: how often to look for ops committed by other processes."""
     stream_send_timeout_s: float = Field(default=30.0, gt=0, le=3600)

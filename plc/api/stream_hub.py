@@ -14,7 +14,8 @@ later line reaches it through the hub. Joining and fan-out both run on the event
 an ``await`` between them, so no line is missed or doubled at the switch. The lines after the
 cursor are found in ``recent`` by ``seq``; a joiner is only taken when ``recent`` reaches back
 to the line right after its cursor (``seq`` has no gaps: one log-head row hands them out and
-commits land in ``seq`` order).
+commits land in ``seq`` order). A subscriber the hub lets go of (``behind``) sends what it
+was given, backfills from its last line and joins again, the same way.
 """
 
 from __future__ import annotations
@@ -74,26 +75,32 @@ class Subscriber:
     """One live connection: the lines waiting to be sent, and whether it fell behind.
 
     Attributes:
-        limit: most lines waiting before the connection is too slow.
-        lines: lines to send, in ``seq`` order.
-        ready: set when ``lines`` gains a line or the subscriber is dropped.
-        ended: why the hub dropped it: ``ConsumerTooSlow`` (more than ``limit`` lines were
-            waiting) or ``Unavailable`` (the hub could not read the database); None while fed.
+        limit: most lines waiting; one more and the hub lets go of the connection.
+        lines: ``(seq, line)`` to send, in ``seq`` order.
+        ready: set when ``lines`` gains a line, or the subscriber falls behind or is dropped.
+        behind: the hub let go of it (more than ``limit`` lines were waiting, as when another
+            process commits a burst): once it has sent ``lines`` the connection reads on from
+            the database and joins again. The reference closes such a connection with
+            ``ConsumerTooSlow``, which made clients that read as fast as they could reconnect;
+            a client that does not read at all is cut off by the send timeout instead.
+        ended: ``Unavailable`` when the hub could not read the database; None while fed.
     """
 
     limit: int
-    lines: deque[bytes] = field(default_factory=deque)
+    lines: deque[tuple[int, bytes]] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    behind: bool = False
     ended: str | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     """Set with ``ended``: the connection closes at once, whatever it is still sending."""
 
-    def offer(self, line: bytes) -> bool:
-        """Queue ``line``; False (and ended as too slow) when that overflows ``limit``."""
+    def offer(self, seq: int, line: bytes) -> bool:
+        """Queue ``line``; False (and ``behind``) when that would overflow ``limit``."""
         if len(self.lines) >= self.limit:
-            self.end("ConsumerTooSlow")
+            self.behind = True
+            self.ready.set()
             return False
-        self.lines.append(line)
+        self.lines.append((seq, line))
         self.ready.set()
         return True
 
@@ -163,8 +170,9 @@ class StreamHub:
             return False  # recent starts after the cursor: lines in between are not kept
         if len(recent) - after > subscriber.limit:
             return False
-        for _, line in recent[after:]:
-            subscriber.offer(line)
+        subscriber.behind = False
+        for seq, line in recent[after:]:
+            subscriber.offer(seq, line)
         self._subscribers.add(subscriber)
         return True
 
@@ -211,13 +219,19 @@ class StreamHub:
                     self.recent.append((seq, line))
                     self.head = seq
                     for subscriber in list(self._subscribers):
-                        if not subscriber.offer(line):
+                        if not subscriber.offer(seq, line):
                             self._subscribers.discard(subscriber)
+                            if directory.metrics is not None:
+                                directory.metrics.stream_fell_behind.inc()
                 if lines:
                     self._wake_joiners()
                 if len(lines) < PAGE:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self._poll_s)
+                else:
+                    # A burst (an import, another process): let the connections send what
+                    # they were given before the next page (SQLite reads do not yield).
+                    await asyncio.sleep(0)
         except Exception as exc:  # noqa: BLE001 - handed to every waiter; the next join retries
             self._failure = exc
             for subscriber in self._subscribers:

@@ -7,13 +7,17 @@
   client that stopped reading kept its socket, its buffered megabytes and a server shutdown
   waiting for as long as it liked;
 - a text frame that is not UTF-8 is logged as one warning line (uvicorn logs an error with a
-  traceback: any client could fill the log with them); the client is still closed with 1007.
+  traceback: any client could fill the log with them); the client is still closed with 1007;
+- a handshake answered with a denial response (the 400 of a bad ``cursor``) counts as
+  completed: uvicorn logged "ASGI callable returned without completing handshake." at error
+  level for each, so any client could fill the error log with them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -62,6 +66,11 @@ class StreamWebSocketProtocol(WebSocketsSansIOProtocol):
             },
         )
         self.transport.abort()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True  # answered, if not upgraded: nothing to log
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type == "text" and not self.close_sent:

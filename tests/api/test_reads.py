@@ -141,6 +141,10 @@ def test_export_after_a_seq_no_log_reaches_is_empty(client: TestClient) -> None:
     for after in ("9" * 19, "1" + "0" * 99):  # as the reference (and the stream's cursor)
         response = client.get(f"/export?after={after}")
         assert response.status_code == 200 and response.content == b"", after
+    # leading zeros count for nothing: 0…0 is after=0, not a seq past the log
+    line = client.get("/export?after=0").content
+    assert line.startswith(b'{"did"')
+    assert client.get("/export?after=" + "0" * 40).content == line
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from plc.api.stream_hub import StreamHub, Subscriber, seq_of
+from plc.api.stream_hub import StreamHub, Subscriber
 from plc.errors import Unavailable
 
 from ..helpers import new_did
@@ -46,9 +46,9 @@ def test_a_join_takes_the_kept_lines_after_its_cursor_and_no_others(
         joined = await hub.join(12, late)  # 13, 14, 15 are
         await hub.stop()
         return (
-            [seq_of(line) for line in first.lines],
+            [seq for seq, _ in first.lines],
             too_far,
-            [seq_of(line) for line in late.lines],
+            [seq for seq, _ in late.lines],
             joined,
         )
 

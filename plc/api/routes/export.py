@@ -72,7 +72,7 @@ async def export(
     if after is not None and _SEQ_LIKE.fullmatch(after):
         if len(after) > _LONGEST_CURSOR:
             raise InvalidInput("Invalid after parameter")
-        if not _DIGITS.fullmatch(after):  # past any seq a log reaches: nothing after it
+        if not _DIGITS.fullmatch(after.lstrip("0") or "0"):  # past any seq: nothing after it
             body = b""
         else:
             body = await directory.run(directory.export_after_seq, int(after), page)

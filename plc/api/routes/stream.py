@@ -5,14 +5,19 @@
 - Each text message is one ``sequenced_op`` line, the very bytes ``/export`` serves.
 - Close (code 1000) reasons, as the reference server: ``FutureCursor`` (cursor beyond the
   newest ``seq``), ``OutdatedCursor`` (the first op after the cursor is older than the backfill
-  window: page through ``/export`` instead), ``ConsumerTooSlow`` (more live ops waiting for a
-  slow client than its buffer holds).
+  window: page through ``/export`` instead); 1011 ``Unavailable`` when the database fails.
 - A plain HTTP request answers 426 ``upgrade required``.
 
 A connection backfills from the database in pages until it is within the lines the process's
 :class:`~plc.api.stream_hub.StreamHub` keeps, then the hub feeds it: one database reader per
 process however many connections are live (ops committed by other processes on the same
-PostgreSQL are found too, every poll interval).
+PostgreSQL are found too, every poll interval). A live connection with more than
+``PLC_STREAM_BUFFER`` ops waiting goes back to the database from its last op and joins again,
+where the reference closes it with ``ConsumerTooSlow`` (a burst of commits made clients that
+read as fast as they could reconnect); one that stops reading is cut off by the send timeout
+(:mod:`plc.api.ws_protocol`). Connections give up the event loop every ``SLICE`` sends: on
+SQLite nothing else yields, and a hundred connections backfilling at once held every other
+request for seconds.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from plc.timestamps import parse_timestamp
 router = APIRouter()
 log = logging.getLogger("plc.stream")
 
+SLICE = 50
+"""Messages a connection sends before it lets other work run."""
 _CURSOR = re.compile(r"[0-9]{1,100}")
 _LONGEST_SEQ_DIGITS = 18
 """A cursor with more digits is past any ``seq`` this log will reach: ``FutureCursor``, as the
@@ -96,7 +103,8 @@ async def export_stream(websocket: WebSocket) -> None:
     if raw_cursor is None:
         cursor = head
     else:
-        cursor = int(raw_cursor) if len(raw_cursor) <= _LONGEST_SEQ_DIGITS else head + 1
+        digits = raw_cursor.lstrip("0") or "0"
+        cursor = int(digits) if len(digits) <= _LONGEST_SEQ_DIGITS else head + 1
         if cursor > head:
             await _close(websocket, "FutureCursor")
             return
@@ -114,6 +122,9 @@ async def export_stream(websocket: WebSocket) -> None:
         serving,
         asyncio.create_task(subscriber.gone.wait()),
     }
+    metrics = directory.metrics
+    if metrics is not None:
+        metrics.stream_connections.inc()
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         error = serving.exception() if serving.done() and not serving.cancelled() else None
@@ -126,6 +137,8 @@ async def export_stream(websocket: WebSocket) -> None:
         if subscriber.ended is not None:
             await _close(websocket, subscriber.ended)
     finally:
+        if metrics is not None:
+            metrics.stream_connections.dec()
         hub.leave(subscriber)
         for task in tasks:
             task.cancel()
@@ -135,22 +148,34 @@ async def export_stream(websocket: WebSocket) -> None:
 async def _serve(
     websocket: WebSocket, directory: Directory, hub: StreamHub, cursor: int, fed: Subscriber
 ) -> None:
-    """Backfill from ``cursor`` until the hub takes the connection, then send what it feeds
-    (until the connection closes or the hub drops it)."""
-    joined = False
-    while not joined:
-        lines = await directory.run(directory.store.export_after_seq, cursor, PAGE)
-        for line in lines:
-            await websocket.send_text(line.decode("utf-8"))
-        if lines:
-            cursor = seq_of(lines[-1])
-        if len(lines) < PAGE:
-            joined = await hub.join(cursor, fed)
-    while fed.ended is None:
-        await fed.ready.wait()
-        fed.ready.clear()
-        while fed.lines and fed.ended is None:
-            await websocket.send_text(fed.lines.popleft().decode("utf-8"))
+    """Backfill from ``cursor`` until the hub takes the connection, then send what it feeds;
+    back to the database whenever it falls behind (until the connection closes or the hub
+    drops it)."""
+    sent = 0
+    while True:
+        joined = False
+        while not joined:
+            lines = await directory.run(directory.store.export_after_seq, cursor, PAGE)
+            for line in lines:
+                await websocket.send_text(line.decode("utf-8"))
+                sent += 1
+                if sent % SLICE == 0:
+                    await asyncio.sleep(0)
+            if lines:
+                cursor = seq_of(lines[-1])
+            if len(lines) < PAGE:
+                joined = await hub.join(cursor, fed)
+        while fed.ended is None and not fed.behind:
+            await fed.ready.wait()
+            fed.ready.clear()
+            while fed.lines and fed.ended is None:
+                cursor, line = fed.lines.popleft()
+                await websocket.send_text(line.decode("utf-8"))
+                sent += 1
+                if sent % SLICE == 0:
+                    await asyncio.sleep(0)
+        if fed.ended is not None:
+            return
 
 
 async def _drain_incoming(websocket: WebSocket) -> None:
