@@ -124,7 +124,10 @@ class _Run:
             findings = self.tlog.verify_stored()
             if note is not None:
                 findings += self.tlog.observe(note)
-            findings += self.tlog.check_pending(state.get_meta_int(self.conn, "tree_size"))
+            findings += self.tlog.check_pending(
+                state.get_meta_int(self.conn, "tree_size"),
+                state.get_meta_int(self.conn, "cursor_seq"),
+            )
             state.store_findings(self.conn, findings)
             self.conn.execute("COMMIT")
         except BaseException:
@@ -168,11 +171,14 @@ class _Run:
         """Compare a re-read of the prefix with the stored leaves; store the findings."""
         checker = PrefixChecker(self.conn, self.tree)
         result: RecheckResult = checker.check(lines, whole=full)
-        if result.differing:
-            self.outcome.notes.append(
+        if result.differing or result.shifted:
+            text = (
                 f"second read of the export: {result.differing} of {self.tree.tree_size} "
                 f"leaves differ ({len(result.findings)} reported)"
             )
+            if result.shifted:
+                text += f"; {result.shifted} more only moved (the same ops, shifted by them)"
+            self.outcome.notes.append(text)
         self.write(result.findings)
 
     def replayer(self, canonical: bool, total: int | None, label: str) -> Replayer:
@@ -342,6 +348,10 @@ def _sync_directory(
     client = run.client
     replayer = None
     try:
+        if not run.tree.tree_size and not stored_checkpoints(run.conn):
+            # Nothing kept yet: make sure this is a directory before its answers can be
+            # findings (a mistyped URL is the user's mistake, reported with exit 1).
+            client.probe_export()
         if run.tree.tree_size and options.recheck != "full" and not run.last_entry_served(client):
             run.outcome.notes.append(
                 "the last entry verified before is no longer served as it was read: the "

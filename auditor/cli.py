@@ -11,8 +11,10 @@ Commands::
 Findings go to stdout (or ``--findings PATH``) as JSON lines; the readable summary and the
 progress bar go to stderr. Exit codes (design.md decision 8): 0 clean (information findings
 only), 2 misbehaviour found, 1 the audit itself failed — network, unreadable input, bad
-arguments and usage errors (click's usage exit code 2 is turned into 1). ``check-evidence``
-has its own: 0 every finding verified, 3 some only unverifiable, 1 some rejected.
+arguments and usage errors (click's usage exit code 2 is turned into 1), 130 interrupted
+(Ctrl-C; the state keeps every committed batch, and ``sync`` run again, or ``verify
+--resume``, continues from there). ``check-evidence`` has its own: 0 every finding
+verified, 3 some only unverifiable, 1 some rejected.
 """
 
 from __future__ import annotations
@@ -52,6 +54,28 @@ _STATE_HELP = (
     "State file (default: plc-audit-<16 hex digits of the source's SHA-256>.sqlite3 in the cwd)."
 )
 _FINDINGS_HELP = "Write findings as JSON lines here ('-' = stdout)."
+
+
+EXIT_INTERRUPTED = 130
+"""Exit code of a run stopped with Ctrl-C (128 + SIGINT, as shells report it)."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C; the message says what the state kept and how to go on."""
+
+
+@contextmanager
+def _resumable(path: Path, how: str) -> Iterator[None]:
+    """Turn Ctrl-C during a run into :class:`Interrupted`, saying how to resume: every batch
+    is committed with its cursor in one transaction and an interrupted one is rolled back,
+    so the state holds a consistent prefix that ``how`` continues from."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: the state file {path} keeps what was verified so far; {how} "
+            "resumes from there"
+        ) from None
 
 
 def _stderr() -> Console:
@@ -156,7 +180,9 @@ def sync(
         seed=seed,
     )
     path = state_path or state.default_state_path(spec.location)
-    return _finish(sync_directory(spec.location, path, options, fresh=fresh), findings)
+    with _resumable(path, "running the same sync again (without --fresh)"):
+        outcome = sync_directory(spec.location, path, options, fresh=fresh)
+    return _finish(outcome, findings)
 
 
 @app.command()
@@ -203,7 +229,9 @@ def verify(
         batch_lines=batch_lines,
     )
     path = state_path or state.default_state_path(spec.location)
-    return _finish(verify_file(file, path, options, resume=resume), findings)
+    with _resumable(path, "the same verify with --resume"):
+        outcome = verify_file(file, path, options, resume=resume)
+    return _finish(outcome, findings)
 
 
 @app.command()
@@ -332,12 +360,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except AuditFailed as exc:
         _stderr().print(f"[bold red]audit failed:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         interrupted = True
     # Typer turns Ctrl-C inside a command into exit code 130 (our commands return 0, 1, 2).
-    if interrupted or code == 130:
+    if interrupted or code == EXIT_INTERRUPTED:
         print("interrupted", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -100,6 +100,38 @@ class DirectoryClient:
         body = response.content
         return [line for line in body.split(b"\n") if line.strip()] if body else []
 
+    def probe_export(self) -> None:
+        """Check that ``/export`` answers like a did:plc directory's (one request,
+        ``count=1``): 200 with an empty body (nothing exported yet) or a first line that is a
+        JSON object. Asked before anything is stored in a new state, so that a mistyped URL
+        (a web server answering every path, a 404) is a failed run, not a directory that
+        misbehaves: its answers to ``/tlog/checkpoint`` and ``/export`` would otherwise be
+        findings.
+
+        Raises:
+            AuditFailed: another answer, or a network failure.
+        """
+        where = f"{self.base_url}/export"
+        response = self.get("/export", {"after": 0, "count": 1})
+        if response.status_code != 200:
+            raise AuditFailed(
+                f"{where} answered {response.status_code}: not a did:plc directory "
+                "(check the URL); nothing was stored"
+            )
+        first = next((x for x in response.content.split(b"\n") if x.strip()), None)
+        if first is None:
+            return
+        try:
+            value = orjson.loads(first)
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            kind = response.headers.get("content-type", "no content type")
+            raise AuditFailed(
+                f"{where} does not serve export lines (JSON objects; it served {kind}): not "
+                "a did:plc directory (check the URL); nothing was stored"
+            )
+
     def line_at(self, seq: int) -> bytes | None:
         """The export line with ``seq`` as served now (None if the next line has another
         ``seq``)."""

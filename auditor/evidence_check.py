@@ -68,7 +68,13 @@ __all__ = [
 
 EXIT_VERIFIED, EXIT_REJECTED, EXIT_UNVERIFIABLE = 0, 1, 3
 NOTE_CLASSES = frozenset(
-    {"export-rewritten", "checkpoint-root-mismatch", "inconsistent-checkpoints", "split-view"}
+    {
+        "export-rewritten",
+        "checkpoint-root-mismatch",
+        "checkpoint-entries-withheld",
+        "inconsistent-checkpoints",
+        "split-view",
+    }
 )
 """Classes whose proof rests on signed checkpoints: verified only with the log's key."""
 _NO_KEY = "no --vkey: the checkpoints' signatures were not checked"
@@ -116,10 +122,12 @@ def implied_old_root(
 def _rewritten(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
     """The stored leaf must be leaf ``leaf_index`` of the checkpoint, and a served line must
     differ from it. Only ``changed`` is verified (the line, naming that ``seq``, is not the
-    signed log's leaf); ``missing`` / ``duplicated`` / ``reordered`` are claims about the
-    whole second read (what it lacks, where else an op was), the auditor's observation."""
+    signed log's leaf); ``missing`` / ``duplicated`` / ``reordered`` / ``inserted`` are
+    claims about the whole second read (what it lacks, where else an op was, an op it has
+    that the first read had nowhere), the auditor's observation."""
     kind = ev["kind"]
-    need(kind in ("changed", "missing", "duplicated", "reordered"), f"unknown kind {kind!r}")
+    kinds = ("changed", "missing", "duplicated", "reordered", "inserted")
+    need(kind in kinds, f"unknown kind {kind!r}")
     stored = decode_hash_b64(ev["stored_leaf_hash"])
     served = ev.get("served_line")
     if served is not None:
@@ -145,19 +153,57 @@ def _root_mismatch(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[
     leaf = ev.get("leaf")
     if not leaf:
         return unverifiable(f"the root recomputed from the whole export is {OBSERVED}")
-    if leaf.get("line") is None:
-        return unverifiable(f"the line read there, no longer served as read, is {OBSERVED}")
     index, theirs = leaf["leaf_index"], decode_hash_b64(leaf["directory_leaf_hash"])
+    need(type(index) is int and 0 <= index < cp.tree_size, "leaf_index is not in the tree")
     try:
         verify_inclusion(
             theirs, index, cp.tree_size, _hashes(leaf["inclusion_proof"]), cp.root_hash
         )
     except VerificationError as exc:
         raise EvidenceRejected(f"the directory's own proof fails: {exc.message}") from None
+    unserved = leaf.get("unserved_seq")
+    if unserved is not None:
+        need(unserved == index + 1, "unserved_seq is not that leaf's seq")
+        return unverifiable(
+            f"the export never served seq {unserved}, the checkpoint's leaf {index}: that "
+            f"absence is {OBSERVED}"
+        )
+    if leaf.get("line") is None:
+        return unverifiable(f"the line read there, no longer served as read, is {OBSERVED}")
     line = leaf["line"].encode("utf-8")
     need(leaf_hash(line) != theirs, "the line is the checkpoint's leaf")
     need(orjson.loads(line).get("seq") == index + 1, "the line is not that leaf's seq")
     return VERIFIED
+
+
+def _withheld(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
+    """The checkpoint must be larger than the entries read and cover the unserved ``seq``
+    (with the checkpoint's own leaf there, when given, proven by its inclusion proof); that
+    the export went past its size without that ``seq`` is the auditor's observation."""
+    cp = _checkpoint(ev["checkpoint"], vkeys)
+    read, last, unserved = ev["entries_read"], ev["last_seq"], ev["unserved_seq"]
+    need(all(type(v) is int for v in (read, last, unserved)), "counts are not integers")
+    need(
+        read < cp.tree_size <= last,
+        "the entries read reach the checkpoint, or the export did not go past it",
+    )
+    need(1 <= unserved <= cp.tree_size, "the unserved seq is not in the checkpoint's tree")
+    leaf = ev.get("leaf")
+    if leaf:
+        need(leaf["leaf_index"] == unserved - 1, "the leaf is not the unserved seq's")
+        try:
+            verify_inclusion(
+                decode_hash_b64(leaf["directory_leaf_hash"]),
+                unserved - 1,
+                cp.tree_size,
+                _hashes(leaf["inclusion_proof"]),
+                cp.root_hash,
+            )
+        except VerificationError as exc:
+            raise EvidenceRejected(f"the directory's own proof fails: {exc.message}") from None
+    return unverifiable(
+        f"that the export reached seq {last} without serving seq {unserved} is {OBSERVED}"
+    )
 
 
 def _inconsistent(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
@@ -243,6 +289,7 @@ _CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier]]
     **OP_CHECKS,
     "export-rewritten": _rewritten,
     "checkpoint-root-mismatch": _root_mismatch,
+    "checkpoint-entries-withheld": _withheld,
     "inconsistent-checkpoints": _inconsistent,
     "checkpoint-signature-invalid": _bad_signature,
     "split-view": _split_view,

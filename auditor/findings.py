@@ -28,7 +28,8 @@ Evidence by class (hashes are standard padded base64, lines are the exact export
 - ``duplicate-op``: ``{"lines": [first, repeat]}`` (same DID and CID, two ``seq``).
 - ``duplicate-seq`` / ``seq-regression``: ``{"previous_line", "line"}``.
 - ``seq-gap``: ``{"previous_line", "line", "missing": [first, last]}``.
-- ``export-rewritten``: ``{"kind": "changed"|"missing"|"duplicated"|"reordered", "leaf_index",
+- ``export-rewritten``: ``{"kind": "changed"|"missing"|"duplicated"|"reordered"|"inserted",
+  "leaf_index",
   "stored_leaf_hash", "served_line" (or null), "checkpoint" (signed note covering the stored
   leaf, or null), "inclusion_proof"}`` — the proof shows the stored leaf hash is leaf
   ``leaf_index`` of the checkpoint's tree.
@@ -36,8 +37,16 @@ Evidence by class (hashes are standard padded base64, lines are the exact export
   first leaf that differs: ``{"leaf_index", "line", "stored_leaf_hash", "directory_leaf_hash",
   "inclusion_proof", "consistent_prefix"}`` — the checkpoint's own leaf at that index, proven
   by the inclusion proof (from the proof endpoint or the tiles), is not the line served as
-  that ``seq``; null offline or when the directory gave no usable proofs. ``line`` is null
-  when the directory no longer serves the bytes read there (their hash is checked).
+  that ``seq``; null offline or when the directory gave no usable proofs. ``line`` is the
+  line read with that leaf's ``seq`` (``leaf_index + 1``), fetched again; null when the
+  directory no longer serves the bytes read (their hash is checked), or when no line with
+  that ``seq`` was read: then ``unserved_seq`` names it (``read_seq`` is the ``seq`` of
+  the line read as that leaf).
+- ``checkpoint-entries-withheld``: ``{"checkpoint", "entries_read", "last_seq",
+  "unserved_seq", "leaf"}`` — the export reached ``last_seq`` (at least the checkpoint's
+  size) with fewer entries than the checkpoint has and never served ``unserved_seq``;
+  ``leaf`` is ``{"leaf_index", "directory_leaf_hash", "inclusion_proof"}``, the
+  checkpoint's own leaf of that ``seq`` (null when the directory gave no usable proof).
 - ``inconsistent-checkpoints``: ``{"smaller", "larger", "root_at_smaller_size",
   "consistency_proof", "proof_source", "error"}`` — two signed notes of one origin and,
   unless their sizes are equal (different roots) or the smaller is 0 (not the empty root), a
@@ -84,8 +93,11 @@ CLASSES: Final[dict[str, str]] = {
     "duplicate-seq": "the same seq appears twice in one export",
     "seq-regression": "seq went backwards",
     "seq-gap": "seq skipped values",
-    "export-rewritten": "an op missing, duplicated, reordered or changed between two reads",
+    "export-rewritten": "an op missing, duplicated, reordered, changed or inserted between two "
+    "reads",
     "checkpoint-root-mismatch": "a signed checkpoint's root differs from the entries' root",
+    "checkpoint-entries-withheld": "the export went past a signed checkpoint's size without "
+    "serving all its entries",
     "inconsistent-checkpoints": "two checkpoints that no consistency proof links (split view)",
     "checkpoint-signature-invalid": "a checkpoint not signed by the verifier key",
     "served-state-mismatch": "a served DID document, /data or audit log differs from replay",

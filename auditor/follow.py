@@ -8,13 +8,16 @@ closes with code 1000 and a reason:
 - ``OutdatedCursor``: the cursor is older than the stream's backfill window: catch up with
   ``/export`` pages, then reconnect;
 - ``ConsumerTooSlow``: reconnect from the last ``seq`` read;
-- ``FutureCursor``: the cursor is beyond the directory's newest ``seq``; retried a few times,
-  then the audit fails (a directory that forgot ops it served shows up in the re-read
-  and log checks of the next run).
+- ``FutureCursor``: the cursor is beyond the directory's newest ``seq``; retried
+  :data:`MAX_FUTURE_CURSOR` times, then the audit fails (a directory that forgot ops it
+  served shows up in the re-read and log checks of the next run).
 
 A directory that answers the WebSocket handshake with HTTP 404 or 405 serves no stream (the
 reference server before spec v0.3.0): following stops at once with :data:`NO_STREAM` as a
-note, and the run ends like one without ``--follow``. Any other failure is retried.
+note, and the run ends like one without ``--follow``. Any other failure (the directory
+restarting, unreachable, answering 5xx, closing the stream) is retried for as long as the
+run follows, after a pause that doubles up to :data:`RETRY_MAX_S`, and each retry is
+reported on standard error: a monitor must outlive a routine restart of what it watches.
 
 Messages redelivered with a ``seq`` already read and the same bytes are dropped by the
 ``seq`` tracker (go-didplc's replica does the same after reconnects). Stream messages are
@@ -23,6 +26,7 @@ batched (at most :data:`BATCH_LINES` or :data:`BATCH_SECONDS`) into the normal r
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
@@ -35,7 +39,11 @@ from auditor.sources import RawLine
 
 BATCH_LINES = 1000
 BATCH_SECONDS = 0.5
-MAX_FAILURES = 5
+MAX_FUTURE_CURSOR = 5
+RETRY_FIRST_S = 0.4
+"""Pause before the first retry of a failed stream; it doubles on each failure in a row."""
+RETRY_MAX_S = 5.0
+"""Longest pause between retries."""
 NO_STREAM_STATUSES = (404, 405)
 """Handshake answers that mean "no such endpoint": retrying cannot help."""
 NO_STREAM = "the directory serves no /export/stream; stopped after catching up"
@@ -48,6 +56,10 @@ def stream_url(base_url: str, cursor: int) -> str:
     return f"{ws_scheme}://{rest.rstrip('/')}/export/stream?cursor={cursor}"
 
 
+def _tell(text: str) -> None:
+    print(f"plc-audit: {text}", file=sys.stderr, flush=True)
+
+
 def follow_stream(
     base_url: str,
     replayer: Replayer,
@@ -56,6 +68,7 @@ def follow_stream(
     tick: Callable[[], None],
     seconds: float | None,
     tick_every_s: float = 5.0,
+    on_retry: Callable[[str], None] = _tell,
 ) -> str | None:
     """Follow the stream until ``seconds`` have passed (forever if None, until Ctrl-C).
 
@@ -65,16 +78,19 @@ def follow_stream(
         catch_up: read ``/export`` pages up to the end (after ``OutdatedCursor``).
         tick: periodic log checks (new checkpoint), called every ``tick_every_s``.
         seconds: how long to follow.
+        on_retry: told one line before each retry (default: standard error).
 
     Returns:
         A note for the summary when following stopped early without failing
         (:data:`NO_STREAM`), else None.
 
     Raises:
-        AuditFailed: the stream cannot be used (repeated failures or ``FutureCursor``).
+        AuditFailed: the stream cannot be used (an invalid URL, or ``FutureCursor`` more
+            than :data:`MAX_FUTURE_CURSOR` times in a row).
     """
     deadline = None if seconds is None else time.monotonic() + seconds
-    failures = 0
+    failures = 0  # in a row, since the last successful connection
+    future = 0
     last_tick = time.monotonic()
 
     def expired() -> bool:
@@ -86,8 +102,7 @@ def follow_stream(
             with connect(
                 stream_url(base_url, replayer.last_seq), open_timeout=10, max_size=1 << 22
             ) as ws:
-                failures = 0
-                flushed = time.monotonic()
+                opened = flushed = time.monotonic()
                 while not expired():
                     try:
                         message = ws.recv(timeout=0.2)
@@ -97,6 +112,11 @@ def follow_stream(
                         raw = message.encode("utf-8") if isinstance(message, str) else message
                         batch.append(RawLine(raw, None))
                     now = time.monotonic()
+                    if failures and (message is not None or now - opened >= RETRY_MAX_S):
+                        # back in service (a stream that closes right after each handshake
+                        # keeps its growing pause)
+                        on_retry("/export/stream: connected again")
+                        failures = 0
                     if batch and (len(batch) >= BATCH_LINES or now - flushed >= BATCH_SECONDS):
                         replayer.ingest(batch)
                         batch, flushed = [], now
@@ -117,16 +137,25 @@ def follow_stream(
                 continue
             if reason == "ConsumerTooSlow":
                 continue
-            failures += 1
-            if failures > MAX_FAILURES:
-                raise AuditFailed(f"/export/stream keeps closing ({reason or exc})") from exc
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            if reason == "FutureCursor":
+                future += 1
+                if future > MAX_FUTURE_CURSOR:
+                    raise AuditFailed(f"/export/stream keeps closing ({reason})") from exc
+            else:
+                future = 0
+            problem = f"the stream closed ({reason or exc})"
+        except InvalidURI as exc:
+            raise AuditFailed(f"cannot follow /export/stream: {exc}") from exc
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
             if batch:
                 replayer.ingest(batch)
             if isinstance(exc, InvalidStatus) and exc.response.status_code in NO_STREAM_STATUSES:
                 return NO_STREAM
-            failures += 1
-            if failures > MAX_FAILURES:
-                raise AuditFailed(f"cannot follow /export/stream: {exc}") from exc
-        time.sleep(min(0.2 * 2**failures, 5.0))
+            problem = f"cannot connect ({exc or type(exc).__name__})"
+        failures += 1
+        pause = min(RETRY_FIRST_S * 2 ** (failures - 1), RETRY_MAX_S)
+        if deadline is not None:
+            pause = min(pause, max(0.0, deadline - time.monotonic()))
+        on_retry(f"/export/stream: {problem}; retrying in {pause:.1f} s (attempt {failures + 1})")
+        time.sleep(pause)
     return None

@@ -5,12 +5,20 @@ leaf hash with the one stored (same leaves ⇔ same root over the prefix). The d
 positions are then explained op by op (an op is identified by ``(did, cid)``), so that one
 removal is one finding, not a shifted tail:
 
-- ``changed``: the same op at the same position with different bytes, or a position now
-  holding an op the first read never had;
+- ``changed``: the same op at the same position with different bytes, or an op the first
+  read never had served with the ``seq`` of a position (reported at that position);
 - ``missing``: an op of the first read that the second read does not serve at all;
 - ``duplicated``: an op served at a second position;
 - ``reordered``: an op served out of order (not on a longest order-preserving subsequence
-  of the ops both reads have).
+  of the ops both reads have);
+- ``inserted``: an op the first read never had, served with a ``seq`` within the prefix
+  that no position it differs at has (a seq the first read skipped, or one served twice).
+
+A position that differs only because ops before it went missing (or were added) is no
+finding: the op it held is served, in order, elsewhere. An op the first read never had whose
+``seq`` is past the prefix is a newer op moved into the prefix's positions by such a shift;
+the replay reads it after the prefix. The count of differing positions is of those that need
+a finding; the shifted ones are counted apart (:attr:`RecheckResult.shifted`).
 
 Evidence (``export-rewritten``) names the position, the stored leaf hash and the line now
 served there, and — when a checkpoint the state matched covers the position — an inclusion
@@ -32,7 +40,7 @@ import orjson
 from auditor import state
 from auditor.findings import Finding
 from auditor.tlogcheck import stored_checkpoints
-from auditor.treestore import TreeStore
+from auditor.treestore import TreeStore, leaves_of_seq
 from plc.tlog.encoding import encode_b64
 from plc.tlog.hashing import leaf_hash
 from plc.tlog.proof import inclusion_proof
@@ -46,12 +54,14 @@ Identity = tuple[str, str]
 
 @dataclass
 class RecheckResult:
-    """Outcome of a re-read: findings (capped), leaves compared, positions that differ, and
-    the leaf index just after the last prefix line read."""
+    """Outcome of a re-read: findings (capped), leaves compared, positions that differ (and
+    need a finding), positions that differ only because ops moved (a shift after ops went
+    missing or were added), and the leaf index just after the last prefix line read."""
 
     findings: list[Finding] = field(default_factory=list)
     compared: int = 0
     differing: int = 0
+    shifted: int = 0
     read_upto: int = 0
 
 
@@ -66,6 +76,18 @@ def _identity(line: bytes | None) -> Identity | None:
         cid = value.get("cid")
         return (value["did"], cid) if isinstance(cid, str) else None
     return None
+
+
+def _seq(line: bytes | None) -> int | None:
+    """The ``seq`` a line names, or None (not JSON, no integer ``seq``)."""
+    if line is None:
+        return None
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    seq = value.get("seq") if isinstance(value, dict) else None
+    return seq if type(seq) is int else None
 
 
 def _increasing(positions: list[int]) -> set[int]:
@@ -129,10 +151,12 @@ class PrefixChecker:
         if whole:
             for index in range(result.read_upto, min(size, result.read_upto + WINDOW)):
                 differ[index] = None
-        result.differing = len(differ)
-        for index, kind in self._explain(differ, beyond):
+        explained = self._explain(differ, beyond)
+        result.differing = len(explained)
+        result.shifted = len(differ) - len(explained)
+        for index, kind, served in explained:
             if len(result.findings) < MAX_FINDINGS:
-                result.findings.append(self._finding(index, kind, differ[index]))
+                result.findings.append(self._finding(index, kind, served))
         return result
 
     def _stored(self, index: int) -> Identity | None:
@@ -148,8 +172,9 @@ class PrefixChecker:
 
     def _explain(
         self, differ: dict[int, bytes | None], beyond: list[Identity]
-    ) -> list[tuple[int, str]]:
-        """``(position, kind)`` for each differing position that needs a finding."""
+    ) -> list[tuple[int, str, bytes | None]]:
+        """``(position, kind, served line)`` for each differing position that needs a
+        finding."""
         positions = sorted(differ)
         stored = {i: self._stored(i) for i in positions}
         served = {i: _identity(differ[i]) for i in positions}
@@ -157,8 +182,12 @@ class PrefixChecker:
         counts = Counter(op for op in served.values() if op is not None)
         counts.update(beyond)
         kinds: dict[int, str] = {}
+        lines: dict[int, bytes | None] = dict(differ)
         in_order: list[tuple[int, int]] = []  # (served position, stored position)
         first_seen: set[Identity] = set()
+        size = self._tree.tree_size
+        last_seq = state.seq_of_leaf(self._conn, size - 1) if size else 0
+        unknown: list[int] = []  # positions serving an op the first read never had
         for i in positions:
             op = served[i]
             if op is None:
@@ -168,7 +197,7 @@ class PrefixChecker:
             elif op in first_seen or (op not in stored_at and self._stored_seq(op) is not None):
                 kinds[i] = "duplicated"  # served again, or also at its own (matching) position
             elif op not in stored_at:
-                kinds[i] = "changed"  # an op the first read did not have here
+                unknown.append(i)
             else:
                 in_order.append((i, stored_at[op]))
             first_seen.add(op)
@@ -176,11 +205,40 @@ class PrefixChecker:
         for k, (i, _) in enumerate(in_order):
             if k not in keep:
                 kinds[i] = "reordered"
+        for i in unknown:
+            self._place_unknown(i, differ[i], last_seq, kinds, lines)
         for i in positions:
             op = stored[i]
             if i not in kinds and (op is None or counts[op] == 0):
                 kinds[i] = "missing"
-        return sorted(kinds.items())
+        return [(i, kind, lines.get(i)) for i, kind in sorted(kinds.items())]
+
+    def _place_unknown(
+        self,
+        index: int,
+        line: bytes | None,
+        last_seq: int,
+        kinds: dict[int, str],
+        lines: dict[int, bytes | None],
+    ) -> None:
+        """Classify an op the first read never had, served at ``index``, by the ``seq`` it
+        names (a shift moves lines, never their ``seq``): at the seq of ``index``, or of
+        another differing position not already explained, it changed that position; past
+        the prefix it is a newer op the shift moved here (no finding: read after the
+        prefix); any other seq is an insertion."""
+        seq = _seq(line)
+        if seq is None or seq == state.seq_of_leaf(self._conn, index):
+            kinds[index] = "changed"
+            return
+        if seq > last_seq:
+            return
+        at = [j for j in leaves_of_seq(self._conn, seq) if j < self._tree.tree_size]
+        target = next((j for j in at if j in lines and j not in kinds), None)
+        if target is not None:
+            kinds[target] = "changed"
+            lines[target] = line
+        elif index not in kinds:
+            kinds[index] = "inserted"
 
     def _finding(self, index: int, kind: str, line: bytes | None) -> Finding:
         stored = self._tree.leaf_hash(index)

@@ -172,7 +172,7 @@ class Replayer:
             state.set_meta(conn, "ops_read", ops_read)
             findings = list(done.findings)
             if self._tlog is not None:
-                findings.extend(self._tlog.check_pending(done.tree_size))
+                findings.extend(self._tlog.check_pending(done.tree_size, done.cursor_seq))
             state.store_findings(conn, findings)
             conn.execute("COMMIT")
         except BaseException:

@@ -303,6 +303,28 @@ def seq_of_leaf(conn: sqlite3.Connection, leaf: int) -> int:
     return min(leaf + 1 if row is None else int(row[1]) + leaf - int(row[0]), SQLITE_MAX)
 
 
+def first_unread_seq(conn: sqlite3.Connection, tree_size: int) -> int:
+    """The smallest ``seq`` (>= 1) that none of the leaves ``0 .. tree_size - 1`` has: the
+    leaves form runs of consecutive ``seq`` values (see :func:`seq_of_leaf`), and the answer
+    is the first value no run covers."""
+    breaks = conn.execute(
+        "SELECT leaf, seq FROM leaf_seq WHERE leaf < ? ORDER BY leaf", (tree_size,)
+    ).fetchall()
+    starts = [(0, 1)] if not breaks or int(breaks[0][0]) > 0 else []
+    starts += [(int(leaf), int(seq)) for leaf, seq in breaks]
+    runs = []  # (first seq, last seq) of each run
+    for k, (leaf, seq) in enumerate(starts):
+        end = int(starts[k + 1][0]) if k + 1 < len(starts) else tree_size
+        if end > leaf:
+            runs.append((seq, seq + end - leaf - 1))
+    wanted = 1
+    for first, last in sorted(runs):
+        if first > wanted:
+            break
+        wanted = max(wanted, last + 1)
+    return wanted
+
+
 def _storable(value: int) -> int:
     """``value`` clamped to SQLite's INTEGER range."""
     return max(-SQLITE_MAX - 1, min(value, SQLITE_MAX))

@@ -19,12 +19,16 @@ For every checkpoint the directory serves (C2SP tlog-checkpoint signed note):
 3. Root: once the entries read reach its tree size, the root recomputed from them
    (:class:`auditor.treestore.TreeStore`) must equal the checkpoint's. A checkpoint larger
    than what was read stays ``pending`` (also across runs) and is checked when the entries
-   arrive, never reported early. A mismatch is ``checkpoint-root-mismatch``; when the
+   arrive, never reported early — unless the export already went past its size (the
+   largest ``seq`` read is at least its size) with fewer entries: its entries were withheld
+   and can no longer arrive in order (``checkpoint-entries-withheld``, naming the first
+   ``seq`` never read). A mismatch is ``checkpoint-root-mismatch``; when the
    directory serves proofs, the first differing leaf is located by binary search over
    consistency proofs and proven with an inclusion proof (from ``/tlog/proof/inclusion``, or
    computed from the C2SP tiles if that answer does not verify), next to the line the
-   auditor read there (fetched again, and left out unless it still has the stored leaf
-   hash: the directory cannot swap it). A checkpoint the entries contradict is also paired
+   auditor read with that leaf's ``seq`` (fetched again, and left out unless it still has
+   the stored leaf hash: the directory cannot swap it; a ``seq`` never read is named
+   instead). A checkpoint the entries contradict is also paired
    with the smallest one of its origin, at least as large, that they give: that checkpoint's
    tree is the entries', so they prove the two ``inconsistent-checkpoints``.
 
@@ -44,7 +48,7 @@ from auditor.errors import AuditFailed
 from auditor.evidence_check import implied_old_root
 from auditor.findings import Finding
 from auditor.sources import LineFetcher
-from auditor.treestore import TreeStore
+from auditor.treestore import TreeStore, leaves_of_seq, verified_line
 from plc.errors import PlcError, VerificationError, echo
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
 from plc.tlog.encoding import encode_b64
@@ -302,13 +306,25 @@ class TlogChecker:
             scope=f"{small.note}\x00{large.note}",
         )
 
-    def check_pending(self, tree_size: int) -> list[Finding]:
+    def check_pending(self, tree_size: int, last_seq: int = 0) -> list[Finding]:
         """Compare every pending checkpoint of at most ``tree_size`` leaves with the root of
-        the entries read; mark it ``matched`` or ``mismatch``."""
+        the entries read; mark it ``matched`` or ``mismatch``. A larger pending checkpoint
+        whose size ``last_seq`` (the largest ``seq`` the committed entries reached) already
+        reaches is settled too (``mismatch``, ``checkpoint-entries-withheld``): its leaves are
+        the lines with ``seq`` 1 to its size, all of which were due before ``last_seq``, yet
+        fewer were read; no later line can supply them in order (a lower ``seq`` after
+        ``last_seq`` is a regression), so waiting for them would leave it pending forever."""
         findings: list[Finding] = []
         settled = False
         for cp in stored_checkpoints(self._conn):
-            if cp.status != "pending" or cp.tree_size > tree_size:
+            if cp.status != "pending":
+                continue
+            if cp.tree_size > tree_size:
+                if last_seq >= cp.tree_size:
+                    self._conn.execute(
+                        "UPDATE checkpoints SET status = 'mismatch' WHERE id = ?", (cp.id,)
+                    )
+                    findings.append(self._withheld(cp, tree_size, last_seq))
                 continue
             computed = self._tree.root(cp.tree_size)
             status = "matched" if computed == cp.root_hash else "mismatch"
@@ -355,6 +371,58 @@ class TlogChecker:
             scope=cp.note,
         )
 
+    def _withheld(self, cp: StoredCheckpoint, tree_size: int, last_seq: int) -> Finding:
+        """``checkpoint-entries-withheld``: the export went past the checkpoint's size
+        without serving all its entries; names the first ``seq`` never read, with the
+        checkpoint's own leaf there and its inclusion proof when the directory gives one."""
+        unserved = state.first_unread_seq(self._conn, tree_size)
+        leaf: dict[str, Any] | None = None
+        if self._client is not None and unserved <= cp.tree_size:
+            try:
+                directory_leaf, inclusion = self._proven_leaf(unserved - 1, cp)
+            except (ProofUnavailable, PlcError):
+                pass
+            else:
+                leaf = {
+                    "leaf_index": unserved - 1,
+                    "directory_leaf_hash": encode_b64(directory_leaf),
+                    "inclusion_proof": _b64(inclusion),
+                }
+        return Finding(
+            "checkpoint-entries-withheld",
+            f"the export reached seq {last_seq} with {tree_size} entries, fewer than the "
+            f"{cp.tree_size} of the checkpoint; it never served seq {unserved}",
+            {
+                "checkpoint": cp.note,
+                "entries_read": tree_size,
+                "last_seq": last_seq,
+                "unserved_seq": unserved,
+                "leaf": leaf,
+            },
+            scope=cp.note,
+        )
+
+    def _proven_leaf(self, index: int, cp: StoredCheckpoint) -> tuple[bytes, list[bytes]]:
+        """The checkpoint's leaf hash at ``index`` and its inclusion proof, verified against
+        its root: from ``/tlog/proof/inclusion``, else computed from the C2SP tiles.
+
+        Raises:
+            ProofUnavailable, PlcError: neither source gives a proof that verifies.
+        """
+        assert self._client is not None
+        size = cp.tree_size
+        try:
+            leaf, inclusion = self._client.inclusion_proof(index + 1, size)
+            verify_inclusion(leaf, index, size, inclusion, cp.root_hash)
+        except (ProofUnavailable, VerificationError):
+            # The proof endpoint's answer does not verify: read the checkpoint's own leaf
+            # and its proof from the tiles of the tree instead (C2SP tlog-tiles).
+            tiles = TileHashReader(size, self._client.tile)
+            leaf = tiles.read_hashes([stored_hash_index(0, index)])[0]
+            inclusion = inclusion_proof(index, size, tiles)
+            verify_inclusion(leaf, index, size, inclusion, cp.root_hash)
+        return leaf, inclusion
+
     def _locate(self, cp: StoredCheckpoint) -> dict[str, Any] | None:
         """Find and prove the first leaf where the entries read differ from the checkpoint's
         tree (binary search over the directory's consistency proofs)."""
@@ -373,39 +441,39 @@ class TlogChecker:
             else:
                 lo = mid
                 prefix = {"tree_size": mid, "root": encode_b64(root), "proof": _b64(proof)}
-        try:
-            directory_leaf, inclusion = self._client.inclusion_proof(lo + 1, size)
-            verify_inclusion(directory_leaf, lo, size, inclusion, cp.root_hash)
-        except (ProofUnavailable, VerificationError):
-            # The proof endpoint's answer does not verify: read the checkpoint's own leaf
-            # and its proof from the tiles of the tree instead (C2SP tlog-tiles).
-            tiles = TileHashReader(size, self._client.tile)
-            directory_leaf = tiles.read_hashes([stored_hash_index(0, lo)])[0]
-            inclusion = inclusion_proof(lo, size, tiles)
-            verify_inclusion(directory_leaf, lo, size, inclusion, cp.root_hash)
+        directory_leaf, inclusion = self._proven_leaf(lo, cp)
         if directory_leaf == self._tree.leaf_hash(lo):
             return None  # the search was led astray: this leaf is not where they differ
-        line = self._line_of_leaf(lo)
+        # Leaf lo of the log is the line with seq lo + 1; the line read as leaf lo may have
+        # another seq (after a gap or a repeat), and only a line of that seq contradicts it.
+        seq = lo + 1
+        line, unserved = self._line_of_seq(seq, directory_leaf)
         return {
             "leaf_index": lo,
             "line": line,
+            "unserved_seq": seq if unserved else None,
+            "read_seq": state.seq_of_leaf(self._conn, lo),
             "stored_leaf_hash": encode_b64(self._tree.leaf_hash(lo)),
             "directory_leaf_hash": encode_b64(directory_leaf),
             "inclusion_proof": _b64(inclusion),
             "consistent_prefix": prefix,
         }
 
-    def _line_of_leaf(self, leaf_index: int) -> str | None:
-        """The line read as leaf ``leaf_index``, fetched again: None unless the bytes served
-        now are the ones read (their leaf hash is the stored one) and UTF-8."""
+    def _line_of_seq(self, seq: int, directory_leaf: bytes) -> tuple[str | None, bool]:
+        """``(line, unserved)``: the line read with ``seq``, fetched again, when it is not the
+        checkpoint's leaf ``directory_leaf`` — None unless the bytes served now are the ones
+        read (:func:`auditor.treestore.verified_line`) and UTF-8; ``unserved`` is True when no
+        line with ``seq`` was read at all (the export skipped it)."""
+        committed = state.get_meta_int(self._conn, "tree_size")
+        if not any(leaf < committed for leaf in leaves_of_seq(self._conn, seq)):
+            return None, True
         if self._fetcher is None:
-            return None
-        seq = state.seq_of_leaf(self._conn, leaf_index)
+            return None, False
         stored = state.op_at_seq(self._conn, seq)
-        line = self._fetcher.line(seq, stored[2] if stored else None)
-        if line is None or leaf_hash(line) != self._tree.leaf_hash(leaf_index):
-            return None
+        line = verified_line(self._conn, self._fetcher, seq, stored[2] if stored else None)
+        if line is None or leaf_hash(line) == directory_leaf:
+            return None, False
         try:
-            return line.decode("utf-8")
+            return line.decode("utf-8"), False
         except UnicodeDecodeError:
-            return None
+            return None, False

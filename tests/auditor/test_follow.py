@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from auditor import follow
+
 from .conftest import Audit, serve
 from .corpus import Corpus
 from .fakedir import FakeLog
@@ -60,3 +64,37 @@ def test_directory_without_tlog_is_audited_without_log_checks(corpus: Corpus, sy
     with serve(log) as url:
         findings = sync(url, allow_seq_gaps=True, spot_checks=3)
     assert [(f.cls, f.severity) for f in findings] == [("seq-gap", "info")]
+
+
+def test_follow_outlives_a_stream_that_is_down_for_many_retries(
+    corpus: Corpus, sync: Audit, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory restarting (its stream answering 503) for longer than a few retries: the
+    monitor keeps retrying, says so each time, and reads what came meanwhile once it is
+    back. The pauses are shortened (their cap is the module's setting) to keep this fast."""
+    log = FakeLog(list(corpus.lines[:1200]), corpus.signer, stream_status=503)
+
+    def come_back() -> None:
+        time.sleep(1.5)  # ~15 failed attempts at <= 0.1 s apart
+        log.lines.extend(corpus.lines[1200:])
+        log.changed()
+        log.stream_status = None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(follow, "RETRY_MAX_S", 0.1)
+        with serve(log) as url:
+            thread = threading.Thread(target=come_back, daemon=True)
+            thread.start()
+            findings = sync(
+                url, follow=True, follow_seconds=3.5, verifiers=(corpus.signer.verifier,)
+            )
+            thread.join()
+    assert findings == []
+    err = capsys.readouterr().err
+    retries = [x for x in err.splitlines() if "/export/stream: cannot connect" in x]
+    assert len(retries) > follow.MAX_FUTURE_CURSOR + 1, err
+    assert "retrying in" in retries[0] and "connected again" in err
+    from auditor import state
+
+    conn = state.connect(tmp_path / "state.sqlite3", create=False)  # type: ignore[operator]
+    assert state.get_meta_int(conn, "cursor_seq") == len(corpus.lines)

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
 
 from auditor import state
 from auditor.audit import AuditOptions, verify_file
 from auditor.cli import main
+from tests.conftest import LiveServer
 
 from .conftest import Audit, classes, serve
 from .corpus import Corpus
@@ -141,3 +146,28 @@ def test_check_evidence_answers_bad_input_in_one_line(
     assert expected in err, err
     if vkey:  # the key was the only problem
         assert run_cli(capsys, "check-evidence", str(path))[0] == 0
+
+
+def _web_server(status: int) -> Starlette:
+    """A web server that is no did:plc directory: every path answers ``status`` with HTML."""
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse("<html><body>Welcome to nginx!</body></html>\n", status_code=status)
+
+    return Starlette(routes=[Route("/{rest:path}", page)])
+
+
+@pytest.mark.parametrize("status", [200, 404])
+def test_a_url_that_is_no_directory_fails_and_leaves_no_state(
+    corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str], status: int
+) -> None:
+    """A mistyped URL is the user's mistake (exit 1, nothing kept), even when the server
+    answers 200 to everything: its HTML is no checkpoint and no export to report on."""
+    path = tmp_path / "s.sqlite3"
+    vkey = corpus.signer.verifier.key_text
+    with LiveServer(_web_server(status)) as server:  # type: ignore[arg-type]
+        args = ("sync", "-d", server.url, "--state", str(path), "--vkey", vkey, "--workers", "0")
+        code, out, err = run_cli(capsys, *args)
+    assert code == 1 and out == "", (out, err)
+    assert "not a did:plc directory" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []  # the state file it made is gone

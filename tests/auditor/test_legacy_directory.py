@@ -249,13 +249,28 @@ def test_follow_stops_at_once_without_a_stream(corpus: Corpus, tmp_path: Path, s
     assert _meta(tmp_path / "s.sqlite3", "finished") == 1
 
 
-def test_other_stream_failures_are_still_retried_then_fail(
+def test_other_stream_failures_are_retried_while_following(
     corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(follow, "MAX_FAILURES", 1)
+    """Unlike 404/405, a 503 handshake is a directory restarting: retried (not a failure)
+    until the run stops following; the run then ends as usual."""
+    monkeypatch.setattr(follow, "RETRY_MAX_S", 0.1)
     log = FakeLog(list(corpus.lines[:100]), signer=None, stream_status=503)
+    options = AuditOptions(workers=0, progress=False, follow=True, follow_seconds=1.5)
+    with serve(log) as url:
+        outcome = sync_directory(url, tmp_path / "s.sqlite3", options)
+    assert follow.NO_STREAM not in outcome.notes
+    assert _meta(tmp_path / "s.sqlite3", "finished") == 1
+
+
+def test_a_future_cursor_again_and_again_fails(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(follow, "MAX_FUTURE_CURSOR", 2)
+    monkeypatch.setattr(follow, "RETRY_MAX_S", 0.1)
+    log = FakeLog(list(corpus.lines[:100]), signer=None, stream_close_reason="FutureCursor")
     options = AuditOptions(workers=0, progress=False, follow=True, follow_seconds=30)
-    with serve(log) as url, pytest.raises(AuditFailed, match="cannot follow /export/stream"):
+    with serve(log) as url, pytest.raises(AuditFailed, match="keeps closing .FutureCursor"):
         sync_directory(url, tmp_path / "s.sqlite3", options)
 
 

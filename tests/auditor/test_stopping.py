@@ -1,19 +1,24 @@
 """Stopping a run that has worker processes (real processes, real signals): Ctrl-C ends it
-promptly with "interrupted" and exit code 1, and killing the coordinator alone (SIGKILL)
-leaves no worker behind."""
+promptly with exit code 130 and a line saying how to resume (which works), and killing the
+coordinator alone (SIGKILL) leaves no worker behind."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from auditor.audit import AuditOptions, sync_directory
+
+from .conftest import serve, stored_findings
+from .fakedir import FakeLog
 from .generate import generate_export
-from .test_resume import verify_in_background
+from .test_resume import cursor, verify_in_background
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,8 +95,9 @@ def test_ctrl_c_ends_the_run_promptly(export: Path, tmp_path: Path, to: str) -> 
         except subprocess.TimeoutExpired:
             pytest.fail("still running 15 s after SIGINT")
         stderr = err.decode("utf-8", "replace")
-        assert process.returncode == 1, stderr
+        assert process.returncode == 130, stderr
         assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+        assert "the same verify with --resume resumes" in stderr, stderr
         assert _gone_within(workers, 5) == []
     finally:
         _cleanup([process.pid, *workers])
@@ -105,3 +111,37 @@ def test_killing_the_coordinator_alone_stops_its_workers(export: Path, tmp_path:
         assert _gone_within(workers, 5) == [], "workers left running after the coordinator died"
     finally:
         _cleanup(workers)
+
+
+def test_ctrl_c_in_sync_exits_130_and_a_rerun_resumes(export: Path, tmp_path: Path) -> None:
+    """Ctrl-C is not "audit failed" (1): 130, with how to go on, and going on works."""
+    lines = [x for x in export.read_bytes().split(b"\n") if x]
+    path = tmp_path / "state.sqlite3"
+    with serve(FakeLog(lines)) as url:  # no /tlog/: the run is the replay alone
+        command = [sys.executable, "-m", "auditor", "sync", "-d", url, "--state", str(path)]
+        process = subprocess.Popen(
+            [*command, "--no-progress", "--findings", os.devnull, "--spot-checks", "0"],
+            cwd=REPO,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while cursor(path) < 1000 and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert process.poll() is None, "the run finished before it could be stopped"
+            os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+            _, err = process.communicate(timeout=15)
+        finally:
+            _cleanup([process.pid])
+        stderr = err.decode("utf-8", "replace")
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr and "audit failed" not in stderr, stderr
+        assert "running the same sync again (without --fresh) resumes" in stderr, stderr
+        stopped_at = cursor(path)
+        assert 1000 <= stopped_at < len(lines)
+        options = AuditOptions(workers=0, progress=False, spot_checks=-1, recheck="tail")
+        outcome = sync_directory(url, path, options)
+    assert cursor(path) == len(lines) and outcome.ops == len(lines) - stopped_at
+    assert stored_findings(path) == []
