@@ -251,7 +251,13 @@ class _Stop:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {number: signal.signal(number, self._signalled) for number in STOP_SIGNALS}
+        # A signal someone chose to ignore stays ignored (nohup's SIGHUP, a background job's
+        # SIGINT).
+        previous = {
+            number: signal.signal(number, self._signalled)
+            for number in STOP_SIGNALS
+            if signal.getsignal(number) is not signal.SIG_IGN
+        }
         try:
             yield
         finally:
@@ -273,12 +279,11 @@ class _Stop:
             raise KeyboardInterrupt
 
     def _signalled(self, number: int, _frame: FrameType | None) -> None:
-        again = self.signal_name is not None
+        if self.signal_name is not None:  # a second signal: stop now, wherever this is
+            self.between_batches = False
+            raise KeyboardInterrupt
         self.signal_name = signal.Signals(number).name
         if not self._in_batch:
-            raise KeyboardInterrupt
-        if again:
-            self.between_batches = False
             raise KeyboardInterrupt
 
 

@@ -6,6 +6,7 @@ send; before, they killed the run without a cursor)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -157,3 +158,33 @@ def test_without_a_terminal_progress_lines_give_the_cursor(
     assert code == EXIT_OK
     said = capsys.readouterr().err
     assert "progress: 4 lines, 4 imported, 0 present, 0 refused; committed through seq 4" in said
+
+
+def test_a_first_signal_waits_for_the_batch_and_a_second_does_not() -> None:
+    stop = cli._Stop()
+    with stop.handling():
+        with stop.batch():
+            os.kill(os.getpid(), signal.SIGTERM)
+            finished = True  # the batch was not interrupted
+        assert finished and stop.signal_name == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+        assert stop.between_batches
+        with pytest.raises(KeyboardInterrupt), stop.batch():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # not reached: the second signal stops at once
+        assert not stop.between_batches
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_an_ignored_signal_stays_ignored() -> None:
+    """``nohup plc import …``: closing the session must not stop the run."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        stop = cli._Stop()
+        with stop.handling():
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert stop.signal_name is None
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
