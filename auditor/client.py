@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import orjson
 
-from auditor.errors import AuditFailed
+from auditor.errors import AuditFailed, DirectoryUnreachable
 from plc.tlog.encoding import decode_hash_b64
 
 EXPORT_PAGE = 1000
@@ -41,6 +41,13 @@ def _hashes(value: Any, what: str) -> list[bytes]:
         return [decode_hash_b64(h) if isinstance(h, str) else b"" for h in value]
     except ValueError as exc:
         raise ProofUnavailable(f"{what}: {exc}") from None
+
+
+def _failure(response: httpx.Response, message: str) -> AuditFailed:
+    """:class:`DirectoryUnreachable` for a 429 or 5xx answer (it may pass), else
+    :class:`AuditFailed`."""
+    transient = response.status_code == 429 or response.status_code >= 500
+    return DirectoryUnreachable(message) if transient else AuditFailed(message)
 
 
 class DirectoryClient:
@@ -70,7 +77,7 @@ class DirectoryClient:
         if it is still 429/5xx).
 
         Raises:
-            AuditFailed: the directory could not be reached.
+            DirectoryUnreachable: the directory could not be reached.
         """
         delay = 0.2
         for attempt in range(self._retries + 1):
@@ -78,7 +85,7 @@ class DirectoryClient:
                 response = self._http.get(path, params=params)
             except httpx.HTTPError as exc:
                 if attempt == self._retries:
-                    raise AuditFailed(f"GET {self.base_url}{path} failed: {exc}") from exc
+                    raise DirectoryUnreachable(f"GET {self.base_url}{path} failed: {exc}") from exc
             else:
                 if response.status_code != 429 and response.status_code < 500:
                     return response
@@ -96,7 +103,7 @@ class DirectoryClient:
         """
         response = self.get("/export", {"after": after, "count": count})
         if response.status_code != 200:
-            raise AuditFailed(f"/export?after={after} answered {response.status_code}")
+            raise _failure(response, f"/export?after={after} answered {response.status_code}")
         body = response.content
         return [line for line in body.split(b"\n") if line.strip()] if body else []
 
@@ -155,7 +162,7 @@ class DirectoryClient:
         if response.status_code in (404, 503):
             return None
         if response.status_code != 200:
-            raise AuditFailed(f"/tlog/checkpoint answered {response.status_code}")
+            raise _failure(response, f"/tlog/checkpoint answered {response.status_code}")
         return response.text
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:

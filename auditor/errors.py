@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class AuditFailed(Exception):
     """The audit could not be completed; ``str(exc)`` says why (shown to the user)."""
+
+
+class DirectoryUnreachable(AuditFailed):
+    """The directory did not answer, or answered 429 or 5xx after the retries: a failure
+    that may pass (a restart, an outage), which ``sync --follow`` waits out."""

@@ -15,9 +15,10 @@ closes with code 1000 and a reason:
 A directory that answers the WebSocket handshake with HTTP 404 or 405 serves no stream (the
 reference server before spec v0.3.0): following stops at once with :data:`NO_STREAM` as a
 note, and the run ends like one without ``--follow``. Any other failure (the directory
-restarting, unreachable, answering 5xx, closing the stream) is retried for as long as the
-run follows, after a pause that doubles up to :data:`RETRY_MAX_S`, and each retry is
-reported on standard error: a monitor must outlive a routine restart of what it watches.
+restarting, unreachable, answering 5xx, closing the stream; its ``/tlog/checkpoint`` or
+``/export`` failing so while followed) is retried for as long as the run follows, after a
+pause that doubles up to :data:`RETRY_MAX_S`, and each retry is reported on standard error: a
+monitor must outlive a routine restart of what it watches.
 
 Messages redelivered with a ``seq`` already read and the same bytes are dropped by the
 ``seq`` tracker (go-didplc's replica does the same after reconnects). Stream messages are
@@ -33,13 +34,15 @@ from collections.abc import Callable
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect
 
-from auditor.errors import AuditFailed
+from auditor.errors import AuditFailed, DirectoryUnreachable
 from auditor.replay import Replayer
 from auditor.sources import RawLine
 
 BATCH_LINES = 1000
 BATCH_SECONDS = 0.5
 MAX_FUTURE_CURSOR = 5
+TICK_EVERY_S = 5.0
+"""Seconds between two log checks (a new checkpoint) while following."""
 RETRY_FIRST_S = 0.4
 """Pause before the first retry of a failed stream; it doubles on each failure in a row."""
 RETRY_MAX_S = 5.0
@@ -67,7 +70,7 @@ def follow_stream(
     catch_up: Callable[[], None],
     tick: Callable[[], None],
     seconds: float | None,
-    tick_every_s: float = 5.0,
+    tick_every_s: float | None = None,
     on_retry: Callable[[str], None] = _tell,
 ) -> str | None:
     """Follow the stream until ``seconds`` have passed (forever if None, until Ctrl-C).
@@ -76,7 +79,8 @@ def follow_stream(
         base_url: the directory.
         replayer: where lines go (its tracker must de-duplicate redeliveries).
         catch_up: read ``/export`` pages up to the end (after ``OutdatedCursor``).
-        tick: periodic log checks (new checkpoint), called every ``tick_every_s``.
+        tick: periodic log checks (new checkpoint), called every ``tick_every_s`` (default
+            :data:`TICK_EVERY_S`).
         seconds: how long to follow.
         on_retry: told one line before each retry (default: standard error).
 
@@ -89,6 +93,7 @@ def follow_stream(
             than :data:`MAX_FUTURE_CURSOR` times in a row).
     """
     deadline = None if seconds is None else time.monotonic() + seconds
+    tick_every_s = TICK_EVERY_S if tick_every_s is None else tick_every_s
     failures = 0  # in a row, since the last successful connection
     future = 0
     last_tick = time.monotonic()
@@ -133,17 +138,26 @@ def follow_stream(
             reason = exc.rcvd.reason if exc.rcvd is not None else ""
             if reason == "OutdatedCursor":
                 replayer.drain()
-                catch_up()
+                try:
+                    catch_up()
+                except DirectoryUnreachable as failed:
+                    problem = f"catching up with /export failed ({failed})"
+                else:
+                    continue
+            elif reason == "ConsumerTooSlow":
                 continue
-            if reason == "ConsumerTooSlow":
-                continue
-            if reason == "FutureCursor":
-                future += 1
-                if future > MAX_FUTURE_CURSOR:
-                    raise AuditFailed(f"/export/stream keeps closing ({reason})") from exc
             else:
-                future = 0
-            problem = f"the stream closed ({reason or exc})"
+                if reason == "FutureCursor":
+                    future += 1
+                    if future > MAX_FUTURE_CURSOR:
+                        raise AuditFailed(f"/export/stream keeps closing ({reason})") from exc
+                else:
+                    future = 0
+                problem = f"the stream closed ({reason or exc})"
+        except DirectoryUnreachable as exc:  # the log checks' requests, between messages
+            if batch:
+                replayer.ingest(batch)
+            problem = str(exc)
         except InvalidURI as exc:
             raise AuditFailed(f"cannot follow /export/stream: {exc}") from exc
         except (OSError, InvalidHandshake, TimeoutError) as exc:

@@ -90,6 +90,17 @@ def _seq(line: bytes | None) -> int | None:
     return seq if type(seq) is int else None
 
 
+def _newer_tail(differ: dict[int, bytes | None], read_upto: int, last_seq: int) -> int:
+    """First position of the run that ends the re-read prefix with ops newer than it (``seq``
+    past ``last_seq``): where ops that follow a removal move. When ``differ`` was capped the
+    run is taken to reach on past the last position it holds."""
+    end = max(differ) if len(differ) >= WINDOW else read_upto - 1
+    start = end + 1
+    while start - 1 in differ and (_seq(differ[start - 1]) or 0) > last_seq:
+        start -= 1
+    return start
+
+
 def _increasing(positions: list[int]) -> set[int]:
     """Indexes (into ``positions``) of one longest strictly increasing subsequence."""
     tails: list[int] = []
@@ -151,7 +162,7 @@ class PrefixChecker:
         if whole:
             for index in range(result.read_upto, min(size, result.read_upto + WINDOW)):
                 differ[index] = None
-        explained = self._explain(differ, beyond)
+        explained = self._explain(differ, beyond, result.read_upto)
         result.differing = len(explained)
         result.shifted = len(differ) - len(explained)
         for index, kind, served in explained:
@@ -171,10 +182,10 @@ class PrefixChecker:
         return None if row is None else int(row[0])
 
     def _explain(
-        self, differ: dict[int, bytes | None], beyond: list[Identity]
+        self, differ: dict[int, bytes | None], beyond: list[Identity], read_upto: int
     ) -> list[tuple[int, str, bytes | None]]:
         """``(position, kind, served line)`` for each differing position that needs a
-        finding."""
+        finding (``read_upto``: the position after the last prefix line re-read)."""
         positions = sorted(differ)
         stored = {i: self._stored(i) for i in positions}
         served = {i: _identity(differ[i]) for i in positions}
@@ -188,6 +199,7 @@ class PrefixChecker:
         size = self._tree.tree_size
         last_seq = state.seq_of_leaf(self._conn, size - 1) if size else 0
         unknown: list[int] = []  # positions serving an op the first read never had
+        tail = _newer_tail(differ, read_upto, last_seq)
         for i in positions:
             op = served[i]
             if op is None:
@@ -206,7 +218,7 @@ class PrefixChecker:
             if k not in keep:
                 kinds[i] = "reordered"
         for i in unknown:
-            self._place_unknown(i, differ[i], last_seq, kinds, lines)
+            self._place_unknown(i, differ[i], last_seq, i >= tail, kinds, lines)
         for i in positions:
             op = stored[i]
             if i not in kinds and (op is None or counts[op] == 0):
@@ -218,19 +230,23 @@ class PrefixChecker:
         index: int,
         line: bytes | None,
         last_seq: int,
+        in_tail: bool,
         kinds: dict[int, str],
         lines: dict[int, bytes | None],
     ) -> None:
         """Classify an op the first read never had, served at ``index``, by the ``seq`` it
         names (a shift moves lines, never their ``seq``): at the seq of ``index``, or of
         another differing position not already explained, it changed that position; past
-        the prefix it is a newer op the shift moved here (no finding: read after the
-        prefix); any other seq is an insertion."""
+        the prefix and ``in_tail`` (the run of such ops that ends the re-read prefix) it is
+        a newer op the shift moved here (no finding: read after the prefix); any other seq,
+        a newer one before older ones included, is an insertion."""
         seq = _seq(line)
         if seq is None or seq == state.seq_of_leaf(self._conn, index):
             kinds[index] = "changed"
             return
         if seq > last_seq:
+            if not in_tail:
+                kinds[index] = "inserted"
             return
         at = [j for j in leaves_of_seq(self._conn, seq) if j < self._tree.tree_size]
         target = next((j for j in at if j in lines and j not in kinds), None)

@@ -159,3 +159,27 @@ def test_an_op_replaced_behind_a_deleted_row_is_changed_at_its_own_seq(
     assert rewritten == [("changed", replaced, replaced - 1), ("missing", DELETED, DELETED - 1)]
     [changed] = [f for f in findings if f.evidence.get("kind") == "changed"]
     assert check_finding(orjson.loads(changed.dumps()), [corpus.signer.verifier]) == "verified"
+
+
+def test_a_newer_op_slipped_into_the_middle_of_the_prefix_is_an_insertion(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """Only the run of newer ops that ends the prefix is a shift: a newer op (seq past the
+    prefix) served before older ones was put there, nothing was removed to make room."""
+    log = FakeLog(list(corpus.lines), corpus.signer)
+    path = tmp_path / "s.sqlite3"
+    with serve(log) as url:
+        assert _sync(url, path, corpus)[1] == []
+        newer = _with_new_op(corpus)[-1]
+        lines = list(corpus.lines)
+        lines.insert(DELETED - 1, newer)  # before seq DELETED; every later line moves on
+        log.lines, log.tree_lines = lines, _with_new_op(corpus)
+        log.changed()
+        _, findings = _sync(url, path, corpus)
+    rewritten = [
+        (f.evidence["kind"], f.evidence["leaf_index"])
+        for f in findings
+        if f.cls == "export-rewritten"
+    ]
+    assert ("inserted", DELETED - 1) in rewritten
+    assert _verdicts(findings, corpus, "export-rewritten") == {UNVERIFIABLE}

@@ -98,3 +98,34 @@ def test_follow_outlives_a_stream_that_is_down_for_many_retries(
 
     conn = state.connect(tmp_path / "state.sqlite3", create=False)  # type: ignore[operator]
     assert state.get_meta_int(conn, "cursor_seq") == len(corpus.lines)
+
+
+def test_follow_outlives_log_checks_that_fail_while_the_directory_restarts(
+    corpus: Corpus, sync: Audit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The periodic checkpoint check runs between stream messages: a 502 from it during a
+    restart is retried like the stream's own failures, not the end of the monitor."""
+    log = FakeLog(list(corpus.lines[:1200]), corpus.signer)
+
+    def restart() -> None:
+        time.sleep(1.0)
+        log.checkpoint_status = 502
+        time.sleep(4.0)  # longer than the client's own retries of one request (about 3 s)
+        log.checkpoint_status = None
+        log.lines.extend(corpus.lines[1200:])
+        log.changed()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(follow, "RETRY_MAX_S", 0.1)
+        patch.setattr(follow, "TICK_EVERY_S", 0.2)
+        with serve(log) as url:
+            thread = threading.Thread(target=restart, daemon=True)
+            thread.start()
+            findings = sync(
+                url, follow=True, follow_seconds=7.0, verifiers=(corpus.signer.verifier,)
+            )
+            thread.join()
+    assert findings == []
+    err = capsys.readouterr().err
+    assert "/tlog/checkpoint answered 502; retrying in" in err, err
+    assert "connected again" in err
