@@ -65,28 +65,27 @@ class RecheckResult:
     read_upto: int = 0
 
 
-def _identity(line: bytes | None) -> Identity | None:
+def _object(line: bytes | None) -> dict[str, Any]:
+    """A served line as a JSON object; empty when there is none or it is not one."""
     if line is None:
-        return None
+        return {}
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
-    if isinstance(value, dict) and isinstance(value.get("did"), str):
-        cid = value.get("cid")
-        return (value["did"], cid) if isinstance(cid, str) else None
-    return None
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _identity(line: bytes | None) -> Identity | None:
+    """``(did, cid)`` a line names, or None."""
+    value = _object(line)
+    did, cid = value.get("did"), value.get("cid")
+    return (did, cid) if isinstance(did, str) and isinstance(cid, str) else None
 
 
 def _seq(line: bytes | None) -> int | None:
     """The ``seq`` a line names, or None (not JSON, no integer ``seq``)."""
-    if line is None:
-        return None
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    seq = value.get("seq") if isinstance(value, dict) else None
+    seq = _object(line).get("seq")
     return seq if type(seq) is int else None
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from auditor import follow
+from auditor.findings import Finding
 
 from .conftest import Audit, serve
 from .corpus import Corpus
@@ -66,6 +68,25 @@ def test_directory_without_tlog_is_audited_without_log_checks(corpus: Corpus, sy
     assert [(f.cls, f.severity) for f in findings] == [("seq-gap", "info")]
 
 
+def _follow_while(
+    log: FakeLog, change: Callable[[], None], sync: Audit, corpus: Corpus, seconds: float
+) -> list[Finding]:
+    """``sync --follow`` of ``log`` for ``seconds`` while ``change`` runs beside it, with the
+    retry pauses (at most 0.1 s) and the log checks (every 0.2 s) shortened: module settings,
+    not network mocks."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(follow, "RETRY_MAX_S", 0.1)
+        patch.setattr(follow, "TICK_EVERY_S", 0.2)
+        with serve(log) as url:
+            thread = threading.Thread(target=change, daemon=True)
+            thread.start()
+            findings = sync(
+                url, follow=True, follow_seconds=seconds, verifiers=(corpus.signer.verifier,)
+            )
+            thread.join()
+    return findings
+
+
 def test_follow_outlives_a_stream_that_is_down_for_many_retries(
     corpus: Corpus, sync: Audit, tmp_path: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -80,16 +101,7 @@ def test_follow_outlives_a_stream_that_is_down_for_many_retries(
         log.changed()
         log.stream_status = None
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(follow, "RETRY_MAX_S", 0.1)
-        with serve(log) as url:
-            thread = threading.Thread(target=come_back, daemon=True)
-            thread.start()
-            findings = sync(
-                url, follow=True, follow_seconds=3.5, verifiers=(corpus.signer.verifier,)
-            )
-            thread.join()
-    assert findings == []
+    assert _follow_while(log, come_back, sync, corpus, 3.5) == []
     err = capsys.readouterr().err
     retries = [x for x in err.splitlines() if "/export/stream: cannot connect" in x]
     assert len(retries) > follow.MAX_FUTURE_CURSOR + 1, err
@@ -115,17 +127,7 @@ def test_follow_outlives_log_checks_that_fail_while_the_directory_restarts(
         log.lines.extend(corpus.lines[1200:])
         log.changed()
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(follow, "RETRY_MAX_S", 0.1)
-        patch.setattr(follow, "TICK_EVERY_S", 0.2)
-        with serve(log) as url:
-            thread = threading.Thread(target=restart, daemon=True)
-            thread.start()
-            findings = sync(
-                url, follow=True, follow_seconds=7.0, verifiers=(corpus.signer.verifier,)
-            )
-            thread.join()
-    assert findings == []
+    assert _follow_while(log, restart, sync, corpus, 7.0) == []
     err = capsys.readouterr().err
     assert "/tlog/checkpoint answered 502; retrying in" in err, err
     assert "connected again" in err
