@@ -21,11 +21,12 @@ from plc.tlog.errors import (
     RootMismatch,
 )
 from plc.tlog.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
-from plc.tlog.tree import HashReader, subtree_hashes
+from plc.tlog.tree import HashReader, read_hashes_checked, subtree_hashes
 
 __all__ = [
     "consistency_proof",
     "inclusion_proof",
+    "inclusion_proofs",
     "root_from_inclusion_proof",
     "verify_consistency",
     "verify_inclusion",
@@ -96,6 +97,45 @@ def inclusion_proof(leaf_index: int, tree_size: int, reader: HashReader) -> list
     if not 0 <= leaf_index < tree_size:
         raise InvalidTlogRequest(f"leaf index {leaf_index} is not in a tree of {tree_size} leaves")
     return subtree_hashes(_inclusion_ranges(leaf_index, tree_size), reader)
+
+
+def inclusion_proofs(
+    leaf_indexes: Sequence[int], tree_size: int, reader: HashReader
+) -> list[list[bytes]]:
+    """Return :func:`inclusion_proof` of each leaf in ``leaf_indexes``, with one
+    ``read_hashes`` call for them all that asks for each stored hash once (the leaves of one
+    DID share the upper part of their paths; a proof per query made a DID of 3,000 ops take
+    a second).
+
+    Raises:
+        InvalidTlogRequest: a leaf not in ``0 <= leaf_index < tree_size``.
+        HashReaderError: ``reader`` broke its contract.
+    """
+    for leaf_index in leaf_indexes:
+        if not 0 <= leaf_index < tree_size:
+            raise InvalidTlogRequest(
+                f"leaf index {leaf_index} is not in a tree of {tree_size} leaves"
+            )
+    paths = [_inclusion_ranges(leaf_index, tree_size) for leaf_index in leaf_indexes]
+    hashes = subtree_hashes([r for path in paths for r in path], _ReadOnce(reader))
+    proofs = []
+    start = 0
+    for path in paths:
+        proofs.append(hashes[start : start + len(path)])
+        start += len(path)
+    return proofs
+
+
+class _ReadOnce:
+    """A ``HashReader`` that asks ``base`` for each distinct index once."""
+
+    def __init__(self, base: HashReader) -> None:
+        self._base = base
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        distinct = sorted(set(indexes))
+        found = dict(zip(distinct, read_hashes_checked(self._base, distinct), strict=True))
+        return [found[index] for index in indexes]
 
 
 def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:

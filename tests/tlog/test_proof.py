@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ from plc.tlog.hashing import EMPTY_ROOT
 from plc.tlog.proof import (
     consistency_proof,
     inclusion_proof,
+    inclusion_proofs,
     root_from_inclusion_proof,
     verify_consistency,
     verify_inclusion,
 )
+from plc.tlog.tree import HashReader
 
 from . import reference
 from .helpers import MERKLE_VECTORS, flip_bit, leaf_hashes, memory_tree
@@ -116,6 +119,35 @@ def test_inclusion_proofs_verify_and_match_reference(case: tuple[int, int]) -> N
     root = reference.mth(leaves)
     assert root_from_inclusion_proof(leaves[leaf_index], leaf_index, tree_size, proof) == root
     verify_inclusion(leaves[leaf_index], leaf_index, tree_size, proof, root)
+
+
+class _CountingReader:
+    """Counts the ``read_hashes`` calls and the indexes asked of ``base``."""
+
+    def __init__(self, base: HashReader) -> None:
+        self.base = base
+        self.calls: list[Sequence[int]] = []
+
+    def read_hashes(self, indexes: Sequence[int]) -> Sequence[bytes]:
+        self.calls.append(indexes)
+        return self.base.read_hashes(indexes)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.integers(min_value=1, max_value=BIG), st.data())
+def test_many_inclusion_proofs_in_one_read_are_the_proofs_one_by_one(
+    tree_size: int, data: st.DataObject
+) -> None:
+    leaves = st.integers(min_value=0, max_value=tree_size - 1)
+    indexes = data.draw(st.lists(leaves, max_size=40))
+    store = _CountingReader(memory_tree(BIG))
+    proofs = inclusion_proofs(indexes, tree_size, store)
+    assert proofs == [inclusion_proof(i, tree_size, memory_tree(BIG)) for i in indexes]
+    assert len(store.calls) <= 1
+    for asked in store.calls:
+        assert len(asked) == len(set(asked))  # each stored hash asked for once
+    with pytest.raises(InvalidTlogRequest):
+        inclusion_proofs([*indexes, tree_size], tree_size, store)
 
 
 @settings(deadline=None, max_examples=80)

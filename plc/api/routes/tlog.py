@@ -28,7 +28,7 @@ from plc.store.tlog_store import StoredCheckpoint, TlogStore
 from plc.tlog import leaf_index_for_seq
 from plc.tlog.encoding import encode_b64
 from plc.tlog.errors import MalformedTilePath
-from plc.tlog.proof import consistency_proof, inclusion_proof
+from plc.tlog.proof import consistency_proof, inclusion_proof, inclusion_proofs
 from plc.tlog.tiles import encode_entry_bundle, is_tile_in_tree, parse_tile_path, tile_hashes
 from plc.tlog.tree import stored_hash_index
 
@@ -267,17 +267,19 @@ async def get_did_log_proof(did: str, request: Request) -> Response:
         # ops of the DID committed while waiting may be in the checkpoint waited for
         rows = await directory.run(directory.rows, did)
     rows = [row for row in rows if row.seq <= checkpoint.tree_size]
-    entries = []
-    for row in rows:
-        proof = await directory.run(
-            inclusion_proof, leaf_index_for_seq(row.seq), checkpoint.tree_size, tlog.reader
-        )
-        entries.append(
-            {
-                "seq": row.seq,
-                "line": row.line.decode("utf-8"),
-                "inclusionProof": [encode_b64(h) for h in proof],
-            }
-        )
+    proofs = await directory.run(
+        inclusion_proofs,
+        [leaf_index_for_seq(row.seq) for row in rows],
+        checkpoint.tree_size,
+        tlog.reader,
+    )
+    entries = [
+        {
+            "seq": row.seq,
+            "line": row.line.decode("utf-8"),
+            "inclusionProof": [encode_b64(h) for h in proof],
+        }
+        for row, proof in zip(rows, proofs, strict=True)
+    ]
     body = {"did": did, "checkpoint": checkpoint.note.decode("utf-8"), "entries": entries}
     return _json(body)
