@@ -52,10 +52,10 @@ class DirectoryReads:
 
     def last_op(self, did: str) -> bytes:
         """JSON of the newest non-nullified op (``/log/last``). Raises DidNotRegistered."""
-        active = [r for r in self.rows(did) if not r.nullified]
-        if not active:
+        line = None if has_bad_unicode(did) else self.store.last_active_line(did)
+        if line is None:
             raise DidNotRegistered(f"DID not registered: {echo(did)}")
-        return operation_json(active[-1].line)
+        return operation_json(line)
 
     def audit_log(self, did: str) -> bytes:
         """JSON array of ``{did, operation, cid, nullified, createdAt}`` (``/log/audit``)."""

@@ -118,6 +118,9 @@ _SQL_DID_STATE = "SELECT tombstoned, data, document FROM dids WHERE did = ?"
 _SQL_AUDIT_ROWS = (
     "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? ORDER BY seq"
 )
+_SQL_LAST_ACTIVE = (
+    "SELECT line FROM operations WHERE did = ? AND nullified = ? ORDER BY seq DESC LIMIT 1"
+)
 _SQL_AUDIT_ROWS_OF = (
     "SELECT seq, cid, created_at_ms, nullified, line, did FROM operations WHERE did IN"
 )
@@ -250,6 +253,11 @@ class SqlStore:
         """The DID's ops in acceptance order, nullified ones included."""
         rows = self.fetch(_SQL_AUDIT_ROWS, (did,))
         return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in rows]
+
+    def last_active_line(self, did: str) -> bytes | None:
+        """Export line of the DID's newest op not nullified (one indexed row), or None."""
+        rows = self.fetch(_SQL_LAST_ACTIVE, (did, False))
+        return bytes(rows[0][0]) if rows else None
 
     def audit_rows_of(self, dids: Sequence[str]) -> dict[str, list[StoredOp]]:
         """:meth:`audit_rows` of several DIDs in few queries (every DID asked for is a key)."""

@@ -55,6 +55,7 @@ def test_valid_log_accepted_and_audit_log_identical(
         assert keys == sorted(keys, key=lambda k: (len(k), k))
     op_log = open_client.get(f"/{raw[0]['did']}/log").json()
     assert op_log == [e["operation"] for e in raw if not e["nullified"]]
+    assert open_client.get(f"/{raw[0]['did']}/log/last").json() == op_log[-1]
 
 
 @pytest.mark.parametrize("path", INVALID_LOGS, ids=lambda p: p.name)
