@@ -145,6 +145,7 @@ class Checkpointer:
         clock: current aware UTC time (for ``signed_at``).
         interval_s: the timer's period: the longest an op waits for a checkpoint, and the
             shortest time between two signatures.
+        kept: signed checkpoints kept in the database, newest first (0: every one).
     """
 
     def __init__(
@@ -153,11 +154,13 @@ class Checkpointer:
         signer: Signer,
         clock: Callable[[], datetime],
         interval_s: float = 0.5,
+        kept: int = 0,
     ) -> None:
         self.tlog = tlog
         self.signer = signer
         self.clock = clock
         self.interval_s = interval_s
+        self.kept = kept
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -236,6 +239,6 @@ class Checkpointer:
             verify_consistency(latest.tree_size, tree_size, latest.root_hash, new_root, proof)
         note = sign_checkpoint(Checkpoint(self.origin, tree_size, new_root), self.signer)
         stored = StoredCheckpoint(tree_size, new_root, note.encode("utf-8"))
-        if not self.tlog.insert_checkpoint(stored, to_ms(self.clock())):
+        if not self.tlog.insert_checkpoint(stored, to_ms(self.clock()), kept=self.kept):
             stored = self.tlog.latest_checkpoint() or stored
         return stored

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     checkpoint_interval_ms: int = Field(default=500, ge=1)
     """How often the log signs a checkpoint of new ops; the longest an op waits to be
     covered by a signed checkpoint (``PLC_CHECKPOINT_INTERVAL_MS``)."""
+    checkpoints_kept: int = Field(default=10_000, ge=0)
+    """Signed checkpoints kept in the database, newest first; older ones are deleted as new
+    ones are signed (only the newest is served). 0 keeps every one
+    (``PLC_CHECKPOINTS_KEPT``)."""
     stream_backfill_window_s: int = Field(default=7 * 24 * 3600, ge=0)
     """``/export/stream``: a cursor whose next op is older than this is refused with
     ``OutdatedCursor`` (page through ``/export`` instead) (``PLC_STREAM_BACKFILL_WINDOW_S``)."""

@@ -175,7 +175,13 @@ def create_app(
         tlog = TlogStore(store)
         store.leaf_hooks.append(tlog.append_in)
         signer = load_or_create_signer(tlog, settings.log_signing_key, settings.log_origin)
-        checkpointer = Checkpointer(tlog, signer, clock, settings.checkpoint_interval_ms / 1000)
+        checkpointer = Checkpointer(
+            tlog,
+            signer,
+            clock,
+            settings.checkpoint_interval_ms / 1000,
+            kept=settings.checkpoints_kept,
+        )
         if settings.metrics:
             app.state.metrics = DirectoryMetrics(store.tree_size)
             directory.metrics = app.state.metrics

@@ -9,7 +9,7 @@ milliseconds since the Unix epoch (UTC), so SQLite and PostgreSQL store them ali
 - ``log_head``: the single row that hands out ``seq`` (``tree_size`` = the last ``seq``).
 - ``tlog_hashes``: the transparency log's stored hashes (RFC 6962 subtree hashes by stored
   index), written in the transaction that appends their leaves.
-- ``tlog_checkpoints``: every signed checkpoint, by tree size.
+- ``tlog_checkpoints``: the newest signed checkpoints (``PLC_CHECKPOINTS_KEPT``), by tree size.
 - ``tlog_signer``: the log's origin and Ed25519 signing key, generated on first start.
 """
 
@@ -69,7 +69,7 @@ class TreeHashRow(SQLModel, table=True):
 
 
 class CheckpointRow(SQLModel, table=True):
-    """A signed checkpoint; every one ever signed is kept."""
+    """A signed checkpoint; the newest ``PLC_CHECKPOINTS_KEPT`` are kept."""
 
     __tablename__ = "tlog_checkpoints"
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlalchemy.engine import Engine
 
 from plc.errors import Unavailable
@@ -26,6 +26,11 @@ from plc.tlog.tree import append_leaves, stored_hash_count
 CHECKPOINTS = cast(Table, CheckpointRow.__table__)  # type: ignore[attr-defined]
 SIGNER = cast(Table, SignerRow.__table__)  # type: ignore[attr-defined]
 
+_PRUNE_CHECKPOINTS = text(
+    "DELETE FROM tlog_checkpoints WHERE tree_size <= (SELECT tree_size FROM tlog_checkpoints "
+    "ORDER BY tree_size DESC LIMIT 1 OFFSET :offset)"
+)
+"""Deletes all but the newest ``offset`` checkpoints (none while there are no more)."""
 _SQL_LATEST_CHECKPOINT = (
     "SELECT tree_size, root_hash, note FROM tlog_checkpoints ORDER BY tree_size DESC LIMIT 1"
 )
@@ -114,16 +119,17 @@ class TlogStore:
         size, root, note = rows[0]
         return StoredCheckpoint(int(size), bytes(root), bytes(note))
 
-    def all_checkpoints(self) -> list[StoredCheckpoint]:
-        """Every checkpoint ever signed, oldest first."""
-        rows = self.store.fetch(
-            "SELECT tree_size, root_hash, note FROM tlog_checkpoints ORDER BY tree_size", ()
-        )
-        return [StoredCheckpoint(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
-
-    def insert_checkpoint(self, checkpoint: StoredCheckpoint, signed_at_ms: int) -> bool:
+    def insert_checkpoint(
+        self, checkpoint: StoredCheckpoint, signed_at_ms: int, *, kept: int = 0
+    ) -> bool:
         """Keep a signed checkpoint; False when one of that size exists already (another
-        process signed it: same tree, same root)."""
+        process signed it: same tree, same root). With ``kept`` > 0, only that many of the
+        newest stay: only the newest is ever served, and one every half second of traffic
+        grew the table by about 50 MB a day.
+
+        Raises:
+            Unavailable: the database failed (the next tick tries again).
+        """
         values: dict[str, Any] = {
             "tree_size": checkpoint.tree_size,
             "root_hash": checkpoint.root_hash,
@@ -131,12 +137,17 @@ class TlogStore:
             "signed_at_ms": signed_at_ms,
         }
         statement = _insert_ignore(self.engine)(CHECKPOINTS).values(**values)
+        # RETURNING tells whether a row went in: psycopg reports rowcount -1 for an INSERT
+        # ... ON CONFLICT DO NOTHING, which read as "inserted" every time.
+        insert = statement.on_conflict_do_nothing().returning(CHECKPOINTS.c.tree_size)
         try:
             with self.engine.begin() as conn:
-                result = conn.execute(statement.on_conflict_do_nothing())
+                inserted = conn.execute(insert).first() is not None
+                if kept > 0 and inserted:
+                    conn.execute(_PRUNE_CHECKPOINTS, {"offset": kept})
         except Exception as exc:  # noqa: BLE001 - any driver error: try again next tick
             raise Unavailable("Could not store checkpoint") from exc
-        return bool(result.rowcount)
+        return inserted
 
     def signer_row(self) -> tuple[str, str] | None:
         """``(origin, signer key text)`` stored with the log, or None."""
