@@ -12,7 +12,11 @@ from plc.operation import parse_operation
 
 from ..helpers import new_did
 
-_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+# any text an op may hold: no lone surrogates (not UTF-8), no U+0000 (refused in ops)
+_TEXT = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
+    max_size=40,
+)
 
 
 @given(handle=_TEXT, seq=st.integers(min_value=1, max_value=2**63 - 1))
