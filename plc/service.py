@@ -33,7 +33,7 @@ from plc.errors import (
 )
 from plc.exportline import MAX_LINE_BYTES, longest_line, operation_json
 from plc.metrics import DirectoryMetrics
-from plc.operation import parse_operation, trusted_operation
+from plc.operation import Operation, parse_operation, trusted_operation
 from plc.policy import (
     PolicySettings,
     validate_admission,
@@ -42,6 +42,7 @@ from plc.policy import (
 )
 from plc.reads import DirectoryReads
 from plc.rules import LogEntry, late_recovery, validate_next_op
+from plc.store.history import NEWEST_ROWS, audit_rows_since, has_op, newest_audit_rows
 from plc.store.sql import (
     Clock,
     CommitOutcome,
@@ -50,10 +51,14 @@ from plc.store.sql import (
     SqlStore,
     StoredOp,
 )
-from plc.timestamps import ONE_MS, from_ms, truncate_ms
+from plc.timestamps import ONE_MS, from_ms, to_ms, truncate_ms
 from plc.validation_process import ValidationProcess, ValidatorUnavailable
 
 log = logging.getLogger("plc.service")
+
+HISTORY_WINDOW_MS = 8 * 24 * 3600 * 1000
+"""How far back the history read to validate an op reaches (:meth:`Directory.prepare`):
+longer than the recovery window and the longest rate-limit window (a week)."""
 
 T = TypeVar("T")
 
@@ -204,7 +209,7 @@ class Directory(DirectoryReads):
                 f"to {line_bytes} bytes, at most {MAX_LINE_BYTES} (C2SP tlog-tiles entries)"
             )
         if history is None:
-            history = history_of(did, self.store.audit_rows(did))
+            history = self._deciding_history(did, op)
         for entry in history:
             if entry.cid == op.cid:
                 if entry.nullified and not imported:
@@ -261,6 +266,26 @@ class Directory(DirectoryReads):
             if self.metrics is not None:
                 self.metrics.refused(exc)
             raise
+
+    def _deciding_history(self, did: str, op: Operation) -> list[LogEntry]:
+        """The part of the DID's history that decides ``op`` as the whole would: the ops of
+        the last :data:`HISTORY_WINDOW_MS` (the 72-hour recovery window and the rate limits'
+        week, with a day to spare) from the newest op before them that is not nullified;
+        the whole history when ``op`` repeats an older op or names an older ``prev`` (an
+        old op submitted again, a recovery too late, a fork from a nullified op)."""
+        rows = newest_audit_rows(self.store, did)
+        if len(rows) == NEWEST_ROWS:  # perhaps not all: from the op before the window on
+            since = to_ms(self.clock()) - HISTORY_WINDOW_MS
+            rows = audit_rows_since(self.store, did, since, rows)
+        history = history_of(did, rows)
+        if not history or history[0].operation.prev is None:  # the genesis is in it: all
+            return history
+        if any(entry.cid == op.cid for entry in history):
+            return history
+        active = {entry.cid for entry in history if not entry.nullified}
+        if op.prev in active and not has_op(self.store, did, op.cid):
+            return history
+        return history_of(did, self.store.audit_rows(did))
 
     def prepare_body(self, did: str, body: bytes) -> PendingCommit | SubmitResult:
         """:meth:`prepare` for a request body (JSON bytes); what the validation process runs.

@@ -1,0 +1,66 @@
+"""Reads of a DID's history bounded by time, for validating its next op.
+
+A DID's whole audit log decides its next op only in rare cases (an op that repeats or forks
+from one older than the recovery window); otherwise the ops of the last days do, and a DID
+with thousands of ops made every POST read and parse all of them (18 ms at 1,000 ops and
+33 ms at 1,500 on PostgreSQL). :func:`newest_audit_rows` and :func:`audit_rows_since` read
+the recent part, and :func:`has_op` tells whether an op is stored at all (the ``(did, cid)``
+unique index), so that :meth:`plc.service.Directory.prepare` can fall back to the whole
+history exactly when the recent part could decide differently.
+"""
+
+from __future__ import annotations
+
+from plc.store.sql import SqlStore, StoredOp
+
+NEWEST_ROWS = 128
+"""Rows read first, newest first: a whole history for all but a few DIDs (the rate limits
+admit at most 100 ops a week), and its cost is the cost of reading all of a short one."""
+_SQL_NEWEST_ROWS = (
+    "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? "
+    "ORDER BY seq DESC LIMIT ?"
+)
+_SQL_RECENT_ROWS = (
+    "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? AND seq >= "
+    "COALESCE((SELECT MAX(seq) FROM operations WHERE did = ? AND nullified = ? "
+    "AND created_at_ms < ?), 0) ORDER BY seq"
+)
+_SQL_HAS_OP = "SELECT 1 FROM operations WHERE did = ? AND cid = ?"
+
+
+def newest_audit_rows(store: SqlStore, did: str) -> list[StoredOp]:
+    """The DID's newest :data:`NEWEST_ROWS` ops (all of them when it has fewer), nullified
+    ones included, in acceptance order; none for an unknown DID.
+
+    Raises:
+        plc.errors.Unavailable: the database cannot answer.
+    """
+    newest = store.fetch(_SQL_NEWEST_ROWS, (did, NEWEST_ROWS))
+    return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in reversed(newest)]
+
+
+def audit_rows_since(
+    store: SqlStore, did: str, since_ms: int, newest: list[StoredOp]
+) -> list[StoredOp]:
+    """The DID's ops from its newest non-nullified op created before ``since_ms`` (epoch
+    milliseconds, UTC) on, nullified ones included, in acceptance order (every op when none
+    is that old): cut from ``newest`` (:func:`newest_audit_rows`) when that op is among
+    them, else read.
+
+    Raises:
+        plc.errors.Unavailable: the database cannot answer.
+    """
+    for start in range(len(newest) - 1, -1, -1):
+        if not newest[start].nullified and newest[start].created_at_ms < since_ms:
+            return newest[start:]
+    rows = store.fetch(_SQL_RECENT_ROWS, (did, did, False, since_ms))
+    return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in rows]
+
+
+def has_op(store: SqlStore, did: str, cid: str) -> bool:
+    """Whether the DID has an op with ``cid`` stored (nullified or not).
+
+    Raises:
+        plc.errors.Unavailable: the database cannot answer.
+    """
+    return bool(store.fetch(_SQL_HAS_OP, (did, cid)))
