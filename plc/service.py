@@ -42,7 +42,7 @@ from plc.policy import (
 )
 from plc.reads import DirectoryReads
 from plc.rules import LogEntry, late_recovery, validate_next_op
-from plc.store.history import NEWEST_ROWS, audit_rows_since, has_op, newest_audit_rows
+from plc.store.history import NEWEST_ROWS, audit_rows_since, newest_audit_rows
 from plc.store.sql import (
     Clock,
     CommitOutcome,
@@ -282,8 +282,9 @@ class Directory(DirectoryReads):
             return history
         if any(entry.cid == op.cid for entry in history):
             return history
-        active = {entry.cid for entry in history if not entry.nullified}
-        if op.prev in active and not has_op(self.store, did, op.cid):
+        # An op stored with this prev was stored after it, so it would be in the window too:
+        # a prev in the window decides alone.
+        if op.prev in {entry.cid for entry in history if not entry.nullified}:
             return history
         return history_of(did, self.store.audit_rows(did))
 

@@ -4,8 +4,7 @@ A DID's whole audit log decides its next op only in rare cases (an op that repea
 from one older than the recovery window); otherwise the ops of the last days do, and a DID
 with thousands of ops made every POST read and parse all of them (18 ms at 1,000 ops and
 33 ms at 1,500 on PostgreSQL). :func:`newest_audit_rows` and :func:`audit_rows_since` read
-the recent part, and :func:`has_op` tells whether an op is stored at all (the ``(did, cid)``
-unique index), so that :meth:`plc.service.Directory.prepare` can fall back to the whole
+the recent part, so that :meth:`plc.service.Directory.prepare` can fall back to the whole
 history exactly when the recent part could decide differently.
 """
 
@@ -25,7 +24,6 @@ _SQL_RECENT_ROWS = (
     "COALESCE((SELECT MAX(seq) FROM operations WHERE did = ? AND nullified = ? "
     "AND created_at_ms < ?), 0) ORDER BY seq"
 )
-_SQL_HAS_OP = "SELECT 1 FROM operations WHERE did = ? AND cid = ?"
 
 
 def newest_audit_rows(store: SqlStore, did: str) -> list[StoredOp]:
@@ -55,12 +53,3 @@ def audit_rows_since(
             return newest[start:]
     rows = store.fetch(_SQL_RECENT_ROWS, (did, did, False, since_ms))
     return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in rows]
-
-
-def has_op(store: SqlStore, did: str, cid: str) -> bool:
-    """Whether the DID has an op with ``cid`` stored (nullified or not).
-
-    Raises:
-        plc.errors.Unavailable: the database cannot answer.
-    """
-    return bool(store.fetch(_SQL_HAS_OP, (did, cid)))

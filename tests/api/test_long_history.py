@@ -44,13 +44,14 @@ def _scenario(client: TestClient, clock: Clock, reads: _Reads) -> list[Answer]:
     recovery_key, everyday_key = keys
     answers: list[Answer] = []
 
-    def post(name: str, op: dict[str, Any], *, whole_reads: int | None = None) -> None:
+    def post(name: str, op: dict[str, Any], *, whole_reads: int | None = None) -> int:
         before = reads.count
         response = client.post(f"/{did}", json=op)
         body = response.text
         answers.append((name, response.status_code, body))
         if whole_reads is not None and service.HISTORY_WINDOW_MS < 10**15:
             assert reads.count - before == whole_reads, name
+        return response.status_code
 
     def step(delta: timedelta) -> None:
         clock.advance(delta)
@@ -88,11 +89,17 @@ def _scenario(client: TestClient, clock: Clock, reads: _Reads) -> list[Answer]:
     post("update after it", after, whole_reads=0)
     audit = client.get(f"/{did}/log/audit").json()
     assert audit[-2]["cid"] == cid_of(latest) and audit[-3]["nullified"]
-    head = after
+    head, before_head = after, latest
     for i in range(9):  # the hour holds two ops already: the ninth more is the eleventh
         step(timedelta(minutes=1))
-        head = update(head, everyday_key, also_known_as=[f"at://burst{i}.test"])
-        post(f"burst {i}", head)
+        op = update(head, everyday_key, also_known_as=[f"at://burst{i}.test"])
+        if post(f"burst {i}", op) == 200:
+            head, before_head = op, head
+    # Idle for longer than the window: the head is then the one op of the window, which
+    # must still be there (a window cut one row late is empty: the DID would look new).
+    step(timedelta(days=10))
+    post("recovery after an idle gap", update(before_head, recovery_key), whole_reads=1)
+    post("update after an idle gap", update(head, everyday_key), whole_reads=0)
     audit = client.get(f"/{did}/log/audit").json()
     answers.append(("audit log", 200, [(e["cid"], e["nullified"], e["createdAt"]) for e in audit]))
     return answers
@@ -128,3 +135,5 @@ def test_recent_history_answers_as_the_whole_history_does(
     assert statuses["recovery in time"] == 200 and statuses["update after it"] == 200
     bursts = [statuses[f"burst {i}"] for i in range(9)]
     assert bursts[0] == 200 and 429 in bursts
+    assert statuses["recovery after an idle gap"] == 400  # too late: the head is 10 days old
+    assert statuses["update after an idle gap"] == 200
