@@ -137,12 +137,18 @@ class TlogStore:
             "signed_at_ms": signed_at_ms,
         }
         statement = _insert_ignore(self.engine)(CHECKPOINTS).values(**values)
-        # RETURNING tells whether a row went in: psycopg reports rowcount -1 for an INSERT
-        # ... ON CONFLICT DO NOTHING, which read as "inserted" every time.
-        insert = statement.on_conflict_do_nothing().returning(CHECKPOINTS.c.tree_size)
+        # On PostgreSQL RETURNING tells whether a row went in: psycopg reports rowcount -1
+        # for an INSERT ... ON CONFLICT DO NOTHING, which read as "inserted" every time.
+        # SQLite's rowcount is right, and its RETURNING needs SQLite 3.35 (Debian 11 and
+        # RHEL 9 ship 3.34).
+        postgres = self.engine.dialect.name == "postgresql"
+        insert = statement.on_conflict_do_nothing()
+        if postgres:
+            insert = insert.returning(CHECKPOINTS.c.tree_size)
         try:
             with self.engine.begin() as conn:
-                inserted = conn.execute(insert).first() is not None
+                result = conn.execute(insert)
+                inserted = result.first() is not None if postgres else result.rowcount == 1
                 if kept > 0 and inserted:
                     conn.execute(_PRUNE_CHECKPOINTS, {"offset": kept})
         except Exception as exc:  # noqa: BLE001 - any driver error: try again next tick
