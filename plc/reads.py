@@ -11,6 +11,7 @@ import orjson
 from plc.codec import has_bad_unicode
 from plc.errors import DidNotAvailable, DidNotRegistered, echo
 from plc.exportline import line_head, operation_json
+from plc.store.history import last_active_line
 from plc.store.sql import SqlStore, StoredOp
 from plc.timestamps import format_timestamp, from_ms, to_ms
 
@@ -52,7 +53,7 @@ class DirectoryReads:
 
     def last_op(self, did: str) -> bytes:
         """JSON of the newest non-nullified op (``/log/last``). Raises DidNotRegistered."""
-        line = None if has_bad_unicode(did) else self.store.last_active_line(did)
+        line = None if has_bad_unicode(did) else last_active_line(self.store, did)
         if line is None:
             raise DidNotRegistered(f"DID not registered: {echo(did)}")
         return operation_json(line)

@@ -1,4 +1,5 @@
-"""Reads of a DID's history bounded by time, for validating its next op.
+"""Reads of a DID's history bounded by time, for validating its next op, and of its newest
+op alone (``/log/last``).
 
 A DID's whole audit log decides its next op only in rare cases (an op that repeats or forks
 from one older than the recovery window); otherwise the ops of the last days do, and a DID
@@ -10,17 +11,19 @@ history exactly when the recent part could decide differently.
 
 from __future__ import annotations
 
-from plc.store.sql import SqlStore, StoredOp
+from plc.store.sql import STORED_OP_COLUMNS, SqlStore, StoredOp, stored_op
 
 NEWEST_ROWS = 128
 """Rows read first, newest first: a whole history for all but a few DIDs (the rate limits
 admit at most 100 ops a week), and its cost is the cost of reading all of a short one."""
 _SQL_NEWEST_ROWS = (
-    "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? "
-    "ORDER BY seq DESC LIMIT ?"
+    f"SELECT {STORED_OP_COLUMNS} FROM operations WHERE did = ? ORDER BY seq DESC LIMIT ?"
+)
+_SQL_LAST_ACTIVE = (
+    "SELECT line FROM operations WHERE did = ? AND nullified = ? ORDER BY seq DESC LIMIT 1"
 )
 _SQL_RECENT_ROWS = (
-    "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? AND seq >= "
+    f"SELECT {STORED_OP_COLUMNS} FROM operations WHERE did = ? AND seq >= "
     "COALESCE((SELECT MAX(seq) FROM operations WHERE did = ? AND nullified = ? "
     "AND created_at_ms < ?), 0) ORDER BY seq"
 )
@@ -34,7 +37,7 @@ def newest_audit_rows(store: SqlStore, did: str) -> list[StoredOp]:
         plc.errors.Unavailable: the database cannot answer.
     """
     newest = store.fetch(_SQL_NEWEST_ROWS, (did, NEWEST_ROWS))
-    return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in reversed(newest)]
+    return [stored_op(r) for r in reversed(newest)]
 
 
 def audit_rows_since(
@@ -52,4 +55,15 @@ def audit_rows_since(
         if not newest[start].nullified and newest[start].created_at_ms < since_ms:
             return newest[start:]
     rows = store.fetch(_SQL_RECENT_ROWS, (did, did, False, since_ms))
-    return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in rows]
+    return [stored_op(r) for r in rows]
+
+
+def last_active_line(store: SqlStore, did: str) -> bytes | None:
+    """Export line of the DID's newest op not nullified (one indexed row, however long the
+    history), or None when it has none.
+
+    Raises:
+        plc.errors.Unavailable: the database cannot answer.
+    """
+    rows = store.fetch(_SQL_LAST_ACTIVE, (did, False))
+    return bytes(rows[0][0]) if rows else None

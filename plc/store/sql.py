@@ -111,19 +111,21 @@ class StoredOp(NamedTuple):
     line: bytes
 
 
+STORED_OP_COLUMNS = "seq, cid, created_at_ms, nullified, line"
+"""The ``operations`` columns :func:`stored_op` reads, in its order."""
+
+
+def stored_op(row: Sequence[Any]) -> StoredOp:
+    """A :class:`StoredOp` from a row that starts with :data:`STORED_OP_COLUMNS`."""
+    return StoredOp(row[0], row[1], row[2], bool(row[3]), bytes(row[4]))
+
+
 # Hot reads go straight to the DB-API cursor with fixed SQL: on SQLite, SQLAlchemy's statement
 # machinery costs ~20x the query itself. Written with ``?`` placeholders; PostgreSQL's driver
 # gets ``%s``. Writes, the same way, in plc.store.rawtx.
 _SQL_DID_STATE = "SELECT tombstoned, data, document FROM dids WHERE did = ?"
-_SQL_AUDIT_ROWS = (
-    "SELECT seq, cid, created_at_ms, nullified, line FROM operations WHERE did = ? ORDER BY seq"
-)
-_SQL_LAST_ACTIVE = (
-    "SELECT line FROM operations WHERE did = ? AND nullified = ? ORDER BY seq DESC LIMIT 1"
-)
-_SQL_AUDIT_ROWS_OF = (
-    "SELECT seq, cid, created_at_ms, nullified, line, did FROM operations WHERE did IN"
-)
+_SQL_AUDIT_ROWS = f"SELECT {STORED_OP_COLUMNS} FROM operations WHERE did = ? ORDER BY seq"
+_SQL_AUDIT_ROWS_OF = f"SELECT {STORED_OP_COLUMNS}, did FROM operations WHERE did IN"
 _SQL_EXPORT_SEQ = "SELECT line FROM operations WHERE seq > ? ORDER BY seq LIMIT ?"
 _SQL_EXPORT_TIME = (
     "SELECT line, nullified FROM operations WHERE created_at_ms > ? "
@@ -252,12 +254,7 @@ class SqlStore:
     def audit_rows(self, did: str) -> list[StoredOp]:
         """The DID's ops in acceptance order, nullified ones included."""
         rows = self.fetch(_SQL_AUDIT_ROWS, (did,))
-        return [StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])) for r in rows]
-
-    def last_active_line(self, did: str) -> bytes | None:
-        """Export line of the DID's newest op not nullified (one indexed row), or None."""
-        rows = self.fetch(_SQL_LAST_ACTIVE, (did, False))
-        return bytes(rows[0][0]) if rows else None
+        return [stored_op(r) for r in rows]
 
     def audit_rows_of(self, dids: Sequence[str]) -> dict[str, list[StoredOp]]:
         """:meth:`audit_rows` of several DIDs in few queries (every DID asked for is a key)."""
@@ -268,7 +265,7 @@ class SqlStore:
             marks = ",".join("?" * len(part))
             sql = f"{_SQL_AUDIT_ROWS_OF} ({marks}) ORDER BY did, seq"
             for r in self.fetch(sql, tuple(part)):
-                found[r[5]].append(StoredOp(r[0], r[1], r[2], bool(r[3]), bytes(r[4])))
+                found[r[5]].append(stored_op(r))
         return found
 
     def export_after_seq(self, after: int, count: int) -> list[bytes]:

@@ -20,6 +20,15 @@ _SEQ_LIKE = re.compile(r"[0-9]+")
 _LONGEST_CURSOR = 100
 """Digits of an ``after`` read as a ``seq`` past every op (the reference reads any number;
 the stream's cursor likewise); a longer one is refused."""
+_LONGEST_SEQ_DIGITS = 18
+
+
+def seq_or_past(digits: str) -> int | None:
+    """The ``seq`` a string of ASCII digits names (leading zeros count for nothing), or None
+    when it has more than 18 significant digits: past any ``seq`` this log will reach (the
+    reference reads any number). Used by ``/export``'s ``after`` and the stream's cursor."""
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= _LONGEST_SEQ_DIGITS else None
 
 
 def parse_count(count: str | None) -> int:
@@ -72,10 +81,11 @@ async def export(
     if after is not None and _SEQ_LIKE.fullmatch(after):
         if len(after) > _LONGEST_CURSOR:
             raise InvalidInput("Invalid after parameter")
-        if not _DIGITS.fullmatch(after.lstrip("0") or "0"):  # past any seq: nothing after it
+        seq = seq_or_past(after)
+        if seq is None:  # nothing after it
             body = b""
         else:
-            body = await directory.run(directory.export_after_seq, int(after), page)
+            body = await directory.run(directory.export_after_seq, seq, page)
     elif after:
         try:
             moment = parse_timestamp_lenient(after)

@@ -34,6 +34,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from plc.api.errors import message_response
 from plc.api.responses import query_parameter
+from plc.api.routes.export import seq_or_past
 from plc.api.stream_hub import PAGE, StreamHub, Subscriber, seq_of
 from plc.config import Settings
 from plc.errors import PlcError
@@ -47,9 +48,6 @@ log = logging.getLogger("plc.stream")
 SLICE = 50
 """Messages a connection sends before it lets other work run."""
 _CURSOR = re.compile(r"[0-9]{1,100}")
-_LONGEST_SEQ_DIGITS = 18
-"""A cursor with more digits is past any ``seq`` this log will reach: ``FutureCursor``, as the
-reference answers a cursor beyond its newest op (it reads any number)."""
 
 
 @router.get(
@@ -103,8 +101,9 @@ async def export_stream(websocket: WebSocket) -> None:
     if raw_cursor is None:
         cursor = head
     else:
-        digits = raw_cursor.lstrip("0") or "0"
-        cursor = int(digits) if len(digits) <= _LONGEST_SEQ_DIGITS else head + 1
+        # past any seq: FutureCursor, as the reference answers a cursor beyond its newest op
+        named = seq_or_past(raw_cursor)
+        cursor = head + 1 if named is None else named
         if cursor > head:
             await _close(websocket, "FutureCursor")
             return
@@ -152,15 +151,20 @@ async def _serve(
     back to the database whenever it falls behind (until the connection closes or the hub
     drops it)."""
     sent = 0
+
+    async def send(line: bytes) -> None:
+        nonlocal sent
+        await websocket.send_text(line.decode("utf-8"))
+        sent += 1
+        if sent % SLICE == 0:
+            await asyncio.sleep(0)
+
     while True:
         joined = False
         while not joined:
             lines = await directory.run(directory.store.export_after_seq, cursor, PAGE)
             for line in lines:
-                await websocket.send_text(line.decode("utf-8"))
-                sent += 1
-                if sent % SLICE == 0:
-                    await asyncio.sleep(0)
+                await send(line)
             if lines:
                 cursor = seq_of(lines[-1])
             if len(lines) < PAGE:
@@ -170,10 +174,7 @@ async def _serve(
             fed.ready.clear()
             while fed.lines and fed.ended is None:
                 cursor, line = fed.lines.popleft()
-                await websocket.send_text(line.decode("utf-8"))
-                sent += 1
-                if sent % SLICE == 0:
-                    await asyncio.sleep(0)
+                await send(line)
         if fed.ended is not None:
             return
 
