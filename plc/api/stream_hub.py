@@ -26,9 +26,8 @@ import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 
-import orjson
-
 from plc.errors import Unavailable
+from plc.exportline import line_head
 from plc.service import Directory
 
 PAGE = 500
@@ -66,8 +65,9 @@ def _set_all(events: list[asyncio.Event]) -> None:
 
 
 def seq_of(line: bytes) -> int:
-    """The ``seq`` of a stored export line."""
-    return int(orjson.loads(line)["seq"])
+    """The ``seq`` of a stored export line (its head only: the hub reads every committed
+    line)."""
+    return int(line_head(line)["seq"])
 
 
 @dataclass(eq=False)

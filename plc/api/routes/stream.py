@@ -29,7 +29,7 @@ import re
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, WebSocket
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from plc.api.errors import message_response
@@ -38,7 +38,7 @@ from plc.api.routes.export import seq_or_past
 from plc.api.stream_hub import PAGE, StreamHub, Subscriber, seq_of
 from plc.config import Settings
 from plc.errors import PlcError
-from plc.exportline import parse_line
+from plc.exportline import line_head
 from plc.service import Directory
 from plc.timestamps import parse_timestamp
 
@@ -90,9 +90,7 @@ async def export_stream(websocket: WebSocket) -> None:
     if raw_cursor is not None and not _CURSOR.fullmatch(raw_cursor):
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
             # refused before the upgrade as any bad request is: 400 {"message"}
-            await websocket.send_denial_response(
-                JSONResponse({"message": "Invalid cursor parameter"}, status_code=400)
-            )
+            await websocket.send_denial_response(message_response(400, "Invalid cursor parameter"))
         else:  # a server without the denial extension: the handshake fails (403)
             await websocket.close(code=1008, reason="InvalidCursor")
         return
@@ -109,7 +107,7 @@ async def export_stream(websocket: WebSocket) -> None:
             return
         if cursor < head:
             first = await directory.run(directory.store.export_after_seq, cursor, 1)
-            created = parse_timestamp(parse_line(first[0])["createdAt"])
+            created = parse_timestamp(line_head(first[0])["createdAt"])
             window = timedelta(seconds=settings.stream_backfill_window_s)
             if created < directory.clock() - window:
                 await _close(websocket, "OutdatedCursor")
