@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from plc.config import ORIGIN_PATTERN, ORIGIN_RULE
 from plc.errors import InvalidInput, PlcError, Unavailable
 from plc.store.tlog_store import StoredCheckpoint, TlogStore
 from plc.timestamps import to_ms
@@ -32,7 +33,7 @@ from plc.tlog.tree import root_hash
 
 log = logging.getLogger("plc.checkpoints")
 
-ORIGIN_RE = re.compile(r"[A-Za-z0-9._/-]+")
+ORIGIN_RE = re.compile(ORIGIN_PATTERN)
 """The characters a log origin may hold (``PLC_LOG_ORIGIN``)."""
 _REPEAT_FAILURE_LOG_S = 60.0
 
@@ -61,7 +62,7 @@ def load_or_create_signer(
             ``create``) no key given or stored.
     """
     if origin is not None and not ORIGIN_RE.fullmatch(origin):
-        raise InvalidInput("PLC_LOG_ORIGIN may only hold the characters A-Z a-z 0-9 . _ / -")
+        raise InvalidInput(f"PLC_LOG_ORIGIN {ORIGIN_RULE}")
     stored = tlog.signer_row()
     if signing_key:
         try:

@@ -14,6 +14,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from plc.policy import PolicySettings
 
+ORIGIN_PATTERN = r"[A-Za-z0-9._/-]+"
+"""The characters a log origin may hold (``PLC_LOG_ORIGIN``, ``plc keygen``)."""
+ORIGIN_RULE = "may only hold the characters A-Z a-z 0-9 . _ / -"
+"""What is said of an origin that breaks :data:`ORIGIN_PATTERN`."""
+_PATTERN_RULES = {"log_origin": ORIGIN_RULE}
+"""Fields whose pattern is said in words when a value breaks it (pydantic would print the
+regular expression)."""
+
 DEFAULT_DATABASE_URL = "sqlite:///plc-directory.sqlite3"
 
 
@@ -81,7 +89,7 @@ class Settings(BaseSettings):
     ops_per_hour: int = Field(default=10, ge=1)
     ops_per_day: int = Field(default=30, ge=1)
     ops_per_week: int = Field(default=100, ge=1)
-    log_origin: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._/-]+$")
+    log_origin: str | None = Field(default=None, pattern=f"^{ORIGIN_PATTERN}$")
     """Origin of the transparency log (``PLC_LOG_ORIGIN``, characters ``[A-Za-z0-9._/-]``).
     Default: generated on first start and stored with the log."""
     log_signing_key: str | None = None
@@ -153,8 +161,8 @@ def setting_error(error: ValidationError, options: Mapping[str, str] | None = No
     if options and field in options:
         name = f"{options[field]} ({name})"
     message = str(first["msg"])
-    if first["type"] == "string_pattern_mismatch" and field == "log_origin":
-        message = "may only hold the characters A-Z a-z 0-9 . _ / -"
+    if first["type"] == "string_pattern_mismatch" and field in _PATTERN_RULES:
+        message = _PATTERN_RULES[field]
     return f"invalid setting {name}: {message}"
 
 

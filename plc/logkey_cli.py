@@ -80,10 +80,11 @@ def keygen_command(
 ) -> None:
     """Print a new log signing key (for PLC_LOG_SIGNING_KEY) and its verifier key."""
     from plc.checkpoints import ORIGIN_RE
+    from plc.config import ORIGIN_RULE
     from plc.tlog.note import generate_signer
 
     if not ORIGIN_RE.fullmatch(origin):
-        _fail("the origin may only hold the characters A-Z a-z 0-9 . _ / -")
+        _fail(f"the origin {ORIGIN_RULE}")
     signer_key, verifier_key = generate_signer(origin)
     typer.echo(f"PLC_LOG_SIGNING_KEY={signer_key}")
     typer.echo(f"verifier key: {verifier_key}")
