@@ -12,9 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 SQL_TREE_SIZE = "SELECT tree_size FROM log_head WHERE id = 1"
-SQL_TREE_SIZE_FOR_UPDATE = SQL_TREE_SIZE + " FOR UPDATE"
+SQL_LOG_TAIL = (
+    "SELECT h.tree_size, o.created_at_ms FROM log_head h "
+    "LEFT JOIN operations o ON o.seq = h.tree_size WHERE h.id = 1"
+)
+"""The tree size and the newest op's ``created_at_ms`` (NULL for an empty log), in the one
+statement that takes the writers' lock (:data:`SQL_LOG_TAIL_FOR_UPDATE` on PostgreSQL)."""
+SQL_LOG_TAIL_FOR_UPDATE = SQL_LOG_TAIL + " FOR UPDATE OF h"
 SQL_SET_TREE_SIZE = "UPDATE log_head SET tree_size = ? WHERE id = 1"
-SQL_CREATED_AT_OF_SEQ = "SELECT created_at_ms FROM operations WHERE seq = ?"
 SQL_INSERT_OP = (
     "INSERT INTO operations (seq, did, cid, created_at_ms, nullified, key_index, line) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"

@@ -25,13 +25,13 @@ from plc.rules import RECOVERY_WINDOW, PreparedOperation
 from plc.store.engine import is_sqlite
 from plc.store.rawtx import (
     IN_CHUNK,
-    SQL_CREATED_AT_OF_SEQ,
     SQL_INSERT_DID,
     SQL_INSERT_OP,
+    SQL_LOG_TAIL,
+    SQL_LOG_TAIL_FOR_UPDATE,
     SQL_NULLIFY,
     SQL_SET_TREE_SIZE,
     SQL_TREE_SIZE,
-    SQL_TREE_SIZE_FOR_UPDATE,
     SQL_UPDATE_DID,
     Tx,
 )
@@ -412,13 +412,12 @@ class SqlStore:
         self, tx: Tx, batch: Sequence[PendingCommit], clock: Clock | None
     ) -> list[CommitOutcome]:
         """Write ``batch`` in the open transaction ``tx`` (after taking the write lock)."""
-        head_query = SQL_TREE_SIZE if self._sqlite else SQL_TREE_SIZE_FOR_UPDATE
-        start_size = int(tx.all(head_query)[0][0])
+        tail = tx.all(SQL_LOG_TAIL if self._sqlite else SQL_LOG_TAIL_FOR_UPDATE)[0]
+        start_size = int(tail[0])
         # Read under the lock: a later transaction reads a later time (one host's clock).
         floor = truncate_ms(clock()) if clock is not None else None
-        if floor is not None and start_size:
-            tail = tx.all(SQL_CREATED_AT_OF_SEQ, (start_size,))
-            newest = from_ms(int(tail[0][0])) if tail else floor
+        if floor is not None and tail[1] is not None:
+            newest = from_ms(int(tail[1]))
             if floor < newest <= floor + _TAIL_AHEAD:
                 floor = newest
         dids = sorted({p.prepared.did for p in batch})
