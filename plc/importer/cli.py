@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -300,20 +300,16 @@ def _feed(
     """Every source line into ``importer`` (the last batch committed), with a progress bar
     when ``show``, else a progress line every ``PROGRESS_EVERY_S`` (with the resume cursor
     when ``cursor``)."""
+    reporter = _bar(importer, total, out) if show else _lines(importer, out, cursor)
     try:
-        if show:
-            _feed_with_bar(importer, lines, total, out, stop)
-            return
-        said = time.monotonic()
-        for line in lines:
+        with reporter as report:
+            for number, line in enumerate(lines, 1):
+                with stop.batch():
+                    importer.add(line)
+                stop.check()
+                report(number, line)
             with stop.batch():
-                importer.add(line)
-            stop.check()
-            if time.monotonic() - said >= PROGRESS_EVERY_S:
-                said = time.monotonic()
-                _progress_line(out, importer, cursor)
-        with stop.batch():
-            importer.flush()
+                importer.flush()
     except KeyboardInterrupt:
         if stop.between_batches:  # the lines read so far are whole ops: commit them too
             with stop.batch():
@@ -321,9 +317,14 @@ def _feed(
         raise
 
 
-def _feed_with_bar(
-    importer: Importer, lines: Iterable[SourceLine], total: int | None, out: Console, stop: _Stop
-) -> None:
+Report = Callable[[int, SourceLine], None]
+"""Told of each line fed (its number, from 1, and the line)."""
+
+
+@contextmanager
+def _bar(importer: Importer, total: int | None, out: Console) -> Iterator[Report]:
+    """A rich progress bar over the source's bytes (a file) or its lines, updated every 500
+    lines and once more at the end."""
     columns = [
         TextColumn("[bold]import"),
         BarColumn(),
@@ -342,15 +343,26 @@ def _feed_with_bar(
                 f"{stats.refused:,} refused",
             )
 
-        for number, line in enumerate(lines, 1):
-            with stop.batch():
-                importer.add(line)
-            stop.check()
+        def report(number: int, line: SourceLine) -> None:
             if number % 500 == 0:
                 show_counts(line.progress)
-        with stop.batch():
-            importer.flush()
+
+        yield report
         show_counts(total)
+
+
+@contextmanager
+def _lines(importer: Importer, out: Console, cursor: bool) -> Iterator[Report]:
+    """Without a terminal: a progress line every :data:`PROGRESS_EVERY_S`."""
+    said = time.monotonic()
+
+    def report(_number: int, _line: SourceLine) -> None:
+        nonlocal said
+        if time.monotonic() - said >= PROGRESS_EVERY_S:
+            said = time.monotonic()
+            _progress_line(out, importer, cursor)
+
+    yield report
 
 
 def _progress_line(out: Console, importer: Importer, cursor: bool) -> None:
