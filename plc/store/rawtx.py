@@ -12,13 +12,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 SQL_TREE_SIZE = "SELECT tree_size FROM log_head WHERE id = 1"
+SQL_TREE_SIZE_FOR_UPDATE = SQL_TREE_SIZE + " FOR UPDATE"
 SQL_LOG_TAIL = (
     "SELECT h.tree_size, o.created_at_ms FROM log_head h "
     "LEFT JOIN operations o ON o.seq = h.tree_size WHERE h.id = 1"
 )
-"""The tree size and the newest op's ``created_at_ms`` (NULL for an empty log), in the one
-statement that takes the writers' lock (:data:`SQL_LOG_TAIL_FOR_UPDATE` on PostgreSQL)."""
-SQL_LOG_TAIL_FOR_UPDATE = SQL_LOG_TAIL + " FOR UPDATE OF h"
+"""The tree size and the newest op's ``created_at_ms`` (NULL for an empty log) in one
+statement: SQLite only, where the transaction already holds the write lock. On PostgreSQL a
+writer that waited for the log head's row lock re-reads that row alone (READ COMMITTED's
+recheck), so the joined op another writer just committed would read as NULL: there the lock is
+taken first (:data:`SQL_TREE_SIZE_FOR_UPDATE`) and the op read by a later statement, which sees
+every commit made before it (:data:`SQL_CREATED_AT_OF_SEQ`)."""
+SQL_CREATED_AT_OF_SEQ = "SELECT created_at_ms FROM operations WHERE seq = ?"
 SQL_SET_TREE_SIZE = "UPDATE log_head SET tree_size = ? WHERE id = 1"
 SQL_INSERT_OP = (
     "INSERT INTO operations (seq, did, cid, created_at_ms, nullified, key_index, line) "

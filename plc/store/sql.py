@@ -25,13 +25,14 @@ from plc.rules import RECOVERY_WINDOW, PreparedOperation
 from plc.store.engine import is_sqlite
 from plc.store.rawtx import (
     IN_CHUNK,
+    SQL_CREATED_AT_OF_SEQ,
     SQL_INSERT_DID,
     SQL_INSERT_OP,
     SQL_LOG_TAIL,
-    SQL_LOG_TAIL_FOR_UPDATE,
     SQL_NULLIFY,
     SQL_SET_TREE_SIZE,
     SQL_TREE_SIZE,
+    SQL_TREE_SIZE_FOR_UPDATE,
     SQL_UPDATE_DID,
     Tx,
 )
@@ -412,12 +413,17 @@ class SqlStore:
         self, tx: Tx, batch: Sequence[PendingCommit], clock: Clock | None
     ) -> list[CommitOutcome]:
         """Write ``batch`` in the open transaction ``tx`` (after taking the write lock)."""
-        tail = tx.all(SQL_LOG_TAIL if self._sqlite else SQL_LOG_TAIL_FOR_UPDATE)[0]
-        start_size = int(tail[0])
+        if self._sqlite:
+            start_size, newest_ms = tx.all(SQL_LOG_TAIL)[0]
+        else:
+            start_size, newest_ms = tx.all(SQL_TREE_SIZE_FOR_UPDATE)[0][0], None
+            if start_size and clock is not None:
+                newest_ms = tx.all(SQL_CREATED_AT_OF_SEQ, (start_size,))[0][0]
+        start_size = int(start_size)
         # Read under the lock: a later transaction reads a later time (one host's clock).
         floor = truncate_ms(clock()) if clock is not None else None
-        if floor is not None and tail[1] is not None:
-            newest = from_ms(int(tail[1]))
+        if floor is not None and newest_ms is not None:
+            newest = from_ms(int(newest_ms))
             if floor < newest <= floor + _TAIL_AHEAD:
                 floor = newest
         dids = sorted({p.prepared.did for p in batch})

@@ -5,7 +5,11 @@ once on an empty database migrate one after the other (two at once failed)."""
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -78,3 +82,46 @@ def test_processes_starting_at_once_migrate_one_after_the_other(pg_url: str) -> 
         assert len(version) == 1
     finally:
         engine.dispose()
+
+
+def test_a_writer_that_waited_for_the_lock_follows_the_newest_created_at(pg_url: str) -> None:
+    """Two processes' stores on one database: A stamps its op half a second ahead of the clock
+    while B waits for the log head; B must then stamp at or after A's op, so that createdAt
+    never decreases along seq. Reading the newest createdAt in the locking statement itself
+    gave B NULL (READ COMMITTED re-reads only the locked row) and B's earlier clock."""
+    from plc.policy import PolicySettings
+    from plc.service import Directory
+    from plc.store.sql import SqlStore
+    from plc.store.tlog_store import TlogStore
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    stores = []
+    for _ in range(2):
+        store = SqlStore(make_engine(pg_url))
+        store.leaf_hooks.append(TlogStore(store).append_in)
+        stores.append((store, Directory(store, PolicySettings(enabled=False))))
+    (store_a, directory_a), (store_b, directory_b) = stores
+
+    def pending(directory: Directory, seed: str):  # type: ignore[no-untyped-def]
+        did, genesis, _ = new_did(seed)
+        return directory.prepare(did, genesis)
+
+    def clock_a() -> datetime:
+        # read under A's lock: B is kept waiting meanwhile
+        time.sleep(0.5)
+        return datetime.now(UTC) + timedelta(milliseconds=500)
+
+    pending_a, pending_b = pending(directory_a, "ahead"), pending(directory_b, "waiting")
+    outcomes: dict[str, Any] = {}
+    writer_a = threading.Thread(
+        target=lambda: outcomes.update(a=store_a.commit_batch([pending_a], clock_a)[0])
+    )
+    writer_a.start()
+    time.sleep(0.15)
+    outcomes["b"] = store_b.commit_batch([pending_b], lambda: datetime.now(UTC))[0]
+    writer_a.join()
+    a, b = outcomes["a"], outcomes["b"]
+    assert (a.seq, b.seq) == (1, 2)
+    created = [orjson.loads(o.line)["createdAt"] for o in (a, b)]
+    assert created[1] >= created[0], created
