@@ -31,6 +31,7 @@ from plc.api.bodies import (
     take_post_body,
 )
 from plc.api.errors import error_message, message_response
+from plc.api.etag import ETAG, conditional_headers, is_fresh, weak_etag
 from plc.api.responses import DID_LD_JSON, JSON, TEXT, only_real_answers
 from plc.errors import PlcError
 from plc.service import Directory
@@ -269,14 +270,19 @@ class PlcApp(FastAPI):
         return self._taken
 
     def _reader(self, read: Callable[[Directory, str], bytes], media_type: str) -> Handler:
-        """A handler answering 200 with ``read(directory, did)`` as the body."""
+        """A handler answering 200 with ``read(directory, did)`` as the body and its ETag, or
+        304 to a request whose ``If-None-Match`` names that ETag (:mod:`plc.api.etag`)."""
         content_type = media_type.encode()
 
         async def handle(scope: Scope, receive: Receive, send: Send, did: str) -> None:
             directory: Directory = self.state.directory
             body = await directory.run(read, directory, did)
+            etag = (ETAG, weak_etag(body))
+            if is_fresh(*conditional_headers(scope["headers"]), etag[1]):
+                await _send(send, 304, [etag, _ACAO], b"")
+                return
             length = (b"content-length", b"%d" % len(body))
-            await _send(send, 200, [length, (b"content-type", content_type), _ACAO], body)
+            await _send(send, 200, [etag, length, (b"content-type", content_type), _ACAO], body)
 
         return handle
 

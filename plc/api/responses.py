@@ -5,17 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from starlette.responses import Response
-
 JSON = "application/json; charset=utf-8"
 DID_LD_JSON = "application/did+ld+json; charset=utf-8"
 JSONLINES = "application/jsonlines"
 TEXT = "text/plain; charset=utf-8"
-
-
-def json_bytes(body: bytes, media_type: str = JSON, status: int = 200) -> Response:
-    """A response whose body is already-serialised JSON."""
-    return Response(body, status_code=status, media_type=media_type)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -76,6 +69,14 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 def ok_json(description: str, media_type: str = "application/json") -> dict[str, Any]:
     """OpenAPI entry of a 200 JSON response."""
     return {"description": description, "content": {media_type: {"schema": {}}}}
+
+
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {
+        "description": "Not modified: If-None-Match names the body's ETag (no body)",
+    }
+}
+"""OpenAPI entry of the 304 a tagged read answers (:mod:`plc.api.etag`)."""
 
 
 def query_parameter(

@@ -12,7 +12,8 @@ from starlette.responses import Response
 from plc.api.bodies import Refusal, content_type_refusal, read_body, take_post_body
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
-from plc.api.responses import DID_LD_JSON, TEXT, error_responses, json_bytes, ok_json
+from plc.api.etag import tagged_response
+from plc.api.responses import DID_LD_JSON, JSON, NOT_MODIFIED, TEXT, error_responses, ok_json
 
 router = APIRouter()
 
@@ -54,33 +55,37 @@ async def post_operation(did: str, request: Request) -> Response:
     "/{did}",
     summary="Resolve a DID to its DID document",
     response_class=Response,
-    responses={200: ok_json("DID document", "application/did+ld+json"), **error_responses(404)},
+    responses={
+        200: ok_json("DID document", "application/did+ld+json"),
+        **NOT_MODIFIED,
+        **error_responses(404),
+    },
 )
 async def get_document(did: str, request: Request) -> Response:
     directory = directory_of(request)
-    return json_bytes(await directory.run(directory.document, did), DID_LD_JSON)
+    return tagged_response(request, await directory.run(directory.document, did), DID_LD_JSON)
 
 
 @router.get(
     "/{did}/data",
     summary="Current state of a DID (keys, handles, services)",
     response_class=Response,
-    responses={200: ok_json("DID state"), **error_responses(404)},
+    responses={200: ok_json("DID state"), **NOT_MODIFIED, **error_responses(404)},
 )
 async def get_data(did: str, request: Request) -> Response:
     directory = directory_of(request)
-    return json_bytes(await directory.run(directory.data, did))
+    return tagged_response(request, await directory.run(directory.data, did), JSON)
 
 
 @router.get(
     "/{did}/log",
     summary="Operation log (non-nullified operations, oldest first)",
     response_class=Response,
-    responses={200: ok_json("Array of operations"), **error_responses(404)},
+    responses={200: ok_json("Array of operations"), **NOT_MODIFIED, **error_responses(404)},
 )
 async def get_op_log(did: str, request: Request) -> Response:
     directory = directory_of(request)
-    return json_bytes(await directory.run(directory.op_log, did))
+    return tagged_response(request, await directory.run(directory.op_log, did), JSON)
 
 
 @router.get(
@@ -89,20 +94,21 @@ async def get_op_log(did: str, request: Request) -> Response:
     response_class=Response,
     responses={
         200: ok_json("Array of {did, operation, cid, nullified, createdAt}"),
+        **NOT_MODIFIED,
         **error_responses(404),
     },
 )
 async def get_audit_log(did: str, request: Request) -> Response:
     directory = directory_of(request)
-    return json_bytes(await directory.run(directory.audit_log, did))
+    return tagged_response(request, await directory.run(directory.audit_log, did), JSON)
 
 
 @router.get(
     "/{did}/log/last",
     summary="The newest non-nullified operation",
     response_class=Response,
-    responses={200: ok_json("Operation"), **error_responses(404)},
+    responses={200: ok_json("Operation"), **NOT_MODIFIED, **error_responses(404)},
 )
 async def get_last_op(did: str, request: Request) -> Response:
     directory = directory_of(request)
-    return json_bytes(await directory.run(directory.last_op, did))
+    return tagged_response(request, await directory.run(directory.last_op, did), JSON)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from plc.api.deps import DirectoryDep
-from plc.api.responses import JSONLINES, error_responses, query_parameter
+from plc.api.etag import tagged_response
+from plc.api.responses import JSONLINES, NOT_MODIFIED, error_responses, query_parameter
 from plc.errors import InvalidInput
 from plc.timestamps import parse_timestamp_lenient
 
@@ -52,6 +53,7 @@ def parse_count(count: str | None) -> int:
     response_class=Response,
     responses={
         200: {"description": "JSON Lines", "content": {JSONLINES: {}}},
+        **NOT_MODIFIED,
         **error_responses(400),
     },
     openapi_extra={
@@ -73,6 +75,7 @@ def parse_count(count: str | None) -> int:
     },
 )
 async def export(
+    request: Request,
     directory: DirectoryDep,
     after: str | None = Query(default=None, include_in_schema=False),
     count: str | None = Query(default=None, include_in_schema=False),
@@ -94,4 +97,4 @@ async def export(
         body = await directory.run(directory.export_after_time, moment, page)
     else:
         body = await directory.run(directory.export_after_time, None, page)
-    return Response(body, media_type=JSONLINES)
+    return tagged_response(request, body, JSONLINES)
