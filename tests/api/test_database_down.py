@@ -15,6 +15,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
+from starlette.websockets import WebSocketDisconnect
 
 from plc.api.app import create_app
 
@@ -78,6 +79,19 @@ def test_every_route_answers_503_while_the_database_is_away(
             assert "message" in response.json(), path
         health = client.get("/_health")
         assert health.status_code == 503 and health.json()["message"]
+        for query in ("", "?cursor=0", "?cursor=1"):
+            # accepted, then closed 1011 "Unavailable" (it was dropped with no close frame
+            # and an "Exception in ASGI application" in the log)
+            with client.websocket_connect(f"/export/stream{query}") as stream:
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    stream.receive_text()
+            assert (closed.value.code, closed.value.reason) == (1011, "Unavailable"), query
+        errors = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno >= logging.ERROR and r.name != "plc.checkpoints"  # said once, above
+        ]
+        assert not errors, errors
         time.sleep(0.5)  # about 25 checkpoint ticks, all failing
         failures = [r for r in caplog.records if r.getMessage().startswith("checkpoint not signed")]
         said = [r.getMessage() for r in failures]

@@ -95,23 +95,14 @@ async def export_stream(websocket: WebSocket) -> None:
             await websocket.close(code=1008, reason="InvalidCursor")
         return
     await websocket.accept()
-    head = await directory.run(directory.store.tree_size)
-    if raw_cursor is None:
-        cursor = head
-    else:
-        # past any seq: FutureCursor, as the reference answers a cursor beyond its newest op
-        named = seq_or_past(raw_cursor)
-        cursor = head + 1 if named is None else named
-        if cursor > head:
-            await _close(websocket, "FutureCursor")
-            return
-        if cursor < head:
-            first = await directory.run(directory.store.export_after_seq, cursor, 1)
-            created = parse_timestamp(line_head(first[0])["createdAt"])
-            window = timedelta(seconds=settings.stream_backfill_window_s)
-            if created < directory.clock() - window:
-                await _close(websocket, "OutdatedCursor")
-                return
+    try:
+        start = await _starting_cursor(directory, settings, raw_cursor)
+    except PlcError:  # the database failed: after the upgrade, only a close can say so
+        start = "Unavailable"
+    if isinstance(start, str):
+        await _close(websocket, start)
+        return
+    cursor = start
     subscriber = Subscriber(settings.stream_buffer)
     serving = asyncio.create_task(_serve(websocket, directory, hub, cursor, subscriber))
     tasks = {
@@ -140,6 +131,31 @@ async def export_stream(websocket: WebSocket) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _starting_cursor(
+    directory: Directory, settings: Settings, raw_cursor: str | None
+) -> int | str:
+    """The ``seq`` a new connection starts after (the newest one without a cursor), or the
+    reason it is closed with (``FutureCursor``, ``OutdatedCursor``).
+
+    Raises:
+        PlcError: the database failed (Unavailable)."""
+    head = await directory.run(directory.store.tree_size)
+    if raw_cursor is None:
+        return head
+    # past any seq: FutureCursor, as the reference answers a cursor beyond its newest op
+    named = seq_or_past(raw_cursor)
+    cursor = head + 1 if named is None else named
+    if cursor > head:
+        return "FutureCursor"
+    if cursor < head:
+        first = await directory.run(directory.store.export_after_seq, cursor, 1)
+        created = parse_timestamp(line_head(first[0])["createdAt"])
+        window = timedelta(seconds=settings.stream_backfill_window_s)
+        if created < directory.clock() - window:
+            return "OutdatedCursor"
+    return cursor
 
 
 async def _serve(
