@@ -45,7 +45,7 @@ from plc.keys import Curve, parse_did_key
 from plc.operation import Operation, normalize, parse_operation, trusted_operation
 from plc.rules import LogEntry, PreparedOperation, signer_index, validate_next_op
 from plc.service import SubmitResult
-from plc.store.sql import CommitStatus, PendingCommit
+from plc.store.records import CommitStatus, PendingCommit
 
 CURVES = [pytest.param(Curve.K256, id="k256"), pytest.param(Curve.P256, id="p256")]
 

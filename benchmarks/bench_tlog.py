@@ -30,7 +30,8 @@ from plc.rules import PreparedOperation
 from plc.service import Directory
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
-from plc.store.sql import CommitStatus, PendingCommit, SqlStore
+from plc.store.records import CommitStatus, PendingCommit
+from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
 from plc.tlog.note import Signer
 from plc.tlog.proof import consistency_proof, inclusion_proof

@@ -42,7 +42,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from plc.errors import PlcError, Unavailable
-from plc.store.sql import CommitOutcome, CommitStatus
+from plc.store.records import CommitOutcome, CommitStatus
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """What a scraper that asks for nothing in particular gets."""

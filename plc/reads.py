@@ -12,7 +12,8 @@ from plc.codec import has_bad_unicode
 from plc.errors import DidNotAvailable, DidNotRegistered, echo
 from plc.exportline import line_head, operation_json
 from plc.store.history import last_active_line
-from plc.store.sql import SqlStore, StoredOp
+from plc.store.records import StoredOp
+from plc.store.sql import SqlStore
 from plc.timestamps import format_timestamp, from_ms, to_ms
 
 

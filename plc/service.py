@@ -43,14 +43,8 @@ from plc.policy import (
 from plc.reads import DirectoryReads
 from plc.rules import LogEntry, late_recovery, validate_next_op
 from plc.store.history import NEWEST_ROWS, audit_rows_since, newest_audit_rows
-from plc.store.sql import (
-    Clock,
-    CommitOutcome,
-    CommitStatus,
-    PendingCommit,
-    SqlStore,
-    StoredOp,
-)
+from plc.store.records import CommitOutcome, CommitStatus, PendingCommit, StoredOp
+from plc.store.sql import Clock, SqlStore
 from plc.timestamps import ONE_MS, from_ms, to_ms, truncate_ms
 from plc.validation_process import ValidationProcess, ValidatorUnavailable
 

@@ -48,7 +48,8 @@ from plc.errors import PlcError, Unavailable
 from plc.operation import Operation
 from plc.policy import PolicySettings
 from plc.rules import PreparedOperation
-from plc.store.sql import PendingCommit, SqlStore
+from plc.store.records import PendingCommit
+from plc.store.sql import SqlStore
 
 log = logging.getLogger("plc.validation")
 

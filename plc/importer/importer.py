@@ -28,7 +28,7 @@ from plc.importer.sources import SourceLine
 from plc.operation import parse_operation
 from plc.rules import LogEntry
 from plc.service import Directory, SubmitResult, history_of
-from plc.store.sql import CommitStatus, PendingCommit
+from plc.store.records import CommitStatus, PendingCommit
 
 
 class Refusal(NamedTuple):

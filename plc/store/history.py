@@ -11,7 +11,8 @@ history exactly when the recent part could decide differently.
 
 from __future__ import annotations
 
-from plc.store.sql import STORED_OP_COLUMNS, SqlStore, StoredOp, stored_op
+from plc.store.records import STORED_OP_COLUMNS, StoredOp, stored_op
+from plc.store.sql import SqlStore
 
 NEWEST_ROWS = 128
 """Rows read first, newest first: a whole history for all but a few DIDs (the rate limits

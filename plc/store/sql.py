@@ -12,8 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -21,8 +20,9 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from plc.errors import Unavailable
 from plc.exportline import build_line
-from plc.rules import RECOVERY_WINDOW, PreparedOperation
+from plc.rules import RECOVERY_WINDOW
 from plc.store.engine import is_sqlite
+from plc.store.lost_commit import settle_lost_commit
 from plc.store.rawtx import (
     IN_CHUNK,
     SQL_CREATED_AT_OF_SEQ,
@@ -36,6 +36,14 @@ from plc.store.rawtx import (
     SQL_UPDATE_DID,
     Tx,
 )
+from plc.store.records import (
+    STORED_OP_COLUMNS,
+    CommitOutcome,
+    CommitStatus,
+    PendingCommit,
+    StoredOp,
+    stored_op,
+)
 from plc.timestamps import format_timestamp, from_ms, to_ms, truncate_ms
 
 Clock = Callable[[], datetime]
@@ -44,42 +52,6 @@ Clock = Callable[[], datetime]
 
 _TAIL_AHEAD = timedelta(seconds=1)
 """How far ahead of the clock the log's newest ``createdAt`` may be and still be followed."""
-
-
-class PendingCommit(NamedTuple):
-    """An op validated against ``expected_head`` (None for a genesis), with the bodies of the
-    state it leads to (None for a tombstone).
-
-    This and the other per-op records of the write path (:class:`CommitOutcome`,
-    :class:`StoredOp`) are named tuples: as immutable as a frozen dataclass, at less than half
-    its construction cost (a frozen dataclass sets each field with ``object.__setattr__``)."""
-
-    prepared: PreparedOperation
-    expected_head: str | None
-    data: bytes | None
-    document: bytes | None
-    restamp: bool = False
-    """Stamped by this server: its ``created_at`` may move later at the commit (see
-    :meth:`SqlStore.commit_batch`; design.md decision 3). Imported ops keep their own."""
-
-
-class CommitStatus(Enum):
-    """What happened to one op of a batch."""
-
-    COMMITTED = "committed"
-    DUPLICATE = "duplicate"  # the same op became the head in the meantime: nothing appended
-    CONFLICT = "conflict"  # the head moved: retryable
-    LATE = "late"  # a recovery whose 72-hour window closed before its commit
-
-
-class CommitOutcome(NamedTuple):
-    """Status of one op, with its ``seq`` and export line when committed."""
-
-    status: CommitStatus
-    seq: int | None = None
-    line: bytes | None = None
-    lapsed: timedelta | None = None
-    """LATE: the time from the first op the recovery nullifies to the commit's stamp."""
 
 
 class OpenBatch:
@@ -100,25 +72,6 @@ class OpenBatch:
         """
         self.store._finish_write(commit=True)
         return self.outcomes
-
-
-class StoredOp(NamedTuple):
-    """One row of a DID's audit log as stored."""
-
-    seq: int
-    cid: str
-    created_at_ms: int
-    nullified: bool
-    line: bytes
-
-
-STORED_OP_COLUMNS = "seq, cid, created_at_ms, nullified, line"
-"""The ``operations`` columns :func:`stored_op` reads, in its order."""
-
-
-def stored_op(row: Sequence[Any]) -> StoredOp:
-    """A :class:`StoredOp` from a row that starts with :data:`STORED_OP_COLUMNS`."""
-    return StoredOp(row[0], row[1], row[2], bool(row[3]), bytes(row[4]))
 
 
 # Hot reads go straight to the DB-API cursor with fixed SQL: on SQLite, SQLAlchemy's statement
@@ -302,20 +255,29 @@ class SqlStore:
 
         Returns one outcome per op, in order. Nothing is written for conflicting ops.
 
+        When the COMMIT itself fails, the database is asked whether it committed
+        (:func:`~plc.store.lost_commit.settle_lost_commit`).
+
         Raises:
             Unavailable: the database is locked (SQLite busy timeout) or unreachable.
         """
+        written: list[CommitOutcome] | None = None
         try:
             with self.engine.connect() as conn, conn.begin():
                 if self._sqlite:
                     self._lock_sqlite(conn)
                 cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                 try:
-                    return self._commit_in(Tx(cursor, postgres=not self._sqlite), batch, clock)
+                    written = self._commit_in(Tx(cursor, postgres=not self._sqlite), batch, clock)
                 finally:
                     cursor.close()
+            return written
         except self._db_errors as exc:
-            raise Unavailable("Database unavailable, try again") from exc
+            if written is None:  # failed before the COMMIT: nothing is stored
+                raise Unavailable("Database unavailable, try again") from exc
+            cids = [p.prepared.operation.cid for p in batch]
+            wait_s = self.busy_timeout_ms / 1000
+            return settle_lost_commit(self.engine, written, cids, self._db_errors, wait_s, exc)
 
     def write_batch(
         self, batch: Sequence[PendingCommit], clock: Clock | None = None

@@ -25,7 +25,8 @@ from plc.operation import parse_operation
 from plc.rules import PreparedOperation
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
-from plc.store.sql import PendingCommit, SqlStore
+from plc.store.records import PendingCommit
+from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
 from plc.timestamps import parse_timestamp
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint

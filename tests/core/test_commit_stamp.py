@@ -20,7 +20,8 @@ from plc.rules import RECOVERY_WINDOW, LogEntry, validate_next_op
 from plc.service import Directory
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
-from plc.store.sql import CommitStatus, PendingCommit, SqlStore
+from plc.store.records import CommitStatus, PendingCommit
+from plc.store.sql import SqlStore
 from plc.timestamps import format_timestamp
 
 from ..conftest import Clock

@@ -19,7 +19,8 @@ from plc.policy import PolicySettings
 from plc.service import GATHER_TURNS, Directory
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
-from plc.store.sql import CommitOutcome, CommitStatus, PendingCommit, SqlStore
+from plc.store.records import CommitOutcome, CommitStatus, PendingCommit
+from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
 
 from ..conftest import Clock
