@@ -39,7 +39,7 @@ from auditor.recheck import PrefixChecker, RecheckResult
 from auditor.replay import Replayer
 from auditor.sequence import SeqTracker
 from auditor.sources import FileSource, HttpExportSource, LineFetcher, SourceSpec, legacy_file
-from auditor.spotcheck import SpotChecker, sample_dids
+from auditor.spotcheck import ExportTail, SpotChecker, sample_dids
 from auditor.statefiles import delete_state_files, holds_nothing, remove_state
 from auditor.tlogcheck import TlogChecker, stored_checkpoints
 from auditor.treestore import TreeStore, check_line
@@ -87,8 +87,9 @@ class _Run:
         stored_root = state.get_meta(self.conn, "root_hash")
         if tree_size and stored_root != self.tree.root().hex():
             raise AuditFailed("the state file's tree does not give its stored root (corrupt)")
-        self.client = DirectoryClient(spec.location) if spec.kind == "http" else None
-        self.fetcher = LineFetcher(spec)
+        limits = options.http_limits
+        self.client = DirectoryClient(spec.location, limits=limits) if spec.kind == "http" else None
+        self.fetcher = LineFetcher(spec, limits)
         self.tlog = TlogChecker(self.conn, self.tree, options.verifiers, self.client, self.fetcher)
         last_line = state.get_meta(self.conn, "last_line")
         self.tracker = SeqTracker(
@@ -184,7 +185,11 @@ class _Run:
     def replayer(self, canonical: bool, total: int | None, label: str) -> Replayer:
         """Start the workers and the replay loop."""
         config = WorkerConfig(
-            str(self.outcome.state_path), self.spec, self.options.removed_cids, canonical
+            str(self.outcome.state_path),
+            self.spec,
+            self.options.removed_cids,
+            canonical,
+            self.options.http_limits,
         )
         self.pool = WorkerPool(config, self.options.workers)
         # A resumed run's bar starts where the last one stopped (bytes for a file, ops else).
@@ -432,7 +437,7 @@ def _sync_directory(
             if has_tlog:
                 tick()
         run.finish(replayer, started)
-        _spot_checks(run, replayer.counters.suspects)
+        _spot_checks(run, replayer.counters.suspects, replayer.last_seq)
         for cp in stored_checkpoints(run.conn):
             if cp.status == "pending":
                 run.outcome.notes.append(
@@ -455,13 +460,14 @@ _STALL_KEY = "export_stall"
 hash), so that the same page is not replayed into the tree on every later run."""
 
 
-def _spot_checks(run: _Run, suspects: set[str]) -> None:
+def _spot_checks(run: _Run, suspects: set[str], synced_seq: int) -> None:
     if run.client is None or run.options.spot_checks < 0:
         return
     rng = random.Random(run.options.seed)
     dids = sample_dids(run.conn, run.options.spot_checks, rng)
     dids += sorted(suspects - set(dids))[:MAX_SUSPECT_CHECKS]
-    checker = SpotChecker(run.conn, run.client, run.fetcher)
+    tail = ExportTail(run.client, synced_seq)
+    checker = SpotChecker(run.conn, run.client, run.fetcher, tail)
     findings: list[Finding] = []
     for did in dids:
         findings.extend(checker.check(did))

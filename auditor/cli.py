@@ -36,6 +36,7 @@ from auditor.audit import BATCH_LINES, AuditOptions, AuditOutcome, sync_director
 from auditor.compare import compare_states
 from auditor.errors import AuditFailed
 from auditor.findings import MISBEHAVIOUR, Finding
+from auditor.options import MAX_RESPONSE_BYTES, REQUEST_DEADLINE_S, HttpLimits
 from auditor.removals import load_removed_cids
 from auditor.report import render_findings, render_summary, summarize, write_findings
 from auditor.sources import SourceSpec
@@ -161,6 +162,16 @@ def sync(
     findings: Annotated[str, typer.Option(help=_FINDINGS_HELP)] = "-",
     progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a tty).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the spot-check sample.")] = None,
+    request_deadline: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Longest one HTTP request may take, start to last byte (seconds)."
+        ),
+    ] = REQUEST_DEADLINE_S,
+    max_response_bytes: Annotated[
+        int,
+        typer.Option(min=1024, help="Largest answer read from the directory (decoded bytes)."),
+    ] = MAX_RESPONSE_BYTES,
 ) -> int:
     """Replay a directory's /export (and /tlog/), resuming from the state file."""
     if recheck not in ("full", "tail", "none"):
@@ -178,6 +189,7 @@ def sync(
         follow_seconds=follow_seconds,
         progress=progress,
         seed=seed,
+        http_limits=HttpLimits(request_deadline, max_response_bytes),
     )
     path = state_path or state.default_state_path(spec.location)
     with _resumable(path, "running the same sync again (without --fresh)"):

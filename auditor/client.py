@@ -11,23 +11,68 @@ Endpoints used (plc.directory's API plus this project's ``/tlog/``, design.md de
 - ``GET /tlog/tile/...``: C2SP tlog-tiles, when a proof endpoint's answer does not verify.
 - ``GET /{did}``, ``/{did}/data``, ``/{did}/log/audit`` for spot checks.
 
-Transient failures (connection errors, 429, 5xx) are retried with exponential backoff; when
-retries run out the audit fails (:class:`~auditor.errors.AuditFailed`, exit code 1).
+Transient failures (connection errors, 5xx, a request over its deadline) are retried with
+exponential backoff; rate limits (429, or a 503 with ``Retry-After``) are retried for longer,
+waiting what ``Retry-After`` asks (seconds or an HTTP-date, at most
+:data:`MAX_RETRY_AFTER_S`). When retries run out the audit fails
+(:class:`~auditor.errors.DirectoryUnreachable`, exit code 1). Every request has a total
+deadline and a cap on the decoded body (:class:`auditor.options.HttpLimits`); a body over the
+cap fails the audit at once (:class:`~auditor.errors.AuditFailed`: asking again gets the same).
 """
 
 from __future__ import annotations
 
+import email.utils
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
 from auditor.errors import AuditFailed, DirectoryUnreachable
+from auditor.options import HttpLimits
 from plc.tlog.encoding import decode_hash_b64
 
 EXPORT_PAGE = 1000
 """Largest ``count`` of ``/export`` (plc.directory's limit)."""
+MAX_RETRY_AFTER_S = 600.0
+"""Longest ``Retry-After`` waited for, seconds (plc.directory's rate-limit window is 5
+minutes; ``plc import`` waits as long)."""
+RATE_LIMIT_RETRIES = 10
+"""Retries of a rate-limited request (429, or 503 with ``Retry-After``), on top of
+``retries``: without ``Retry-After`` the waits (1 s doubling to 60 s) add up to over 5
+minutes, plc.directory's rate-limit window."""
+
+
+def retry_after_s(response: httpx.Response, now: float | None = None) -> float | None:
+    """The wait ``Retry-After`` asks for on a 429 or 503 (RFC 9110 §10.2.3: delay seconds or
+    an HTTP-date), in seconds, capped at :data:`MAX_RETRY_AFTER_S` (a date in the past: 0).
+
+    Args:
+        response: the answer.
+        now: the Unix time an HTTP-date is counted from (default: now).
+
+    Returns:
+        Seconds, or None: another status, no header, or one that is neither form.
+    """
+    if response.status_code not in (429, 503):
+        return None
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)
+    start = datetime.now(UTC).timestamp() if now is None else now
+    return min(max(0.0, when.timestamp() - start), MAX_RETRY_AFTER_S)
+
+
+class _TooSlow(Exception):
+    """A request that did not finish within its deadline (retried like a timeout)."""
 
 
 class ProofUnavailable(AuditFailed):
@@ -55,13 +100,25 @@ class DirectoryClient:
 
     Args:
         base_url: e.g. ``http://127.0.0.1:2582`` (a trailing ``/`` is ignored).
-        timeout_s: per-request timeout.
+        timeout_s: timeout of each connect, read and write, seconds.
         retries: attempts after the first for transient failures.
+        limits: the total deadline of a request and the cap on its decoded body.
+        rate_limit_retries: further attempts for rate-limited answers.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0, retries: int = 4) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 4,
+        limits: HttpLimits | None = None,
+        rate_limit_retries: int = RATE_LIMIT_RETRIES,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._retries = retries
+        self._rate_limit_retries = rate_limit_retries
+        self._limits = limits or HttpLimits()
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout_s,
@@ -73,27 +130,84 @@ class DirectoryClient:
         self._http.close()
 
     def get(self, path: str, params: dict[str, str | int] | None = None) -> httpx.Response:
-        """GET with retries on connection errors, 429 and 5xx (the last answer is returned
-        if it is still 429/5xx).
+        """GET with retries: on connection errors, 5xx and a request over its deadline
+        (``retries`` times, backing off 0.2 s doubling to 5 s), and on rate limits (429, or
+        503 with ``Retry-After``: ``rate_limit_retries`` more times, waiting what
+        ``Retry-After`` asks, else 1 s doubling to 60 s). The last answer is returned if it is
+        still 429/5xx. The body is read whole (``response.content``).
 
         Raises:
-            DirectoryUnreachable: the directory could not be reached.
+            DirectoryUnreachable: the directory could not be reached, or did not answer
+                within the deadline, after the retries.
+            AuditFailed: the decoded body is larger than the cap (not retried).
         """
-        delay = 0.2
-        for attempt in range(self._retries + 1):
+        url = f"{self.base_url}{path}"
+        delay, limited_delay = 0.2, 1.0
+        failures = limited = 0
+        while True:
             try:
-                response = self._http.get(path, params=params)
-            except httpx.HTTPError as exc:
-                if attempt == self._retries:
-                    raise DirectoryUnreachable(f"GET {self.base_url}{path} failed: {exc}") from exc
+                response = self._fetch(path, params)
+            except (httpx.HTTPError, _TooSlow) as exc:
+                failures += 1
+                if failures > self._retries:
+                    raise DirectoryUnreachable(f"GET {url} failed: {exc}") from exc
+                pause = delay
+                delay = min(delay * 2, 5.0)
             else:
-                if response.status_code != 429 and response.status_code < 500:
+                status = response.status_code
+                if status != 429 and status < 500:
                     return response
-                if attempt == self._retries:
-                    return response
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
+                asked = retry_after_s(response)
+                if status == 429 or asked is not None:
+                    limited += 1
+                    if limited > self._rate_limit_retries:
+                        return response
+                    pause = limited_delay if asked is None else asked
+                    limited_delay = min(limited_delay * 2, 60.0)
+                else:
+                    failures += 1
+                    if failures > self._retries:
+                        return response
+                    pause = delay
+                    delay = min(delay * 2, 5.0)
+            time.sleep(pause)
+
+    def _fetch(self, path: str, params: dict[str, str | int] | None) -> httpx.Response:
+        """One GET, its body streamed and counted as it is decoded.
+
+        Raises:
+            _TooSlow: the request took longer than the deadline.
+            AuditFailed: the decoded body is larger than the cap.
+            httpx.HTTPError: a transport failure.
+        """
+        limits = self._limits
+        deadline = time.monotonic() + limits.deadline_s
+        url = f"{self.base_url}{path}"
+        with self._http.stream("GET", path, params=params) as response:
+            body = bytearray()
+            # Checked after every chunk: a server that sends a byte now and then never trips
+            # the per-read timeout; the overshoot is at most one read timeout.
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limits.max_body_bytes:
+                    raise AuditFailed(
+                        f"GET {url}: the answer is larger than {limits.max_body_bytes} bytes "
+                        "(decoded): refused (the limit is HttpLimits.max_body_bytes, "
+                        "--max-response-bytes)"
+                    )
+                if time.monotonic() > deadline:
+                    raise _TooSlow(
+                        f"the answer took longer than {limits.deadline_s:g} s (the deadline "
+                        "is HttpLimits.deadline_s, --request-deadline)"
+                    )
+            if time.monotonic() > deadline:
+                raise _TooSlow(f"the answer took longer than {limits.deadline_s:g} s")
+        return httpx.Response(
+            response.status_code,
+            headers=[(k, v) for k, v in response.headers.multi_items() if k != "content-encoding"],
+            content=bytes(body),
+            request=response.request,
+        )
 
     def export_page(self, after: int, count: int = EXPORT_PAGE) -> list[bytes]:
         """The lines of ``/export?after=<after>&count=<count>`` (blank lines dropped).

@@ -30,6 +30,7 @@ import orjson
 
 from auditor.documents import same_document
 from plc.audit_log import apply_prepared
+from plc.codec import cid_for_cbor, encode_dag_cbor
 from plc.did import did_for_genesis, is_did_plc
 from plc.document import format_data, format_did_document
 from plc.errors import (
@@ -115,8 +116,29 @@ def _entry(line: str) -> tuple[dict[str, Any], LogEntry]:
     return record, LogEntry(record["did"], op, parse_timestamp(record["createdAt"]))
 
 
-def _replay(did: str, lines: Sequence[str], refused: set[int]) -> tuple[list[LogEntry], LogEntry]:
-    """Replay all lines but the last with the core; refused lines must be refused."""
+def _replay(
+    did: str, seq: object, lines: Sequence[str], refused: set[int]
+) -> tuple[list[LogEntry], LogEntry]:
+    """Replay all lines but the last with the core; refused lines must be refused.
+
+    The lines must be the DID's in log order — their ``seq`` strictly increasing — and the
+    last must be the accused op at the finding's own ``seq``: replaying an honest DID's
+    lines out of order (or one line twice) makes any valid op look like a broken rule.
+
+    Raises:
+        EvidenceRejected: a line is for another DID, out of order or repeated, the last is
+            not at ``seq``, or a line's refusal does not match ``refused``.
+    """
+    need(type(seq) is int, "the finding has no integer seq")
+    records = [_record(line) for line in lines]
+    seqs = [r["seq"] for r in records]
+    for index in range(1, len(seqs)):
+        need(
+            seqs[index] > seqs[index - 1],
+            f"line {index} (seq {seqs[index]}) does not come after line {index - 1} "
+            f"(seq {seqs[index - 1]}): the lines are not in log order",
+        )
+    need(seqs[-1] == seq, f"the last line is seq {seqs[-1]}, not the finding's seq {seq}")
     history: list[LogEntry] = []
     for index, line in enumerate(lines[:-1]):
         _, entry = _entry(line)
@@ -140,7 +162,7 @@ def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier
     need(all(x is None or isinstance(x, str) for x in lines), "a line is not a string")
     if None in lines:
         return _lines_lost()
-    history, last = _replay(did, lines, set(ev.get("refused", [])))
+    history, last = _replay(did, finding.get("seq"), lines, set(ev.get("refused", [])))
     op = last.operation
     need(op.cid == finding["cid"], "the last line is not the op the finding names")
     try:
@@ -333,15 +355,24 @@ def _fork(served: Any) -> None:
 def _removal(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
     """The line must be the op the finding names; ``verified`` when its CID is the listed one
     (check it against your own allow-list), unverifiable when an earlier listed op of the DID
-    excused it (that op is not in the evidence)."""
+    excused it (that op is not in the evidence). A listed op need not parse strictly (the
+    list excuses ops the schema refuses, e.g. with an extra field): its CID is then computed
+    from its DAG-CBOR."""
     need(isinstance(ev.get("line"), str), "no line")
-    _, entry = _entry(ev["line"])
-    need(entry.did == finding["did"], "the line is for another DID")
-    need(entry.operation.cid == finding["cid"], "the line is not the op the finding names")
+    try:
+        _, entry = _entry(ev["line"])
+        did, cid = entry.did, entry.operation.cid
+    except (EvidenceRejected, PlcError):
+        value = orjson.loads(ev["line"])
+        need(isinstance(value, dict), "the line is not a JSON object")
+        did, cid = value["did"], cid_for_cbor(encode_dag_cbor(value["operation"]))
+        need(ev.get("listed_cid") is not None, "the line does not parse strictly")
+    need(did == finding["did"], "the line is for another DID")
+    need(cid == finding["cid"], "the line is not the op the finding names")
     listed = ev.get("listed_cid")
     if listed is None:
         return unverifiable(f"an earlier listed op of this DID is {OBSERVED}")
-    need(listed == entry.operation.cid, "the listed CID is not the line's op")
+    need(listed == cid, "the listed CID is not the line's op")
     return VERIFIED
 
 

@@ -14,6 +14,31 @@ machine, 2000 and 8000 replay a 100k-op file at the same speed (within 5 %), and
 the coordinator smaller (95 vs 123 MiB peak): PIPELINE_DEPTH batches of lines are in flight."""
 
 
+REQUEST_DEADLINE_S = 120.0
+"""Longest one HTTP request to a directory may take, start to last byte, seconds (each
+retry gets its own): a full ``/export`` page of 1000 ops arrives in a few seconds from
+plc.directory, and even the largest possible one (1000 ops of 100 kB) in 120 s at under
+1 MB/s. The per-read timeout alone lets a server that sends a byte every few seconds hold
+a request forever."""
+MAX_RESPONSE_BYTES = 128 << 20
+"""Largest answer body read from a directory, in decoded bytes (after gzip or deflate): a
+full ``/export`` page of 1000 ops of at most 100 kB each, with their line envelopes, is
+about 100 MB. Bounds the memory a compressed answer can make the auditor use."""
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Limits of every HTTP request to a directory (picklable, for the workers).
+
+    Attributes:
+        deadline_s: the total time of one request, seconds (:data:`REQUEST_DEADLINE_S`).
+        max_body_bytes: the largest decoded answer body (:data:`MAX_RESPONSE_BYTES`).
+    """
+
+    deadline_s: float = REQUEST_DEADLINE_S
+    max_body_bytes: int = MAX_RESPONSE_BYTES
+
+
 @dataclass(frozen=True)
 class AuditOptions:
     """Options of a run (see ``plc-audit sync --help`` for the user-facing text)."""
@@ -31,6 +56,7 @@ class AuditOptions:
     progress: bool | None = None
     seed: int | None = None
     batch_lines: int = BATCH_LINES
+    http_limits: HttpLimits = HttpLimits()
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from auditor.errors import AuditFailed
 from auditor.lines import MalformedLine, is_legacy_line, parse_header
+from auditor.options import HttpLimits
 from auditor.sequence import MAX_SEQ
 
 if TYPE_CHECKING:  # httpx is imported only where HTTP is used: workers start ~0.15 s sooner
@@ -227,10 +228,11 @@ class HttpExportSource:
 
 class LineFetcher:
     """Fetch one line again (for evidence): from a file by byte position, from a directory
-    by ``seq``."""
+    by ``seq`` (within ``limits``, default :class:`auditor.options.HttpLimits`)."""
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, limits: HttpLimits | None = None) -> None:
         self._spec = spec
+        self._limits = limits
         self._file: BinaryIO | None = None
         self._client: DirectoryClient | None = None
 
@@ -246,7 +248,7 @@ class LineFetcher:
         if self._client is None:
             from auditor.client import DirectoryClient
 
-            self._client = DirectoryClient(self._spec.location)
+            self._client = DirectoryClient(self._spec.location, limits=self._limits)
         try:
             return self._client.line_at(seq)
         except AuditFailed:

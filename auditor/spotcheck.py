@@ -16,6 +16,16 @@ Differences are ``served-state-mismatch``. The evidence carries the DID's export
 expected answers can be rebuilt from signed ops with the core alone; the lines are fetched
 again and kept only with the bytes read during the replay
 (:func:`auditor.treestore.verified_line`), else the DID is not checked.
+
+A live directory keeps accepting ops after the last ``/export`` page was read, so a served
+answer may be newer than the replay. Before a difference is reported, the export past the
+synced cursor is read (:class:`ExportTail`) and, when it holds newer ops of the DID, the
+answers are fetched again and compared with the replay of the DID's stored lines followed by
+those newer lines (with the core's rules, :func:`plc.rules.validate_next_op`; a newer op the
+rules refuse is left out — the next sync reports it). Only a difference that persists is a
+finding; its evidence then carries the newer lines too (they are not in the auditor's tree
+yet). This is repeated while newer ops of the DID keep appearing, up to
+:data:`RECHECK_ROUNDS` times.
 """
 
 from __future__ import annotations
@@ -35,9 +45,24 @@ from auditor.findings import Finding
 from auditor.lines import ExportEntry, MalformedLine, parse_entry
 from auditor.sources import LineFetcher
 from auditor.treestore import verified_line
+from plc.audit_log import apply_prepared
 from plc.codec import canonical_cid
 from plc.document import format_data, format_did_document
-from plc.operation import normalize
+from plc.errors import PlcError
+from plc.operation import Operation, normalize
+from plc.rules import LogEntry, validate_next_op
+from plc.timestamps import parse_timestamp
+
+RECHECK_ROUNDS = 3
+"""Times a differing DID is compared again with newer ops of the export before the
+difference is reported (the directory may accept more of its ops meanwhile)."""
+MAX_TAIL_PAGES = 50
+"""``/export`` pages (1000 lines each) read past the synced cursor in one spot-check phase
+at most: plenty for the ops a live directory accepts while the spot checks run; past it a
+difference is judged with the newer ops read so far."""
+
+Log = list[tuple[Operation, bool]]
+"""A DID's accepted ops in order, each with its ``nullified`` flag."""
 
 
 def sample_dids(conn: sqlite3.Connection, count: int, rng: random.Random) -> list[str]:
@@ -65,15 +90,84 @@ def _json(body: bytes) -> Any:
         return {"unparseable": body.decode("utf-8", "replace")}
 
 
+class ExportTail:
+    """The export past the synced cursor, read on demand: each :meth:`newer` reads on from
+    where the last one stopped, until an empty page (or :data:`MAX_TAIL_PAGES` in all).
+
+    Args:
+        client: the directory.
+        after: the largest ``seq`` the sync read.
+    """
+
+    def __init__(self, client: DirectoryClient, after: int) -> None:
+        self._client = client
+        self.after = after
+        self._pages = 0
+        self._by_did: dict[str, list[tuple[ExportEntry, str]]] = {}
+
+    def newer(self, did: str) -> list[tuple[ExportEntry, str]]:
+        """Read the export on, then return ``(entry, line text)`` of every strictly parsed
+        line of ``did`` read past the synced cursor so far, in ``seq`` order.
+
+        Raises:
+            AuditFailed: the directory did not answer ``/export``.
+        """
+        while self._pages < MAX_TAIL_PAGES:
+            lines = self._client.export_page(self.after)
+            self._pages += 1
+            highest = self.after
+            for line in lines:
+                try:
+                    entry = parse_entry(line)
+                except MalformedLine:
+                    continue  # the next sync reports it
+                if entry.seq > self.after:
+                    highest = max(highest, entry.seq)
+                    self._by_did.setdefault(entry.did, []).append((entry, line.decode("utf-8")))
+            if highest == self.after:  # the end (or a page that does not advance)
+                break
+            self.after = highest
+        return sorted(self._by_did.get(did, []), key=lambda pair: pair[0].seq)
+
+
+def _replay(did: str, pairs: list[tuple[ExportEntry, str]]) -> tuple[Log, list[str]]:
+    """The DID's log after replaying ``pairs`` with the core's rules, and the lines of the
+    ops it accepted (refused ones are left out, as an honest directory leaves them out)."""
+    history: list[LogEntry] = []
+    kept: list[str] = []
+    for entry, line in pairs:
+        try:
+            created = parse_timestamp(entry.created_at)
+            prepared = validate_next_op(history, did, entry.operation, created)
+        except (PlcError, ValueError):
+            continue
+        history = apply_prepared(history, prepared)
+        kept.append(line)
+    return [(e.operation, e.nullified) for e in history], kept
+
+
 class SpotChecker:
-    """Runs the checks of the module docstring against one directory."""
+    """Runs the checks of the module docstring against one directory.
+
+    Args:
+        conn: the state.
+        client: the directory.
+        fetcher: fetches the DIDs' lines again.
+        tail: the export past the synced cursor, for differences newer ops may explain
+            (None: every difference is reported as it is found).
+    """
 
     def __init__(
-        self, conn: sqlite3.Connection, client: DirectoryClient, fetcher: LineFetcher
+        self,
+        conn: sqlite3.Connection,
+        client: DirectoryClient,
+        fetcher: LineFetcher,
+        tail: ExportTail | None = None,
     ) -> None:
         self._conn = conn
         self._client = client
         self._fetcher = fetcher
+        self._tail = tail
         self.unserved: list[str] = []
         """DIDs skipped because a line was no longer served as it was read (a directory
         that answers the one-line re-fetch differently must not switch the checks off
@@ -89,8 +183,7 @@ class SpotChecker:
         if not rows or any(r[3] == "excused" for r in rows):
             return []
         accepted = [r for r in rows if r[3] == "ok"]
-        entries: list[ExportEntry] = []
-        lines: list[str] = []
+        stored: list[tuple[ExportEntry, str]] = []
         for r in accepted:
             line = verified_line(self._conn, self._fetcher, int(r[1]), r[4])
             try:
@@ -100,15 +193,34 @@ class SpotChecker:
             if line is None or entry is None or entry.operation.cid != r[0]:
                 self.unserved.append(did)  # not fetched as it was read: no check
                 return []
-            entries.append(entry)
-            lines.append(line.decode("utf-8"))
-        if not entries:
+            stored.append((entry, line.decode("utf-8")))
+        if not stored:
             return []
-        expected_log = [{"cid": str(r[0]), "nullified": bool(r[2])} for r in accepted]
+        log = [(e.operation, bool(r[2])) for (e, _), r in zip(stored, accepted, strict=True)]
+        findings = self._checks(did, log, [line for _, line in stored])
+        if not findings or self._tail is None:
+            return findings
+        # The directory may have accepted ops of this DID after the export was read: compare
+        # again with them, while more keep appearing (see the module docstring).
+        seen = 0
+        for _ in range(RECHECK_ROUNDS):
+            newer = self._tail.newer(did)
+            if len(newer) == seen:
+                break  # nothing newer than the last comparison explains the difference
+            seen = len(newer)
+            log, lines = _replay(did, stored + newer)
+            findings = self._checks(did, log, lines) if log else findings
+            if not findings:
+                break
+        return findings
+
+    def _checks(self, did: str, log: Log, lines: list[str]) -> list[Finding]:
+        """Fetch the DID's three answers and compare them with ``log`` (``lines``: its
+        export lines, the evidence)."""
+        expected_log = [{"cid": op.cid, "nullified": nullified} for op, nullified in log]
         findings = self._audit_log(did, expected_log, lines)
-        pairs = zip(reversed(entries), reversed(accepted), strict=True)
-        head = next(entry for entry, row in pairs if not row[2])
-        data = normalize(head.operation)
+        head = next(op for op, nullified in reversed(log) if not nullified)
+        data = normalize(head)
         expected_doc = None if data is None else format_did_document(did, data)
         expected_data = None if data is None else format_data(did, data)
         findings.extend(self._compare(f"/{did}", expected_doc, lines, same_document))

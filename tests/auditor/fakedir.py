@@ -104,19 +104,20 @@ class FakeLog:
 
     @property
     def tree(self) -> MemoryHashStore:
-        tree = self._cache.get("tree")
+        tree: MemoryHashStore | None = self._cache.get("tree")
         if tree is None:
             tree = MemoryHashStore()
             tree.append([leaf_hash(x) for x in (self.tree_lines or self.lines)])
             self._cache["tree"] = tree
-        return tree  # type: ignore[no-any-return]
+        return tree
 
     @property
     def seqs(self) -> list[int]:
-        seqs = self._cache.get("seqs")
+        seqs: list[int] | None = self._cache.get("seqs")
         if seqs is None or len(seqs) != len(self.lines):
-            seqs = self._cache["seqs"] = [_seq(x) for x in self.lines]
-        return seqs  # type: ignore[no-any-return]
+            seqs = [_seq(x) for x in self.lines]
+            self._cache["seqs"] = seqs
+        return seqs
 
     def page(self, after: int, count: int) -> list[bytes]:
         if after in self.export_override:

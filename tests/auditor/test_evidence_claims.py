@@ -16,6 +16,7 @@ import pytest
 
 from auditor import evidence_check, evidence_ops, lines
 from auditor.evidence_check import UNVERIFIABLE, VERIFIED, EvidenceRejected, check_finding
+from plc.signing import cid_of
 from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
 from plc.tlog.encoding import encode_b64
 from plc.tlog.hashing import leaf_hash
@@ -23,6 +24,8 @@ from plc.tlog.memory import MemoryHashStore
 from plc.tlog.note import Signer
 from plc.tlog.proof import consistency_proof, inclusion_proof
 
+from ..helpers import new_did, update
+from .conftest import line_for
 from .corpus import Corpus
 from .test_cli import REPO, plc_audit
 
@@ -152,6 +155,41 @@ def test_announced_removal_needs_its_line(corpus: Corpus) -> None:
     earlier = _finding("announced-removal", {"line": line.decode(), "listed_cid": None}, **fields)
     assert _status(earlier, corpus) == UNVERIFIABLE
     assert _status(_finding("malformed-entry", {}), corpus) == "rejected"  # was "verified"
+
+
+def test_an_honest_dids_lines_out_of_order_or_repeated_prove_no_rule_broken(
+    corpus: Corpus,
+) -> None:
+    # An honest DID: genesis, an update by key 1, then key 0 (more authority) nullifies it.
+    did, genesis, keys = new_did("honest-reordered")
+    low = update(genesis, keys[1], also_known_as=["at://low.example"])
+    recovery = update(genesis, keys[0], also_known_as=["at://recovery.example"])
+    honest = [
+        line_for(did, op, seq, f"2025-01-01T0{seq}:00:00.000Z").decode()
+        for seq, op in ((1, genesis), (2, low), (3, recovery))
+    ]
+
+    def accuse(evidence_lines: list[str], seq: int, op: dict[str, Any]) -> dict[str, Any]:
+        evidence = {"lines": evidence_lines, "refused": []}
+        return _finding("unauthorized-recovery", evidence, seq=seq, did=did, cid=cid_of(op))
+
+    # Lines 1, 3, 2: replayed in that order the update looks like an unauthorized recovery
+    # of the recovery (was "verified").
+    reordered = accuse([honest[0], honest[2], honest[1]], 2, low)
+    assert _status(reordered, corpus) == "rejected"
+    with pytest.raises(EvidenceRejected, match="not in log order"):
+        evidence_check.verdict(reordered)
+    # [genesis, U, U]: an op replayed after itself (was "verified").
+    repeated = accuse([honest[0], honest[2], honest[2]], 3, recovery)
+    with pytest.raises(EvidenceRejected, match="not in log order"):
+        evidence_check.verdict(repeated)
+    # In order, but the accused line is not at the finding's seq.
+    elsewhere = accuse(honest, 2, recovery)
+    with pytest.raises(EvidenceRejected, match="not the finding's seq"):
+        evidence_check.verdict(elsewhere)
+    # The honest lines in order accuse no one.
+    with pytest.raises(EvidenceRejected, match="no rule is broken"):
+        evidence_check.verdict(accuse(honest, 3, recovery))
 
 
 def test_the_checker_reads_a_line_head_as_the_auditor_does() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -24,7 +25,7 @@ from .corpus import Corpus
 from .fakedir import FakeLog
 
 
-def keyed(corpus: Corpus) -> dict[str, object]:
+def keyed(corpus: Corpus) -> dict[str, Any]:
     return {"verifiers": (corpus.signer.verifier,)}
 
 

@@ -18,7 +18,7 @@ from auditor.audit import AuditOptions, verify_file
 from auditor.compare import compare_states
 from auditor.evidence_check import VERIFIED, check_finding
 from auditor.sources import SourceSpec
-from auditor.worker import Validator, WorkerConfig
+from auditor.worker import Item, Validator, WorkerConfig
 
 from .conftest import Audit, classes, renumber, seq_of, stored_findings
 from .corpus import Corpus
@@ -143,8 +143,9 @@ def test_an_op_applied_before_a_kill_is_still_evidence_after_it(
     whole = tmp_path / "whole.sqlite3"
     verify_file(big_export, whole, AuditOptions(workers=0, progress=False))
     refused = next(f for f in stored_findings(whole) if f.cls == "invalid-signature")
+    assert refused.did is not None and refused.seq is not None
     quoted = f'"{refused.did}"'.encode()
-    mine = [(seq_of(line), refused.did, line, None) for line in lines if quoted in line]
+    mine: list[Item] = [(seq_of(line), refused.did, line, None) for line in lines if quoted in line]
     before = [item for item in mine if item[0] < refused.seq]
     assert before, "the refused op has a prev"
     config = WorkerConfig(str(tmp_path / "killed.sqlite3"), SourceSpec.for_file(big_export))

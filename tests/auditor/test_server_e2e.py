@@ -52,7 +52,7 @@ def directory(tmp_path: Path) -> Iterator[Directory]:
         log_origin=signer.name,
         checkpoint_interval_ms=50,
     )
-    with LiveServer(create_app(settings, clock=clock)) as server:  # type: ignore[arg-type]
+    with LiveServer(create_app(settings, clock=clock)) as server:
         client = httpx.Client(base_url=server.url)
         ops = 0
         for i in range(40):
