@@ -1,0 +1,60 @@
+"""Databases made by earlier code are upgraded in place and keep working (SQLite and
+PostgreSQL, Alembic's own upgrade path)."""
+
+from __future__ import annotations
+
+from alembic import command
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect
+
+from plc.api.app import create_app
+from plc.store.engine import make_engine
+from plc.store.migrate import alembic_config, upgrade
+
+from ..conftest import Clock, make_settings
+from ..helpers import new_did, update
+
+# The dids table as revision 0001 created it from e897b5d until 7569f7a took the column out
+# of that revision itself.
+_OLD_DIDS = (
+    "CREATE TABLE dids (did TEXT PRIMARY KEY, head_cid TEXT NOT NULL, "
+    "head_created_at_ms BIGINT NOT NULL, tombstoned BOOLEAN NOT NULL, "
+    "data {blob}, document {blob})"
+)
+
+
+def _database_of_the_first_days(url: str) -> None:
+    engine = make_engine(url)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        blob = "BLOB" if connection.dialect.name == "sqlite" else "BYTEA"
+        connection.exec_driver_sql("DROP TABLE dids")
+        connection.exec_driver_sql(_OLD_DIDS.format(blob=blob))
+    engine.dispose()
+
+
+def test_a_database_with_the_first_dids_table_takes_new_dids(db_url: str, clock: Clock) -> None:
+    _database_of_the_first_days(db_url)
+    with TestClient(create_app(make_settings(db_url), clock=clock)) as client:
+        did, genesis, keys = new_did("after-upgrade")
+        created = client.post(f"/{did}", json=genesis)
+        assert created.status_code == 200, created.text  # was 503: NOT NULL violated
+        moved = update(genesis, keys[0], also_known_as=["at://moved.example.com"])
+        assert client.post(f"/{did}", json=moved).status_code == 200
+        assert client.get(f"/{did}/data").json()["alsoKnownAs"] == ["at://moved.example.com"]
+    engine = make_engine(db_url)
+    columns = {c["name"] for c in inspect(engine).get_columns("dids")}
+    assert columns == {"did", "head_cid", "tombstoned", "data", "document"}
+    upgrade(engine)  # again: nothing to do
+    engine.dispose()
+
+
+def test_a_new_database_is_at_the_newest_revision(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with engine.connect() as connection:
+        (version,) = connection.exec_driver_sql("SELECT version_num FROM alembic_version").one()
+    engine.dispose()
+    assert version == "0002"
