@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from plc.cli import app
 from plc.config import unknown_settings
+from plc.store.engine import redacted
 
 
 @pytest.fixture(autouse=True)
@@ -155,3 +156,24 @@ def test_a_busy_port_stops_the_start_before_anything_is_said_or_created(
     )
     assert result.stdout == ""  # no verifier key line
     assert not os.path.exists(database)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@db.example/plc", "postgresql://u:***@db.example/plc"),
+        (
+            "postgresql://u@db.example/plc?password=TopSecret1&sslmode=require",
+            "postgresql://u@db.example/plc?password=***&sslmode=require",
+        ),
+        (
+            "postgresql://db.example/plc?sslpassword=k3y&options=-c%20x&api_token=t",
+            "postgresql://db.example/plc?api_token=***&options=-c+x&sslpassword=***",
+        ),
+        ("sqlite:///plc-directory.sqlite3", "sqlite:///plc-directory.sqlite3"),
+    ],
+)
+def test_database_urls_are_logged_without_their_secrets(url: str, shown: str) -> None:
+    # libpq also takes the password as a query parameter; the start-up line and every error
+    # that names the database go through redacted()
+    assert redacted(url) == shown

@@ -9,6 +9,7 @@ autocommit mode (a read is one statement); the writer takes the lock up front wi
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import event
@@ -53,13 +54,25 @@ def normalize_database_url(url: str) -> URL:
 
 
 def redacted(url: str) -> str:
-    """The URL as given, with any password hidden, for logs (no driver name added).
+    """The URL as given, with any password hidden (the one before ``@`` and query parameters
+    such as ``?password=``), for logs (no driver name added).
 
     Raises:
         InvalidInput: as :func:`normalize_database_url`.
     """
     normalize_database_url(url)
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    hidden = {key: "***" for key in parsed.query if _SECRET_PARAMETER.search(key)}
+    return (
+        parsed.update_query_dict(hidden)
+        .render_as_string(hide_password=True)
+        .replace("%2A%2A%2A", "***")
+    )
+
+
+_SECRET_PARAMETER = re.compile("password|secret|token", re.IGNORECASE)
+"""Query parameters of a database URL hidden by :func:`redacted` (libpq takes ``password``
+and ``sslpassword`` there too)."""
 
 
 def is_sqlite(engine: Engine) -> bool:
