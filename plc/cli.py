@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import Annotated
@@ -167,11 +168,25 @@ app.command("log-key")(log_key_command)
 app.command("keygen")(keygen_command)
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point. Click reports usage errors with exit code 2; that code is
-    reserved for "misbehaviour found" across our commands, so usage errors exit 1."""
+    reserved for "misbehaviour found" across our commands, so usage errors exit 1.
+
+    Until a command installs its own handlers (uvicorn's, ``plc import``'s), SIGTERM ends
+    the process with 143 and Ctrl-C with 130, without a traceback. As PID 1 of a container a
+    process has no default action for SIGTERM: a ``docker stop`` during start-up (imports,
+    the migration) was ignored until the runtime's SIGKILL. A SIGTERM the parent made
+    ignored stays ignored."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
+    except KeyboardInterrupt:
+        sys.exit(130)
     except SystemExit as exc:
         if exc.code == 2:
             sys.exit(1)

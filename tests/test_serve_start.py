@@ -4,6 +4,7 @@ which database it uses, as given (no driver name, no password); no Alembic chatt
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from .conftest import REPO
 
@@ -61,3 +63,34 @@ def test_port_zero_is_chosen_before_the_start_up_line(tmp_path: Path) -> None:
         watchdog.cancel()
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_during_start_up_ends_with_its_code_and_no_traceback(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    # Sent once the migration speaks, before or as the server starts. SIGTERM used to kill
+    # the process by default action, which PID 1 of a container does not have (docker stop
+    # was ignored until its SIGKILL); Ctrl-C there printed a KeyboardInterrupt traceback.
+    database = f"sqlite:///{tmp_path / 'stop.sqlite3'}"
+    process = subprocess.Popen(
+        [PLC, "serve", "--port", "0", "--database-url", database],
+        cwd=REPO,
+        env={**os.environ, "PLC_LOG_LEVEL": "info"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first, "plc serve said nothing"
+        process.send_signal(sig)
+        rest = process.stderr.read()
+        assert process.wait() == code
+        assert b"Traceback" not in first + rest, rest.decode()
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.wait()
