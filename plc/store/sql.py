@@ -8,6 +8,7 @@ validated against, and a moved head answers "conflict" for that op alone (compar
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,11 @@ from plc.store.records import (
     stored_op,
 )
 from plc.timestamps import format_timestamp, from_ms, to_ms, truncate_ms
+
+log = logging.getLogger("plc.store")
+
+SAY_AGAIN_S = 60.0
+"""Seconds before the same database failure is logged again."""
 
 Clock = Callable[[], datetime]
 """Current aware UTC time."""
@@ -108,6 +114,7 @@ class SqlStore:
     ) -> None:
         self.engine = engine
         self.busy_timeout_ms = busy_timeout_ms
+        self._said: dict[str, float] = {}
         self.read_engine = read_engine or engine
         self._sqlite = is_sqlite(engine)
         self.leaf_hooks: list[LeafHook] = []
@@ -155,7 +162,7 @@ class SqlStore:
             # The pool raises the driver's own error, not SQLAlchemy's, when it cannot connect.
             conn = self.read_engine.raw_connection()
         except self._db_errors as exc:
-            raise Unavailable("Database unavailable, try again") from exc
+            raise self._unavailable(exc) from exc
         try:
             cursor = conn.cursor()
             cursor.execute(sql, params)
@@ -164,7 +171,7 @@ class SqlStore:
         except Exception as exc:
             conn.invalidate()
             if isinstance(exc, self._db_errors):
-                raise Unavailable("Database unavailable, try again") from exc
+                raise self._unavailable(exc) from exc
             raise
         finally:
             conn.close()
@@ -186,8 +193,21 @@ class SqlStore:
                 self._pinned = None
                 conn.invalidate()
             if isinstance(exc, self._db_errors):
-                raise Unavailable("Database unavailable, try again") from exc
+                raise self._unavailable(exc) from exc
             raise
+
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        """The 503 for a driver failure, said in the log too (each distinct failure at most
+        once per :data:`SAY_AGAIN_S`): an operator whose clients get 503s must find out why,
+        say a read-only file or a full disk."""
+        driver = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper names it again
+        text = str(driver).splitlines()[0] if str(driver) else ""
+        said = f"{type(driver).__name__}: {text}"[:300]
+        now = time.monotonic()
+        if now - self._said.get(said, -SAY_AGAIN_S) >= SAY_AGAIN_S:
+            self._said[said] = now
+            log.warning("database unavailable: %s", said)
+        return Unavailable("Database unavailable, try again")
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         """The driver's errors for a database that is unreachable, gone or failing (not for
@@ -274,7 +294,7 @@ class SqlStore:
             return written
         except self._db_errors as exc:
             if written is None:  # failed before the COMMIT: nothing is stored
-                raise Unavailable("Database unavailable, try again") from exc
+                raise self._unavailable(exc) from exc
             cids = [p.prepared.operation.cid for p in batch]
             wait_s = self.busy_timeout_ms / 1000
             return settle_lost_commit(self.engine, written, cids, self._db_errors, wait_s, exc)
@@ -317,7 +337,7 @@ class SqlStore:
         except BaseException as exc:
             self._finish_write(commit=False)
             if isinstance(exc, self._db_errors):
-                raise Unavailable("Database unavailable, try again") from exc
+                raise self._unavailable(exc) from exc
             raise
         return OpenBatch(self, outcomes)
 
@@ -335,7 +355,7 @@ class SqlStore:
                     return
                 except Exception as exc:
                     self._drop_writer()
-                    raise Unavailable("Database unavailable, try again") from exc
+                    raise self._unavailable(exc) from exc
             try:
                 raw.rollback()
             except Exception:  # noqa: BLE001 - a writer that cannot roll back is dropped
