@@ -80,7 +80,7 @@ def serve(
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         # Read here as well as in each worker, so a bad value stops the start with one line.
-        ResolverSettings()
+        resolver = ResolverSettings()
     except ValidationError as exc:
         options = {name: "--" + name.replace("_", "-") for name in overrides}
         typer.echo(f"error: {setting_error(exc, options)}", err=True)
@@ -118,6 +118,22 @@ def serve(
     os.environ["PLC_HOST"] = settings.host
     os.environ["PLC_PORT"] = str(settings.port)
     os.environ["DATABASE_URL"] = settings.database_url
+    test_only = {
+        name: value
+        for name, value, default in (
+            ("PLC_RESOLVE_HANDLE_HTTP_SCHEME", resolver.handle_http_scheme, "https"),
+            ("PLC_RESOLVE_HANDLE_HTTP_PORT", resolver.handle_http_port, None),
+            ("PLC_RESOLVE_DID_WEB_HTTP_SCHEME", resolver.did_web_http_scheme, "https"),
+            ("PLC_RESOLVE_DID_WEB_HTTP_PORT", resolver.did_web_http_port, None),
+        )
+        if value != default
+    }
+    if test_only:
+        log.warning(
+            "resolver settings meant for tests are set: handles and did:web are not resolved "
+            "over HTTPS on port 443 as atproto requires",
+            extra={"fields": test_only},
+        )
     log.info(
         "listening on http://%s:%d, database %s",
         settings.host,

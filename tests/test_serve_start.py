@@ -94,3 +94,43 @@ def test_a_stop_during_start_up_ends_with_its_code_and_no_traceback(
         watchdog.cancel()
         process.kill()
         process.wait()
+
+
+def _start_up_lines(tmp_path: Path, environment: dict[str, str]) -> list[dict[str, object]]:
+    """The JSON log lines `plc serve` says up to and including "listening on"."""
+    database = f"sqlite:///{tmp_path / 'said.sqlite3'}"
+    process = subprocess.Popen(
+        [PLC, "serve", "--port", "0", "--database-url", database],
+        cwd=REPO,
+        env={**os.environ, "PLC_LOG_LEVEL": "info", **environment},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
+    said: list[dict[str, object]] = []
+    try:
+        assert process.stderr is not None
+        while not str(said[-1].get("msg", "")).startswith("listening on") if said else True:
+            line = process.stderr.readline()
+            assert line, "plc serve ended before saying where it listens"
+            said.append(orjson.loads(line))
+    finally:
+        watchdog.cancel()
+        process.terminate()
+        process.wait(timeout=30)
+    return said
+
+
+def test_resolver_settings_meant_for_tests_are_warned_of(tmp_path: Path) -> None:
+    warned = "resolver settings meant for tests are set"
+    plain = _start_up_lines(tmp_path, {})
+    assert not [r for r in plain if str(r.get("msg", "")).startswith(warned)]
+    testing = _start_up_lines(
+        tmp_path,
+        {"PLC_RESOLVE_HANDLE_HTTP_SCHEME": "http", "PLC_RESOLVE_DID_WEB_HTTP_PORT": "8080"},
+    )
+    (warning,) = [r for r in testing if str(r.get("msg", "")).startswith(warned)]
+    assert warning["level"] == "warning", warning
+    assert warning["PLC_RESOLVE_HANDLE_HTTP_SCHEME"] == "http"
+    assert warning["PLC_RESOLVE_DID_WEB_HTTP_PORT"] == 8080
