@@ -200,3 +200,21 @@ def test_the_alembic_command_migrates_the_database_plc_serve_would_use(tmp_path:
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
     assert not (tmp_path / "plc-directory.sqlite3").exists()
+
+
+def test_the_alembic_command_says_a_database_it_cannot_open_in_one_line(tmp_path: Path) -> None:
+    alembic = str(Path(sys.executable).parent / "alembic")
+    ini = str(Path(__file__).resolve().parents[2] / "alembic.ini")
+    env = {"PATH": "/usr/bin:/bin"}
+    for url in (f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite3'}", "garbage://x"):
+        done = subprocess.run(
+            [alembic, "-c", ini, "-x", f"database_url={url}", "current"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("error: ")

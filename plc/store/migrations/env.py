@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from alembic import context
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 import plc.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from plc.config import Settings, setting_error
-from plc.store.engine import make_engine
+from plc.errors import InvalidInput
+from plc.store.engine import make_engine, redacted
 from plc.store.migrate import serialize_migrations
 
 config = context.config
@@ -30,13 +32,19 @@ def run_migrations() -> None:
             url = Settings().database_url
         except ValidationError as exc:
             raise SystemExit(f"error: {setting_error(exc)}") from None
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except InvalidInput as exc:
+        raise SystemExit(f"error: {exc.message}") from None
     try:
         with engine.connect() as conn:
             context.configure(connection=conn, target_metadata=target_metadata)
             with context.begin_transaction():
                 serialize_migrations(conn)  # as plc serve does, beside running servers
                 context.run_migrations()
+    except OperationalError as exc:  # unreachable, no such database, not a database file
+        first = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        raise SystemExit(f"error: database {redacted(url)}: {first}") from None
     finally:
         engine.dispose()
 
