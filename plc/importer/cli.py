@@ -132,6 +132,12 @@ def run_import(
         out.print("error: --after applies to a directory URL, not to a file", markup=False)
         return EXIT_FAILED
     try:
+        # a file is opened before the database: one that cannot be read creates nothing
+        from_file = None if is_url else file_lines(source)
+    except SourceError as exc:
+        out.print(f"error: {exc}", markup=False)
+        return EXIT_FAILED
+    try:
         writer = _Rejects(out, rejects)
     except OSError as exc:
         out.print(f"error: cannot write {rejects}: {exc.strerror}", markup=False)
@@ -169,7 +175,8 @@ def run_import(
     code = EXIT_OK
     stop = _Stop()
     try:
-        lines: Iterable[SourceLine] = pages if pages is not None else file_lines(source)
+        lines: Iterable[SourceLine] | None = from_file if from_file is not None else pages
+        assert lines is not None  # a URL has pages, a file its lines
         with stop.handling():
             _feed(
                 importer,

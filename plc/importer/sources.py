@@ -55,7 +55,8 @@ class SourceLine(NamedTuple):
 
 def file_lines(path: str) -> Iterator[SourceLine]:
     """The non-blank lines of an export file (``-``: standard input). ``\\r\\n`` endings are
-    read as ``\\n``.
+    read as ``\\n``. The file is opened at once (before the first line is asked for), so a
+    file that cannot be read is said before anything else is done.
 
     Raises:
         SourceError: the file cannot be opened.
@@ -65,12 +66,16 @@ def file_lines(path: str) -> Iterator[SourceLine]:
         stream = sys.stdin.buffer
     else:
         try:
-            stream = Path(path).open("rb")  # noqa: SIM115 - closed below
+            stream = Path(path).open("rb")  # noqa: SIM115 - closed by _lines
         except OSError as exc:
             hint = ""
             if _HOST_PORT.fullmatch(path) and not os.path.exists(path):
                 hint = " (a directory URL starts with http:// or https://)"
             raise SourceError(f"cannot read {path}: {exc.strerror}{hint}") from exc
+    return _lines(stream)
+
+
+def _lines(stream: BinaryIO) -> Iterator[SourceLine]:
     read = 0
     number = 0
     try:

@@ -5,6 +5,7 @@ and mirrors"). Runs on SQLite and on the local PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from rich.console import Console
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -456,3 +458,17 @@ def test_an_op_another_writer_added_meanwhile_is_no_reason_to_refuse_the_next(
     assert refused == []
     assert importer.stats.imported == 2
     assert stored_root(sqlite_url)[0] == 3
+
+
+def test_a_file_that_cannot_be_read_creates_no_database(tmp_path: Path) -> None:
+    database = tmp_path / "never.sqlite3"
+    out = io.StringIO()
+    code = run_import(
+        str(tmp_path / "no-such-export.jsonl"),
+        database_url=f"sqlite:///{database}",
+        progress=False,
+        console=Console(file=out, width=200),
+    )
+    assert code == EXIT_FAILED
+    assert "cannot read" in out.getvalue() and "No such file" in out.getvalue()
+    assert not database.exists()  # it was created and migrated before the source was read
