@@ -59,7 +59,7 @@ def retry_after_s(response: httpx.Response, now: float | None = None) -> float |
     if response.status_code not in (429, 503):
         return None
     value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), MAX_RETRY_AFTER_S)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -69,6 +69,9 @@ def retry_after_s(response: httpx.Response, now: float | None = None) -> float |
         when = when.replace(tzinfo=UTC)
     start = datetime.now(UTC).timestamp() if now is None else now
     return min(max(0.0, when.timestamp() - start), MAX_RETRY_AFTER_S)
+
+
+_FRAMING = (b"content-encoding", b"content-length", b"transfer-encoding")
 
 
 class _TooSlow(Exception):
@@ -204,7 +207,9 @@ class DirectoryClient:
                 raise _TooSlow(f"the answer took longer than {limits.deadline_s:g} s")
         return httpx.Response(
             response.status_code,
-            headers=[(k, v) for k, v in response.headers.multi_items() if k != "content-encoding"],
+            # raw bytes: a header value that is not ASCII must not fail the rebuild; the
+            # framing headers described the encoded body, not this decoded one
+            headers=[(k, v) for k, v in response.headers.raw if k.lower() not in _FRAMING],
             content=bytes(body),
             request=response.request,
         )

@@ -118,12 +118,15 @@ def _entry(line: str) -> tuple[dict[str, Any], LogEntry]:
 
 def _replay(
     did: str, seq: object, lines: Sequence[str], refused: set[int]
-) -> tuple[list[LogEntry], LogEntry]:
+) -> tuple[list[LogEntry], LogEntry, bool]:
     """Replay all lines but the last with the core; refused lines must be refused.
 
-    The lines must be the DID's in log order — their ``seq`` strictly increasing — and the
-    last must be the accused op at the finding's own ``seq``: replaying an honest DID's
-    lines out of order (or one line twice) makes any valid op look like a broken rule.
+    The lines must be the DID's in log order — their ``seq`` not decreasing, no line twice —
+    and the last must be the accused op at the finding's own ``seq``: replaying an honest
+    DID's lines out of order (or one line twice) makes any valid op look like a broken rule.
+    Two different ops at one ``seq`` (a directory that served a ``seq`` twice,
+    ``duplicate-seq``) are allowed, but their order is then the auditor's observation: the
+    third value says so.
 
     Raises:
         EvidenceRejected: a line is for another DID, out of order or repeated, the last is
@@ -132,12 +135,19 @@ def _replay(
     need(type(seq) is int, "the finding has no integer seq")
     records = [_record(line) for line in lines]
     seqs = [r["seq"] for r in records]
+    tied = False
     for index in range(1, len(seqs)):
         need(
-            seqs[index] > seqs[index - 1],
-            f"line {index} (seq {seqs[index]}) does not come after line {index - 1} "
+            seqs[index] >= seqs[index - 1],
+            f"line {index} (seq {seqs[index]}) comes before line {index - 1} "
             f"(seq {seqs[index - 1]}): the lines are not in log order",
         )
+        if seqs[index] == seqs[index - 1]:
+            need(
+                records[index]["cid"] != records[index - 1]["cid"],
+                f"line {index} repeats line {index - 1} (seq {seqs[index]})",
+            )
+            tied = True
     need(seqs[-1] == seq, f"the last line is seq {seqs[-1]}, not the finding's seq {seq}")
     history: list[LogEntry] = []
     for index, line in enumerate(lines[:-1]):
@@ -152,7 +162,7 @@ def _replay(
         history = apply_prepared(history, prepared)
     _, last = _entry(lines[-1])
     need(last.did == did, "the last line is for another DID")
-    return history, last
+    return history, last, tied
 
 
 def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
@@ -162,7 +172,7 @@ def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier
     need(all(x is None or isinstance(x, str) for x in lines), "a line is not a string")
     if None in lines:
         return _lines_lost()
-    history, last = _replay(did, finding.get("seq"), lines, set(ev.get("refused", [])))
+    history, last, tied = _replay(did, finding.get("seq"), lines, set(ev.get("refused", [])))
     op = last.operation
     need(op.cid == finding["cid"], "the last line is not the op the finding names")
     try:
@@ -201,6 +211,8 @@ def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier
         need(all(_entry(x)[1].cid != op.prev for x in lines[:-1]), "prev appears earlier")
         return unverifiable(f"the order of the export is {OBSERVED}")
     need(not isinstance(error, GenesisHashMismatch) or cls == "genesis-did-mismatch", "class")
+    if tied:
+        return unverifiable(f"two ops share a seq: their order in the evidence is {OBSERVED}")
     return VERIFIED
 
 

@@ -137,3 +137,35 @@ def test_retry_after_forms_and_cap() -> None:
     assert retry_after_s(answer(429, far), now) == MAX_RETRY_AFTER_S
     assert retry_after_s(answer(429, "soon"), now) is None
     assert retry_after_s(answer(429, "-5"), now) is None
+    # "²" is a digit to str.isdigit() but no number of seconds
+    superscript = httpx.Response(429, headers=[(b"retry-after", b"\xb2")])
+    assert retry_after_s(superscript, now) is None
+
+
+def test_a_header_that_is_not_ascii_is_no_failure() -> None:
+    # httpx decodes such a header as Latin-1; the client's rebuilt response must take it as is
+    async def page(request: Request) -> Response:
+        return Response(b"", media_type="application/jsonlines")
+
+    class NoteInUtf8:
+        def __init__(self, app: Starlette) -> None:
+            self.app = app
+
+        async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+            async def with_note(message):  # type: ignore[no-untyped-def]
+                if message["type"] == "http.response.start":
+                    headers = [*message["headers"], (b"x-note", "café".encode())]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.app(scope, receive, with_note)
+
+    with LiveServer(NoteInUtf8(Starlette(routes=[Route("/export", page)]))) as server:  # type: ignore[arg-type]
+        client = DirectoryClient(server.url, retries=0)
+        try:
+            assert client.export_page(0) == []
+            answer = client.get("/export")
+            assert answer.headers.raw[-1] == (b"x-note", "café".encode())
+            assert "content-length" not in answer.headers  # it described the encoded body
+        finally:
+            client.close()

@@ -25,7 +25,7 @@ from plc.tlog.note import Signer
 from plc.tlog.proof import consistency_proof, inclusion_proof
 
 from ..helpers import new_did, update
-from .conftest import line_for
+from .conftest import Audit, assert_evidence_consistent, classes, line_for
 from .corpus import Corpus
 from .test_cli import REPO, plc_audit
 
@@ -181,7 +181,7 @@ def test_an_honest_dids_lines_out_of_order_or_repeated_prove_no_rule_broken(
         evidence_check.verdict(reordered)
     # [genesis, U, U]: an op replayed after itself (was "verified").
     repeated = accuse([honest[0], honest[2], honest[2]], 3, recovery)
-    with pytest.raises(EvidenceRejected, match="not in log order"):
+    with pytest.raises(EvidenceRejected, match="repeats line 1"):
         evidence_check.verdict(repeated)
     # In order, but the accused line is not at the finding's seq.
     elsewhere = accuse(honest, 2, recovery)
@@ -274,3 +274,22 @@ def test_the_checker_agrees_that_a_seq_above_2_63_is_malformed(corpus: Corpus) -
     from auditor.sequence import MAX_SEQ  # what the auditor reports as malformed
 
     assert evidence_ops.MAX_SEQ == MAX_SEQ
+
+
+def test_a_rule_broken_beside_a_duplicate_seq_is_unverifiable_not_rejected(
+    verify: Audit,
+) -> None:
+    # A directory that served seq 2 twice: the update and a stranger's op of the same DID.
+    # The stranger's op is an invalid signature; its evidence holds both ops at seq 2, so
+    # the order between them is the auditor's word (it was "rejected" as out of log order).
+    did, genesis, keys = new_did("tied-seq")
+    valid = update(genesis, keys[0], also_known_as=["at://valid.example"])
+    stranger = update(genesis, new_did("stranger")[2][0], also_known_as=["at://x.example"])
+    export = [
+        line_for(did, genesis, 1, "2025-01-01T01:00:00.000Z"),
+        line_for(did, valid, 2, "2025-01-01T02:00:00.000Z"),
+        line_for(did, stranger, 2, "2025-01-01T03:00:00.000Z"),
+    ]
+    findings = verify(export, allow_seq_gaps=True)
+    assert "duplicate-seq" in classes(findings)
+    assert_evidence_consistent(findings, "invalid-signature")
