@@ -205,6 +205,8 @@ class SqlStore:
         said = f"{type(driver).__name__}: {text}"[:300]
         now = time.monotonic()
         if now - self._said.get(said, -SAY_AGAIN_S) >= SAY_AGAIN_S:
+            if len(self._said) >= 64:  # error texts can vary without end (names, numbers)
+                self._said.clear()
             self._said[said] = now
             log.warning("database unavailable: %s", said)
         return Unavailable("Database unavailable, try again")
