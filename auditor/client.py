@@ -165,7 +165,8 @@ class DirectoryClient:
                     limited += 1
                     if limited > self._rate_limit_retries:
                         return response
-                    pause = limited_delay if asked is None else asked
+                    # a Retry-After of 0 or a past date still waits a little, not 10 quick tries
+                    pause = limited_delay if asked is None else max(asked, 0.5)
                     limited_delay = min(limited_delay * 2, 60.0)
                 else:
                     failures += 1
