@@ -154,7 +154,7 @@ def sync(
             "still check the last entry read; if it changed, all is re-read)."
         ),
     ] = "full",
-    workers: Annotated[int, typer.Option(help="Validation processes (0: in-process).")] = 2,
+    workers: Annotated[int, typer.Option(min=0, help="Validation processes (0: in-process).")] = 2,
     canonical_lines: Annotated[
         bool | None, typer.Option(help="Require canonical lines (default: with a tlog).")
     ] = None,
@@ -212,7 +212,7 @@ def verify(
     removed_cids: Annotated[
         list[Path], typer.Option(help="Announced-removal list of CIDs (JSON array or lines).")
     ] = [],  # noqa: B006
-    workers: Annotated[int, typer.Option(help="Validation processes (0: in-process).")] = 2,
+    workers: Annotated[int, typer.Option(min=0, help="Validation processes (0: in-process).")] = 2,
     canonical_lines: Annotated[
         bool | None, typer.Option(help="Require canonical lines (default: with --checkpoint).")
     ] = None,

@@ -218,3 +218,14 @@ def test_vkey_takes_the_whole_line_plc_serve_prints() -> None:
     assert _verifiers([f"verifier key: {key}\n"]) == _verifiers([key])
     done = plc_audit("sync", "-d", "http://127.0.0.1:9", "--vkey", "verifier key: not-a-key")
     assert done.returncode == 1 and "--vkey" in done.stderr
+
+
+def test_a_negative_worker_count_is_a_usage_error(tmp_path: Path) -> None:
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(b"")
+    state = tmp_path / "state.sqlite3"
+    done = plc_audit("verify", str(export), "--state", str(state), "--workers", "-1")
+    assert done.returncode == 1  # a usage error (2 means misbehaviour found)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "--workers" in done.stderr
+    assert not state.exists()  # it crashed after creating the state
