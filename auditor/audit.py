@@ -38,7 +38,13 @@ from auditor.progress import ReplayProgress
 from auditor.recheck import PrefixChecker, RecheckResult
 from auditor.replay import Replayer
 from auditor.sequence import SeqTracker
-from auditor.sources import FileSource, HttpExportSource, LineFetcher, SourceSpec, legacy_file
+from auditor.sources import (
+    FileSource,
+    HttpExportSource,
+    LineFetcher,
+    SourceSpec,
+    refuse_unauditable_file,
+)
 from auditor.spotcheck import ExportTail, SpotChecker, sample_dids
 from auditor.statefiles import delete_state_files, holds_nothing, remove_state
 from auditor.tlogcheck import TlogChecker, stored_checkpoints
@@ -265,16 +271,13 @@ def verify_file(
     """Audit a JSON-lines export file (``plc-audit verify``); fresh unless ``resume``.
 
     Raises:
-        AuditFailed: unreadable file, a file in the legacy export form (refused before the
-            state is touched), foreign state, corrupt state, worker failure.
+        AuditFailed: unreadable file, a file in the legacy export form or one that is no
+            export at all (both refused before the state is touched), foreign state, corrupt
+            state, worker failure.
     """
     started = time.monotonic()
     spec = SourceSpec.for_file(path)
-    if legacy_file(spec.location):
-        raise AuditFailed(
-            f"{path} holds legacy export lines without seq (the timestamp-cursor form): it "
-            "cannot be audited by seq; nothing was stored"
-        )
+    refuse_unauditable_file(spec.location)
     if not resume:
         remove_state(state_path, spec)
     run = _Run(spec, state_path, options)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+import orjson
+
 from auditor.errors import AuditFailed
 from auditor.lines import MalformedLine, is_legacy_line, parse_header
 from auditor.options import HttpLimits
@@ -116,18 +118,45 @@ class FileSource:
             yield batch
 
 
-def legacy_file(path: Path | str) -> bool:
-    """True if the first non-blank line of the file at ``path`` is a legacy export line
-    (:func:`auditor.lines.is_legacy_line`); False for an unreadable or empty file (reading
-    it later says why)."""
+def _first_line(path: Path | str) -> bytes | None:
+    """The first non-blank line of the file at ``path`` (line ending dropped), or None for an
+    unreadable or empty file (reading it later says why)."""
     try:
         with open(path, "rb") as handle:
             for line in handle:
                 if line.strip():
-                    return is_legacy_line(line.rstrip(b"\r\n"))
+                    return line.rstrip(b"\r\n")
     except OSError:
-        return False
-    return False
+        return None
+    return None
+
+
+def refuse_unauditable_file(path: Path | str) -> None:
+    """Refuse, before any state is touched, a file whose first non-blank line is a legacy
+    export line (:func:`auditor.lines.is_legacy_line`: no ``seq`` to audit by) or no export
+    line at all (not a JSON object with a ``did``: auditing it would report every line as
+    misbehaviour). An unreadable or empty file passes (reading it later says why).
+
+    Raises:
+        AuditFailed: either of the two, with what was found.
+    """
+    first = _first_line(path)
+    if first is None:
+        return
+    if is_legacy_line(first):
+        raise AuditFailed(
+            f"{path} holds legacy export lines without seq (the timestamp-cursor form): it "
+            "cannot be audited by seq; nothing was stored"
+        )
+    try:
+        value = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict) or "did" not in value:
+        raise AuditFailed(
+            f"{path} is not a did:plc export: its first line is not a JSON export line; "
+            "nothing was stored"
+        )
 
 
 def _legacy_page(lines: list[bytes]) -> bool:

@@ -229,3 +229,15 @@ def test_a_negative_worker_count_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr, done.stderr
     assert "--workers" in done.stderr
     assert not state.exists()  # it crashed after creating the state
+
+
+def test_a_file_that_is_no_export_fails_the_run_instead_of_accusing(tmp_path: Path) -> None:
+    # A cron job pointed at the wrong file must not raise a misbehaviour alarm (exit 2).
+    for name, content in (("passwd", b"root:x:0:0:root:/root:/bin/bash\n"), ("list", b"[1]\n")):
+        wrong = tmp_path / name
+        wrong.write_bytes(content)
+        state = tmp_path / f"{name}.sqlite3"
+        done = plc_audit("verify", str(wrong), "--state", str(state), "--workers", "0")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "is not a did:plc export" in done.stderr
+        assert not state.exists()
