@@ -5,8 +5,11 @@ leaf hash with the one stored (same leaves ⇔ same root over the prefix). The d
 positions are then explained op by op (an op is identified by ``(did, cid)``), so that one
 removal is one finding, not a shifted tail:
 
-- ``changed``: the same op at the same position with different bytes, or an op the first
-  read never had served with the ``seq`` of a position (reported at that position);
+- ``changed``: the same op at the same position with different bytes, or a line the first
+  read never had served with the ``seq`` of a position (reported at that position) — which
+  includes an op that moved and whose line is not the leaf stored for it (another
+  ``createdAt``, say): it is reported at the position of the ``seq`` it names, where
+  ``plc-audit check-evidence`` verifies it against a signed checkpoint;
 - ``missing``: an op of the first read that the second read does not serve at all;
 - ``duplicated``: an op served at a second position;
 - ``reordered``: an op served out of order (not on a longest order-preserving subsequence
@@ -15,7 +18,9 @@ removal is one finding, not a shifted tail:
   that no position it differs at has (a seq the first read skipped, or one served twice).
 
 A position that differs only because ops before it went missing (or were added) is no
-finding: the op it held is served, in order, elsewhere. An op the first read never had whose
+finding: the op it held is served, in order, elsewhere, with the very bytes read (the leaf
+hash stored for it; or, from a directory that renumbered the ops, those bytes but for the
+value of ``seq``). An op the first read never had whose
 ``seq`` is past the prefix is a newer op moved into the prefix's positions by such a shift;
 the replay reads it after the prefix. The count of differing positions is of those that need
 a finding; the shifted ones are counted apart (:attr:`RecheckResult.shifted`).
@@ -29,6 +34,7 @@ At most :data:`MAX_FINDINGS` findings are reported per re-read; the summary coun
 from __future__ import annotations
 
 import bisect
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
@@ -144,7 +150,7 @@ class PrefixChecker:
         """
         result = RecheckResult()
         differ: dict[int, bytes | None] = {}
-        beyond: list[Identity] = []
+        beyond: list[tuple[Identity, bytes]] = []  # (op, line) read past the prefix
         size = self._tree.tree_size
         for index, line in lines:
             if index >= size:
@@ -152,7 +158,7 @@ class PrefixChecker:
                     break
                 found = _identity(line)
                 if found is not None:
-                    beyond.append(found)
+                    beyond.append((found, line))
                 continue
             result.read_upto = index + 1
             result.compared += 1
@@ -181,7 +187,10 @@ class PrefixChecker:
         return None if row is None else int(row[0])
 
     def _explain(
-        self, differ: dict[int, bytes | None], beyond: list[Identity], read_upto: int
+        self,
+        differ: dict[int, bytes | None],
+        beyond: list[tuple[Identity, bytes]],
+        read_upto: int,
     ) -> list[tuple[int, str, bytes | None]]:
         """``(position, kind, served line)`` for each differing position that needs a
         finding (``read_upto``: the position after the last prefix line re-read)."""
@@ -190,7 +199,7 @@ class PrefixChecker:
         served = {i: _identity(differ[i]) for i in positions}
         stored_at = {op: i for i, op in stored.items() if op is not None}
         counts = Counter(op for op in served.values() if op is not None)
-        counts.update(beyond)
+        counts.update(op for op, _ in beyond)
         kinds: dict[int, str] = {}
         lines: dict[int, bytes | None] = dict(differ)
         in_order: list[tuple[int, int]] = []  # (served position, stored position)
@@ -216,6 +225,16 @@ class PrefixChecker:
         for k, (i, _) in enumerate(in_order):
             if k not in keep:
                 kinds[i] = "reordered"
+        # An op that moved only moved if its line is the one read (the leaf stored where it
+        # was): other bytes are a rewrite, judged like a line the first read never had (by
+        # the seq it names, so that its evidence names the leaf of that seq).
+        for i, j in in_order:
+            if not self._moved_as_read(differ[i] or b"", j):
+                self._place_unknown(i, differ[i], last_seq, i >= tail, kinds, lines)
+        for op, line in beyond:
+            was = stored_at.get(op)
+            if was is not None and not self._moved_as_read(line, was):
+                self._place_moved_out(was, line, kinds, lines)
         for i in unknown:
             self._place_unknown(i, differ[i], last_seq, i >= tail, kinds, lines)
         for i in positions:
@@ -254,6 +273,36 @@ class PrefixChecker:
             lines[target] = line
         elif index not in kinds:
             kinds[index] = "inserted"
+
+    def _moved_as_read(self, line: bytes, stored: int) -> bool:
+        """True if ``line``, an op served away from its position ``stored``, is the line read
+        there: its leaf hash is the stored one, or would be with the ``seq`` read there in
+        place of the one it names (a directory that renumbered the ops after a removal moved
+        them, it did not change them; the removal is the finding)."""
+        expected = self._tree.leaf_hash(stored)
+        if leaf_hash(line) == expected:
+            return True
+        seq, then = _seq(line), state.seq_of_leaf(self._conn, stored)
+        if seq is None or seq == then:
+            return False
+        token = re.compile(rb'("seq"\s*:\s*)%d(?![0-9.eE])' % seq)
+        for found in token.finditer(line):  # any one of them may be the top-level key
+            renumbered = line[: found.end(1)] + b"%d" % then + line[found.end() :]
+            if leaf_hash(renumbered) == expected:
+                return True
+        return False
+
+    def _place_moved_out(
+        self, stored: int, line: bytes, kinds: dict[int, str], lines: dict[int, bytes | None]
+    ) -> None:
+        """An op of position ``stored`` now served past the prefix with other bytes: when the
+        line still names that position's ``seq`` (and nothing else explains the position),
+        the position ``changed`` to it; any other ``seq`` is a newer line the replay reads
+        after the prefix."""
+        if stored in kinds or _seq(line) != state.seq_of_leaf(self._conn, stored):
+            return
+        kinds[stored] = "changed"
+        lines[stored] = line
 
     def _finding(self, index: int, kind: str, line: bytes | None) -> Finding:
         stored = self._tree.leaf_hash(index)

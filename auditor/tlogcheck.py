@@ -5,17 +5,18 @@ For every checkpoint the directory serves (C2SP tlog-checkpoint signed note):
 1. Signature: with verifier keys (``--vkey``) the note must verify
    (:func:`plc.tlog.checkpoint.open_checkpoint`), else ``checkpoint-signature-invalid``;
    without keys it is parsed unverified and recorded as such (not an error).
-2. Consistency with the last checkpoint kept for the same origin: equal sizes need equal
-   roots, size 0 the empty root; otherwise the two are settled with a consistency proof
-   (RFC 9162 §2.1.4.2, :func:`plc.tlog.proof.verify_consistency`) from the first source that
-   gives one verifying against the larger checkpoint's root: the entries read (when they
-   give that root), the directory's ``/tlog/proof/consistency``, its C2SP tiles. The root at
-   the smaller size that proof starts from either is the smaller checkpoint's (consistent)
-   or is not: ``inconsistent-checkpoints``, with both notes, that root and the proof as
-   evidence anyone can check with the log's key. A proof that is refused or does not verify
-   against the larger root settles nothing and is never a finding: the pair is then settled
-   by the root checks (3.) when the entries reach the checkpoints (a checkpoint whose root
-   the entries give is consistent with every other such one), across runs if need be.
+2. Consistency with the checkpoints kept for the same origin: the new one is settled
+   (:mod:`auditor.checkpointpairs`: equal sizes, size 0, else a consistency proof, RFC 9162
+   §2.1.4.2, from the entries read, the directory's ``/tlog/proof/consistency`` or its C2SP
+   tiles) against its neighbours in size — the largest kept checkpoint not larger than it and
+   the smallest larger one — not only against the last one seen: a smaller checkpoint served
+   in between (a true prefix of a rewritten tree) must not hide that the new one contradicts
+   a larger one kept before. A pair proven inconsistent is ``inconsistent-checkpoints``, with
+   both notes, the root at the smaller size and the proof as evidence anyone can check with
+   the log's key. A proof that is refused or does not verify against the larger root
+   settles nothing and is never a finding: the pair is then settled by the root checks (3.)
+   when the entries reach the checkpoints (a checkpoint whose root the entries give is
+   consistent with every other such one), across runs if need be.
 3. Root: once the entries read reach its tree size, the root recomputed from them
    (:class:`auditor.treestore.TreeStore`) must equal the checkpoint's. A checkpoint larger
    than what was read stays ``pending`` (also across runs) and is checked when the entries
@@ -28,9 +29,10 @@ For every checkpoint the directory serves (C2SP tlog-checkpoint signed note):
    computed from the C2SP tiles if that answer does not verify), next to the line the
    auditor read with that leaf's ``seq`` (fetched again, and left out unless it still has
    the stored leaf hash: the directory cannot swap it; a ``seq`` never read is named
-   instead). A checkpoint the entries contradict is also paired
-   with the smallest one of its origin, at least as large, that they give: that checkpoint's
-   tree is the entries', so they prove the two ``inconsistent-checkpoints``.
+   instead). A checkpoint the entries contradict is also paired with the nearest ones of its
+   origin that they give, on each side: the smallest at least as large (that checkpoint's
+   tree is the entries', so they prove the two ``inconsistent-checkpoints``) and the largest
+   smaller one (settled like 2., from the directory's proof or tiles of the bad one's tree).
 
 Every checkpoint seen is kept in the state's ``checkpoints`` table.
 """
@@ -40,28 +42,26 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from auditor import state
+from auditor.checkpointpairs import PairSettler, Signed, b64_list
 from auditor.client import DirectoryClient, ProofUnavailable
-from auditor.errors import AuditFailed
-from auditor.evidence_check import implied_old_root
 from auditor.findings import Finding
 from auditor.sources import LineFetcher
 from auditor.treestore import TreeStore, leaves_of_seq, verified_line
 from plc.errors import PlcError, VerificationError, echo
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
 from plc.tlog.encoding import encode_b64
-from plc.tlog.hashing import EMPTY_ROOT, leaf_hash
+from plc.tlog.hashing import leaf_hash
 from plc.tlog.note import Verifier
 from plc.tlog.proof import (
-    consistency_proof,
     inclusion_proof,
     verify_consistency,
     verify_inclusion,
 )
 from plc.tlog.tiles import TileHashReader
-from plc.tlog.tree import HashReader, root_hash, stored_hash_index
+from plc.tlog.tree import stored_hash_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,21 +89,19 @@ def stored_checkpoints(conn: sqlite3.Connection) -> list[StoredCheckpoint]:
     ]
 
 
-def _b64(hashes: Sequence[bytes]) -> list[str]:
-    return [encode_b64(h) for h in hashes]
-
-
-class _Signed(NamedTuple):
-    """A checkpoint as the consistency checks need it."""
-
-    note: str
-    size: int
-    root: bytes
-
-
-_Proof = tuple[bytes, list[bytes], str]
-"""``(root at the smaller size, consistency proof, source)``: a proof that verifies from
-that root to the larger checkpoint's root."""
+def _neighbours(kept: Sequence[Signed], size: int) -> list[Signed]:
+    """Of ``kept`` (in the order first seen), the largest checkpoint of at most ``size``
+    leaves and the smallest larger one, the latest seen of a size (none, one or two)."""
+    below = [cp for cp in kept if cp.size <= size]
+    above = [cp for cp in kept if cp.size > size]
+    found: list[Signed] = []
+    if below:
+        top = max(cp.size for cp in below)
+        found.append([cp for cp in below if cp.size == top][-1])
+    if above:
+        bottom = min(cp.size for cp in above)
+        found.append([cp for cp in above if cp.size == bottom][-1])
+    return found
 
 
 class TlogChecker:
@@ -130,6 +128,7 @@ class TlogChecker:
         self._verifiers = list(verifiers)
         self._client = client
         self._fetcher = fetcher
+        self._pairs = PairSettler(tree, client)
 
     def foreign_key_names(self, note: str) -> str | None:
         """Why ``--vkey`` cannot be this log's key, or None: a usage error, not the
@@ -213,98 +212,22 @@ class TlogChecker:
         return findings
 
     def _consistency(self, note: str, new: Checkpoint) -> list[Finding]:
-        row = self._conn.execute(
-            "SELECT note, tree_size, root_hash FROM checkpoints WHERE origin = ? "
-            "ORDER BY id DESC LIMIT 1",
+        """The new checkpoint against its neighbours among those kept of its origin: the
+        largest not larger than it and the smallest larger one (the latest seen of a size).
+        Not only the last one seen: a smaller, honest-looking checkpoint served in between
+        must not launder an inconsistency with a larger one kept before. Kept checkpoints
+        that agree form one chain of prefixes, so agreeing with both neighbours is agreeing
+        with all of them."""
+        rows = self._conn.execute(
+            "SELECT note, tree_size, root_hash FROM checkpoints WHERE origin = ? ORDER BY id",
             (new.origin,),
-        ).fetchone()
-        if row is None:
-            return []
-        old = _Signed(str(row[0]), int(row[1]), bytes(row[2]))
-        small, large = sorted(
-            [old, _Signed(note, new.tree_size, new.root_hash)], key=lambda t: t.size
-        )
-        return self._settle(small, large)
-
-    def _settle(self, small: _Signed, large: _Signed) -> list[Finding]:
-        """Findings if the two checkpoints (``small.size <= large.size``) are proven
-        inconsistent; nothing if consistent or not settled (step 2)."""
-        if small.size == large.size:
-            if small.root == large.root:
-                return []
-            error = "two checkpoints of the same tree size with different roots"
-            return [self._inconsistent(small, large, error, None)]
-        if small.size == 0:
-            if small.root == EMPTY_ROOT:
-                return []
-            error = "a checkpoint of tree size 0 whose root is not the empty root"
-            return [self._inconsistent(small, large, error, None)]
-        for attempt in (self._by_entries, self._by_directory, self._by_tiles):
-            found = attempt(small, large)
-            if found is None:
-                continue
-            if found[0] == small.root:
-                return []
-            error = (
-                f"the larger checkpoint's tree (proof from the {found[2]}) has another root "
-                f"at size {small.size}"
-            )
-            return [self._inconsistent(small, large, error, found)]
-        return []
-
-    def _by_entries(self, small: _Signed, large: _Signed) -> _Proof | None:
-        """From the entries read, when they give the larger checkpoint's root."""
-        if large.size > self._tree.tree_size or self._tree.root(large.size) != large.root:
-            return None
-        proof = consistency_proof(small.size, large.size, self._tree)
-        return self._tree.root(small.size), proof, "entries"
-
-    def _by_directory(self, small: _Signed, large: _Signed) -> _Proof | None:
-        """From ``/tlog/proof/consistency``: the proof must verify against the larger root,
-        from the smaller root or from the one it implies (:func:`implied_old_root`)."""
-        if self._client is None:
-            return None
-        try:
-            proof = self._client.consistency_proof(small.size, large.size)
-            verify_consistency(small.size, large.size, small.root, large.root, proof)
-        except AuditFailed:  # refused, malformed, unreachable: settles nothing
-            return None
-        except VerificationError:
-            root = implied_old_root(small.size, large.size, large.root, proof)
-            return None if root is None else (root, proof, "directory")
-        return small.root, proof, "directory"
-
-    def _by_tiles(self, small: _Signed, large: _Signed) -> _Proof | None:
-        """From the C2SP tiles of the larger tree (c2sp.org/tlog-tiles): its root at the
-        smaller size and a proof, which must verify against the larger root."""
-        if self._client is None:
-            return None
-        try:
-            reader: HashReader = TileHashReader(large.size, self._client.tile)
-            root = root_hash(small.size, reader)
-            proof = consistency_proof(small.size, large.size, reader)
-            verify_consistency(small.size, large.size, root, large.root, proof)
-        except (AuditFailed, PlcError):
-            return None
-        return root, proof, "tiles"
-
-    def _inconsistent(
-        self, small: _Signed, large: _Signed, error: str, found: _Proof | None
-    ) -> Finding:
-        evidence: dict[str, Any] = {
-            "smaller": small.note,
-            "larger": large.note,
-            "root_at_smaller_size": None if found is None else encode_b64(found[0]),
-            "consistency_proof": None if found is None else _b64(found[1]),
-            "proof_source": None if found is None else found[2],
-            "error": error,
-        }
-        return Finding(
-            "inconsistent-checkpoints",
-            f"checkpoints of sizes {small.size} and {large.size} are inconsistent: {error}",
-            evidence,
-            scope=f"{small.note}\x00{large.note}",
-        )
+        ).fetchall()
+        kept = [Signed(str(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+        fresh = Signed(note, new.tree_size, new.root_hash)
+        findings: list[Finding] = []
+        for old in _neighbours(kept, new.tree_size):
+            findings += self._pairs.settle(old, fresh)
+        return findings
 
     def check_pending(self, tree_size: int, last_seq: int = 0) -> list[Finding]:
         """Compare every pending checkpoint of at most ``tree_size`` leaves with the root of
@@ -315,7 +238,7 @@ class TlogChecker:
         fewer were read; no later line can supply them in order (a lower ``seq`` after
         ``last_seq`` is a regression), so waiting for them would leave it pending forever."""
         findings: list[Finding] = []
-        settled = False
+        settled: set[int] = set()  # ids of the checkpoints settled now
         for cp in stored_checkpoints(self._conn):
             if cp.status != "pending":
                 continue
@@ -325,34 +248,43 @@ class TlogChecker:
                         "UPDATE checkpoints SET status = 'mismatch' WHERE id = ?", (cp.id,)
                     )
                     findings.append(self._withheld(cp, tree_size, last_seq))
+                    settled.add(cp.id)
                 continue
             computed = self._tree.root(cp.tree_size)
             status = "matched" if computed == cp.root_hash else "mismatch"
             self._conn.execute("UPDATE checkpoints SET status = ? WHERE id = ?", (status, cp.id))
             if status == "mismatch":
                 findings.append(self._root_mismatch(cp, computed))
-            settled = True
-        return findings + (self._pair_mismatches() if settled else [])
+            settled.add(cp.id)
+        return findings + (self._pair_mismatches(settled) if settled else [])
 
-    def _pair_mismatches(self) -> list[Finding]:
-        """Each checkpoint the entries contradict against the smallest checkpoint of its
-        origin, at least as large, whose root they give: the entries prove the pair
-        inconsistent (found again on later calls; findings are stored once)."""
+    def _pair_mismatches(self, settled: set[int]) -> list[Finding]:
+        """Each checkpoint the entries contradict against the nearest checkpoints of its
+        origin whose root they give, on each side: the smallest at least as large (its tree
+        is the entries', so the entries prove the pair inconsistent) and the largest smaller
+        one (the bad checkpoint's own tree, from the directory's proof or tiles, may not
+        extend it; this pairing retries what :meth:`_consistency` could not settle when the
+        bad one was first seen, such as a refused proof). Any other checkpoint the entries
+        give is a prefix of one of these two, so it adds nothing. Only pairs with a member
+        in ``settled`` (ids settled by this call) are tried: the others were tried when
+        their last member was settled."""
         stored = stored_checkpoints(self._conn)
         findings: list[Finding] = []
         for bad in (cp for cp in stored if cp.status == "mismatch"):
-            good = [
-                cp
-                for cp in stored
-                if cp.origin == bad.origin
-                and cp.status == "matched"
-                and cp.tree_size >= bad.tree_size
-            ]
-            if good:
-                best = min(good, key=lambda cp: (cp.tree_size, cp.id))
-                findings += self._settle(
-                    _Signed(bad.note, bad.tree_size, bad.root_hash),
-                    _Signed(best.note, best.tree_size, best.root_hash),
+            good = [cp for cp in stored if cp.origin == bad.origin and cp.status == "matched"]
+            above = [cp for cp in good if cp.tree_size >= bad.tree_size]
+            below = [cp for cp in good if cp.tree_size < bad.tree_size]
+            partners = []
+            if above:
+                partners.append(min(above, key=lambda cp: (cp.tree_size, cp.id)))
+            if below:
+                partners.append(max(below, key=lambda cp: (cp.tree_size, -cp.id)))
+            for partner in partners:
+                if bad.id not in settled and partner.id not in settled:
+                    continue
+                findings += self._pairs.settle(
+                    Signed(bad.note, bad.tree_size, bad.root_hash),
+                    Signed(partner.note, partner.tree_size, partner.root_hash),
                 )
         return findings
 
@@ -386,7 +318,7 @@ class TlogChecker:
                 leaf = {
                     "leaf_index": unserved - 1,
                     "directory_leaf_hash": encode_b64(directory_leaf),
-                    "inclusion_proof": _b64(inclusion),
+                    "inclusion_proof": b64_list(inclusion),
                 }
         return Finding(
             "checkpoint-entries-withheld",
@@ -440,7 +372,7 @@ class TlogChecker:
                 hi = mid
             else:
                 lo = mid
-                prefix = {"tree_size": mid, "root": encode_b64(root), "proof": _b64(proof)}
+                prefix = {"tree_size": mid, "root": encode_b64(root), "proof": b64_list(proof)}
         directory_leaf, inclusion = self._proven_leaf(lo, cp)
         if directory_leaf == self._tree.leaf_hash(lo):
             return None  # the search was led astray: this leaf is not where they differ
@@ -455,7 +387,7 @@ class TlogChecker:
             "read_seq": state.seq_of_leaf(self._conn, lo),
             "stored_leaf_hash": encode_b64(self._tree.leaf_hash(lo)),
             "directory_leaf_hash": encode_b64(directory_leaf),
-            "inclusion_proof": _b64(inclusion),
+            "inclusion_proof": b64_list(inclusion),
             "consistent_prefix": prefix,
         }
 

@@ -64,11 +64,15 @@ class FakeLog:
         signer: the log's signer (None: no ``/tlog/``).
         tree_lines: the leaves the checkpoints commit to (None: ``lines``).
         checkpoint_override: a note to serve instead of a fresh checkpoint.
+        checkpoint_queue: notes to serve, one per ``/tlog/checkpoint`` request, before any
+            other (a lagging replica answering first, say).
         export_override: after -> the lines ``/export?after=`` serves instead.
         checkpoint_status: answer ``/tlog/checkpoint`` with this status and no note.
         responses_override: path -> (status, JSON body) for DID endpoints.
         stream_close_reason: close the stream with this reason after the backfill.
         stream_redeliver: re-send the last N backfilled messages before going live.
+        consistency_refusals: answer this many ``/tlog/proof/consistency`` requests with
+            404 first (a replica that has not caught up), then serve proofs.
         consistency_override: ``"short"`` (drop the proof's last hash) or an HTTP status to
             answer ``/tlog/proof/consistency`` with.
         tiles: serve the C2SP hash tiles of the tree under ``/tlog/tile/``.
@@ -85,12 +89,14 @@ class FakeLog:
     signer: Signer | None = None
     tree_lines: list[bytes] | None = None
     checkpoint_override: str | None = None
+    checkpoint_queue: list[str] = field(default_factory=list)
     checkpoint_status: int | None = None
     export_override: dict[int, list[bytes]] = field(default_factory=dict)
     responses_override: dict[str, tuple[int, Any]] = field(default_factory=dict)
     stream_close_reason: str | None = None
     stream_redeliver: int = 0
     consistency_override: str | int | None = None
+    consistency_refusals: int = 0
     tiles: bool = False
     refetch: dict[int, bytes | None] = field(default_factory=dict)
     legacy_export: bool = False
@@ -151,6 +157,8 @@ class FakeLog:
         return out[:LEGACY_PAGE]
 
     def checkpoint(self) -> str:
+        if self.checkpoint_queue:
+            return self.checkpoint_queue.pop(0)
         if self.checkpoint_override is not None:
             return self.checkpoint_override
         assert self.signer is not None
@@ -288,6 +296,9 @@ def make_app(log: FakeLog) -> Starlette:
         old, new = int(request.query_params["from"]), int(request.query_params["to"])
         if old == 0 or old > new or new > log.tree.tree_size:
             return JSONResponse({"message": "Invalid from or to parameter"}, status_code=400)
+        if log.consistency_refusals > 0:
+            log.consistency_refusals -= 1
+            return JSONResponse({"message": "no such tree yet"}, status_code=404)
         if isinstance(log.consistency_override, int):
             return JSONResponse({"message": "busy"}, status_code=log.consistency_override)
         proof = [] if old == new else consistency_proof(old, new, log.tree)

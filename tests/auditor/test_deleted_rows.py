@@ -183,3 +183,68 @@ def test_a_newer_op_slipped_into_the_middle_of_the_prefix_is_an_insertion(
     ]
     assert ("inserted", DELETED - 1) in rewritten
     assert _verdicts(findings, corpus, "export-rewritten") == {UNVERIFIABLE}
+
+
+def test_ops_that_moved_with_other_bytes_are_rewritten_not_only_moved(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """Defect: after a deleted row every later op moves one position up, and an op that
+    moved was taken as "only moved" by its ``(did, cid)`` alone, so lines served with another
+    ``createdAt`` went unreported. Each is ``changed`` at the position of its own ``seq``,
+    with evidence check-evidence verifies against the checkpoint matched before."""
+    log = FakeLog(list(corpus.lines), corpus.signer)
+    path = tmp_path / "s.sqlite3"
+    redated = range(DELETED + 1, DELETED + 6)  # the first five ops that move
+    with serve(log) as url:
+        assert _sync(url, path, corpus)[1] == []
+        tree = _with_new_op(corpus)
+        lines = [
+            x.replace(b'"createdAt":"2026', b'"createdAt":"2025') if seq_of(x) in redated else x
+            for x in tree
+        ]
+        assert sum(a != b for a, b in zip(lines, tree, strict=True)) == len(redated)
+        log.lines, log.tree_lines = _without(lines, DELETED), tree
+        log.changed()
+        notes, findings = _sync(url, path, corpus)
+    rewritten = sorted(
+        (f.evidence["kind"], f.seq, f.evidence["leaf_index"])
+        for f in findings
+        if f.cls == "export-rewritten"
+    )
+    changed = [("changed", s, s - 1) for s in redated]
+    assert rewritten == [*changed, ("missing", DELETED, DELETED - 1)]
+    keys = [corpus.signer.verifier]
+    for finding in (f for f in findings if f.evidence.get("kind") == "changed"):
+        assert check_finding(orjson.loads(finding.dumps()), keys) == "verified"
+        served = finding.evidence["served_line"].encode()
+        assert seq_of(served) == finding.seq and b'"createdAt":"2025' in served
+    size = len(corpus.lines)
+    moved = size - DELETED - len(redated)
+    summary = f"{1 + len(redated)} of {size} leaves differ ({1 + len(redated)} reported)"
+    assert f"second read of the export: {summary}; {moved} more only moved" in " ".join(notes)
+
+
+def test_an_op_pushed_past_the_prefix_with_other_bytes_is_changed(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """A line inserted in the prefix (another op served with ``seq`` K-1 too) pushes its last
+    op past it: that op, read again after the prefix with another ``createdAt``, did not only
+    move (defect: its identity alone was counted as served)."""
+    log = FakeLog(list(corpus.lines), corpus.signer)
+    path = tmp_path / "s.sqlite3"
+    size = len(corpus.lines)
+    with serve(log) as url:
+        assert _sync(url, path, corpus)[1] == []
+        lines = list(corpus.lines)
+        lines[-1] = lines[-1].replace(b'"createdAt":"2026', b'"createdAt":"2025')
+        assert lines[-1] != corpus.lines[-1]
+        other = orjson.loads(_with_new_op(corpus)[-1])  # an op the first read never had
+        when = orjson.loads(lines[DELETED - 2])["createdAt"]
+        lines.insert(DELETED - 1, line_for(other["did"], other["operation"], DELETED - 1, when))
+        log.lines, log.tree_lines = lines, _with_new_op(corpus)
+        log.changed()
+        _, findings = _sync(url, path, corpus)
+    [last] = [f for f in findings if f.cls == "export-rewritten" and f.seq == size]
+    assert (last.evidence["kind"], last.evidence["leaf_index"]) == ("changed", size - 1)
+    keys = [corpus.signer.verifier]
+    assert check_finding(orjson.loads(last.dumps()), keys) == "verified"

@@ -16,8 +16,9 @@ import pytest
 from auditor import state
 from auditor.audit import AuditOptions, sync_directory
 from auditor.evidence_check import VERIFIED, EvidenceRejected, check_finding
+from auditor.findings import Finding
 from auditor.sources import LineFetcher, SourceSpec
-from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
+from plc.tlog.checkpoint import Checkpoint, parse_checkpoint_unsafe, sign_checkpoint
 from plc.tlog.hashing import leaf_hash
 
 from .conftest import Audit, assert_evidence, classes, serve, stored_findings
@@ -111,6 +112,58 @@ def test_root_mismatch_evidence_survives_a_rewritten_history(corpus: Corpus, syn
         assert leaf["line"] is None
     assert_evidence(findings, "inconsistent-checkpoints", corpus.signer)
     found = [f for f in findings if f.cls == "inconsistent-checkpoints"]
+    assert [f.evidence.get("proof_source") for f in found] == ["directory"]
+
+
+def _sizes(finding: Finding) -> tuple[int, int]:
+    """The tree sizes of an ``inconsistent-checkpoints`` finding's two notes."""
+    ev = finding.evidence
+    return (
+        parse_checkpoint_unsafe(ev["smaller"]).tree_size,
+        parse_checkpoint_unsafe(ev["larger"]).tree_size,
+    )
+
+
+def test_a_smaller_checkpoint_in_between_does_not_hide_an_inconsistency(
+    corpus: Corpus, sync: Audit
+) -> None:
+    """Defect: A (1000, matched) was kept; the directory rewrote leaf 500, then served B (400,
+    a true prefix of both trees) and C (all, the rewritten tree). C was checked against B
+    only (consistent), so no finding showed that A and C, both signed, cannot both be
+    honest: only a ``checkpoint-root-mismatch`` that check-evidence cannot verify."""
+    log = FakeLog(list(corpus.lines[:1000]), corpus.signer)
+    with serve(log) as url:
+        assert sync(url, **keyed(corpus)) == []
+        rewritten = _rewritten(corpus)
+        log.lines = rewritten
+        log.checkpoint_queue = [FakeLog(rewritten[:400], corpus.signer).checkpoint()]
+        log.changed()
+        findings = sync(url, recheck="none", **keyed(corpus))
+    assert_evidence(findings, "inconsistent-checkpoints", corpus.signer)
+    found = [f for f in findings if f.cls == "inconsistent-checkpoints"]
+    assert [_sizes(f) for f in found] == [(1000, len(corpus.lines))]
+    keys = [corpus.signer.verifier]
+    assert check_finding(orjson.loads(found[0].dumps()), keys) == VERIFIED
+
+
+def test_a_mismatch_is_paired_with_the_nearest_smaller_checkpoint(
+    corpus: Corpus, sync: Audit
+) -> None:
+    """Defect: a checkpoint the entries contradict was paired only with a larger checkpoint
+    they give. When the proof against the smaller one kept was refused as it was first seen
+    (a replica behind), nothing later retried it: the rewrite of leaf 500 under A (1000,
+    matched) by C (all) went without an ``inconsistent-checkpoints`` finding."""
+    log = FakeLog(list(corpus.lines[:1000]), corpus.signer)
+    with serve(log) as url:
+        assert sync(url, **keyed(corpus)) == []
+        log.lines = _rewritten(corpus)
+        log.consistency_refusals = 1  # the first proof asked for, A -> C, is refused
+        log.changed()
+        findings = sync(url, recheck="none", **keyed(corpus))
+    assert log.consistency_refusals == 0
+    assert_evidence(findings, "inconsistent-checkpoints", corpus.signer)
+    found = [f for f in findings if f.cls == "inconsistent-checkpoints"]
+    assert [_sizes(f) for f in found] == [(1000, len(corpus.lines))]
     assert [f.evidence.get("proof_source") for f in found] == ["directory"]
 
 
