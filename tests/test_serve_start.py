@@ -1,5 +1,6 @@
 """`plc serve`'s start-up lines: where it listens (the real port, also for `--port 0`) and
-which database it uses, as given (no driver name, no password); no Alembic chatter."""
+which database it uses, as given (no driver name, no password); no Alembic chatter; a stop
+during start-up; warnings about settings meant for tests."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -20,32 +24,46 @@ from .conftest import REPO
 PLC = str(Path(sys.executable).parent / "plc")
 
 
-def test_port_zero_is_chosen_before_the_start_up_line(tmp_path: Path) -> None:
-    database = f"sqlite:///{tmp_path / 'start.sqlite3'}"
-    environment = {**os.environ, "PLC_LOG_LEVEL": "info"}
+@contextmanager
+def _serving(database: str, environment: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`plc serve --port 0` on ``database``, its log (JSON lines, info) on a stderr pipe;
+    terminated at the end. A server that never says anything more is killed after 60 s, so
+    that a readline() ends instead of hanging."""
     process = subprocess.Popen(
         [PLC, "serve", "--port", "0", "--database-url", database],
         cwd=REPO,
-        env=environment,
+        env={**os.environ, "PLC_LOG_LEVEL": "info", **environment},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    # a server that never says it listens is killed: readline() then ends instead of hanging
     watchdog = threading.Timer(60, process.kill)
     watchdog.start()
     try:
         assert process.stderr is not None
+        yield process
+    finally:
+        watchdog.cancel()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _until_listening(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    """The JSON log lines a starting `plc serve` says up to and including "listening on"."""
+    assert process.stderr is not None
+    said: list[dict[str, Any]] = []
+    while not said or not str(said[-1].get("msg", "")).startswith("listening on"):
+        line = process.stderr.readline()
+        assert line, "plc serve ended before saying where it listens"
+        said.append(orjson.loads(line))
+    return said
+
+
+def test_port_zero_is_chosen_before_the_start_up_line(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'start.sqlite3'}"
+    with _serving(database, {}) as process:
         deadline = time.monotonic() + 60
-        record = None
-        said: list[str] = []
-        while record is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            assert line, "plc serve ended before saying where it listens"
-            parsed = orjson.loads(line)
-            said.append(str(parsed.get("msg", "")))
-            if said[-1].startswith("listening on"):
-                record = parsed
-        assert record is not None
+        records = _until_listening(process)
+        said, record = [str(r.get("msg", "")) for r in records], records[-1]
         # Alembic's context lines (said on every connection) are dropped; its upgrade stays
         assert not [m for m in said if m.startswith(("Context impl", "Will assume"))]
         assert [m for m in said if m.startswith("Running upgrade")]
@@ -59,10 +77,6 @@ def test_port_zero_is_chosen_before_the_start_up_line(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.05)
-    finally:
-        watchdog.cancel()
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -72,17 +86,7 @@ def test_a_stop_during_start_up_ends_with_its_code_and_no_traceback(
     # Sent once the migration speaks, before or as the server starts. SIGTERM used to kill
     # the process by default action, which PID 1 of a container does not have (docker stop
     # was ignored until its SIGKILL); Ctrl-C there printed a KeyboardInterrupt traceback.
-    database = f"sqlite:///{tmp_path / 'stop.sqlite3'}"
-    process = subprocess.Popen(
-        [PLC, "serve", "--port", "0", "--database-url", database],
-        cwd=REPO,
-        env={**os.environ, "PLC_LOG_LEVEL": "info"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    watchdog = threading.Timer(60, process.kill)
-    watchdog.start()
-    try:
+    with _serving(f"sqlite:///{tmp_path / 'stop.sqlite3'}", {}) as process:
         assert process.stderr is not None
         first = process.stderr.readline()
         assert first, "plc serve said nothing"
@@ -90,36 +94,12 @@ def test_a_stop_during_start_up_ends_with_its_code_and_no_traceback(
         rest = process.stderr.read()
         assert process.wait() == code
         assert b"Traceback" not in first + rest, rest.decode()
-    finally:
-        watchdog.cancel()
-        process.kill()
-        process.wait()
 
 
-def _start_up_lines(tmp_path: Path, environment: dict[str, str]) -> list[dict[str, object]]:
-    """The JSON log lines `plc serve` says up to and including "listening on"."""
-    database = f"sqlite:///{tmp_path / 'said.sqlite3'}"
-    process = subprocess.Popen(
-        [PLC, "serve", "--port", "0", "--database-url", database],
-        cwd=REPO,
-        env={**os.environ, "PLC_LOG_LEVEL": "info", **environment},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    watchdog = threading.Timer(60, process.kill)
-    watchdog.start()
-    said: list[dict[str, object]] = []
-    try:
-        assert process.stderr is not None
-        while not str(said[-1].get("msg", "")).startswith("listening on") if said else True:
-            line = process.stderr.readline()
-            assert line, "plc serve ended before saying where it listens"
-            said.append(orjson.loads(line))
-    finally:
-        watchdog.cancel()
-        process.terminate()
-        process.wait(timeout=30)
-    return said
+def _start_up_lines(tmp_path: Path, environment: dict[str, str]) -> list[dict[str, Any]]:
+    """`plc serve` started with ``environment``: what it says up to "listening on"."""
+    with _serving(f"sqlite:///{tmp_path / 'said.sqlite3'}", environment) as process:
+        return _until_listening(process)
 
 
 def test_resolver_settings_meant_for_tests_are_warned_of(tmp_path: Path) -> None:
