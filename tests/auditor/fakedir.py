@@ -101,6 +101,8 @@ class FakeLog:
     refetch: dict[int, bytes | None] = field(default_factory=dict)
     legacy_export: bool = False
     stream_status: int | None = None
+    stream_denials: int = 0
+    """Handshakes answered with ``stream_status`` so far."""
     legacy_documents: bool = False
     _cache: dict[str, Any] = field(default_factory=dict)
 
@@ -339,6 +341,7 @@ def make_app(log: FakeLog) -> Starlette:
 
     async def stream(ws: WebSocket) -> None:
         if log.stream_status is not None:
+            log.stream_denials += 1
             denial = JSONResponse({"message": "Not Found"}, status_code=log.stream_status)
             await ws.send_denial_response(denial)
             return

@@ -96,12 +96,17 @@ def test_follow_outlives_a_stream_that_is_down_for_many_retries(
     log = FakeLog(list(corpus.lines[:1200]), corpus.signer, stream_status=503)
 
     def come_back() -> None:
-        time.sleep(1.5)  # ~15 failed attempts at <= 0.1 s apart
+        # after more failed attempts than the monitor would tolerate of a future cursor
+        # (counted, not timed: on a loaded machine each attempt takes longer)
+        deadline = time.monotonic() + 30
+        while log.stream_denials <= follow.MAX_FUTURE_CURSOR + 2:
+            assert time.monotonic() < deadline, "the monitor stopped retrying"
+            time.sleep(0.02)
         log.lines.extend(corpus.lines[1200:])
         log.changed()
         log.stream_status = None
 
-    assert _follow_while(log, come_back, sync, corpus, 3.5) == []
+    assert _follow_while(log, come_back, sync, corpus, 8.0) == []
     err = capsys.readouterr().err
     retries = [x for x in err.splitlines() if "/export/stream: cannot connect" in x]
     assert len(retries) > follow.MAX_FUTURE_CURSOR + 1, err
