@@ -24,6 +24,7 @@ from datetime import datetime
 
 from plc.config import ORIGIN_PATTERN, ORIGIN_RULE
 from plc.errors import InvalidInput, PlcError, Unavailable
+from plc.logging_setup import RepeatLimit
 from plc.store.tlog_store import StoredCheckpoint, TlogStore
 from plc.timestamps import to_ms
 from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
@@ -35,7 +36,6 @@ log = logging.getLogger("plc.checkpoints")
 
 ORIGIN_RE = re.compile(ORIGIN_PATTERN)
 """The characters a log origin may hold (``PLC_LOG_ORIGIN``)."""
-_REPEAT_FAILURE_LOG_S = 60.0
 
 
 def load_or_create_signer(
@@ -199,7 +199,7 @@ class Checkpointer:
         # While the database is down every tick fails the same way: say so once, again each
         # minute it lasts, and once when signing works again (not a traceback per tick).
         failing: str | None = None
-        logged_at = 0.0
+        repeat = RepeatLimit()
         due = time.monotonic() + self.interval_s
         while not self._stop.wait(max(0.0, due - time.monotonic())):
             due = next_tick(due, time.monotonic(), self.interval_s)
@@ -207,18 +207,18 @@ class Checkpointer:
                 self.sign_if_grown()
             except Exception as exc:  # noqa: BLE001 - the timer must survive a database hiccup
                 reason = exc.message if isinstance(exc, PlcError) else type(exc).__name__
-                now = time.monotonic()
-                if reason != failing or now - logged_at >= _REPEAT_FAILURE_LOG_S:
+                if repeat.due(reason):
                     log.error(
                         "checkpoint not signed: %s",
                         reason,
                         exc_info=failing is None and not isinstance(exc, PlcError),
                     )
-                    failing, logged_at = reason, now
+                failing = reason
             else:
                 if failing is not None:
                     log.info("checkpoints signed again")
                     failing = None
+                    repeat.forget()
 
     def sign_if_grown(self) -> StoredCheckpoint:
         """Sign the current tree if it is larger than the newest checkpoint; return the newest.

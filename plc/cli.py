@@ -118,16 +118,7 @@ def serve(
     os.environ["PLC_HOST"] = settings.host
     os.environ["PLC_PORT"] = str(settings.port)
     os.environ["DATABASE_URL"] = settings.database_url
-    test_only = {
-        name: value
-        for name, value, default in (
-            ("PLC_RESOLVE_HANDLE_HTTP_SCHEME", resolver.handle_http_scheme, "https"),
-            ("PLC_RESOLVE_HANDLE_HTTP_PORT", resolver.handle_http_port, None),
-            ("PLC_RESOLVE_DID_WEB_HTTP_SCHEME", resolver.did_web_http_scheme, "https"),
-            ("PLC_RESOLVE_DID_WEB_HTTP_PORT", resolver.did_web_http_port, None),
-        )
-        if value != default
-    }
+    test_only = resolver.test_only_overrides()
     if test_only:
         log.warning(
             "resolver settings meant for tests are set: handles and did:web are not resolved "

@@ -149,5 +149,9 @@ class Unavailable(PlcError):
     """A transient failure: the database is locked or unreachable (503)."""
 
 
+DATABASE_UNAVAILABLE = "Database unavailable, try again"
+"""The message of every 503 for a database that failed (the store's, ``/_health``'s)."""
+
+
 class VerificationError(PlcError):
     """A cryptographic or transparency-log check failed; subclasses carry expected/actual."""

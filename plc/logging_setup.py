@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -71,3 +72,34 @@ def log_unraisable(unraisable: Any) -> None:
             }
         },
     )
+
+
+class RepeatLimit:
+    """Whether a failure that keeps happening (a database that is away, every request or
+    tick failing the same way) is to be logged again: each distinct text at most once per
+    ``every_s`` seconds, so an outage is said once a minute, not once per request.
+
+    Args:
+        every_s: seconds before the same text is due again.
+        keep: most texts remembered (texts can vary without end: names, numbers); past it
+            the memory starts over.
+    """
+
+    def __init__(self, every_s: float = 60.0, keep: int = 64) -> None:
+        self.every_s = every_s
+        self._keep = keep
+        self._said: dict[str, float] = {}
+
+    def due(self, text: str) -> bool:
+        """True (and remembered) if ``text`` was not said within the last ``every_s``."""
+        now = time.monotonic()
+        if now - self._said.get(text, -self.every_s) < self.every_s:
+            return False
+        if len(self._said) >= self._keep:
+            self._said.clear()
+        self._said[text] = now
+        return True
+
+    def forget(self) -> None:
+        """Make every text due again (the failure ended: a new one is news)."""
+        self._said.clear()

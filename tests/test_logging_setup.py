@@ -42,3 +42,14 @@ def test_an_exception_python_could_not_raise_is_one_json_line() -> None:
     assert len(record["exc"]) <= 200
     assert record["where"].endswith(".py:" + record["where"].rsplit(":", 1)[1])
     assert "pydantic" in record["where"]  # the innermost frame: where it was raised
+
+
+def test_a_repeated_failure_is_due_once_per_window_and_again_after_forget() -> None:
+    from plc.logging_setup import RepeatLimit
+
+    repeat = RepeatLimit(every_s=3600, keep=3)
+    assert [repeat.due(t) for t in ("a", "a", "b", "a")] == [True, False, True, False]
+    repeat.forget()  # the outage ended: the next one is news
+    assert repeat.due("a")
+    assert [repeat.due(t) for t in ("c", "d", "a")] == [True, True, False]
+    assert repeat.due("e") and repeat.due("a")  # over `keep` texts the memory starts over

@@ -29,6 +29,10 @@ def _split_list(value: object) -> object:
     return value
 
 
+_TEST_ONLY = ("handle_http_scheme", "handle_http_port", "did_web_http_scheme", "did_web_http_port")
+"""The settings that exist only for tests (module docstring)."""
+
+
 class ResolverSettings(BaseSettings):
     """Limits, caches and network policy of :class:`plc.resolve.IdentityResolver`.
 
@@ -96,6 +100,16 @@ class ResolverSettings(BaseSettings):
 
     user_agent: str = "plc-directory-resolver/0.1"
     """``User-Agent`` sent with every HTTP request."""
+
+    def test_only_overrides(self) -> dict[str, object]:
+        """The settings meant for tests only that differ from their defaults, by environment
+        variable name (``{"PLC_RESOLVE_HANDLE_HTTP_SCHEME": "http"}``); empty in production."""
+        fields = type(self).model_fields
+        return {
+            f"PLC_RESOLVE_{name.upper()}": getattr(self, name)
+            for name in _TEST_ONLY
+            if getattr(self, name) != fields[name].default
+        }
 
     @field_validator("allowed_networks", "dns_nameservers", mode="before")
     @classmethod

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
-from plc.errors import Unavailable
-from plc.store.rawtx import SQL_TREE_SIZE, SQL_TREE_SIZE_FOR_UPDATE
+from plc.errors import DATABASE_UNAVAILABLE, Unavailable
+from plc.store.rawtx import SQL_TREE_SIZE, SQL_TREE_SIZE_FOR_UPDATE, Tx
 from plc.store.records import CommitOutcome
 
 log = logging.getLogger("plc.store")
@@ -71,18 +71,16 @@ def settle_lost_commit(
         if stored == cid:
             log.warning("commit confirmed after its connection failed", extra={"seq": seq})
             return list(written)
-        raise Unavailable("Database unavailable, try again") from exc
+        raise Unavailable(DATABASE_UNAVAILABLE) from exc
 
 
 def _cid_at(engine: Engine, seq: int) -> str | None:
     """The cid of the op stored at ``seq``, or None; after taking the log head's lock on
     PostgreSQL (a new statement then sees whatever committed before the lock was granted)."""
+    postgres = engine.dialect.name == "postgresql"
     with engine.connect() as conn, conn.begin():
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(SQL_TREE_SIZE_FOR_UPDATE)
-            sql = SQL_CID_OF_SEQ.replace("?", "%s")
-        else:
-            conn.exec_driver_sql(SQL_TREE_SIZE)
-            sql = SQL_CID_OF_SEQ
-        row = conn.exec_driver_sql(sql, (seq,)).first()
-        return None if row is None else str(row[0])
+        tx = Tx(conn.connection.dbapi_connection.cursor(), postgres=postgres)  # type: ignore[union-attr]
+        tx.execute(SQL_TREE_SIZE_FOR_UPDATE if postgres else SQL_TREE_SIZE)
+        rows = tx.all(SQL_CID_OF_SEQ, (seq,))
+        tx.cursor.close()
+    return str(rows[0][0]) if rows else None

@@ -19,8 +19,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.pool import PoolProxiedConnection
 
-from plc.errors import Unavailable
+from plc.errors import DATABASE_UNAVAILABLE, Unavailable
 from plc.exportline import build_line
+from plc.logging_setup import RepeatLimit
 from plc.rules import RECOVERY_WINDOW
 from plc.store.engine import is_sqlite
 from plc.store.lost_commit import settle_lost_commit
@@ -48,9 +49,6 @@ from plc.store.records import (
 from plc.timestamps import format_timestamp, from_ms, to_ms, truncate_ms
 
 log = logging.getLogger("plc.store")
-
-SAY_AGAIN_S = 60.0
-"""Seconds before the same database failure is logged again."""
 
 Clock = Callable[[], datetime]
 """Current aware UTC time."""
@@ -114,7 +112,7 @@ class SqlStore:
     ) -> None:
         self.engine = engine
         self.busy_timeout_ms = busy_timeout_ms
-        self._said: dict[str, float] = {}
+        self._said = RepeatLimit()
         self.read_engine = read_engine or engine
         self._sqlite = is_sqlite(engine)
         self.leaf_hooks: list[LeafHook] = []
@@ -198,18 +196,14 @@ class SqlStore:
 
     def _unavailable(self, exc: BaseException) -> Unavailable:
         """The 503 for a driver failure, said in the log too (each distinct failure at most
-        once per :data:`SAY_AGAIN_S`): an operator whose clients get 503s must find out why,
-        say a read-only file or a full disk."""
+        once a minute, :class:`~plc.logging_setup.RepeatLimit`): an operator whose clients
+        get 503s must find out why, say a read-only file or a full disk."""
         driver = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper names it again
         text = str(driver).splitlines()[0] if str(driver) else ""
         said = f"{type(driver).__name__}: {text}"[:300]
-        now = time.monotonic()
-        if now - self._said.get(said, -SAY_AGAIN_S) >= SAY_AGAIN_S:
-            if len(self._said) >= 64:  # error texts can vary without end (names, numbers)
-                self._said.clear()
-            self._said[said] = now
+        if self._said.due(said):
             log.warning("database unavailable: %s", said)
-        return Unavailable("Database unavailable, try again")
+        return Unavailable(DATABASE_UNAVAILABLE)
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         """The driver's errors for a database that is unreachable, gone or failing (not for

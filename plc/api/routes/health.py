@@ -8,6 +8,7 @@ from starlette.responses import RedirectResponse, Response
 
 from plc.api.deps import DirectoryDep, SettingsDep
 from plc.api.responses import JSON
+from plc.errors import DATABASE_UNAVAILABLE
 
 router = APIRouter()
 
@@ -29,7 +30,7 @@ async def health(directory: DirectoryDep, settings: SettingsDep) -> Response:
         body = {
             "version": settings.version,
             "error": "Service Unavailable",
-            "message": "Database unavailable, try again",
+            "message": DATABASE_UNAVAILABLE,
         }
         return Response(orjson.dumps(body), status_code=503, media_type=JSON)
     return Response(orjson.dumps({"version": settings.version}), media_type=JSON)
