@@ -32,13 +32,12 @@ import orjson
 
 from auditor.errors import AuditFailed, DirectoryUnreachable
 from auditor.options import HttpLimits
+from plc.retry_after import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
+from plc.retry_after import retry_after_seconds
 from plc.tlog.encoding import decode_hash_b64
 
 EXPORT_PAGE = 1000
 """Largest ``count`` of ``/export`` (plc.directory's limit)."""
-MAX_RETRY_AFTER_S = 600.0
-"""Longest ``Retry-After`` waited for, seconds (plc.directory's rate-limit window is 5
-minutes; ``plc import`` waits as long)."""
 RATE_LIMIT_RETRIES = 10
 """Retries of a rate-limited request (429, or 503 with ``Retry-After``), on top of
 ``retries``: without ``Retry-After`` the waits (1 s doubling to 60 s) add up to over 5
@@ -59,8 +58,9 @@ def retry_after_s(response: httpx.Response, now: float | None = None) -> float |
     if response.status_code not in (429, 503):
         return None
     value = response.headers.get("retry-after", "").strip()
-    if value.isascii() and value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER_S)
+    seconds = retry_after_seconds(response.status_code, value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

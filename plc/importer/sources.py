@@ -19,6 +19,9 @@ from typing import BinaryIO, NamedTuple
 import httpx
 import orjson
 
+from plc.retry_after import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
+from plc.retry_after import retry_after_seconds
+
 USER_AGENT = "plc-directory-import"
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 """Largest ``/export`` page read (1000 lines of at most 64 KiB each fit)."""
@@ -27,8 +30,6 @@ MAX_FILE_LINE_BYTES = 1024 * 1024
 is at most 64 KiB)."""
 PAGE_TIMEOUT_S = 300.0
 """Longest one ``/export`` page may take to arrive, whatever each read's timeout."""
-MAX_RETRY_AFTER_S = 600.0
-"""Longest ``Retry-After`` waited for (plc.directory's rate-limit window is 5 minutes)."""
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]+(/.*)?")
 """A source like ``127.0.0.1:2582``: meant as a URL, not a file."""
 
@@ -224,14 +225,9 @@ class _SlowPage(Exception):
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (RFC 9110 §10.2.3, delay form) for a 429 or 503, capped at
+    """``Retry-After`` in seconds (delay form) for a 429 or 503, capped at
     MAX_RETRY_AFTER_S; None when absent or not a number of seconds."""
-    if response.status_code not in (429, 503):
-        return None
-    value = response.headers.get("retry-after", "").strip()
-    if not value.isdigit():
-        return None
-    return min(float(value), MAX_RETRY_AFTER_S)
+    return retry_after_seconds(response.status_code, response.headers.get("retry-after"))
 
 
 def _seq_of(line: bytes) -> int | None:

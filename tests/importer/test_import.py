@@ -472,3 +472,9 @@ def test_a_file_that_cannot_be_read_creates_no_database(tmp_path: Path) -> None:
     assert code == EXIT_FAILED
     assert "cannot read" in out.getvalue() and "No such file" in out.getvalue()
     assert not database.exists()  # it was created and migrated before the source was read
+
+
+def test_a_retry_after_of_other_digits_is_no_number() -> None:
+    # "²" is a digit to str.isdigit(); float() refused it and stopped the import
+    answer = httpx.Response(429, headers=[(b"retry-after", b"\xb2")])
+    assert sources._retry_after(answer) is None
