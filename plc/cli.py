@@ -1,5 +1,5 @@
-"""The ``plc`` command: ``plc serve``, ``plc import``, ``plc resolve``, ``plc log-key`` and
-``plc keygen``.
+"""The ``plc`` command: ``plc serve``, ``plc import``, ``plc resolve``, ``plc health``,
+``plc log-key`` and ``plc keygen``.
 
 Usage errors exit 1 (design.md decision 8).
 """
@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from plc.config import Settings
+from plc.health_cli import health_command
 from plc.importer.cli import import_command
 from plc.logkey_cli import keygen_command, log_key_command
 from plc.resolve.cli import resolve_command
@@ -171,6 +172,7 @@ def _bind_probe(host: str, port: int) -> int | str:
 
 app.command("resolve")(resolve_command)
 app.command("import")(import_command)
+app.command("health")(health_command)
 app.command("log-key")(log_key_command)
 app.command("keygen")(keygen_command)
 

@@ -29,10 +29,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from plc.health_cli import DEFAULT_TIMEOUT_S
+
 from .conftest import REPO, free_port
 from .helpers import new_did
 
 DOCKERFILE = REPO / "Dockerfile"
+CONSTRAINTS = "constraints.txt"
 
 
 @dataclass
@@ -47,6 +50,8 @@ class Image:
     volumes: list[str] = field(default_factory=list)
     exposed: list[str] = field(default_factory=list)
     entrypoint: list[str] = field(default_factory=list)
+    healthcheck: list[str] = field(default_factory=list)
+    healthcheck_options: dict[str, str] = field(default_factory=dict)
 
 
 def parse_dockerfile(text: str) -> Image:
@@ -79,6 +84,12 @@ def parse_dockerfile(text: str) -> Image:
                 image.exposed.extend(rest.split())
             case "ENTRYPOINT":
                 image.entrypoint = json.loads(rest)
+            case "HEALTHCHECK":
+                options, _, command = rest.partition("CMD ")
+                for option in options.split():
+                    name, _, value = option.removeprefix("--").partition("=")
+                    image.healthcheck_options[name] = value
+                image.healthcheck = json.loads(command)
             case "USER":
                 pass
             case other:
@@ -100,7 +111,7 @@ def test_dockerfile_settings_serve_on_all_interfaces_with_the_database_on_the_vo
     assert [v for v in IMAGE.volumes if database_file.startswith(v.rstrip("/") + "/")], (
         f"{database_file} is not on a volume ({IMAGE.volumes})"
     )
-    assert any("pip install" in run and " ." in run for run in IMAGE.runs)
+    assert any(f"pip install --no-cache-dir -c {CONSTRAINTS} ." in run for run in IMAGE.runs)
     for sources, _ in IMAGE.copies:
         for source in sources:
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
@@ -179,8 +190,13 @@ def installed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert not list(context.rglob("__pycache__")), ".dockerignore was not applied"
     venv = root / "venv"
     _run(sys.executable, "-m", "venv", venv)
-    # As the image's RUN line: the project and its declared dependencies, nothing else.
-    _run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", context, cwd=root)
+    # As the image's RUN line: the project and its declared dependencies at the pinned
+    # versions, nothing else.
+    _run(
+        venv / "bin" / "python",
+        *("-m", "pip", "install", "--quiet", "-c", context / CONSTRAINTS, context),
+        cwd=root,
+    )
     where = _venv_python(venv, root, "import plc, auditor; print(plc.__file__, auditor.__file__)")
     assert all(Path(p).is_relative_to(venv) for p in where.split()), where
     installed = {
@@ -206,6 +222,37 @@ def installed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+def test_every_package_of_the_image_is_pinned(installed_image: Path, tmp_path: Path) -> None:
+    """What the image installs is exactly constraints.txt's versions: a dependency added to
+    pyproject.toml without ``make constraints`` would come in at whatever version is newest."""
+    pins = {}
+    for line in (REPO / CONSTRAINTS).read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[_canonical(name)] = version
+    installed = dict(
+        line.split("==", 1)
+        for line in _venv_python(
+            installed_image,
+            tmp_path,
+            "import importlib.metadata as m; "
+            "print('\\n'.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))",
+        ).splitlines()
+    )
+    unpinned = {
+        name: version
+        for name, version in installed.items()
+        if _canonical(name) not in {"plc-directory", "pip", "setuptools", "wheel"}
+        and pins.get(_canonical(name)) != version
+    }
+    assert not unpinned, f"installed but not pinned in {CONSTRAINTS} (make constraints): {unpinned}"
+
+
+def _canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _venv_python(venv: Path, cwd: Path, code: str) -> str:
     """What ``code`` prints in ``venv`` (run in ``cwd``, not this checkout: ``python -c`` puts
     the working directory on sys.path)."""
@@ -215,8 +262,9 @@ def _venv_python(venv: Path, cwd: Path, code: str) -> str:
 
 
 @contextmanager
-def run_image(venv: Path, volume: Path, cwd: Path) -> Iterator[tuple[str, str]]:
-    """Start the image's entry point with its ENV; yield (base URL on 127.0.0.1, log text)."""
+def run_image(venv: Path, volume: Path, cwd: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """Start the image's entry point with its ENV; yield (base URL on 127.0.0.1, log text,
+    the container's environment)."""
     port = free_port()
     env = _clean_env()
     env.update(IMAGE.env)
@@ -238,10 +286,10 @@ def run_image(venv: Path, volume: Path, cwd: Path) -> Iterator[tuple[str, str]]:
                 pass
             assert time.monotonic() < deadline, f"did not start: {log_file.read_text()}"
             time.sleep(0.1)
-        log = log_file.read_text()
+        text = log_file.read_text()
         # The answer came from this server, not another test's on a port taken meanwhile.
-        assert process.poll() is None and f":{port}" in log, log
-        yield url, log
+        assert process.poll() is None and f":{port}" in text, text
+        yield url, text, env
     finally:
         process.terminate()
         try:
@@ -263,17 +311,39 @@ def test_image_installs_and_serves_with_its_database_on_the_volume(
     workdir = tmp_path / "app"
     workdir.mkdir()
     did, genesis, _ = new_did("container")
-    with run_image(installed_image, volume, workdir) as (url, log):
+    with run_image(installed_image, volume, workdir) as (url, log, env):
         assert "0.0.0.0" in log, log
         assert httpx.post(f"{url}/{did}", json=genesis).status_code == 200
+        # HEALTHCHECK, run inside the container: it finds the server from the image's ENV
+        healthy = _health_check(env, workdir)
+        assert healthy.returncode == 0 and f"{url}/_health" in healthy.stdout, healthy
+    unhealthy = _health_check(env, workdir)  # the container's server has stopped
+    assert unhealthy.returncode == 1 and unhealthy.stderr.startswith("unhealthy: "), unhealthy
     database = Path(IMAGE.env["DATABASE_URL"].removeprefix("sqlite:///"))
     assert (volume / database.relative_to(IMAGE.volumes[0])).is_file()
     # In the image the WORKDIR belongs to root and the server runs as another user.
     assert not list(workdir.iterdir()), "the server wrote into its working directory"
     # A new container on the same volume: the DID and the log's signing identity are kept.
-    with run_image(installed_image, volume, workdir) as (url, log_again):
+    with run_image(installed_image, volume, workdir) as (url, log_again, _):
         assert httpx.get(f"{url}/{did}").status_code == 200
     assert _verifier_key(log_again) == _verifier_key(log)
+
+
+def _health_check(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, run as Docker runs it: the container's environment,
+    a limit of its ``--timeout``."""
+    timeout = float(IMAGE.healthcheck_options["timeout"].removesuffix("s"))
+    return subprocess.run(
+        IMAGE.healthcheck, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_the_health_check_asks_the_server_within_docker_s_limits() -> None:
+    assert IMAGE.healthcheck == ["plc", "health"]
+    options = IMAGE.healthcheck_options
+    # plc health gives up (and says why) before Docker kills it without a word
+    assert float(options["timeout"].removesuffix("s")) > DEFAULT_TIMEOUT_S
+    assert set(options) <= {"interval", "timeout", "start-period", "retries"}
 
 
 def _verifier_key(log: str) -> str:

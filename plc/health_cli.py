@@ -1,0 +1,100 @@
+"""``plc health``: ask a running directory whether it is healthy, for container health checks.
+
+It sends ``GET /_health`` to the server ``plc serve`` would run with the same settings
+(``PLC_HOST``, ``PLC_PORT``; a wildcard bind address is asked on loopback), or to ``--url``.
+The Dockerfile's ``HEALTHCHECK`` runs it, so an orchestrator sees the database check the
+endpoint makes (``select 1``), not only that the process is alive.
+
+Exit status (what Docker's ``HEALTHCHECK`` expects): 0 healthy (200 with a JSON object), 1
+unhealthy (any other answer, no answer within ``--timeout``, or bad settings). One line is
+printed either way: the server's version, or why it is unhealthy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, NoReturn
+
+import typer
+
+MAX_BODY_BYTES = 64 * 1024
+"""More than ``/_health`` ever answers; a server that sends more is not a directory."""
+
+DEFAULT_TIMEOUT_S = 5.0
+"""How long ``plc health`` waits for the answer by default (the Dockerfile's HEALTHCHECK allows
+longer, so a slow answer is reported by this command, not cut off by Docker)."""
+
+_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def health_url(host: str, port: int) -> str:
+    """URL of ``/_health`` on the server bound to ``host:port`` (str), seen from this machine.
+
+    A wildcard bind address (``0.0.0.0``, ``::``) is reached on loopback; an IPv6 literal is
+    bracketed (RFC 3986 §3.2.2).
+
+    Raises:
+        ValueError: ``port`` is 0 (the server took a port this command cannot know).
+    """
+    if port == 0:
+        raise ValueError("PLC_PORT is 0, so the server's port is unknown here: give --url")
+    host = _WILDCARD_HOSTS.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/_health"
+
+
+def health_command(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Health URL [default http://PLC_HOST:PLC_PORT/_health, "
+            "a wildcard host asked on loopback]"
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, max=300, help="Seconds to wait for the answer")
+    ] = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Check a running directory's /_health: exit 0 healthy, 1 unhealthy."""
+    import httpx
+    import orjson
+    from pydantic import ValidationError
+
+    from plc.config import Settings, setting_error
+
+    if url is None:
+        try:
+            settings = Settings()
+            url = health_url(settings.host, settings.port)
+        except ValidationError as exc:
+            _unhealthy(setting_error(exc, None))
+        except ValueError as exc:
+            _unhealthy(str(exc))
+    try:
+        with (
+            httpx.Client(timeout=timeout, trust_env=False) as client,
+            client.stream("GET", url) as response,
+        ):
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    _unhealthy(f"{url}: answer larger than {MAX_BODY_BYTES} bytes")
+    except httpx.InvalidURL as exc:
+        _unhealthy(f"not a URL: {str(exc)[:200]}")
+    except httpx.HTTPError as exc:
+        _unhealthy(f"{url}: {type(exc).__name__}: {str(exc)[:200] or 'no answer'}")
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        answer = None
+    if response.status_code != 200 or not isinstance(answer, dict):
+        said = answer.get("message") if isinstance(answer, dict) else None
+        detail = f": {str(said)[:200]}" if said else ""
+        _unhealthy(f"{url}: HTTP {response.status_code}{detail}")
+    typer.echo(f"healthy: {url} (version {str(answer.get('version'))[:100]})")
+
+
+def _unhealthy(message: str) -> NoReturn:
+    typer.echo(f"unhealthy: {message}", err=True)
+    raise typer.Exit(1)
