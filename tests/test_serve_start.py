@@ -114,3 +114,63 @@ def test_resolver_settings_meant_for_tests_are_warned_of(tmp_path: Path) -> None
     assert warning["level"] == "warning", warning
     assert warning["PLC_RESOLVE_HANDLE_HTTP_SCHEME"] == "http"
     assert warning["PLC_RESOLVE_DID_WEB_HTTP_PORT"] == 8080
+
+
+def test_workers_end_when_plc_serve_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of `plc serve` with two workers: the workers end too (they used to serve on as
+    orphans, holding the port)."""
+    with _serving(f"sqlite:///{tmp_path / 'orphans.sqlite3'}", {"PLC_WORKERS": "2"}) as process:
+        port = _until_listening(process)[-1]["port"]
+        deadline = time.monotonic() + 60
+        while True:
+            workers = [pid for pid in _children(process.pid) if b"spawn_main" in _cmdline(pid)]
+            if len(workers) == 2:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/_health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        try:
+            while left := [pid for pid in workers if _alive(pid)]:
+                assert time.monotonic() < deadline, f"workers {left} outlived plc serve"
+                time.sleep(0.1)
+        finally:
+            for pid in workers:  # when they did outlive it: not left running after the test
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/_health")
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for its new parent to reap counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

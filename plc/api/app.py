@@ -24,6 +24,7 @@ from plc.api.fastpath import PlcApp, headers_only
 from plc.api.identity_source import DirectoryDocumentSource
 from plc.api.routes import did, export, health, identity, metrics, stream, tlog
 from plc.api.stream_hub import PAGE, CommitSignal, StreamHub
+from plc.api.worker_lifetime import end_with_parent
 from plc.checkpoints import Checkpointer, load_or_create_signer
 from plc.config import Settings
 from plc.logging_setup import configure_logging
@@ -102,7 +103,9 @@ def create_served_app() -> FastAPI:
     """The app as ``plc serve`` runs it in each uvicorn worker: JSON logging set up in this
     process first (with ``PLC_WORKERS`` > 1 each worker is a process of its own, which the
     CLI's set-up does not reach), then :func:`create_app` with the settings of the
-    environment ``plc serve`` hands down."""
+    environment ``plc serve`` hands down. A worker ends when ``plc serve`` dies
+    (:func:`~plc.api.worker_lifetime.end_with_parent`)."""
+    end_with_parent()
     settings = Settings()
     configure_logging(settings.log_level)
     return create_app(settings)
