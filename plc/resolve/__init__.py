@@ -10,7 +10,8 @@ Library use::
 Modules, one idea each: ``syntax`` (identifier rules), ``settings`` (``PLC_RESOLVE_*``),
 ``errors``, ``cache`` (TTL + LRU), ``safety`` (which addresses may be contacted),
 ``dnsclient`` (TXT, A/AAAA), ``fetch`` (bounded, checked HTTP GET), ``handle`` (handle -> DID),
-``did`` (DID -> document), ``resolver`` (verification, caching, time budget), ``cli``.
+``did`` (DID -> document), ``lookups`` (identical lookups merged, per-domain caps),
+``resolver`` (verification, caching, time budget), ``cli``.
 The XRPC endpoints live in ``plc.api.routes.identity``.
 """
 

@@ -117,6 +117,13 @@ def claimed_handle(document: dict[str, Any]) -> str | None:
     return None
 
 
+def did_web_host(did: str) -> str:
+    """The host a ``did:web`` DID names, lower-case, without port or path
+    (``did:web:localhost%3A8080`` -> ``localhost``): what its fetch counts against in the
+    per-domain lookup cap. No validity check (:meth:`DidWebLookup.document_url` does that)."""
+    return did[len("did:web:") :].split(":", 1)[0].partition("%")[0].lower()
+
+
 class DidWebLookup:
     """Fetches hostname-level did:web documents through the checked fetcher.
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from plc.resolve.dnsclient import DnsClient
 from plc.resolve.errors import (
@@ -133,13 +133,14 @@ class HandleLookup:
         )
         return did_from_well_known(result.body)
 
-    async def resolve(self, handle: str, deadline: float) -> str:
+    async def resolve(self, handle: str, deadline: Callable[[], float]) -> str:
         """Resolve ``handle`` (lower-case, valid, resolvable TLD) with both methods concurrently.
 
         Args:
             handle: normalised handle.
-            deadline: ``loop.time()`` by which an answer must be chosen; pending lookups are
-                cancelled then.
+            deadline: returns the ``loop.time()`` by which an answer must be chosen (pending
+                lookups are cancelled then); read again at every wait, as it may move later
+                meanwhile (a caller with more time joined the lookup).
 
         Returns:
             The DNS answer if there is one, else the HTTPS answer.
@@ -155,7 +156,7 @@ class HandleLookup:
         try:
             pending: set[asyncio.Task[str]] = set(tasks)
             while pending:
-                remaining = deadline - loop.time()
+                remaining = deadline() - loop.time()
                 if remaining <= 0:
                     break
                 _done, pending = await asyncio.wait(

@@ -14,31 +14,53 @@
 
 Handle answers (positive and negative) and did:web documents are cached
 (:class:`~plc.resolve.cache.ResolutionCache`); ``refresh=True`` bypasses the caches and
-overwrites them. A lookup cut short by the deadline is cached only when it started with at
-least ``request_timeout_s`` of the budget left: otherwise an earlier, slow step of the same
-request (a did:web host anyone can run) would make the resolver remember "not found" for
-another identity. did:web documents are kept as compact JSON bytes, bounded in total
-(``did_web_cache_max_bytes``), and parsed again on each hit. At most
-``max_concurrent_lookups`` network lookups run at once; the others wait within their budget.
-Nothing here blocks the directory's write path: it only reads documents.
+overwrites them. did:web documents are kept as compact JSON bytes, bounded in total
+(``did_web_cache_max_bytes``), and parsed again on each hit.
+
+Network lookups (:mod:`plc.resolve.lookups`):
+
+- one per handle or did:web DID at a time: every request needing the same one while it runs
+  waits for its outcome (answer, "no", or failure alike), each until its own deadline. The
+  lookup runs until the latest deadline of those waiting (it moves later when a request with
+  more time joins). A request that gives up or is cancelled does not stop it for the others;
+  it is cancelled (and caches nothing) only when the last request still waiting for it is.
+  ``refresh=True`` joins a lookup already running (its answer arrives after the call began,
+  so it is fresh) and otherwise starts one;
+- at most ``max_concurrent_lookups`` at once, and at most ``max_lookups_per_domain`` for one
+  registrable domain (the host of a did:web DID counts for its domain); the others wait within
+  their deadline.
+
+A lookup cut short by its deadline is cached only when it had at least ``request_timeout_s``
+between getting its slot and that deadline: otherwise an earlier, slow step of the request that
+started it (a did:web host anyone can run) would make the resolver remember "not found" for
+another identity. Nothing here blocks the directory's write path: it only reads documents.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
-from typing import Any, TypedDict
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar
 
 import orjson
 
 from plc.errors import DidNotAvailable, NotFound, echo
 from plc.resolve.cache import Clock, ResolutionCache
-from plc.resolve.did import DidWebLookup, PlcDocumentSource, claimed_handle, validate_document
+from plc.resolve.did import (
+    DidWebLookup,
+    PlcDocumentSource,
+    claimed_handle,
+    did_web_host,
+    validate_document,
+)
 from plc.resolve.dnsclient import DnsClient
 from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest
 from plc.resolve.fetch import SafeFetcher
 from plc.resolve.handle import HandleLookup
+from plc.resolve.lookups import Deadline, LookupSlots, SharedLookups, registrable_domain
 from plc.resolve.safety import AddressPolicy
 from plc.resolve.settings import ResolverSettings
 from plc.resolve.syntax import (
@@ -49,6 +71,17 @@ from plc.resolve.syntax import (
     is_valid_plc_did,
     normalize_handle,
 )
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome(Generic[V]):
+    """What one shared lookup settled on: its ``value``, or (``None``) the ``reason`` it
+    failed. Each waiting request raises its own exception from it."""
+
+    value: V | None
+    reason: str = ""
 
 
 class IdentityInfo(TypedDict):
@@ -89,9 +122,12 @@ class IdentityResolver:
         self._handle_cache: ResolutionCache[str, str] = ResolutionCache(
             settings.cache_ttl_s, settings.negative_cache_ttl_s, settings.cache_max_entries, clock
         )
-        # Bounds the sockets outbound lookups hold: a wildcard domain gives an attacker
-        # unlimited distinct handles, so the caches alone do not.
-        self._lookup_slots = asyncio.Semaphore(settings.max_concurrent_lookups)
+        # Bound the sockets outbound lookups hold: a wildcard domain gives an attacker
+        # unlimited distinct handles, so neither the caches nor the merging of identical
+        # lookups do; the per-domain cap keeps one such domain from taking every slot.
+        self._slots = LookupSlots(settings.max_concurrent_lookups, settings.max_lookups_per_domain)
+        self._handle_lookups: SharedLookups[str, _Outcome[str]] = SharedLookups()
+        self._did_web_lookups: SharedLookups[str, _Outcome[bytes]] = SharedLookups()
         self._did_web_cache: ResolutionCache[str, bytes | str] = ResolutionCache(
             settings.cache_ttl_s,
             settings.negative_cache_ttl_s,
@@ -175,14 +211,13 @@ class IdentityResolver:
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.settings.time_budget_s
 
-    def _has_full_time(self, deadline: float) -> bool:
-        """Whether a lookup starting now has at least one request's timeout before
-        ``deadline``: if it is then cut short, its own servers were too slow."""
-        left = deadline - asyncio.get_running_loop().time()
-        return left >= self.settings.request_timeout_s
+    def _had_full_time(self, started: float, deadline: Deadline) -> bool:
+        """Whether a lookup that got its slot at ``started`` had at least one request's timeout
+        before its (final) deadline: if it was cut short, its own servers were too slow."""
+        return deadline.when - started >= self.settings.request_timeout_s
 
     async def _handle_to_did(self, handle: str, deadline: float, refresh: bool) -> str:
-        """Unverified handle -> DID through the cache; failures are cached negatively."""
+        """Unverified handle -> DID through the cache and the shared lookup of ``handle``."""
         if has_disallowed_tld(handle):
             raise HandleNotFound("disallowed TLD")
         entry = self._handle_cache.get(handle, refresh=refresh)
@@ -190,31 +225,33 @@ class IdentityResolver:
             if entry.negative:
                 raise HandleNotFound(entry.value)
             return entry.value
-        if not await self._take_slot(deadline):
-            raise HandleNotFound("time budget exhausted before the lookup")  # not cached
+        lookup = functools.partial(self._look_up_handle, handle)
         try:
-            full_time = self._has_full_time(deadline)
+            outcome = await self._handle_lookups.run(handle, deadline, lookup)
+        except TimeoutError:
+            # this request's budget is spent; the lookup, if any, goes on for the others
+            raise HandleNotFound("time budget exhausted before the lookup answered") from None
+        if outcome.value is None:
+            raise HandleNotFound(outcome.reason)
+        return outcome.value
+
+    async def _look_up_handle(self, handle: str, deadline: Deadline) -> _Outcome[str]:
+        """The one lookup of ``handle`` the waiting requests share; fills the cache (failures
+        negatively, unless cut short without full time or never started)."""
+        domain = registrable_domain(handle)
+        if not await self._slots.acquire(domain, deadline):
+            return _Outcome(None, "time budget exhausted before the lookup")
+        started = asyncio.get_running_loop().time()
+        try:
             did = await self._handles.resolve(handle, deadline)
         except HandleNotFound as err:
-            if full_time or not err.cut_short:
+            if not err.cut_short or self._had_full_time(started, deadline):
                 self._handle_cache.put(handle, err.reason, negative=True)
-            raise
+            return _Outcome(None, err.reason)
         finally:
-            self._lookup_slots.release()
+            self._slots.release(domain)
         self._handle_cache.put(handle, did)
-        return did
-
-    async def _take_slot(self, deadline: float) -> bool:
-        """Wait for one of ``max_concurrent_lookups`` slots until ``deadline``; False if none
-        came (or the deadline had passed). The caller releases a slot it got."""
-        if asyncio.get_running_loop().time() >= deadline:
-            return False
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._lookup_slots.acquire()
-        except TimeoutError:
-            return False
-        return True
+        return _Outcome(did)
 
     async def _verified_handle(
         self, did: str, document: dict[str, Any], deadline: float, refresh: bool
@@ -251,28 +288,44 @@ class IdentityResolver:
         return validate_document(did, document)
 
     async def _web_document(self, did: str, deadline: float, refresh: bool) -> dict[str, Any]:
-        """did:web document through the cache; a new object each time (callers may modify it)."""
+        """did:web document through the cache and the shared fetch of ``did``; a new object
+        each time (callers may modify it)."""
         entry = self._did_web_cache.get(did, refresh=refresh)
         if entry is not None:
             if isinstance(entry.value, str):
                 raise DidNotFound(entry.value)
             document: dict[str, Any] = orjson.loads(entry.value)
             return document
-        if not await self._take_slot(deadline):
-            raise DidNotFound(f"time budget exhausted before fetching: {echo(did)}")  # not cached
+        fetch = functools.partial(self._fetch_did_web, did)
         try:
-            full_time = self._has_full_time(deadline)
-            async with asyncio.timeout_at(deadline):
+            outcome = await self._did_web_lookups.run(did, deadline, fetch)
+        except TimeoutError:
+            raise DidNotFound(f"did:web document timed out: {echo(did)}") from None
+        if outcome.value is None:
+            raise DidNotFound(outcome.reason)
+        document = orjson.loads(outcome.value)
+        return document
+
+    async def _fetch_did_web(self, did: str, deadline: Deadline) -> _Outcome[bytes]:
+        """The one fetch of ``did``'s document the waiting requests share (compact JSON);
+        fills the cache as :meth:`_look_up_handle` does."""
+        domain = registrable_domain(did_web_host(did))
+        if not await self._slots.acquire(domain, deadline):
+            return _Outcome(None, f"time budget exhausted before fetching: {echo(did)}")
+        started = asyncio.get_running_loop().time()
+        try:
+            async with deadline.scope():
                 document = await self._did_web.fetch(did)
         except TimeoutError:
-            error = DidNotFound(f"did:web document timed out: {echo(did)}")
-            if full_time:
-                self._did_web_cache.put(did, error.message, negative=True)
-            raise error from None
+            message = f"did:web document timed out: {echo(did)}"
+            if self._had_full_time(started, deadline):
+                self._did_web_cache.put(did, message, negative=True)
+            return _Outcome(None, message)
         except DidNotFound as err:
             self._did_web_cache.put(did, err.message, negative=True)
-            raise
+            return _Outcome(None, err.message)
         finally:
-            self._lookup_slots.release()
-        self._did_web_cache.put(did, orjson.dumps(document))
-        return document
+            self._slots.release(domain)
+        body = orjson.dumps(document)
+        self._did_web_cache.put(did, body)
+        return _Outcome(body)

@@ -70,8 +70,15 @@ class ResolverSettings(BaseSettings):
 
     max_concurrent_lookups: int = Field(default=256, ge=1, le=100_000)
     """Most handle lookups and did:web fetches in flight at once in one process (each holds a
-    DNS socket and up to a few HTTPS connections). A lookup beyond it waits within its time
-    budget; one that never gets a turn fails as timed out and is not cached."""
+    DNS socket and up to a few HTTPS connections; concurrent requests for the same handle or
+    did:web DID share one). A lookup beyond it waits within its time budget; one that never
+    gets a turn fails as timed out and is not cached."""
+
+    max_lookups_per_domain: int = Field(default=32, ge=1, le=100_000)
+    """Most of those lookups in flight at once for names under one registrable domain (Public
+    Suffix List, ICANN section: ``a.evil.example`` and ``b.evil.example`` count together; a
+    did:web DID counts for its host's domain). Keeps one wildcard domain with a slow server
+    from holding every ``max_concurrent_lookups`` slot; the others wait within their budget."""
 
     allow_private_networks: bool = False
     """Fetch from loopback, private, link-local, multicast and reserved addresses too (tests,

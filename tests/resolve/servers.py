@@ -28,6 +28,9 @@ class Zone:
         self.records: dict[tuple[str, str], list[Any]] = {}
         self.delays: dict[str, float] = {}
         self.queries: Counter[tuple[str, str]] = Counter()
+        self.watched: set[tuple[str, str]] = set()
+        self.in_flight: Counter[tuple[str, str]] = Counter()
+        self.most_in_flight: Counter[tuple[str, str]] = Counter()
         self.lock = threading.Lock()
         self.release = threading.Event()
 
@@ -36,6 +39,9 @@ class Zone:
             self.records.clear()
             self.delays.clear()
             self.queries.clear()
+            self.watched.clear()
+            self.in_flight.clear()
+            self.most_in_flight.clear()
         self.release.set()
         self.release = threading.Event()
 
@@ -55,6 +61,31 @@ class Zone:
         """Answer every query for ``name`` only after ``seconds`` (or at reset)."""
         self.delays[name.lower()] = seconds
 
+    def watch(self, suffix: str, kind: str) -> None:
+        """Track how many ``kind`` queries for ``suffix`` and names under it are being answered
+        at once (:meth:`most_concurrent`)."""
+        with self.lock:
+            self.watched.add((suffix.lower(), kind))
+
+    def most_concurrent(self, suffix: str, kind: str) -> int:
+        """The most watched queries (:meth:`watch`) that were being answered at once."""
+        with self.lock:
+            return self.most_in_flight[(suffix.lower(), kind)]
+
+    def concurrent(self, suffix: str, kind: str) -> int:
+        """Watched queries being answered now."""
+        with self.lock:
+            return self.in_flight[(suffix.lower(), kind)]
+
+    def count_under(self, suffix: str, kind: str) -> int:
+        """Queries of ``kind`` received for ``suffix`` and the names under it."""
+        with self.lock:
+            return sum(
+                n
+                for (qname, qtype), n in self.queries.items()
+                if qtype == kind and _is_under(qname, suffix.lower())
+            )
+
     def count(self, name: str, kind: str | None = None) -> int:
         with self.lock:
             return sum(
@@ -73,13 +104,26 @@ class Zone:
             delay = self.delays.get(qname, 0.0)
             answers = list(self.records.get((qname, qtype), []))
             exists = any(name == qname for name, _ in self.records)
-        if delay:
-            self.release.wait(delay)
+            watches = [w for w in self.watched if w[1] == qtype and _is_under(qname, w[0])]
+            for watch in watches:
+                self.in_flight[watch] += 1
+                self.most_in_flight[watch] = max(self.most_in_flight[watch], self.in_flight[watch])
+        try:
+            if delay:
+                self.release.wait(delay)
+        finally:
+            with self.lock:
+                for watch in watches:
+                    self.in_flight[watch] -= 1
         for rdata in answers:
             reply.add_answer(RR(request.q.qname, request.q.qtype, rdata=rdata, ttl=60))
         if not answers and not exists:
             reply.header.rcode = RCODE.NXDOMAIN
         return reply
+
+
+def _is_under(name: str, suffix: str) -> bool:
+    return name == suffix or name.endswith("." + suffix)
 
 
 class LocalDns:

@@ -15,6 +15,7 @@ from plc.resolve import DidNotFound, HandleNotFound, IdentityResolver
 from plc.resolve.did import MAX_DOCUMENT_DEPTH
 from plc.resolve.errors import NoValidRecord
 from plc.resolve.handle import did_from_well_known
+from plc.resolve.lookups import Deadline
 from tests.conftest import make_settings
 from tests.resolve.conftest import (
     DID_A,
@@ -234,10 +235,12 @@ async def test_outbound_lookups_are_bounded_however_many_distinct_names_arrive(
     dns.zone.a("late.wild.test", "127.0.0.1")
     http.route("late.wild.test", WELL_KNOWN, body=DID_A.encode())
     tight = make_resolver(max_concurrent_lookups=1, time_budget_s=0.3)
-    await tight._lookup_slots.acquire()  # what a lookup stuck on a slow host holds
+    held = Deadline(asyncio.get_running_loop().time() + 60)
+    # what a lookup stuck on a slow host of another domain holds
+    assert await tight._slots.acquire("stuck.test", held)
     with pytest.raises(HandleNotFound) as info:
         await tight.resolve_handle("late.wild.test", verify=False)
     assert "time budget exhausted" in info.value.reason
     assert http.count("late.wild.test") == 0
-    tight._lookup_slots.release()
+    tight._slots.release("stuck.test")
     assert await tight.resolve_handle("late.wild.test", verify=False) == DID_A
