@@ -58,7 +58,9 @@ def plc_serve(
         match = re.fullmatch(r"verifier key: (\S+)\n", first)
         assert match, first
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        # a bound on a hang, not a speed check: a start that signs a 65,836-leaf tree took
+        # over 30 s on two cores shared by four test processes
+        deadline = time.monotonic() + 120
         while True:
             try:
                 if httpx.get(f"{url}/_health").status_code == 200:
