@@ -14,6 +14,7 @@ Modules, each one idea, roughly in data-flow order::
     follow        /export/stream once caught up
     replay        seq checks + entries' tree in the coordinator, batches to the workers
     sequence      seq gaps, repeats, regressions, stream redeliveries
+    backdating    createdAt against seq: the high-water mark (backdated-op)
     worker        per-DID validation in worker processes (DIDs sharded, order kept)
     lines         strict parsing of sequenced_op lines
     chain         per-DID state and the did:plc rules one op at a time (go-didplc style)
@@ -26,7 +27,8 @@ Modules, each one idea, roughly in data-flow order::
     findings      finding classes, severities, evidence shapes
     report        summaries and JSON-lines output          (progress: the rich bar)
     removals      announced-removal allow-lists
-    evidence_check  standalone re-verification of a finding's evidence (core only)
+    evidence_check  standalone re-verification of a finding's evidence (core only; with
+                  evidence_ops and evidence_chain, findings that extend an earlier one)
 
 Misbehaviour is a :class:`~auditor.findings.Finding` (exit code 2); the audit failing is
 :class:`~auditor.errors.AuditFailed` (exit code 1).

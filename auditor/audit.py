@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from auditor import state
+from auditor.backdating import resumed_tracker
 from auditor.client import DirectoryClient
 from auditor.errors import AuditFailed
 from auditor.findings import MISBEHAVIOUR, Finding
@@ -204,7 +205,10 @@ class _Run:
         else:
             start = self.tree.tree_size
         self.progress = ReplayProgress(label, total, self.options.progress, start=start)
-        return Replayer(self.conn, self.tree, self.tracker, self.pool, self.tlog, self.progress)
+        created = resumed_tracker(self.conn, self.options.created_at_tolerance_ms)
+        return Replayer(
+            self.conn, self.tree, self.tracker, self.pool, self.tlog, self.progress, created
+        )
 
     def finish(self, replayer: Replayer | None, started: float) -> AuditOutcome:
         """Drain, stop the workers, mark the run finished."""

@@ -19,6 +19,7 @@ verified, 3 some only unverifiable, 1 some rejected.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -33,12 +34,19 @@ from rich.markup import escape
 
 from auditor import state
 from auditor.audit import BATCH_LINES, AuditOptions, AuditOutcome, sync_directory, verify_file
+from auditor.backdating import DEFAULT_TOLERANCE_MS
 from auditor.compare import compare_states
 from auditor.errors import AuditFailed
 from auditor.findings import MISBEHAVIOUR, Finding
 from auditor.options import MAX_RESPONSE_BYTES, REQUEST_DEADLINE_S, HttpLimits
 from auditor.removals import load_removed_cids
-from auditor.report import render_findings, render_summary, summarize, write_findings
+from auditor.report import (
+    render_findings,
+    render_summary,
+    state_lookup,
+    summarize,
+    write_findings,
+)
 from auditor.sources import SourceSpec
 from plc.errors import VerificationError
 from plc.tlog.note import Verifier, parse_verifier_key
@@ -55,6 +63,25 @@ _STATE_HELP = (
     "State file (default: plc-audit-<16 hex digits of the source's SHA-256>.sqlite3 in the cwd)."
 )
 _FINDINGS_HELP = "Write findings as JSON lines here ('-' = stdout)."
+_TOLERANCE_HELP = (
+    "How far an op's createdAt may be earlier than that of an op with a lower seq before it "
+    "is a backdated-op finding (seconds, >= 0; millisecond precision)."
+)
+_TOLERANCE_OPTION = typer.Option("--created-at-tolerance", min=0.0, help=_TOLERANCE_HELP)
+
+
+def _tolerance_ms(seconds: float) -> int:
+    """``--created-at-tolerance`` in milliseconds.
+
+    Raises:
+        typer.BadParameter: not a finite number >= 0 (click's range check lets NaN and
+            infinity through).
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        raise typer.BadParameter(
+            "must be a finite number of seconds >= 0", param_hint="--created-at-tolerance"
+        )
+    return round(seconds * 1000)
 
 
 EXIT_INTERRUPTED = 130
@@ -116,7 +143,7 @@ def _finish(outcome: AuditOutcome, findings_path: str) -> int:
     try:
         new = [f for _, f in state.load_findings(conn, after_id=outcome.first_finding_id)]
         with _output(findings_path) as out:
-            write_findings(new, out)
+            write_findings(new, out, state_lookup(conn))
         summary = summarize(conn)
     finally:
         conn.close()
@@ -172,6 +199,7 @@ def sync(
         int,
         typer.Option(min=1024, help="Largest answer read from the directory (decoded bytes)."),
     ] = MAX_RESPONSE_BYTES,
+    created_at_tolerance: Annotated[float, _TOLERANCE_OPTION] = DEFAULT_TOLERANCE_MS / 1000,
 ) -> int:
     """Replay a directory's /export (and /tlog/), resuming from the state file."""
     if recheck not in ("full", "tail", "none"):
@@ -190,6 +218,7 @@ def sync(
         progress=progress,
         seed=seed,
         http_limits=HttpLimits(request_deadline, max_response_bytes),
+        created_at_tolerance_ms=_tolerance_ms(created_at_tolerance),
     )
     path = state_path or state.default_state_path(spec.location)
     with _resumable(path, "running the same sync again (without --fresh)"):
@@ -221,6 +250,7 @@ def verify(
     batch_lines: Annotated[
         int, typer.Option(min=1, help="Lines per batch (the unit of commit and resume).")
     ] = BATCH_LINES,
+    created_at_tolerance: Annotated[float, _TOLERANCE_OPTION] = DEFAULT_TOLERANCE_MS / 1000,
 ) -> int:
     """Replay a JSON-lines export file offline (fresh unless --resume)."""
     spec = SourceSpec.for_file(file)
@@ -239,6 +269,7 @@ def verify(
         checkpoint_notes=notes,
         progress=progress,
         batch_lines=batch_lines,
+        created_at_tolerance_ms=_tolerance_ms(created_at_tolerance),
     )
     path = state_path or state.default_state_path(spec.location)
     with _resumable(path, "the same verify with --resume"):
@@ -293,12 +324,12 @@ def report(
     try:
         stored: list[Finding] = [f for _, f in state.load_findings(conn)]
         summary = summarize(conn)
+        if as_json:
+            write_findings(stored, sys.stdout.buffer, state_lookup(conn))
     except (sqlite3.Error, ValueError, KeyError) as exc:
         raise AuditFailed(f"{state_path}: unreadable auditor state ({exc})") from exc
     finally:
         conn.close()
-    if as_json:
-        write_findings(stored, sys.stdout.buffer)
     # With --json, stdout is JSON lines only: the summary goes to stderr.
     console = Console(stderr=as_json)
     render_summary(summary, console, notes=[f"state file: {state_path}"])

@@ -18,12 +18,16 @@ waiting what ``Retry-After`` asks (seconds or an HTTP-date, at most
 (:class:`~auditor.errors.DirectoryUnreachable`, exit code 1). Every request has a total
 deadline and a cap on the decoded body (:class:`auditor.options.HttpLimits`); a body over the
 cap fails the audit at once (:class:`~auditor.errors.AuditFailed`: asking again gets the same).
+Answers are asked for in ``gzip`` or ``deflate`` and decoded here, in bounded steps, so the
+cap holds against a compressed answer that expands a thousandfold (a "gzip bomb").
 """
 
 from __future__ import annotations
 
 import email.utils
 import time
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +76,55 @@ def retry_after_s(response: httpx.Response, now: float | None = None) -> float |
 
 
 _FRAMING = (b"content-encoding", b"content-length", b"transfer-encoding")
+
+DECODE_STEP = 1 << 18
+"""Most bytes one decompression step produces (256 KiB). The body cap is checked after each
+step, so a compressed answer is refused within this much past the cap; httpx decodes a whole
+network read at once, and a 64 kB read of a gzip bomb is 64 MB."""
+
+ACCEPT_ENCODING = "gzip, deflate"
+"""The codings asked for (RFC 9110 §8.4.1), the ones :func:`_decoded` undoes in steps."""
+
+
+def _decoded(raw: Iterator[bytes], coding: str) -> Iterator[bytes]:
+    """The body ``raw`` (as received) decoded from ``coding`` (a ``Content-Encoding``
+    value), in pieces of at most :data:`DECODE_STEP` bytes when compressed.
+
+    Raises:
+        httpx.DecodingError: a coding other than identity, ``gzip`` or ``deflate`` (zlib
+            format, or raw deflate as some servers send), or data that does not decode.
+    """
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        yield from raw
+        return
+    if coding in ("gzip", "x-gzip"):
+        decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    elif coding == "deflate":
+        decompressor = zlib.decompressobj()
+    else:
+        raise httpx.DecodingError(f"unsupported content-encoding {coding!r}")
+    started = False
+    for chunk in raw:
+        data = chunk
+        while data:
+            try:
+                piece = decompressor.decompress(data, DECODE_STEP)
+            except zlib.error as exc:
+                if started or coding != "deflate":
+                    raise httpx.DecodingError(str(exc)) from exc
+                decompressor = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate
+                started = True
+                continue
+            started = True
+            if not piece and len(decompressor.unconsumed_tail) == len(data):
+                raise httpx.DecodingError("the compressed data does not advance")
+            yield piece
+            data = decompressor.unconsumed_tail
+    try:
+        yield decompressor.flush()
+    except zlib.error as exc:
+        raise httpx.DecodingError(str(exc)) from exc
 
 
 class _TooSlow(Exception):
@@ -125,7 +178,7 @@ class DirectoryClient:
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout_s,
-            headers={"user-agent": "plc-audit"},
+            headers={"user-agent": "plc-audit", "accept-encoding": ACCEPT_ENCODING},
         )
 
     def close(self) -> None:
@@ -191,7 +244,8 @@ class DirectoryClient:
             body = bytearray()
             # Checked after every chunk: a server that sends a byte now and then never trips
             # the per-read timeout; the overshoot is at most one read timeout.
-            for chunk in response.iter_bytes():
+            coding = response.headers.get("content-encoding", "")
+            for chunk in _decoded(response.iter_raw(), coding):
                 body += chunk
                 if len(body) > limits.max_body_bytes:
                     raise AuditFailed(

@@ -1,9 +1,10 @@
 """Standalone re-verification of a finding's evidence, with nothing but the pure core.
 
-Imports only the standard library, ``orjson``, ``plc``'s pure modules and its other half,
-:mod:`auditor.evidence_ops` (the per-operation classes; this file has the log classes) —
-never the rest of ``auditor``: a third party can read these two files and check a finding
-without trusting the auditor's replay code or the directory. Run as
+Imports only the standard library, ``orjson``, ``plc``'s pure modules and its other parts,
+:mod:`auditor.evidence_ops` (the per-operation classes; this file has the log classes) and
+:mod:`auditor.evidence_chain` (per-DID rule findings that extend an earlier one of the file)
+— never the rest of ``auditor``: a third party can read these three files and check a
+finding without trusting the auditor's replay code or the directory. Run as
 ``python -m auditor.evidence_check FILE [--vkey KEY]`` or ``plc-audit check-evidence FILE``;
 FILE holds findings as JSON lines.
 
@@ -38,9 +39,11 @@ from typing import Any
 
 import orjson
 
+from auditor.evidence_chain import FindingsIndex
 from auditor.evidence_ops import (
     OBSERVED,
     OP_CHECKS,
+    RULE_CLASSES,
     UNVERIFIABLE,
     VERIFIED,
     EvidenceRejected,
@@ -60,10 +63,13 @@ __all__ = [
     "UNVERIFIABLE",
     "VERIFIED",
     "EvidenceRejected",
+    "FindingsIndex",
     "check_finding",
     "implied_old_root",
     "main",
+    "status_of",
     "verdict",
+    "verdicts",
 ]
 
 EXIT_VERIFIED, EXIT_REJECTED, EXIT_UNVERIFIABLE = 0, 1, 3
@@ -296,13 +302,17 @@ _CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier]]
 }
 
 
-def verdict(finding: Any, verifiers: Sequence[Verifier] = ()) -> str:
-    """Re-verify one finding (its JSON object) from its evidence alone.
+def verdict(
+    finding: Any, verifiers: Sequence[Verifier] = (), index: FindingsIndex | None = None
+) -> str:
+    """Re-verify one finding (its JSON object) from its evidence alone (and, for a per-DID
+    rule finding that extends an earlier one, that one's lines, from ``index``).
 
     Args:
         finding: ``{"class", "seq", "did", "cid", "evidence", ...}``.
         verifiers: the log's verifier keys, to check checkpoint signatures (without them
             checkpoints are parsed unverified, and claims resting on them are unverifiable).
+        index: the findings of the file ``finding`` is in (:mod:`auditor.evidence_chain`).
 
     Returns:
         ``"verified"`` or ``"unverifiable: <why>"``.
@@ -318,7 +328,11 @@ def verdict(finding: Any, verifiers: Sequence[Verifier] = ()) -> str:
     evidence = finding.get("evidence") or {}
     need(isinstance(evidence, dict), "the evidence is not a JSON object")
     try:
-        result = check(finding, evidence, verifiers)
+        if cls in RULE_CLASSES and index is not None:
+            result = index.rule_verdict(finding)
+        else:
+            need("extends" not in evidence, "it extends an earlier finding: check it with its file")
+            result = check(finding, evidence, verifiers)
     except EvidenceRejected:
         raise
     except (PlcError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -328,13 +342,26 @@ def verdict(finding: Any, verifiers: Sequence[Verifier] = ()) -> str:
     return result
 
 
-def check_finding(finding: Any, verifiers: Sequence[Verifier] = ()) -> str:
+def check_finding(
+    finding: Any, verifiers: Sequence[Verifier] = (), index: FindingsIndex | None = None
+) -> str:
     """:func:`verdict` without the reason: :data:`VERIFIED` or :data:`UNVERIFIABLE`.
 
     Raises:
         EvidenceRejected: the evidence does not support the claim (or is malformed).
     """
-    return status_of(verdict(finding, verifiers))
+    return status_of(verdict(finding, verifiers, index))
+
+
+def verdicts(findings: Sequence[Any], verifiers: Sequence[Verifier] = ()) -> list[str]:
+    """:func:`verdict` of every finding of one findings file (as JSON objects, in order),
+    each resolved against the others.
+
+    Raises:
+        EvidenceRejected: the first finding whose evidence does not support its claim.
+    """
+    index = FindingsIndex(findings)
+    return [verdict(finding, verifiers, index) for finding in findings]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -364,13 +391,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REJECTED
     counts = {VERIFIED: 0, UNVERIFIABLE: 0, "rejected": 0}
     signed_notes = False
+    parsed: list[tuple[int, Any]] = []
     for number, raw in enumerate(raws, 1):
         if not raw.strip():
             continue
-        finding: Any = None
         try:
-            finding = orjson.loads(raw)
-            text = verdict(finding, vkeys)
+            parsed.append((number, orjson.loads(raw)))
+        except orjson.JSONDecodeError as exc:
+            parsed.append((number, exc))
+    index = FindingsIndex(f for _, f in parsed)
+    for number, finding in parsed:
+        try:
+            if isinstance(finding, orjson.JSONDecodeError):
+                raise finding
+            text = verdict(finding, vkeys, index)
             counts[status_of(text)] += 1
         except (orjson.JSONDecodeError, EvidenceRejected) as exc:
             counts["rejected"] += 1

@@ -24,6 +24,8 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -116,63 +118,105 @@ def _entry(line: str) -> tuple[dict[str, Any], LogEntry]:
     return record, LogEntry(record["did"], op, parse_timestamp(record["createdAt"]))
 
 
-def _replay(
-    did: str, seq: object, lines: Sequence[str], refused: set[int]
-) -> tuple[list[LogEntry], LogEntry, bool]:
-    """Replay all lines but the last with the core; refused lines must be refused.
+@dataclass
+class Replay:
+    """A DID's lines replayed with the core in log order, each applied or refused: what the
+    check of a line after them needs. ``count`` lines so far, the last one's ``seq`` and
+    claimed ``cid``; ``tied`` once two of them shared a ``seq``.
 
-    The lines must be the DID's in log order — their ``seq`` not decreasing, no line twice —
-    and the last must be the accused op at the finding's own ``seq``: replaying an honest
+    The lines must be the DID's in log order — their ``seq`` not decreasing, no line twice
+    — and a finding's last line the accused op at its own ``seq``: replaying an honest
     DID's lines out of order (or one line twice) makes any valid op look like a broken rule.
     Two different ops at one ``seq`` (a directory that served a ``seq`` twice,
-    ``duplicate-seq``) are allowed, but their order is then the auditor's observation: the
-    third value says so.
-
-    Raises:
-        EvidenceRejected: a line is for another DID, out of order or repeated, the last is
-            not at ``seq``, or a line's refusal does not match ``refused``.
+    ``duplicate-seq``) are allowed, but their order is then the auditor's observation.
     """
-    need(type(seq) is int, "the finding has no integer seq")
-    records = [_record(line) for line in lines]
-    seqs = [r["seq"] for r in records]
-    tied = False
-    for index in range(1, len(seqs)):
-        need(
-            seqs[index] >= seqs[index - 1],
-            f"line {index} (seq {seqs[index]}) comes before line {index - 1} "
-            f"(seq {seqs[index - 1]}): the lines are not in log order",
-        )
-        if seqs[index] == seqs[index - 1]:
+
+    did: str
+    history: list[LogEntry] = field(default_factory=list)
+    count: int = 0
+    seq: int = 0
+    cid: str = ""
+    tied: bool = False
+    cids: set[str] = field(default_factory=set)
+    refused_cids: set[str] = field(default_factory=set)
+
+    def place(self, line: str) -> LogEntry:
+        """Parse the next line and check that it comes next in log order, for this DID.
+
+        Raises:
+            EvidenceRejected: a malformed line, another DID's, out of order or repeated.
+        """
+        record, entry = _entry(line)
+        index, seq = self.count, record["seq"]
+        if index:
             need(
-                records[index]["cid"] != records[index - 1]["cid"],
-                f"line {index} repeats line {index - 1} (seq {seqs[index]})",
+                seq >= self.seq,
+                f"line {index} (seq {seq}) comes before line {index - 1} "
+                f"(seq {self.seq}): the lines are not in log order",
             )
-            tied = True
-    need(seqs[-1] == seq, f"the last line is seq {seqs[-1]}, not the finding's seq {seq}")
-    history: list[LogEntry] = []
-    for index, line in enumerate(lines[:-1]):
-        _, entry = _entry(line)
-        need(entry.did == did, f"line {index} is for another DID")
+            if seq == self.seq:
+                need(
+                    record["cid"] != self.cid, f"line {index} repeats line {index - 1} (seq {seq})"
+                )
+                self.tied = True
+        need(entry.did == self.did, f"line {index} is for another DID")
+        self.count, self.seq, self.cid = index + 1, seq, record["cid"]
+        self.cids.add(entry.operation.cid)
+        return entry
+
+    def earlier(self, line: str, refused: bool) -> None:
+        """Replay a line before the accused op: the core must refuse it exactly if
+        ``refused``.
+
+        Raises:
+            EvidenceRejected: as :meth:`place`, or a refusal that does not match.
+        """
+        index = self.count
+        entry = self.place(line)
         try:
-            prepared = validate_next_op(history, did, entry.operation, entry.created_at)
+            prepared = validate_next_op(self.history, self.did, entry.operation, entry.created_at)
         except PlcError:
-            need(index in refused, f"line {index} is refused by the rules but not marked so")
-            continue
-        need(index not in refused, f"line {index} was marked refused but is valid")
-        history = apply_prepared(history, prepared)
-    _, last = _entry(lines[-1])
-    need(last.did == did, "the last line is for another DID")
-    return history, last, tied
+            need(refused, f"line {index} is refused by the rules but not marked so")
+            self.refused_cids.add(entry.operation.cid)
+            return
+        need(not refused, f"line {index} was marked refused but is valid")
+        self.history = apply_prepared(self.history, prepared)
 
 
 def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    return rule_check(finding, ev)[0]
+
+
+def rule_check(
+    finding: dict[str, Any], ev: dict[str, Any], start: Replay | None = None
+) -> tuple[str, Replay | None]:
+    """Re-decide a per-DID rule finding over its lines (``ev``: ``{"lines", "refused"}``),
+    replayed after ``start`` (the lines before them, already checked; consumed), else
+    from nothing.
+
+    Returns:
+        The verdict text, and the replay with the accused op placed after the lines, as
+        refused (for a finding that extends this one), or None when lines are lost.
+
+    Raises:
+        EvidenceRejected: the evidence does not support the claim.
+    """
     cls, did = finding["class"], finding["did"]
     lines = ev["lines"]
     need(isinstance(lines, list) and bool(lines), "lines missing")
     need(all(x is None or isinstance(x, str) for x in lines), "a line is not a string")
     if None in lines:
-        return _lines_lost()
-    history, last, tied = _replay(did, finding.get("seq"), lines, set(ev.get("refused", [])))
+        return _lines_lost(), None
+    seq = finding.get("seq")
+    need(type(seq) is int, "the finding has no integer seq")
+    replay = Replay(did) if start is None else start
+    need(replay.did == did, "the lines extended are another DID's")
+    refused = set(ev.get("refused", []))
+    for index, line in enumerate(lines[:-1]):
+        replay.earlier(line, index in refused)
+    history = replay.history
+    last = replay.place(lines[-1])
+    need(replay.seq == seq, f"the last line is seq {replay.seq}, not the finding's seq {seq}")
     op = last.operation
     need(op.cid == finding["cid"], "the last line is not the op the finding names")
     try:
@@ -205,15 +249,24 @@ def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier
     elif cls == "chained-to-tombstone":
         need(prev is not None and prev.operation.is_tombstone, "prev is not a tombstone")
     elif cls == "chained-to-invalid":
-        refused_cids = {_entry(lines[i])[1].cid for i in ev.get("refused", [])}
-        need(op.prev in refused_cids, "prev is not a refused op")
+        need(op.prev in replay.refused_cids, "prev is not a refused op")
     elif cls == "op-before-prev":
-        need(all(_entry(x)[1].cid != op.prev for x in lines[:-1]), "prev appears earlier")
-        return unverifiable(f"the order of the export is {OBSERVED}")
-    need(not isinstance(error, GenesisHashMismatch) or cls == "genesis-did-mismatch", "class")
-    if tied:
-        return unverifiable(f"two ops share a seq: their order in the evidence is {OBSERVED}")
-    return VERIFIED
+        # The op's own CID is among those placed; its prev cannot be it (a CID hashes the op).
+        need(op.prev not in replay.cids, "prev appears earlier")
+        replay.refused_cids.add(op.cid)
+        return unverifiable(f"the order of the export is {OBSERVED}"), replay
+    # Without an accepted op before it, the core reads any op as a genesis; a chained-to-
+    # invalid claim is proven by its refused prev whatever the core's reason.
+    need(
+        not isinstance(error, GenesisHashMismatch)
+        or cls in ("genesis-did-mismatch", "chained-to-invalid"),
+        "the core refuses the op as a genesis that does not hash to the DID",
+    )
+    replay.refused_cids.add(op.cid)
+    if replay.tied:
+        text = unverifiable(f"two ops share a seq: their order in the evidence is {OBSERVED}")
+        return text, replay
+    return VERIFIED, replay
 
 
 def _lines_lost() -> str:
@@ -233,6 +286,30 @@ def _signer(keys: Sequence[str], op: Operation) -> int | None:
         return signer_index(keys, op)
     except InvalidSignature:
         return None
+
+
+def _backdated(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
+    """Two lines of one log: the first (the high-water mark) has a lower ``seq`` and a
+    ``createdAt`` later than the second's by more than the tolerance. The lines carry both
+    their ``seq`` and their ``createdAt``, so the claim needs nothing the auditor saw."""
+    tolerance = ev["tolerance_ms"]
+    need(type(tolerance) is int and tolerance >= 0, "tolerance_ms is not an integer >= 0")
+    need(isinstance(ev["high_water_line"], str), "the high-water line is not a string")
+    need(isinstance(ev["line"], str), "the line is not a string")
+    high = _record(ev["high_water_line"])
+    high_at = parse_timestamp(high["createdAt"])
+    record, entry = _entry(ev["line"])
+    need(record["seq"] == finding.get("seq"), "the line is not at the finding's seq")
+    need(entry.did == finding.get("did"), "the line is for another DID")
+    need(entry.operation.cid == finding.get("cid"), "the line is not the op the finding names")
+    need(high["seq"] < record["seq"], "the high-water line's seq is not lower than the line's")
+    gap = high_at - entry.created_at
+    need(
+        gap > timedelta(milliseconds=tolerance),
+        f"createdAt goes back {gap.total_seconds() * 1000:.0f} ms, within the tolerance "
+        f"of {tolerance} ms",
+    )
+    return VERIFIED
 
 
 def _wrong_cid(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
@@ -390,6 +467,7 @@ def _removal(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verif
 
 OP_CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier]], str]] = {
     **{cls: _rule for cls in RULE_CLASSES},
+    "backdated-op": _backdated,
     "wrong-cid": _wrong_cid,
     "malformed-entry": _malformed,
     "non-canonical-line": _non_canonical,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from auditor.backdating import DEFAULT_TOLERANCE_MS
 from plc.tlog.note import Verifier
 
 BATCH_LINES = 2000
@@ -57,6 +58,7 @@ class AuditOptions:
     seed: int | None = None
     batch_lines: int = BATCH_LINES
     http_limits: HttpLimits = HttpLimits()
+    created_at_tolerance_ms: int = DEFAULT_TOLERANCE_MS
 
 
 @dataclass

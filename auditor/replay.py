@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from auditor import state
+from auditor.backdating import HIGH_WATER_KEY, CreatedAtTracker
 from auditor.findings import Finding, line_text
 from auditor.lines import MalformedLine, parse_header
 from auditor.progress import ReplayProgress
@@ -43,6 +44,7 @@ class _InFlight:
     tree_size: int
     ops: int
     breaks: list[tuple[int, int]]
+    high_water: bytes | None
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Replayer:
         pool: the per-DID workers.
         tlog: log checks, for checkpoints pending on the entries (None without a tlog).
         progress: the progress display.
+        created: the ``createdAt`` high-water check (:mod:`auditor.backdating`),
+            positioned after the last committed line.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class Replayer:
         pool: WorkerPool,
         tlog: TlogChecker | None,
         progress: ReplayProgress,
+        created: CreatedAtTracker,
     ) -> None:
         self._conn = conn
         self._tree = tree
@@ -85,6 +90,7 @@ class Replayer:
         self._pool = pool
         self._tlog = tlog
         self._progress = progress
+        self._created = created
         self._inflight: deque[_InFlight] = deque()
         self._batch_id = 0
         self.committed_tree_size = tree.tree_size
@@ -124,6 +130,9 @@ class Replayer:
             findings.extend(seq_findings)
             if not keep:
                 continue
+            backdated = self._created.observe(header.seq, raw.line)
+            if backdated is not None:
+                findings.append(backdated)
             if header.seq != self._next_seq:
                 breaks.append((index, header.seq))
             self._next_seq = header.seq + 1
@@ -142,6 +151,7 @@ class Replayer:
                 self._tree.tree_size,
                 len(leaves),
                 breaks,
+                None if self._created.mark is None else self._created.mark.line,
             )
         )
         while self._pool.outstanding > PIPELINE_DEPTH:
@@ -165,6 +175,8 @@ class Replayer:
                 state.set_meta(conn, "last_line", done.last_line.decode("utf-8", "replace"))
             if done.offset is not None:
                 state.set_meta(conn, "cursor_offset", done.offset)
+            if done.high_water is not None:
+                state.set_meta(conn, HIGH_WATER_KEY, done.high_water.decode("utf-8"))
             state.add_leaf_seqs(conn, done.breaks)
             state.set_meta(conn, "tree_size", done.tree_size)
             state.set_meta(conn, "root_hash", self._tree.root(done.tree_size).hex())

@@ -12,12 +12,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 
 from auditor import state
+from auditor.evidence_chain import FindingKey, FindingsIndex, Lookup, inline_evidence, rule_key
+from auditor.evidence_ops import RULE_CLASSES, EvidenceRejected
 from auditor.findings import CLASSES, INFO, MISBEHAVIOUR, Finding
 from auditor.tlogcheck import stored_checkpoints
 from plc.tlog.encoding import encode_b64
@@ -160,11 +163,44 @@ def render_findings(findings: Iterable[Finding], console: Console, limit: int = 
         console.print(f"... and {extra} more (use --json for all)")
 
 
-def write_findings(findings: Iterable[Finding], out: IO[bytes]) -> int:
-    """Write findings as JSON lines; return how many."""
+def state_lookup(conn: sqlite3.Connection) -> Lookup:
+    """Finds a stored per-DID rule finding by ``(did, seq, cid)`` in a state file."""
+
+    def lookup(did: str, seq: int, cid: str) -> dict[str, Any] | None:
+        return state.finding_of_op(conn, RULE_CLASSES, did, seq, cid)
+
+    return lookup
+
+
+def write_findings(
+    findings: Iterable[Finding], out: IO[bytes], lookup: Lookup | None = None
+) -> int:
+    """Write findings as JSON lines; return how many.
+
+    A per-DID rule finding that extends an earlier finding (:mod:`auditor.evidence_chain`)
+    not written before in this output — one found by an earlier run, say — is written with
+    its whole line list inline, resolved with ``lookup`` (:func:`state_lookup`; without one,
+    among ``findings``), so that every output checks on its own and each of a DID's lines
+    is in it once.
+    """
+    if lookup is None:
+        findings = list(findings)
+        lookup = FindingsIndex(f.to_json() for f in findings).lookup
+    written: set[FindingKey] = set()
     count = 0
     for finding in findings:
-        out.write(finding.dumps() + b"\n")
+        obj = finding.to_json()
+        key = rule_key(obj)
+        if key is not None:
+            extends = obj["evidence"].get("extends")
+            if isinstance(extends, dict):
+                if (key[0], extends.get("seq"), extends.get("cid")) not in written:
+                    try:
+                        obj["evidence"] = inline_evidence(obj, lookup)
+                    except EvidenceRejected:
+                        pass  # written as stored: the checker says what is missing
+            written.add(key)
+        out.write(orjson.dumps(obj) + b"\n")
         count += 1
     out.flush()
     return count

@@ -19,13 +19,15 @@ Schema (every table created on first open; ``meta.schema_version`` = :data:`SCHE
     checkpoints(id, origin, tree_size,           every checkpoint seen, in the order seen;
         root_hash, note UNIQUE, signature,       signature 'verified' | 'unverified';
         status)                                  status 'pending' | 'matched' | 'mismatch'
-    findings(id, key UNIQUE, class, severity,    every finding, JSON in body
-        seq, did, cid, body)
+    findings(id, key UNIQUE, class, severity,    every finding, JSON in body (indexed by
+        seq, did, cid, body)                     did, seq: auditor.evidence_chain)
 
 ``meta`` keys: ``schema_version``, ``source`` (file path or directory URL), ``source_kind``
 (``file`` | ``http``), ``cursor_seq`` (last ``seq`` fully processed), ``cursor_offset`` (file
 byte offset after it), ``tree_size``, ``ops_read``, ``tlog`` (``1`` if the directory serves
-``/tlog/``), ``finished`` (``1`` after a run reached the end of its source).
+``/tlog/``), ``finished`` (``1`` after a run reached the end of its source),
+``created_at_high_water`` (the line with the highest ``createdAt`` read so far,
+:mod:`auditor.backdating`).
 
 Rows are written by the coordinator (meta, tree, checkpoints, its findings) and by the worker
 processes (ops, excused_dids, their findings) in short transactions; WAL mode lets them read
@@ -39,6 +41,7 @@ import hashlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -93,6 +96,7 @@ CREATE TABLE IF NOT EXISTS findings (
     cid TEXT,
     body TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS findings_by_op ON findings (did, seq);
 """
 
 SQLITE_MAX = MAX_TREE_SIZE
@@ -392,6 +396,25 @@ def load_findings(conn: sqlite3.Connection, *, after_id: int = 0) -> list[tuple[
         (after_id,),
     ).fetchall()
     return [(int(i), finding_from_json(orjson.loads(body))) for i, body in rows]
+
+
+def finding_of_op(
+    conn: sqlite3.Connection, classes: Iterable[str], did: str, seq: int, cid: str
+) -> dict[str, Any] | None:
+    """The JSON object of the stored finding of one of ``classes`` about the op ``(did,
+    seq, cid)``, or None (for the evidence a per-DID rule finding extends,
+    :mod:`auditor.evidence_chain`)."""
+    wanted = sorted(classes)
+    marks = ",".join("?" * len(wanted))
+    row = conn.execute(
+        f"SELECT body FROM findings WHERE did = ? AND seq = ? AND cid = ? AND class IN ({marks}) "
+        "ORDER BY id LIMIT 1",
+        (did, _storable(seq), cid, *wanted),
+    ).fetchone()
+    if row is None:
+        return None
+    value = orjson.loads(row[0])
+    return value if isinstance(value, dict) else None
 
 
 def max_finding_id(conn: sqlite3.Connection) -> int:

@@ -280,18 +280,30 @@ class Validator:
         self, history: DidHistory, current: OpState, lines: dict[tuple[int, str], bytes]
     ) -> dict[str, Any]:
         """The DID's lines up to and including ``current``: accepted ops and earlier refused
-        ones (their positions listed in ``refused``)."""
+        ones (their positions listed in ``refused``). When an earlier op of the DID was
+        refused, its finding already holds the lines up to it: the evidence then
+        ``extends`` that finding with the lines after it (:mod:`auditor.evidence_chain`),
+        so a DID's lines are written once, not once per finding."""
+        kept = [s for s in history.ops.values() if s.status in (OK, REFUSED)]
+        base = max(
+            (s for s in kept if s.status == REFUSED and s.seq < current.seq),
+            key=lambda s: s.seq,
+            default=None,
+        )
+        if base is not None and any(s.seq == base.seq and s is not base for s in kept):
+            base = None  # two ops at its seq (duplicate-seq): which comes first is unclear
+        after = 0 if base is None else base.seq
         out: list[str | None] = []
         refused: list[int] = []
-        ordered = sorted(
-            (s for s in history.ops.values() if s.status in (OK, REFUSED) and s.seq <= current.seq),
-            key=lambda s: s.seq,
-        )
+        ordered = sorted((s for s in kept if after < s.seq <= current.seq), key=lambda s: s.seq)
         for s in ordered:
             if s.status == REFUSED and s is not current:
                 refused.append(len(out))
             out.append(_text(self._line_of(s, lines)))
-        return {"lines": out, "refused": refused}
+        evidence: dict[str, Any] = {"lines": out, "refused": refused}
+        if base is not None:
+            evidence = {"extends": {"seq": base.seq, "cid": base.cid}, **evidence}
+        return evidence
 
 
 def _text(line: bytes | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,8 +14,9 @@ import pytest
 
 from auditor import state
 from auditor.audit import AuditOptions, sync_directory, verify_file
-from auditor.evidence_check import UNVERIFIABLE, VERIFIED, check_finding
+from auditor.evidence_check import UNVERIFIABLE, VERIFIED, status_of, verdicts
 from auditor.findings import Finding
+from auditor.report import write_findings
 from plc.exportline import build_line
 from plc.operation import parse_operation
 from plc.tlog.note import Signer
@@ -116,15 +118,30 @@ def verify(tmp_path: Path) -> Audit:
     return run
 
 
+def as_written(findings: list[Finding]) -> list[dict[str, Any]]:
+    """The findings as a findings file holds them (:func:`auditor.report.write_findings`:
+    a finding extending one not in the file is written inline), parsed back."""
+    out = io.BytesIO()
+    write_findings(findings, out)
+    return [orjson.loads(raw) for raw in out.getvalue().splitlines()]
+
+
+def file_verdicts(findings: list[Finding], cls: str, signer: Signer | None) -> list[str]:
+    """The checker's status of each finding of class ``cls``, checked as ``check-evidence``
+    checks a findings file (each resolved against the others)."""
+    written = as_written(findings)
+    assert any(f["class"] == cls for f in written), f"no {cls} finding in {classes(findings)}"
+    keys = [signer.verifier] if signer is not None else []
+    texts = verdicts(written, keys)
+    return [status_of(t) for f, t in zip(written, texts, strict=True) if f["class"] == cls]
+
+
 def assert_evidence(findings: list[Finding], cls: str, signer: Signer | None = None) -> None:
     """Every finding of class ``cls`` verifies with the standalone checker (and at least one
     exists and is fully ``verified``)."""
-    chosen = [f for f in findings if f.cls == cls]
-    assert chosen, f"no {cls} finding in {[f.cls for f in findings]}"
-    keys = [signer.verifier] if signer is not None else []
-    verdicts = [check_finding(orjson.loads(f.dumps()), keys) for f in chosen]
-    assert set(verdicts) <= {VERIFIED, UNVERIFIABLE}
-    assert VERIFIED in verdicts, verdicts
+    found = file_verdicts(findings, cls, signer)
+    assert set(found) <= {VERIFIED, UNVERIFIABLE}
+    assert VERIFIED in found, found
 
 
 def assert_evidence_consistent(
@@ -133,11 +150,8 @@ def assert_evidence_consistent(
     """Every finding of class ``cls`` passes the standalone checker's consistency checks
     (``unverifiable``: the claim also rests on what the auditor read, e.g. line order, or
     on an answer the directory did not sign)."""
-    chosen = [f for f in findings if f.cls == cls]
-    assert chosen, f"no {cls} finding in {[f.cls for f in findings]}"
-    keys = [signer.verifier] if signer is not None else []
-    verdicts = {check_finding(orjson.loads(f.dumps()), keys) for f in chosen}
-    assert verdicts == {UNVERIFIABLE}, verdicts
+    found = set(file_verdicts(findings, cls, signer))
+    assert found == {UNVERIFIABLE}, found
 
 
 def classes(findings: list[Finding]) -> set[str]:

@@ -154,7 +154,13 @@ def test_evidence_checker_needs_nothing_else_of_the_auditor() -> None:
     )
     assert done.returncode == 0, done.stderr
     loaded = done.stdout.strip()
-    expected = ["auditor", "auditor.documents", "auditor.evidence_check", "auditor.evidence_ops"]
+    expected = [
+        "auditor",
+        "auditor.documents",
+        "auditor.evidence_chain",
+        "auditor.evidence_check",
+        "auditor.evidence_ops",
+    ]
     assert loaded == str(expected)
 
 

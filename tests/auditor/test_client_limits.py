@@ -9,6 +9,8 @@ import email.utils
 import gzip
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from auditor.audit import AuditOptions, sync_directory
-from auditor.client import MAX_RETRY_AFTER_S, DirectoryClient, retry_after_s
+from auditor.client import DECODE_STEP, MAX_RETRY_AFTER_S, DirectoryClient, retry_after_s
 from auditor.errors import AuditFailed, DirectoryUnreachable
 from auditor.options import HttpLimits
 from tests.conftest import LiveServer
@@ -167,5 +169,81 @@ def test_a_header_that_is_not_ascii_is_no_failure() -> None:
             answer = client.get("/export")
             assert answer.headers.raw[-1] == (b"x-note", "café".encode())
             assert "content-length" not in answer.headers  # it described the encoded body
+        finally:
+            client.close()
+
+
+def _serving(body: bytes) -> Starlette:
+    """``/export`` answers ``body`` (made before: the server runs in this process, and the
+    test measures what the client allocates)."""
+
+    def export(request: Request) -> Response:
+        headers = {"content-encoding": "gzip"}
+        return Response(body, media_type="application/jsonlines", headers=headers)
+
+    return Starlette(routes=[Route("/export", export)])
+
+
+_CODINGS = {
+    "gzip": ("gzip", gzip.compress),
+    "deflate": ("deflate", zlib.compress),
+    "raw deflate": ("deflate", lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS)),
+}
+
+
+def _compressed_page(kind: str) -> Starlette:
+    coding, compress = _CODINGS[kind]
+    did, genesis, _ = new_did("compressed")
+    line = line_for(did, genesis, 1, "2025-01-01T00:00:00.000Z")
+
+    def export(request: Request) -> Response:
+        after = int(request.query_params.get("after", "0"))
+        body = compress(line if after == 0 else b"")
+        headers = {"content-encoding": coding}
+        return Response(body, media_type="application/jsonlines", headers=headers)
+
+    return Starlette(routes=[Route("/export", export)])
+
+
+def test_a_gzip_bomb_is_decoded_no_further_than_a_step_past_the_cap() -> None:
+    cap = 1 << 20
+    # 256 MiB of line feeds in ~250 kB: each 64 kB network read expands to about 64 MiB.
+    bomb = gzip.compress(b"\n" * (256 << 20), 9)
+    with LiveServer(_serving(bomb)) as server:  # type: ignore[arg-type]
+        client = DirectoryClient(server.url, retries=0, limits=HttpLimits(max_body_bytes=cap))
+        tracemalloc.start()
+        try:
+            with pytest.raises(AuditFailed, match=r"larger than 1048576 bytes \(decoded\)"):
+                client.export_page(0)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            client.close()
+    # The body read, one decoding step and copies of them; decoding a whole 64 kB read at
+    # once allocated 64 MiB and more.
+    assert peak < cap + 8 * DECODE_STEP, peak
+
+
+@pytest.mark.parametrize("kind", sorted(_CODINGS))
+def test_a_compressed_answer_is_decoded(kind: str) -> None:
+    with LiveServer(_compressed_page(kind)) as server:  # type: ignore[arg-type]
+        client = DirectoryClient(server.url)
+        try:
+            (line,) = client.export_page(0)
+        finally:
+            client.close()
+    assert line.startswith(b'{"did":"did:plc:')
+
+
+def test_a_coding_not_asked_for_is_a_failed_request() -> None:
+    def export(request: Request) -> Response:
+        assert request.headers["accept-encoding"] == "gzip, deflate"
+        return Response(b"?", headers={"content-encoding": "compress"})
+
+    with LiveServer(Starlette(routes=[Route("/export", export)])) as server:  # type: ignore[arg-type]
+        client = DirectoryClient(server.url, retries=0)
+        try:
+            with pytest.raises(DirectoryUnreachable, match="unsupported content-encoding"):
+                client.export_page(0)
         finally:
             client.close()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import orjson
 import pytest
 
 from auditor import follow
 from auditor.findings import Finding
 
-from .conftest import Audit, serve
+from ..helpers import new_did
+from .conftest import Audit, assert_evidence, line_for, serve
 from .corpus import Corpus
 from .fakedir import FakeLog
 
@@ -136,3 +140,42 @@ def test_follow_outlives_log_checks_that_fail_while_the_directory_restarts(
     err = capsys.readouterr().err
     assert "/tlog/checkpoint answered 502; retrying in" in err, err
     assert "connected again" in err
+
+
+def test_a_backdated_op_on_the_stream_is_found_against_a_mark_set_before(
+    corpus: Corpus, sync: Audit, tmp_path: Path
+) -> None:
+    """The createdAt high-water mark of the lines read from /export carries over to the
+    stream: a new DID's genesis stamped as early as the log's first op, sequenced last."""
+    log = FakeLog(list(corpus.lines), corpus.signer)
+    first = orjson.loads(corpus.lines[0])["createdAt"]
+    did, genesis, _ = new_did("backdated-on-the-stream")
+    seq = len(corpus.lines) + 1
+    backdated = line_for(did, genesis, seq, first)
+
+    def append_once_caught_up() -> None:
+        # counted, not timed: once the state holds every line read from /export
+        deadline = time.monotonic() + 30
+        while _cursor(tmp_path / "state.sqlite3") < len(corpus.lines):
+            assert time.monotonic() < deadline, "the catch-up did not finish"
+            time.sleep(0.02)
+        log.lines.append(backdated)
+        log.changed()
+
+    findings = _follow_while(log, append_once_caught_up, sync, corpus, 4.0)
+    assert [(f.cls, f.seq) for f in findings] == [("backdated-op", seq)]
+    high = max(corpus.lines, key=lambda line: orjson.loads(line)["createdAt"])
+    assert findings[0].evidence["high_water_line"] == high.decode()
+    assert_evidence(findings, "backdated-op")
+
+
+def _cursor(path: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'cursor_seq'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+    return 0 if row is None else int(row[0])

@@ -67,10 +67,13 @@ def test_invalid_log_gives_its_class(path: Path, verify: Audit) -> None:
 
 
 def test_all_valid_logs_in_one_export_with_two_workers(verify: Audit) -> None:
-    lines: list[bytes] = []
-    for path in VALID_LOGS:
-        for e in load_log(path):
-            lines.append(
-                line_for(e["did"], e["operation"], len(lines) + 1, e["createdAt"], e["cid"])
-            )
+    # In createdAt order, as a directory sequences them (one DID's ops rise strictly, so the
+    # stable sort keeps each log's order); in file order createdAt goes back by months
+    # along seq, which is backdated-op.
+    entries = [e for path in VALID_LOGS for e in load_log(path)]
+    entries.sort(key=lambda e: str(e["createdAt"]))
+    lines = [
+        line_for(e["did"], e["operation"], i, e["createdAt"], e["cid"])
+        for i, e in enumerate(entries, 1)
+    ]
     assert verify(lines, workers=2) == []

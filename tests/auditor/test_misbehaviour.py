@@ -321,7 +321,9 @@ def test_duplicate_op_in_one_export(corpus: Corpus, sync: Audit) -> None:
     log = honest(corpus)
     repeat = orjson.loads(log.lines[10])
     seq = seq_of(log.lines[-1]) + 1
-    log.lines.append(line_for(repeat["did"], repeat["operation"], seq, repeat["createdAt"]))
+    # Stamped when served again (with its old createdAt it would be backdated-op too).
+    when = later(log.lines[-1], timedelta(seconds=1))
+    log.lines.append(line_for(repeat["did"], repeat["operation"], seq, when))
     log.changed()
     with serve(log) as url:
         findings = sync(url, **keyed(corpus))
@@ -481,8 +483,11 @@ def test_offline_file_against_signed_checkpoints(
     lines = list(corpus.lines)
     lines[200] = lines[200].replace(b'"createdAt":"2026', b'"createdAt":"2025')
     findings = verify(lines, **keys)
-    assert classes(findings) == {"checkpoint-root-mismatch"}
-    assert findings[0].evidence["leaf"] is None  # offline: the whole file is the evidence
+    # A year back along seq is also backdated-op (against the line before it).
+    assert classes(findings) == {"checkpoint-root-mismatch", "backdated-op"}
+    assert [f.seq for f in findings if f.cls == "backdated-op"] == [seq_of(lines[200])]
+    mismatch = [f for f in findings if f.cls == "checkpoint-root-mismatch"]
+    assert mismatch[0].evidence["leaf"] is None  # offline: the whole file is the evidence
     assert_evidence_consistent(findings, "checkpoint-root-mismatch")  # signed note, roots differ
 
 

@@ -1,0 +1,149 @@
+"""``createdAt`` against log order: the ``backdated-op`` check (in the coordinator).
+
+A directory stamps ``createdAt`` when it accepts an op and gives it the next ``seq`` in the
+same commit (design.md decisions 3 and 4), so along ``seq`` the stamps never go back by more
+than the interleaving of concurrent writers. The per-DID rules only compare an op with its
+own DID's ops: a recovery stamped earlier than the moment the directory really took it, to
+fit inside the 72 h window, and appended at the end of the log, passes them. Comparing every
+op's ``createdAt`` with the highest one of the lines before it in ``seq`` (the *high-water
+mark*) catches it.
+
+- The high-water mark is the line with the largest ``createdAt`` among the lines read so
+  far whose envelope parses strictly (:func:`envelope`: the six keys, ``type``
+  ``sequenced_op``, a did:plc, a ``seq`` and a ``createdAt`` of the strict form); it is kept
+  in the state between runs (``meta.created_at_high_water``) and on the stream alike.
+- A line with a larger ``seq`` whose ``createdAt`` is earlier than the mark's by more than
+  the tolerance (milliseconds; ``plc-audit --created-at-tolerance``, seconds) is
+  ``backdated-op``, reported against the mark's line, if its op parses (a line that does
+  not is ``malformed-entry``, the workers' finding). It does not move the mark.
+- A line whose ``seq`` is not above the mark's (a ``seq-regression`` or ``duplicate-seq``,
+  reported as such) is not compared: which of the two came first is what is in question.
+
+The tolerance exists because real directories assign ``createdAt`` before ``seq`` and
+concurrent writers interleave by milliseconds; imported histories keep their source's times.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from auditor import state
+from auditor.findings import Finding
+from auditor.lines import LINE_KEYS, MalformedLine, parse_entry
+from auditor.sequence import MAX_SEQ
+from plc.did import is_did_plc
+from plc.errors import PlcError
+from plc.timestamps import parse_timestamp_ms
+
+DEFAULT_TOLERANCE_MS: Final = 60_000
+"""How far ``createdAt`` may go back along ``seq`` before it is ``backdated-op`` (60 s)."""
+
+HIGH_WATER_KEY: Final = "created_at_high_water"
+"""``meta`` key of the high-water line (its text), kept between runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A line whose envelope parsed: its ``seq``, ``createdAt`` and bytes.
+
+    Attributes:
+        seq: the line's ``seq``.
+        created_at: the ``createdAt`` text.
+        created_ms: the same, milliseconds since the Unix epoch.
+        line: the exact line bytes.
+    """
+
+    seq: int
+    created_at: str
+    created_ms: int
+    line: bytes
+
+
+def envelope(line: bytes) -> Mark | None:
+    """The :class:`Mark` of a line whose envelope is a strict ``sequenced_op`` line (the
+    shape ``plc-audit check-evidence`` requires of evidence lines; the op is not parsed),
+    or None. Reads the JSON as the workers and the checker do (orjson), so a line with a
+    key twice means the same here as there. Never raises."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or value.keys() != LINE_KEYS:
+        return None
+    seq, did, created_at = value["seq"], value["did"], value["createdAt"]
+    if (
+        value["type"] != "sequenced_op"
+        or type(seq) is not int
+        or not 1 <= seq <= MAX_SEQ
+        or not isinstance(did, str)
+        or not is_did_plc(did)
+        or not isinstance(value["cid"], str)
+        or not isinstance(created_at, str)
+    ):
+        return None
+    try:
+        created_ms = parse_timestamp_ms(created_at)
+    except PlcError:
+        return None
+    return Mark(seq, created_at, created_ms, line)
+
+
+class CreatedAtTracker:
+    """Follows the high-water ``createdAt`` along ``seq`` (see the module docstring).
+
+    Args:
+        tolerance_ms: how far back a ``createdAt`` may go, milliseconds (>= 0).
+        high_water: the high-water line kept from an earlier run, or None.
+
+    Raises:
+        ValueError: a negative tolerance.
+    """
+
+    def __init__(self, tolerance_ms: int, high_water: bytes | None = None) -> None:
+        if tolerance_ms < 0:
+            raise ValueError("the createdAt tolerance must not be negative")
+        self.tolerance_ms = tolerance_ms
+        self.mark = None if high_water is None else envelope(high_water)
+
+    def observe(self, seq: int, line: bytes) -> Finding | None:
+        """Check one line read with ``seq`` (in read order); return its ``backdated-op``
+        finding, if it is one."""
+        mark = self.mark
+        if mark is not None and seq <= mark.seq:
+            return None
+        current = envelope(line)
+        if current is None or current.seq != seq:
+            return None
+        if mark is None or current.created_ms > mark.created_ms:
+            self.mark = current
+            return None
+        gap = mark.created_ms - current.created_ms
+        if gap <= self.tolerance_ms:
+            return None
+        try:
+            entry = parse_entry(line)
+        except MalformedLine:
+            return None
+        return Finding(
+            "backdated-op",
+            f"createdAt {current.created_at} is {gap} ms before {mark.created_at}, the "
+            f"createdAt of seq {mark.seq} (tolerance {self.tolerance_ms} ms)",
+            {
+                "high_water_line": mark.line.decode("utf-8"),
+                "line": line.decode("utf-8"),
+                "tolerance_ms": self.tolerance_ms,
+            },
+            seq=seq,
+            did=entry.did,
+            cid=entry.operation.cid,
+        )
+
+
+def resumed_tracker(conn: sqlite3.Connection, tolerance_ms: int) -> CreatedAtTracker:
+    """A tracker positioned where the state's last committed batch left it."""
+    high_water = state.get_meta(conn, HIGH_WATER_KEY)
+    return CreatedAtTracker(tolerance_ms, None if high_water is None else high_water.encode())

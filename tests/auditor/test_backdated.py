@@ -1,0 +1,259 @@
+"""``backdated-op``: an op whose ``createdAt`` goes back along ``seq`` beyond the tolerance
+(a recovery stamped into the 72 h window and appended at the end of the log), found across
+runs, with evidence the standalone checker verifies and refuses when tampered with."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from auditor.backdating import CreatedAtTracker
+from auditor.evidence_check import VERIFIED, EvidenceRejected, verdict
+from auditor.findings import Finding
+from plc.keys import PrivateKey
+from plc.operation import parse_operation
+from plc.signing import pds_services, plc_operation, sign_operation
+from plc.timestamps import format_timestamp
+
+from .conftest import Audit, line_for
+from .generate import T0
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _op(
+    keys: list[PrivateKey], prev: str | None, handle: str, signer: PrivateKey
+) -> dict[str, Any]:
+    return sign_operation(
+        plc_operation(
+            rotation_keys=[k.did_key for k in keys],
+            verification_methods={"atproto": keys[-1].did_key},
+            also_known_as=[f"at://{handle}"],
+            services=pds_services("https://pds.example.com"),
+            prev=prev,
+        ),
+        signer,
+    )
+
+
+class Log:
+    """Export lines built op by op: ``seq`` 1, 2, ... with the ``createdAt`` given."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def add(self, did: str, op: dict[str, Any], when: datetime) -> bytes:
+        line = line_for(did, op, len(self.lines) + 1, format_timestamp(when))
+        self.lines.append(line)
+        return line
+
+    def genesis(self, name: str, when: datetime) -> tuple[str, list[PrivateKey], str]:
+        """A new DID (keys: index 0 most authority); returns ``(did, keys, genesis cid)``."""
+        from plc.did import did_for_genesis
+
+        keys = [PrivateKey.from_seed(f"{name}-0"), PrivateKey.from_seed(f"{name}-1")]
+        op = _op(keys, None, f"{name}.test", keys[0])
+        parsed = parse_operation(op)
+        did = did_for_genesis(parsed)
+        self.add(did, op, when)
+        return did, keys, parsed.cid
+
+
+def _backdated_recovery_log() -> tuple[Log, bytes, bytes]:
+    """A DID whose update (by its lower-authority key) is recovered 4 days later, the
+    recovery stamped 1 h after the update and appended at the end of the log; other DIDs'
+    ops in between. Returns the log, the high-water line and the recovery's line."""
+    log = Log()
+    did, keys, genesis = log.genesis("victim", T0)
+    update = _op(keys, genesis, "hijacked.test", keys[1])
+    log.add(did, update, T0 + timedelta(seconds=1))
+    high = b""
+    for i in range(6):
+        when = T0 + timedelta(days=i * 0.8, seconds=2)
+        other, _, _ = log.genesis(f"bystander{i}", when)
+        high = log.lines[-1]
+    recovery = _op(keys, genesis, "recovered.test", keys[0])
+    line = log.add(did, recovery, T0 + timedelta(hours=1))
+    return log, high, line
+
+
+def _honest_log(regression: timedelta) -> Log:
+    """Ops of several DIDs, ``createdAt`` rising, except one that goes back by
+    ``regression`` from the op before it (another DID's, as concurrent writers interleave)."""
+    log = Log()
+    for i in range(5):
+        log.genesis(f"honest{i}", T0 + timedelta(seconds=10 * i))
+    log.genesis("interleaved", T0 + timedelta(seconds=40) - regression)
+    log.genesis("after", T0 + timedelta(seconds=50))
+    return log
+
+
+def _backdated(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.cls == "backdated-op"]
+
+
+def test_honest_logs_give_no_finding(verify: Audit) -> None:
+    assert verify(_honest_log(timedelta(0)).lines) == []
+    # Concurrent writers: 59.999 s back along seq is inside the default 60 s tolerance.
+    assert verify(_honest_log(timedelta(seconds=59.999)).lines) == []
+
+
+def test_a_regression_beyond_the_tolerance_is_reported_against_the_high_water_line(
+    verify: Audit,
+) -> None:
+    log = _honest_log(timedelta(seconds=60, milliseconds=1))
+    found = _backdated(verify(log.lines))
+    assert [(f.seq, f.evidence["high_water_line"]) for f in found] == [(6, log.lines[4].decode())]
+    assert verdict(orjson.loads(found[0].dumps())) == VERIFIED
+    # The tolerance is the operator's: 0 reports a regression of 1 ms, 120 s none of 60 s.
+    one_ms = _honest_log(timedelta(milliseconds=1))
+    assert [f.seq for f in _backdated(verify(one_ms.lines, created_at_tolerance_ms=0))] == [6]
+    assert verify(log.lines, created_at_tolerance_ms=120_000) == []
+
+
+def test_a_backdated_recovery_appended_at_the_end_is_found(verify: Audit) -> None:
+    log, high, recovery = _backdated_recovery_log()
+    findings = verify(log.lines)
+    # The per-DID rules see a timely recovery (1 h after the update): only this catches it.
+    assert [(f.cls, f.seq) for f in findings] == [("backdated-op", len(log.lines))]
+    finding = findings[0]
+    assert finding.evidence == {
+        "high_water_line": high.decode(),
+        "line": recovery.decode(),
+        "tolerance_ms": 60_000,
+    }
+    assert finding.cid == parse_operation(orjson.loads(recovery)["operation"]).cid
+    assert verdict(orjson.loads(finding.dumps())) == VERIFIED
+
+
+def test_the_high_water_mark_survives_resumption(verify: Audit, tmp_path: Path) -> None:
+    log, high, _ = _backdated_recovery_log()
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(b"\n".join(log.lines[:-1]) + b"\n")
+    assert verify(path) == []
+    # The high-water line was read by the first run only.
+    with open(path, "ab") as handle:
+        handle.write(log.lines[-1] + b"\n")
+    found = verify(path, resume=True)
+    assert [(f.cls, f.seq, f.evidence["high_water_line"]) for f in found] == [
+        ("backdated-op", len(log.lines), high.decode())
+    ]
+
+
+def test_the_mark_moves_only_forward_along_seq() -> None:
+    log = _honest_log(timedelta(seconds=61))
+    tracker = CreatedAtTracker(60_000)
+    for index, line in enumerate(log.lines[:5], 1):
+        assert tracker.observe(index, line) is None
+    assert tracker.observe(6, log.lines[5]) is not None
+    assert tracker.mark is not None and tracker.mark.seq == 5  # a backdated op is no mark
+    # A line re-read with a seq not above the mark's (a regression) is not compared.
+    assert tracker.observe(2, log.lines[5]) is None
+    # A line whose seq is not the one it was read with is not trusted as a mark.
+    assert tracker.observe(9, log.lines[6]) is None and tracker.mark.seq == 5
+    with pytest.raises(ValueError):
+        CreatedAtTracker(-1)
+
+
+def _tampered(finding: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    ev = finding["evidence"]
+    out = []
+
+    def variant(why: str, **changes: Any) -> None:
+        copied = copy.deepcopy(finding)
+        copied["evidence"].update(changes)
+        out.append((why, copied))
+
+    high, line = orjson.loads(ev["high_water_line"]), orjson.loads(ev["line"])
+    variant("swapped", high_water_line=ev["line"], line=ev["high_water_line"])
+    variant("tolerance above the gap", tolerance_ms=4 * 86_400_000)
+    variant("negative tolerance", tolerance_ms=-1)
+    variant("tolerance not an integer", tolerance_ms=60.0)
+    variant("tolerance a boolean", tolerance_ms=True)
+    variant(
+        "line moved later",
+        line=orjson.dumps({**line, "createdAt": high["createdAt"]}).decode(),
+    )
+    variant(
+        "high-water line not a sequenced_op",
+        high_water_line=orjson.dumps({k: v for k, v in high.items() if k != "type"}).decode(),
+    )
+    variant(
+        "high-water seq not lower",
+        high_water_line=orjson.dumps({**high, "seq": line["seq"]}).decode(),
+    )
+    variant("no line", line=None)
+    moved = copy.deepcopy(finding)
+    moved["seq"] = finding["seq"] + 1
+    out.append(("finding at another seq", moved))
+    other = copy.deepcopy(finding)
+    other["cid"] = high["cid"]
+    out.append(("finding names another op", other))
+    return out
+
+
+def test_check_evidence_accepts_the_genuine_and_rejects_tampered_evidence(
+    verify: Audit, tmp_path: Path
+) -> None:
+    log, _, _ = _backdated_recovery_log()
+    (finding,) = verify(log.lines)
+    genuine = orjson.loads(finding.dumps())
+    assert verdict(genuine) == VERIFIED
+    for why, tampered in _tampered(genuine):
+        with pytest.raises(EvidenceRejected):
+            verdict(tampered)
+            pytest.fail(f"accepted: {why}")
+    path = tmp_path / "findings.jsonl"
+    path.write_bytes(orjson.dumps(genuine) + b"\n")
+    done = _plc_audit("check-evidence", str(path))
+    assert done.returncode == 0 and "backdated-op seq=" in done.stdout, done.stdout
+    path.write_bytes(orjson.dumps(_tampered(genuine)[1][1]) + b"\n")
+    done = _plc_audit("check-evidence", str(path))
+    assert done.returncode == 1 and "REJECTED" in done.stdout, done.stdout
+
+
+def _plc_audit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "auditor", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("value", ["-1", "-0.001", "nan", "inf", "sixty"])
+def test_the_tolerance_option_refuses_what_is_no_tolerance(tmp_path: Path, value: str) -> None:
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(b"\n".join(_honest_log(timedelta(0)).lines) + b"\n")
+    state = tmp_path / "state.sqlite3"
+    for command in (
+        ["verify", str(export), "--state", str(state)],
+        ["sync", "-d", "http://127.0.0.1:9", "--state", str(state)],
+    ):
+        done = _plc_audit(*command, "--workers", "0", f"--created-at-tolerance={value}")
+        assert done.returncode == 1, done.stdout + done.stderr  # a usage error
+        assert "--created-at-tolerance" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert not state.exists()
+
+
+def test_the_tolerance_option_takes_seconds_and_zero(tmp_path: Path) -> None:
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(b"\n".join(_honest_log(timedelta(seconds=0.5)).lines) + b"\n")
+    state = tmp_path / "state.sqlite3"
+    args = ["verify", str(export), "--state", str(state), "--workers", "0"]
+    assert _plc_audit(*args).returncode == 0  # default 60 s
+    assert _plc_audit(*args, "--created-at-tolerance", "0.5").returncode == 0
+    done = _plc_audit(*args, "--created-at-tolerance", "0.499")
+    assert done.returncode == 2 and '"backdated-op"' in done.stdout, done.stdout + done.stderr
+    done = _plc_audit(*args, "--created-at-tolerance", "0")
+    assert done.returncode == 2
+    assert orjson.loads(done.stdout.splitlines()[0])["evidence"]["tolerance_ms"] == 0
