@@ -18,6 +18,11 @@ mark*) catches it.
   not is ``malformed-entry``, the workers' finding). It does not move the mark.
 - A line whose ``seq`` is not above the mark's (a ``seq-regression`` or ``duplicate-seq``,
   reported as such) is not compared: which of the two came first is what is in question.
+- A line whose ``createdAt`` is later than the auditor's clock when it reads the line, by
+  more than the tolerance, is ``future-dated-op`` and is no mark either: otherwise one op
+  stamped a year ahead (or a directory clock that jumped forward) would make every later op
+  a ``backdated-op`` until real time caught up. Its evidence is the line and the auditor's
+  clock, so it is only as good as that clock (``check-evidence`` says "unverifiable").
 
 The tolerance exists because real directories assign ``createdAt`` before ``seq`` and
 concurrent writers interleave by milliseconds; imported histories keep their source's times.
@@ -26,6 +31,8 @@ concurrent writers interleave by milliseconds; imported histories keep their sou
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,7 +44,7 @@ from auditor.lines import LINE_KEYS, MalformedLine, parse_entry
 from auditor.sequence import MAX_SEQ
 from plc.did import is_did_plc
 from plc.errors import PlcError
-from plc.timestamps import parse_timestamp_ms
+from plc.timestamps import format_timestamp, from_ms, parse_timestamp_ms
 
 DEFAULT_TOLERANCE_MS: Final = 60_000
 """How far ``createdAt`` may go back along ``seq`` before it is ``backdated-op`` (60 s)."""
@@ -92,32 +99,48 @@ def envelope(line: bytes) -> Mark | None:
     return Mark(seq, created_at, created_ms, line)
 
 
+def wall_clock_ms() -> int:
+    """The auditor's clock: milliseconds since the Unix epoch, UTC."""
+    return time.time_ns() // 1_000_000
+
+
 class CreatedAtTracker:
     """Follows the high-water ``createdAt`` along ``seq`` (see the module docstring).
 
     Args:
-        tolerance_ms: how far back a ``createdAt`` may go, milliseconds (>= 0).
+        tolerance_ms: how far back a ``createdAt`` may go, and how far ahead of ``now_ms``,
+            milliseconds (>= 0).
         high_water: the high-water line kept from an earlier run, or None.
+        now_ms: the auditor's clock (milliseconds since the Unix epoch), read per line.
 
     Raises:
         ValueError: a negative tolerance.
     """
 
-    def __init__(self, tolerance_ms: int, high_water: bytes | None = None) -> None:
+    def __init__(
+        self,
+        tolerance_ms: int,
+        high_water: bytes | None = None,
+        now_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
         if tolerance_ms < 0:
             raise ValueError("the createdAt tolerance must not be negative")
         self.tolerance_ms = tolerance_ms
         self.mark = None if high_water is None else envelope(high_water)
+        self._now_ms = now_ms
 
     def observe(self, seq: int, line: bytes) -> Finding | None:
-        """Check one line read with ``seq`` (in read order); return its ``backdated-op``
-        finding, if it is one."""
+        """Check one line read with ``seq`` (in read order); return its ``backdated-op`` or
+        ``future-dated-op`` finding, if it is one."""
         mark = self.mark
         if mark is not None and seq <= mark.seq:
             return None
         current = envelope(line)
         if current is None or current.seq != seq:
             return None
+        now_ms = self._now_ms()
+        if current.created_ms - now_ms > self.tolerance_ms:
+            return self._future_dated(current, now_ms)
         if mark is None or current.created_ms > mark.created_ms:
             self.mark = current
             return None
@@ -138,6 +161,27 @@ class CreatedAtTracker:
                 "tolerance_ms": self.tolerance_ms,
             },
             seq=seq,
+            did=entry.did,
+            cid=entry.operation.cid,
+        )
+
+    def _future_dated(self, current: Mark, now_ms: int) -> Finding | None:
+        try:
+            entry = parse_entry(current.line)
+        except MalformedLine:
+            return None
+        observed_at = format_timestamp(from_ms(now_ms))
+        return Finding(
+            "future-dated-op",
+            f"createdAt {current.created_at} is {current.created_ms - now_ms} ms after the "
+            f"auditor's clock when it read the line, {observed_at} (tolerance "
+            f"{self.tolerance_ms} ms)",
+            {
+                "line": current.line.decode("utf-8"),
+                "observed_at": observed_at,
+                "tolerance_ms": self.tolerance_ms,
+            },
+            seq=current.seq,
             did=entry.did,
             cid=entry.operation.cid,
         )

@@ -51,6 +51,7 @@ from auditor.evidence_ops import (
     status_of,
     unverifiable,
 )
+from auditor.evidence_time import TIME_CHECKS
 from plc.errors import PlcError, VerificationError
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
 from plc.tlog.encoding import decode_hash_b64
@@ -293,6 +294,7 @@ def _split_view(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Ver
 
 _CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier]], str]] = {
     **OP_CHECKS,
+    **TIME_CHECKS,
     "export-rewritten": _rewritten,
     "checkpoint-root-mismatch": _root_mismatch,
     "checkpoint-entries-withheld": _withheld,

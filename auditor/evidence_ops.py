@@ -25,7 +25,6 @@ import binascii
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -98,8 +97,12 @@ _CANONICAL_HEAD = re.compile(
 line's ``seq`` and ``did`` before parsing it (``auditor.lines.parse_header``, same pattern)."""
 
 
-def _record(line: str) -> dict[str, Any]:
-    """Parse an export line strictly (the shape of design.md decision 5)."""
+def strict_record(line: str) -> dict[str, Any]:
+    """Parse an export line strictly (the shape of design.md decision 5; the op not parsed).
+
+    Raises:
+        EvidenceRejected: not that shape; orjson.JSONDecodeError: not JSON.
+    """
     value = orjson.loads(line)
     need(isinstance(value, dict), "line is not a JSON object")
     keys = {"did", "cid", "seq", "createdAt", "operation", "type"}
@@ -112,8 +115,15 @@ def _record(line: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _entry(line: str) -> tuple[dict[str, Any], LogEntry]:
-    record = _record(line)
+def strict_entry(line: str) -> tuple[dict[str, Any], LogEntry]:
+    """An export line parsed strictly: its JSON object and its op as a core
+    :class:`~plc.rules.LogEntry`.
+
+    Raises:
+        EvidenceRejected, orjson.JSONDecodeError: as :func:`strict_record`; PlcError: the op
+            or ``createdAt`` does not parse.
+    """
+    record = strict_record(line)
     op = parse_operation(record["operation"])
     return record, LogEntry(record["did"], op, parse_timestamp(record["createdAt"]))
 
@@ -146,7 +156,7 @@ class Replay:
         Raises:
             EvidenceRejected: a malformed line, another DID's, out of order or repeated.
         """
-        record, entry = _entry(line)
+        record, entry = strict_entry(line)
         index, seq = self.count, record["seq"]
         if index:
             need(
@@ -288,32 +298,8 @@ def _signer(keys: Sequence[str], op: Operation) -> int | None:
         return None
 
 
-def _backdated(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    """Two lines of one log: the first (the high-water mark) has a lower ``seq`` and a
-    ``createdAt`` later than the second's by more than the tolerance. The lines carry both
-    their ``seq`` and their ``createdAt``, so the claim needs nothing the auditor saw."""
-    tolerance = ev["tolerance_ms"]
-    need(type(tolerance) is int and tolerance >= 0, "tolerance_ms is not an integer >= 0")
-    need(isinstance(ev["high_water_line"], str), "the high-water line is not a string")
-    need(isinstance(ev["line"], str), "the line is not a string")
-    high = _record(ev["high_water_line"])
-    high_at = parse_timestamp(high["createdAt"])
-    record, entry = _entry(ev["line"])
-    need(record["seq"] == finding.get("seq"), "the line is not at the finding's seq")
-    need(entry.did == finding.get("did"), "the line is for another DID")
-    need(entry.operation.cid == finding.get("cid"), "the line is not the op the finding names")
-    need(high["seq"] < record["seq"], "the high-water line's seq is not lower than the line's")
-    gap = high_at - entry.created_at
-    need(
-        gap > timedelta(milliseconds=tolerance),
-        f"createdAt goes back {gap.total_seconds() * 1000:.0f} ms, within the tolerance "
-        f"of {tolerance} ms",
-    )
-    return VERIFIED
-
-
 def _wrong_cid(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    record, entry = _entry(ev["line"])
+    record, entry = strict_entry(ev["line"])
     need(record["cid"] == ev["claimed"] != entry.operation.cid, "the line's CID is right")
     return VERIFIED
 
@@ -336,7 +322,7 @@ def _malformed(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Ver
     line = ev["line"]
     need(isinstance(line, str), "the line is not a string")
     try:
-        record, _ = _entry(line)
+        record, _ = strict_entry(line)
     except (EvidenceRejected, PlcError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return VERIFIED
     head = _CANONICAL_HEAD.match(line.encode("utf-8"))
@@ -349,7 +335,7 @@ def _malformed(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Ver
 
 
 def _non_canonical(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    record, entry = _entry(ev["line"])
+    record, entry = strict_entry(ev["line"])
     canonical = build_line(
         record["did"],
         record["cid"],
@@ -366,7 +352,7 @@ def _duplicate_op(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[
     need(isinstance(lines, list) and len(lines) == 2, "not two lines")
     if lines[0] is None and isinstance(lines[1], str):
         return _lines_lost()
-    first, second = (_entry(x) for x in lines)
+    first, second = (strict_entry(x) for x in lines)
     need(first[1].did == second[1].did, "two DIDs")
     need(first[1].operation.cid == second[1].operation.cid, "two different ops")
     need(first[0]["seq"] != second[0]["seq"], "the same seq (one line)")
@@ -400,7 +386,7 @@ def _served(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifi
     did = finding["did"]
     history: list[LogEntry] = []
     for line in ev["lines"]:
-        _, entry = _entry(line)
+        _, entry = strict_entry(line)
         try:
             history = apply_prepared(
                 history, validate_next_op(history, did, entry.operation, entry.created_at)
@@ -449,7 +435,7 @@ def _removal(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verif
     from its DAG-CBOR."""
     need(isinstance(ev.get("line"), str), "no line")
     try:
-        _, entry = _entry(ev["line"])
+        _, entry = strict_entry(ev["line"])
         did, cid = entry.did, entry.operation.cid
     except (EvidenceRejected, PlcError):
         value = orjson.loads(ev["line"])
@@ -467,7 +453,6 @@ def _removal(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verif
 
 OP_CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier]], str]] = {
     **{cls: _rule for cls in RULE_CLASSES},
-    "backdated-op": _backdated,
     "wrong-cid": _wrong_cid,
     "malformed-entry": _malformed,
     "non-canonical-line": _non_canonical,

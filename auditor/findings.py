@@ -42,6 +42,11 @@ Evidence by class (hashes are standard padded base64, lines are the exact export
   is lower. Both are exact export lines; the checker requires both to parse as
   ``sequenced_op`` lines (``line``'s op too, and to be the op the finding names), the
   ``seq`` to increase from the first to the second and the gap to exceed the tolerance.
+- ``future-dated-op``: ``{"line", "observed_at", "tolerance_ms"}`` — ``line``'s
+  ``createdAt`` is more than ``tolerance_ms`` later than ``observed_at``, the auditor's clock
+  when it read the line (a timestamp of the same form). Such a line never becomes the
+  high-water mark of ``backdated-op``. The checker verifies the line and the arithmetic and
+  answers "unverifiable": the clock is the auditor's word.
 - ``wrong-cid``: ``{"line", "claimed", "computed"}``.
 - ``malformed-entry``: ``{"line", "error"}`` (``line_b64`` instead when not UTF-8).
 - ``non-canonical-line``: ``{"line", "canonical"}``.
@@ -105,6 +110,8 @@ CLASSES: Final[dict[str, str]] = {
     "misordered-timestamp": "an op not later than its prev (or the newest op) was accepted",
     "backdated-op": "an op's createdAt is earlier, beyond the tolerance, than that of an op "
     "with a lower seq",
+    "future-dated-op": "an op's createdAt is later, beyond the tolerance, than the auditor's "
+    "clock when it read the op",
     "wrong-cid": "an export line names a CID that is not its op's CID",
     "genesis-did-mismatch": "a genesis op that does not hash to its DID was accepted",
     "fork": "the directory serves two non-nullified children of one op",

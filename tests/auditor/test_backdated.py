@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from auditor.findings import Finding
 from plc.keys import PrivateKey
 from plc.operation import parse_operation
 from plc.signing import pds_services, plc_operation, sign_operation
-from plc.timestamps import format_timestamp
+from plc.timestamps import format_timestamp, parse_timestamp, to_ms
 
 from .conftest import Audit, line_for
 from .generate import T0
@@ -257,3 +257,64 @@ def test_the_tolerance_option_takes_seconds_and_zero(tmp_path: Path) -> None:
     done = _plc_audit(*args, "--created-at-tolerance", "0")
     assert done.returncode == 2
     assert orjson.loads(done.stdout.splitlines()[0])["evidence"]["tolerance_ms"] == 0
+
+
+def _future_dated_log(ahead: timedelta) -> tuple[Log, bytes]:
+    """Honest ops, then one stamped ``ahead`` of the real clock, then more honest ops (whose
+    ``createdAt`` are all in the past). Returns the log and the future-dated line."""
+    log = Log()
+    for i in range(3):
+        log.genesis(f"before{i}", T0 + timedelta(seconds=i))
+    log.genesis("ahead", datetime.now(UTC) + ahead)
+    future = log.lines[-1]
+    for i in range(4):
+        log.genesis(f"after{i}", T0 + timedelta(seconds=10 + i))
+    return log, future
+
+
+def test_a_future_dated_op_is_reported_and_is_no_high_water_mark(verify: Audit) -> None:
+    log, future = _future_dated_log(timedelta(days=365))
+    findings = verify(log.lines)
+    # One finding for the op stamped a year ahead, none for the honest ops after it: as a
+    # mark it made every later op "backdated" until real time caught up.
+    assert [(f.cls, f.seq) for f in findings] == [("future-dated-op", 4)]
+    (finding,) = findings
+    assert finding.evidence["line"] == future.decode()
+    assert finding.evidence["tolerance_ms"] == 60_000
+    observed = parse_timestamp(finding.evidence["observed_at"])
+    assert abs(datetime.now(UTC) - observed) < timedelta(hours=1)  # the auditor's clock
+    genuine = orjson.loads(finding.dumps())
+    assert verdict(genuine).startswith("unverifiable: observed_at is the auditor's clock")
+    # Tampered: the clock moved to within the tolerance, a larger tolerance, another op.
+    for changes in (
+        {"observed_at": orjson.loads(future)["createdAt"]},
+        {"tolerance_ms": 2 * 365 * 86_400_000},
+        {"line": log.lines[0].decode()},
+        {"observed_at": "yesterday"},
+    ):
+        tampered = copy.deepcopy(genuine)
+        tampered["evidence"].update(changes)
+        with pytest.raises(EvidenceRejected):
+            verdict(tampered)
+            pytest.fail(f"accepted: {changes}")
+
+
+def test_future_dating_is_judged_by_the_clock_with_the_tolerance() -> None:
+    log, _ = _future_dated_log(timedelta(0))
+    stamped = orjson.loads(log.lines[3])["createdAt"]
+    at = parse_timestamp(stamped)
+
+    def tracker(now: datetime) -> CreatedAtTracker:
+        found = CreatedAtTracker(60_000, now_ms=lambda: to_ms(now))
+        for index, line in enumerate(log.lines[:3], 1):
+            assert found.observe(index, line) is None
+        return found
+
+    # exactly the tolerance ahead: a clock difference, and the line becomes the mark
+    on_time = tracker(at - timedelta(seconds=60))
+    assert on_time.observe(4, log.lines[3]) is None
+    assert on_time.mark is not None and on_time.mark.seq == 4
+    ahead = tracker(at - timedelta(seconds=60, milliseconds=1))
+    finding = ahead.observe(4, log.lines[3])
+    assert finding is not None and finding.cls == "future-dated-op"
+    assert ahead.mark is not None and ahead.mark.seq == 3
