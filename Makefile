@@ -46,6 +46,8 @@ openapi: $(VENV)/.installed
 
 # Re-resolve the pins from pyproject.toml's ranges in a throwaway environment; run it after
 # changing a dependency (or to take newer releases) and commit constraints.txt with the change.
+# Run it on Linux x86_64 with Python 3.11, as CI and the image are: pip freeze records what
+# this machine installs, and a few dependencies differ by platform (greenlet, uvloop).
 constraints:
 	rm -rf .venv-constraints
 	$(PYTHON) -m venv .venv-constraints

@@ -6,12 +6,15 @@ The Dockerfile's ``HEALTHCHECK`` runs it, so an orchestrator sees the database c
 endpoint makes (``select 1``), not only that the process is alive.
 
 Exit status (what Docker's ``HEALTHCHECK`` expects): 0 healthy (200 with a JSON object), 1
-unhealthy (any other answer, no answer within ``--timeout``, or bad settings). One line is
+unhealthy (any other answer, no whole answer within ``--timeout``, or bad settings).
+``--timeout`` bounds the whole check (a SIGALRM timer: this is a command of its own, run in
+its main thread), not each network step. One line is
 printed either way: the server's version, or why it is unhealthy.
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, NoReturn
 
 import typer
@@ -39,7 +42,7 @@ def health_url(host: str, port: int) -> str:
         raise ValueError("PLC_PORT is 0, so the server's port is unknown here: give --url")
     host = _WILDCARD_HOSTS.get(host, host)
     if ":" in host:
-        host = f"[{host}]"
+        host = f"[{host.replace('%', '%25')}]"  # a zone index is written %25 (RFC 6874)
     return f"http://{host}:{port}/_health"
 
 
@@ -52,7 +55,7 @@ def health_command(
         ),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(min=0.1, max=300, help="Seconds to wait for the answer")
+        float, typer.Option(min=0.1, max=300, help="Seconds the whole check may take")
     ] = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Check a running directory's /_health: exit 0 healthy, 1 unhealthy."""
@@ -70,6 +73,10 @@ def health_command(
             _unhealthy(setting_error(exc, None))
         except ValueError as exc:
             _unhealthy(str(exc))
+    # httpx's timeout bounds each connect and read, not the whole answer: a server that
+    # drips a byte a second would pass. The timer ends the whole check, name lookup included.
+    previous = signal.signal(signal.SIGALRM, _out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         with (
             httpx.Client(timeout=timeout, trust_env=False) as client,
@@ -80,19 +87,34 @@ def health_command(
                 body += chunk
                 if len(body) > MAX_BODY_BYTES:
                     _unhealthy(f"{url}: answer larger than {MAX_BODY_BYTES} bytes")
+    except _OutOfTime:
+        _unhealthy(f"{url}: no whole answer within {timeout:g} s")
     except httpx.InvalidURL as exc:
         _unhealthy(f"not a URL: {str(exc)[:200]}")
     except httpx.HTTPError as exc:
         _unhealthy(f"{url}: {type(exc).__name__}: {str(exc)[:200] or 'no answer'}")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
         answer = None
-    if response.status_code != 200 or not isinstance(answer, dict):
+    if response.status_code != 200:
         said = answer.get("message") if isinstance(answer, dict) else None
         detail = f": {str(said)[:200]}" if said else ""
         _unhealthy(f"{url}: HTTP {response.status_code}{detail}")
+    if not isinstance(answer, dict):
+        _unhealthy(f"{url}: HTTP 200, but the body is not a JSON object")
     typer.echo(f"healthy: {url} (version {str(answer.get('version'))[:100]})")
+
+
+class _OutOfTime(Exception):
+    """The check's whole time (``--timeout``) ran out."""
+
+
+def _out_of_time(_signum: int, _frame: object) -> None:
+    raise _OutOfTime
 
 
 def _unhealthy(message: str) -> NoReturn:

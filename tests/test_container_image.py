@@ -257,7 +257,7 @@ def _venv_python(venv: Path, cwd: Path, code: str) -> str:
     """What ``code`` prints in ``venv`` (run in ``cwd``, not this checkout: ``python -c`` puts
     the working directory on sys.path)."""
     return subprocess.check_output(
-        [venv / "bin" / "python", "-c", code], text=True, cwd=cwd
+        [venv / "bin" / "python", "-c", code], text=True, cwd=cwd, env=_clean_env()
     ).strip()
 
 

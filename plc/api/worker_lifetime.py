@@ -28,6 +28,11 @@ def end_with_parent() -> bool:
     is done. A parent that died before the request was made is caught too: the process then
     sends itself SIGTERM at once.
 
+    Linux sends the signal when the parent *thread* that started the process ends, not only
+    the parent process: call this only in processes started from a thread that lives as long
+    as its process (uvicorn 0.54 starts and replaces its workers from the main thread; the
+    validation child, started from a worker thread, must not call it).
+
     Returns:
         True when the signal is arranged (or was sent), False when nothing was done.
     """

@@ -6,8 +6,10 @@ which is then closed to new connections and has its sessions ended, then opened 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -97,8 +99,11 @@ def test_plc_health_finds_the_server_from_the_serve_settings(sqlite_url: str, cl
 @pytest.mark.parametrize(
     ("route", "said"),
     [
-        ({"status": 200, "body": b"<html>not a directory</html>"}, "HTTP 200"),
-        ({"status": 200, "body": b"[1]"}, "HTTP 200"),
+        (
+            {"status": 200, "body": b"<html>not a directory</html>"},
+            "HTTP 200, but the body is not a JSON object",
+        ),
+        ({"status": 200, "body": b"[1]"}, "HTTP 200, but the body is not a JSON object"),
         ({"status": 500, "body": b'{"message":"x' + b"y" * 300 + b'"}'}, "HTTP 500: x" + "y" * 199),
         ({"status": 200, "body": b" " * (MAX_BODY_BYTES + 1)}, "answer larger than"),
     ],
@@ -114,6 +119,35 @@ def test_plc_health_is_unhealthy_on_any_other_answer(
     assert len(done.stderr) < 400  # a server's long answer is not printed back
 
 
+def test_plc_health_gives_the_whole_answer_its_timeout_not_each_read() -> None:
+    """A server that drips a healthy answer a byte at a time: each read comes within the
+    timeout, the whole answer does not."""
+    body = b'{"version":"0.1.0"}' + b" " * 30
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def drip() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n"
+                connection.sendall(head.encode())
+                for byte in body:
+                    if stop.wait(0.2):
+                        return
+                    connection.sendall(bytes([byte]))
+
+        dripping = threading.Thread(target=drip, daemon=True)
+        dripping.start()
+        url = f"http://127.0.0.1:{port}/_health"
+        done = plc_health("--url", url, "--timeout", "1")
+        stop.set()
+        dripping.join(timeout=10)
+    assert done.returncode == 1, done
+    assert done.stderr == f"unhealthy: {url}: no whole answer within 1 s\n"
+
+
 def test_plc_health_refuses_settings_it_cannot_use() -> None:
     done = plc_health(env={"PATH": "", "PLC_PORT": "0"})
     assert done.returncode == 1 and "give --url" in done.stderr
@@ -126,6 +160,7 @@ def test_health_url() -> None:
     assert health_url("0.0.0.0", 2582) == "http://127.0.0.1:2582/_health"
     assert health_url("::", 80) == "http://[::1]:80/_health"
     assert health_url("fe80::1", 80) == "http://[fe80::1]:80/_health"
+    assert health_url("fe80::1%eth0", 80) == "http://[fe80::1%25eth0]:80/_health"
     assert health_url("plc.example", 2582) == "http://plc.example:2582/_health"
     with pytest.raises(ValueError, match="--url"):
         health_url("127.0.0.1", 0)
