@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 
 from plc.errors import InvalidInput, echo
@@ -90,20 +91,42 @@ Python's ``fromisoformat`` also reads week dates, ordinal dates, the basic forma
 fractions, and stops at a NUL, none of which ``new Date()`` takes."""
 
 
+def _rfc_2822(text: str) -> datetime | None:
+    """An RFC 2822 date-time (``Wed, 01 Jan 2025 00:00:00 GMT``, what JavaScript's
+    ``toUTCString`` writes and ``new Date()`` reads back) in UTC, or None. No zone
+    (``-0000``) is UTC."""
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
+
+
 def parse_timestamp_lenient(text: str) -> datetime:
-    """Parse an ISO 8601 date (``YYYY-MM-DD`` or ``YYYY-MM``) or date-time the way
-    ``/export?after=`` accepts it (naive → UTC).
+    """Parse an ISO 8601 date (``YYYY-MM-DD`` or ``YYYY-MM``) or date-time, or an RFC 2822
+    date-time (RFC 2822 §3.3: ``Wed, 01 Jan 2025 00:00:00 GMT``), the way ``/export?after=``
+    accepts it (naive → UTC). These are the forms JavaScript's ``new Date()`` reads on every
+    engine (ECMA-262 §21.4.3.2, and what its ``toUTCString`` writes), which the reference
+    uses; its engine-specific fallbacks (``Jan 1 2025``, ``2025/01/01``) are refused.
 
     A moment whose UTC offset carries it outside Python's years 1-9999 (``0001-01-01T00:00+14:00``)
     is clamped to the first or last representable moment: JavaScript's ``Date`` reads those
     fine, and every op lies after the one and before the other.
 
     Raises:
-        InvalidInput: not an ISO 8601 date/date-time.
+        InvalidInput: neither an ISO 8601 date/date-time nor an RFC 2822 date-time.
     """
     candidate = text.strip()
     if not _JS_ISO_RE.fullmatch(candidate):
-        raise InvalidInput(f"Invalid timestamp: {echo(text)}")
+        moment = _rfc_2822(candidate)
+        if moment is None:
+            raise InvalidInput(f"Invalid timestamp: {echo(text)}")
+        return moment
     if _YEAR_MONTH_RE.fullmatch(candidate):
         candidate += "-01"  # ECMAScript's date-only forms include YYYY-MM (the 1st, UTC)
     if candidate.endswith(("Z", "z")):

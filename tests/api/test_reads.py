@@ -130,6 +130,9 @@ def test_export_time_mode(client: TestClient, clock: Clock) -> None:
         response = client.get("/export", params={"after": early})
         assert response.status_code == 200 and response.content.split(b"\n") == lines
     assert client.get("/export", params={"after": "2000-13"}).status_code == 400
+    # RFC 2822, as JavaScript's toUTCString writes it and plc.directory's new Date() reads it
+    rfc_2822 = client.get("/export", params={"after": "Sat, 01 Jan 2000 00:00:00 GMT"})
+    assert rfc_2822.status_code == 200 and rfc_2822.content.split(b"\n") == lines
     for late in ("9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59.999-00:01", "9999-12"):
         nothing = client.get("/export", params={"after": late})
         assert nothing.status_code == 200 and nothing.content == b""

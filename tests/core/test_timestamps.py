@@ -1,16 +1,24 @@
 """``format_timestamp`` field by field, and ``parse_timestamp_ms`` (the auditor's fast path):
-it accepts exactly what ``parse_timestamp`` accepts and gives the same instant in ms."""
+it accepts exactly what ``parse_timestamp`` accepts and gives the same instant in ms;
+``parse_timestamp_lenient`` (``/export?after=``) on RFC 2822 and on any text."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from plc.errors import InvalidInput
-from plc.timestamps import format_timestamp, parse_timestamp, parse_timestamp_ms, to_ms
+from plc.timestamps import (
+    format_timestamp,
+    parse_timestamp,
+    parse_timestamp_lenient,
+    parse_timestamp_ms,
+    to_ms,
+)
 
 moments = st.datetimes(
     min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999000)
@@ -93,3 +101,31 @@ def test_format_timestamp_examples() -> None:
     assert format_timestamp(datetime(2024, 1, 1, 5, 30, tzinfo=india)) == (
         "2024-01-01T00:00:00.000Z"
     )
+
+
+@given(moments.filter(lambda m: m.year >= 100))
+def test_rfc_2822_as_javascript_writes_it_reads_back_as_the_same_second(moment: datetime) -> None:
+    # what Date.prototype.toUTCString() writes: the moment to the second, GMT (years below
+    # 100 are read as 19xx/20xx, RFC 2822 §4.3's obsolete two-digit years)
+    written = format_datetime(moment.astimezone(UTC), usegmt=True)
+    assert parse_timestamp_lenient(written) == moment.astimezone(UTC).replace(microsecond=0)
+
+
+def test_rfc_2822_zones_and_what_is_refused() -> None:
+    as_utc = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+    assert parse_timestamp_lenient("Wed, 01 Jan 2025 10:00:00 +0200") == as_utc
+    assert parse_timestamp_lenient("01 Jan 2025 08:00:00 -0000") == as_utc  # no zone: UTC
+    assert parse_timestamp_lenient(" Wed, 01 Jan 2025 08:00:00 GMT ") == as_utc
+    # engine-specific forms of JavaScript's Date, and impossible dates, stay refused
+    for text in ("Jan 1 2025", "2025/01/01", "Wed, 01 Jan 2025", "Tue, 31 Feb 2025 00:00 GMT"):
+        with pytest.raises(InvalidInput):
+            parse_timestamp_lenient(text)
+
+
+@given(st.text(max_size=60))
+def test_lenient_parsing_refuses_anything_else_with_invalid_input(text: str) -> None:
+    try:
+        moment = parse_timestamp_lenient(text)
+    except InvalidInput:
+        return
+    assert moment.tzinfo is UTC

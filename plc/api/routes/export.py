@@ -63,8 +63,9 @@ def parse_count(count: str | None) -> int:
                 {"type": "string"},
                 "Digits: a `seq` (up to 100 digits; more is 400), for `sequenced_op` lines "
                 "with a higher `seq`. Anything else: an ISO 8601 date-time, date or "
-                "`YYYY-MM` (no zone: UTC), for legacy lines created after it. Absent or "
-                "empty: legacy lines from the first.",
+                "`YYYY-MM` (no zone: UTC), or an RFC 2822 date-time (`Wed, 01 Jan 2025 "
+                "00:00:00 GMT`), for legacy lines created after it. Absent or empty: legacy "
+                "lines from the first.",
             ),
             query_parameter(
                 "count",
