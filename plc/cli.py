@@ -141,6 +141,11 @@ def serve(
         )
     for handler in logging.getLogger().handlers:
         handler.flush()
+    # From here a SIGTERM is a stop uvicorn carries out gracefully, after which it raises the
+    # signal again into this handler: exit 0, as with several workers (whose supervisor just
+    # returns). Exit status 143 read as a failure to systemd (a stopped unit left "failed").
+    if signal.getsignal(signal.SIGTERM) is _terminated:  # main()'s; SIG_IGN stays ignored
+        signal.signal(signal.SIGTERM, _stopped)
     with shared_metrics_dir(settings.workers, settings.metrics):
         uvicorn.run(
             "plc.api.app:create_served_app",
@@ -181,15 +186,20 @@ def _terminated(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _stopped(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
     """Console entry point. Click reports usage errors with exit code 2; that code is
     reserved for "misbehaviour found" across our commands, so usage errors exit 1.
 
     Until a command installs its own handlers (uvicorn's, ``plc import``'s), SIGTERM ends
-    the process with 143 and Ctrl-C with 130, without a traceback. As PID 1 of a container a
-    process has no default action for SIGTERM: a ``docker stop`` during start-up (imports,
-    the migration) was ignored until the runtime's SIGKILL. A SIGTERM the parent made
-    ignored stays ignored."""
+    the process with 143 and Ctrl-C with 130, without a traceback; once ``plc serve`` hands
+    over to uvicorn, a SIGTERM is a graceful stop that exits 0, whatever the worker count.
+    As PID 1 of a container a process has no default action for SIGTERM: a ``docker stop``
+    during start-up (imports, the migration) was ignored until the runtime's SIGKILL. A
+    SIGTERM the parent made ignored stays ignored."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminated)
     try:

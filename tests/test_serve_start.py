@@ -174,3 +174,26 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stop_once_serving_is_graceful_and_exits_0(tmp_path: Path, workers: str) -> None:
+    """SIGTERM to a serving `plc serve` (docker stop, systemctl stop): exit 0 whatever the
+    worker count. One worker used to exit 143, which systemd counts as a failed stop."""
+    database = f"sqlite:///{tmp_path / 'stop.sqlite3'}"
+    with _serving(database, {"PLC_WORKERS": workers}) as process:
+        port = _until_listening(process)[-1]["port"]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/_health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.stderr is not None
+        rest = process.stderr.read()
+        assert process.wait() == 0, rest.decode()
+        assert b"Traceback" not in rest, rest.decode()
