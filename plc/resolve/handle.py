@@ -133,7 +133,12 @@ class HandleLookup:
         )
         return did_from_well_known(result.body)
 
-    async def resolve(self, handle: str, deadline: Callable[[], float]) -> str:
+    async def resolve(
+        self,
+        handle: str,
+        deadline: Callable[[], float],
+        on_progress: Callable[[str | None], None] | None = None,
+    ) -> str:
         """Resolve ``handle`` (lower-case, valid, resolvable TLD) with both methods concurrently.
 
         Args:
@@ -141,6 +146,9 @@ class HandleLookup:
             deadline: returns the ``loop.time()`` by which an answer must be chosen (pending
                 lookups are cancelled then); read again at every wait, as it may move later
                 meanwhile (a caller with more time joined the lookup).
+            on_progress: called once, when the first method ends while the other still runs,
+                with the DID this call would return if the deadline came now (the HTTPS
+                answer while DNS is pending), else ``None`` (DNS failed, or HTTPS failed).
 
         Returns:
             The DNS answer if there is one, else the HTTPS answer.
@@ -153,6 +161,7 @@ class HandleLookup:
         dns_task = asyncio.create_task(self.via_dns(handle))
         http_task = asyncio.create_task(self.via_https(handle))
         tasks = (dns_task, http_task)
+        reported = False
         try:
             pending: set[asyncio.Task[str]] = set(tasks)
             while pending:
@@ -166,6 +175,10 @@ class HandleLookup:
                     return dns_task.result()
                 if dns_task.done() and _succeeded(http_task):
                     return http_task.result()
+                if on_progress is not None and not reported and len(pending) == 1:
+                    # one method is in, the other still runs (the other's end ends the loop)
+                    reported = True
+                    on_progress(http_task.result() if _succeeded(http_task) else None)
             if _succeeded(http_task):  # DNS failed or is still pending at the deadline
                 return http_task.result()
             error = HandleNotFound(f"dns: {_outcome(dns_task)}; https: {_outcome(http_task)}")

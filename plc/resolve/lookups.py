@@ -1,18 +1,20 @@
-"""Outbound lookups shared between callers and bounded per process and per domain.
+"""Outbound lookups shared between callers, and the registrable domain they count against.
 
-Two defences against bursts of hostile or merely popular traffic (issue 5, "safety limits"):
+Defences against bursts of hostile or merely popular traffic (issue 5, "safety limits"):
 
 - :class:`SharedLookups`: one network lookup per key (a handle, a did:web DID) at a time.
   Every caller asking for the key while it runs waits for that lookup's outcome, each until
   its own deadline. A caller that gives up (its deadline, or its client went away) does not
   stop the lookup for the others; the lookup is cancelled only when the last caller still
   waiting for it is cancelled.
-- :class:`LookupSlots`: at most ``total`` lookups at once in the process, and at most
-  ``per_domain`` for one registrable domain (:func:`registrable_domain`), so that the
-  unlimited distinct names of one wildcard domain cannot hold every slot.
+- :class:`~plc.resolve.slots.LookupSlots` bounds how many lookups run at once, in the process
+  and per registrable domain (:func:`registrable_domain`).
 
 A shared lookup runs under a :class:`Deadline`: the latest deadline of the callers waiting
-for it, moved later when a caller with more time joins.
+for it, moved later when a caller with more time joins. Through its :class:`LookupRun` it
+reports progress: that part of its outcome is in (callers that must not get an answer older
+than their call then start their own lookup), and its best answer so far (what a caller whose
+own, earlier deadline passes gets instead of nothing).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Hashable
 from dataclasses import dataclass
@@ -32,13 +35,18 @@ T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
 
-Lookup = Callable[["Deadline"], Coroutine[Any, Any, T]]
-"""Starts one lookup under a :class:`Deadline` it must respect as the deadline moves."""
+Lookup = Callable[["LookupRun[T]"], Coroutine[Any, Any, T]]
+"""Starts one lookup; it must respect ``run.deadline`` as it moves (:class:`LookupRun`)."""
+
+_IPV6_DOMAIN_PREFIX = 48
+"""IPv6 literals count per /48: one site is commonly given a /48 to a /56, so per address (or
+per /64) one attacker would have unlimited "domains"."""
 
 
 @functools.cache
-def _icann_suffixes() -> PublicSuffixList:
-    # Parsing the bundled list takes about 0.1 s: once per process, on first use.
+def icann_suffixes() -> PublicSuffixList:
+    """The ICANN section of the bundled Public Suffix List, parsed once per process (about
+    0.1 s: call it at start-up rather than inside a request)."""
     return PublicSuffixList(only_icann=True)
 
 
@@ -47,7 +55,9 @@ def registrable_domain(host: str) -> str:
 
     ``alice.example.co.uk`` -> ``example.co.uk``; ``h1.evil.test`` -> ``evil.test`` (an
     unlisted TLD counts as a public suffix, the list's default rule). A host that is itself a
-    public suffix (``co.uk``) or a single label (``localhost``) is its own domain.
+    public suffix (``co.uk``) or a single label (``localhost``) is its own domain. An IP
+    literal is no DNS name: an IPv4 address is its own domain (``127.0.0.1``), an IPv6 one
+    (brackets optional) counts as its /48 network (``2001:db8:1::/48``).
 
     The list's private section (``github.io``, dynamic-DNS providers) is ignored on purpose:
     many of its suffixes hand out subdomains free of charge, which would give an attacker
@@ -55,14 +65,21 @@ def registrable_domain(host: str) -> str:
     section each domain costs a registration.
 
     Args:
-        host: a DNS name, any case, without trailing dot (a handle, a did:web host).
+        host: a DNS name, any case, without trailing dot (a handle, a did:web host), or an
+            IP literal.
 
     Returns:
         The registrable domain, lower-case (the list is the snapshot bundled with the
         ``publicsuffixlist`` package: nothing is fetched at run time).
     """
     host = host.lower()
-    return _icann_suffixes().privatesuffix(host) or host
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return icann_suffixes().privatesuffix(host) or host
+    if address.version == 4:
+        return str(address)
+    return str(ipaddress.ip_network(f"{address}/{_IPV6_DOMAIN_PREFIX}", strict=False))
 
 
 class Deadline:
@@ -109,78 +126,39 @@ class Deadline:
 
 
 @dataclass(slots=True)
-class _DomainSlots:
-    semaphore: asyncio.Semaphore
-    users: int = 0
-    """Lookups holding or waiting for one of the domain's slots (the entry goes at 0)."""
+class LookupRun(Generic[T]):
+    """What one shared lookup and the callers waiting for it know about it while it runs.
 
-
-class LookupSlots:
-    """At most ``total`` lookups at once, at most ``per_domain`` of them for one domain.
-
-    Args:
-        total: the process-wide cap (``max_concurrent_lookups``).
-        per_domain: the cap for one registrable domain (``max_lookups_per_domain``).
+    The lookup function reads :attr:`deadline` and reports through :meth:`progress`.
     """
 
-    def __init__(self, total: int, per_domain: int) -> None:
-        _icann_suffixes()  # parsed here, at start-up, rather than inside a request
-        self._total = asyncio.Semaphore(total)
-        self._per_domain = per_domain
-        self._domains: dict[str, _DomainSlots] = {}
+    deadline: Deadline
+    """When the lookup must end (it moves later as callers with more time join)."""
+    interim: T | None = None
+    """The outcome the lookup would settle on if its deadline came now (e.g. the HTTPS answer
+    of a handle while DNS is still pending); ``None`` while it has none."""
+    heard: bool = False
+    """Whether part of the outcome is already in (one of several methods answered or failed)."""
+    superseded: bool = False
+    """Whether a newer lookup of the same key has started (``fresh=True``); the newer one's
+    outcome is the more recent, so this one should not overwrite what the newer one stores."""
 
-    async def acquire(self, domain: str, deadline: Deadline) -> bool:
-        """Wait for a slot of ``domain`` and one of the process until ``deadline``.
+    def progress(self, interim: T | None = None) -> None:
+        """Report that part of the outcome is in and, if given, the best outcome so far.
 
-        Returns:
-            True with both held (give them back with :meth:`release`); False if the deadline
-            came (or had passed) first, nothing held.
+        Args:
+            interim: what a caller whose own deadline passes before the lookup ends gets
+                instead of a :class:`TimeoutError`; ``None`` keeps the previous one.
         """
-        if deadline.passed():
-            return False
-        entry = self._domains.get(domain)
-        if entry is None:
-            entry = self._domains[domain] = _DomainSlots(asyncio.Semaphore(self._per_domain))
-        entry.users += 1
-        got_domain = got_total = False
-        try:
-            async with deadline.scope():
-                # The domain's slot first: a lookup queued behind its own domain's cap must not
-                # hold one of the process's slots while it waits.
-                await entry.semaphore.acquire()
-                got_domain = True
-                await self._total.acquire()
-                got_total = True
-        except TimeoutError:
-            pass
-        finally:
-            if not got_total:
-                if got_domain:
-                    entry.semaphore.release()
-                self._leave(domain, entry)
-        return got_total
-
-    def release(self, domain: str) -> None:
-        """Give back the slots :meth:`acquire` took for ``domain``."""
-        self._total.release()
-        entry = self._domains[domain]
-        entry.semaphore.release()
-        self._leave(domain, entry)
-
-    def domains(self) -> int:
-        """How many domains hold or wait for slots (the bookkeeping kept)."""
-        return len(self._domains)
-
-    def _leave(self, domain: str, entry: _DomainSlots) -> None:
-        entry.users -= 1
-        if entry.users == 0:
-            del self._domains[domain]  # an attacker's many domains leave nothing behind
+        self.heard = True
+        if interim is not None:
+            self.interim = interim
 
 
 @dataclass(slots=True)
 class _Flight(Generic[T]):
     task: asyncio.Task[T]
-    deadline: Deadline
+    run: LookupRun[T]
     waiters: int = 0
 
 
@@ -195,11 +173,11 @@ class SharedLookups(Generic[K, T]):
         self._flights: dict[K, _Flight[T]] = {}
 
     def __len__(self) -> int:
-        """Lookups running now."""
+        """Lookups running now (and joinable)."""
         return len(self._flights)
 
-    async def run(self, key: K, deadline: float, lookup: Lookup[T]) -> T:
-        """The outcome of the lookup of ``key``: the one running, or ``lookup(Deadline)``.
+    async def run(self, key: K, deadline: float, lookup: Lookup[T], *, fresh: bool = False) -> T:
+        """The outcome of the lookup of ``key``: the one running, or ``lookup(LookupRun)``.
 
         A lookup running for ``key`` is joined and its deadline moved to ``deadline`` if that
         is later; one whose deadline has passed is not joined (it can only end cut short).
@@ -208,9 +186,17 @@ class SharedLookups(Generic[K, T]):
             key: what is looked up.
             deadline: ``loop.time()`` by which this caller wants the outcome.
             lookup: starts the lookup; it must end by its :class:`Deadline` (as it moves).
+            fresh: the outcome must not include anything obtained before this call: join
+                only a lookup that has heard nothing yet (:attr:`LookupRun.heard`), else start
+                a new one (later callers join the new one; the old one goes on for its own).
+
+        Returns:
+            The lookup's outcome; or, when ``deadline`` comes first, the lookup's interim
+            outcome (:attr:`LookupRun.interim`) if it has one.
 
         Raises:
-            TimeoutError: ``deadline`` came first; the lookup goes on for the others.
+            TimeoutError: ``deadline`` came first and the lookup had no interim outcome; the
+                lookup goes on for the others.
             asyncio.CancelledError: this caller was cancelled; the lookup goes on while
                 anyone else waits for it.
         """
@@ -218,17 +204,26 @@ class SharedLookups(Generic[K, T]):
         if loop.time() >= deadline:
             raise TimeoutError
         flight = self._flights.get(key)
-        if flight is None or flight.deadline.passed():
+        if flight is None or flight.run.deadline.passed():
+            flight = self._start(key, Deadline(deadline), lookup)
+        elif fresh and (flight.run.heard or flight.task.done()):
+            flight.run.superseded = True
             flight = self._start(key, Deadline(deadline), lookup)
         else:
-            flight.deadline.extend(deadline)
+            flight.run.deadline.extend(deadline)
         flight.waiters += 1
         try:
             try:
                 async with asyncio.timeout_at(deadline):
                     return await asyncio.shield(flight.task)
             except TimeoutError:
-                if flight.deadline.when > deadline:
+                if flight.run.deadline.when > deadline:
+                    # The lookup goes on for a caller with more time; this one takes what the
+                    # lookup would settle on now (as it would have, had it run alone).
+                    if flight.task.done() and not flight.task.cancelled():
+                        return flight.task.result()
+                    if flight.run.interim is not None:
+                        return flight.run.interim
                     raise
             # The lookup ends on this very deadline: what it settles on then (an HTTPS answer
             # while DNS is pending, a cut-short failure) is this caller's outcome too.
@@ -242,8 +237,9 @@ class SharedLookups(Generic[K, T]):
             flight.waiters -= 1
 
     def _start(self, key: K, deadline: Deadline, lookup: Lookup[T]) -> _Flight[T]:
-        task = asyncio.create_task(lookup(deadline))
-        flight = _Flight(task, deadline)
+        run: LookupRun[T] = LookupRun(deadline)
+        task = asyncio.create_task(lookup(run))
+        flight = _Flight(task, run)
         self._flights[key] = flight
         task.add_done_callback(functools.partial(self._finished, key, flight))
         return flight

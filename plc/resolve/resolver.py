@@ -22,13 +22,21 @@ Network lookups (:mod:`plc.resolve.lookups`):
 - one per handle or did:web DID at a time: every request needing the same one while it runs
   waits for its outcome (answer, "no", or failure alike), each until its own deadline. The
   lookup runs until the latest deadline of those waiting (it moves later when a request with
-  more time joins). A request that gives up or is cancelled does not stop it for the others;
-  it is cancelled (and caches nothing) only when the last request still waiting for it is.
-  ``refresh=True`` joins a lookup already running (its answer arrives after the call began,
-  so it is fresh) and otherwise starts one;
+  more time joins). A request whose own deadline comes first gets what the lookup would
+  settle on at that moment, as it would alone: the HTTPS answer of a handle whose DNS is still
+  pending, else a timeout. A request that gives up or is cancelled does not stop the lookup
+  for the others; it is cancelled (and caches nothing) only when the last request still
+  waiting for it is;
+- ``refresh=True`` never gets an answer obtained before the call: it joins a running lookup
+  only while nothing of it is in yet (for a handle, neither DNS nor HTTPS has answered or
+  failed; a did:web fetch, until its document arrives), and otherwise starts a lookup of its
+  own, which later requests join. The older lookup goes on for those already waiting for it
+  but no longer writes the cache, so it cannot overwrite the refreshed answer;
 - at most ``max_concurrent_lookups`` at once, and at most ``max_lookups_per_domain`` for one
-  registrable domain (the host of a did:web DID counts for its domain); the others wait within
-  their deadline.
+  registrable domain (the host of a did:web DID counts for its domain; an IP literal is its
+  own); the others wait within their deadline. Free slots go to the waiting domains in turn
+  (:mod:`plc.resolve.slots`), so many slow domains cannot queue ahead of everyone else: a
+  domain waits for at most one slot per domain that was waiting before it.
 
 A lookup cut short by its deadline is cached only when it had at least ``request_timeout_s``
 between getting its slot and that deadline: otherwise an earlier, slow step of the request that
@@ -60,9 +68,10 @@ from plc.resolve.dnsclient import DnsClient
 from plc.resolve.errors import DidDeactivated, DidNotFound, HandleNotFound, InvalidRequest
 from plc.resolve.fetch import SafeFetcher
 from plc.resolve.handle import HandleLookup
-from plc.resolve.lookups import Deadline, LookupSlots, SharedLookups, registrable_domain
+from plc.resolve.lookups import Deadline, LookupRun, SharedLookups, registrable_domain
 from plc.resolve.safety import AddressPolicy
 from plc.resolve.settings import ResolverSettings
+from plc.resolve.slots import LookupSlots
 from plc.resolve.syntax import (
     INVALID_HANDLE,
     ensure_valid_did,
@@ -124,7 +133,8 @@ class IdentityResolver:
         )
         # Bound the sockets outbound lookups hold: a wildcard domain gives an attacker
         # unlimited distinct handles, so neither the caches nor the merging of identical
-        # lookups do; the per-domain cap keeps one such domain from taking every slot.
+        # lookups do; the per-domain cap and the fair hand-out of free slots keep such
+        # domains from taking every slot.
         self._slots = LookupSlots(settings.max_concurrent_lookups, settings.max_lookups_per_domain)
         self._handle_lookups: SharedLookups[str, _Outcome[str]] = SharedLookups()
         self._did_web_lookups: SharedLookups[str, _Outcome[bytes]] = SharedLookups()
@@ -227,7 +237,7 @@ class IdentityResolver:
             return entry.value
         lookup = functools.partial(self._look_up_handle, handle)
         try:
-            outcome = await self._handle_lookups.run(handle, deadline, lookup)
+            outcome = await self._handle_lookups.run(handle, deadline, lookup, fresh=refresh)
         except TimeoutError:
             # this request's budget is spent; the lookup, if any, goes on for the others
             raise HandleNotFound("time budget exhausted before the lookup answered") from None
@@ -235,22 +245,30 @@ class IdentityResolver:
             raise HandleNotFound(outcome.reason)
         return outcome.value
 
-    async def _look_up_handle(self, handle: str, deadline: Deadline) -> _Outcome[str]:
+    async def _look_up_handle(self, handle: str, run: LookupRun[_Outcome[str]]) -> _Outcome[str]:
         """The one lookup of ``handle`` the waiting requests share; fills the cache (failures
-        negatively, unless cut short without full time or never started)."""
+        negatively, unless cut short without full time or never started; nothing once a
+        refresh has started a newer lookup of ``handle``). Reports its progress to ``run``:
+        the HTTPS answer while DNS is pending is the interim outcome of the waiters."""
+        deadline = run.deadline
         domain = registrable_domain(handle)
         if not await self._slots.acquire(domain, deadline):
             return _Outcome(None, "time budget exhausted before the lookup")
         started = asyncio.get_running_loop().time()
+
+        def progress(did: str | None) -> None:
+            run.progress(None if did is None else _Outcome(did))
+
         try:
-            did = await self._handles.resolve(handle, deadline)
+            did = await self._handles.resolve(handle, deadline, progress)
         except HandleNotFound as err:
-            if not err.cut_short or self._had_full_time(started, deadline):
+            if not run.superseded and (not err.cut_short or self._had_full_time(started, deadline)):
                 self._handle_cache.put(handle, err.reason, negative=True)
             return _Outcome(None, err.reason)
         finally:
             self._slots.release(domain)
-        self._handle_cache.put(handle, did)
+        if not run.superseded:
+            self._handle_cache.put(handle, did)
         return _Outcome(did)
 
     async def _verified_handle(
@@ -298,7 +316,7 @@ class IdentityResolver:
             return document
         fetch = functools.partial(self._fetch_did_web, did)
         try:
-            outcome = await self._did_web_lookups.run(did, deadline, fetch)
+            outcome = await self._did_web_lookups.run(did, deadline, fetch, fresh=refresh)
         except TimeoutError:
             raise DidNotFound(f"did:web document timed out: {echo(did)}") from None
         if outcome.value is None:
@@ -306,9 +324,10 @@ class IdentityResolver:
         document = orjson.loads(outcome.value)
         return document
 
-    async def _fetch_did_web(self, did: str, deadline: Deadline) -> _Outcome[bytes]:
+    async def _fetch_did_web(self, did: str, run: LookupRun[_Outcome[bytes]]) -> _Outcome[bytes]:
         """The one fetch of ``did``'s document the waiting requests share (compact JSON);
         fills the cache as :meth:`_look_up_handle` does."""
+        deadline = run.deadline
         domain = registrable_domain(did_web_host(did))
         if not await self._slots.acquire(domain, deadline):
             return _Outcome(None, f"time budget exhausted before fetching: {echo(did)}")
@@ -318,14 +337,16 @@ class IdentityResolver:
                 document = await self._did_web.fetch(did)
         except TimeoutError:
             message = f"did:web document timed out: {echo(did)}"
-            if self._had_full_time(started, deadline):
+            if not run.superseded and self._had_full_time(started, deadline):
                 self._did_web_cache.put(did, message, negative=True)
             return _Outcome(None, message)
         except DidNotFound as err:
-            self._did_web_cache.put(did, err.message, negative=True)
+            if not run.superseded:
+                self._did_web_cache.put(did, err.message, negative=True)
             return _Outcome(None, err.message)
         finally:
             self._slots.release(domain)
         body = orjson.dumps(document)
-        self._did_web_cache.put(did, body)
+        if not run.superseded:
+            self._did_web_cache.put(did, body)
         return _Outcome(body)

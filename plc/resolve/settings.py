@@ -15,7 +15,7 @@ import ipaddress
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -74,11 +74,13 @@ class ResolverSettings(BaseSettings):
     did:web DID share one). A lookup beyond it waits within its time budget; one that never
     gets a turn fails as timed out and is not cached."""
 
-    max_lookups_per_domain: int = Field(default=32, ge=1, le=100_000)
+    max_lookups_per_domain: int = Field(default=32, ge=1, le=100_000, validate_default=False)
     """Most of those lookups in flight at once for names under one registrable domain (Public
     Suffix List, ICANN section: ``a.evil.example`` and ``b.evil.example`` count together; a
     did:web DID counts for its host's domain). Keeps one wildcard domain with a slow server
-    from holding every ``max_concurrent_lookups`` slot; the others wait within their budget."""
+    from holding every ``max_concurrent_lookups`` slot; the others wait within their budget.
+    Set explicitly, it must be at most ``max_concurrent_lookups`` (left at its default, a
+    smaller ``max_concurrent_lookups`` is simply the tighter bound)."""
 
     allow_private_networks: bool = False
     """Fetch from loopback, private, link-local, multicast and reserved addresses too (tests,
@@ -132,6 +134,17 @@ class ResolverSettings(BaseSettings):
             except ValueError:
                 # Without the value: settings errors are printed, and never show values.
                 raise ValueError("each entry must be an IP network (CIDR)") from None
+        return value
+
+    @field_validator("max_lookups_per_domain")
+    @classmethod
+    def _check_per_domain(cls, value: int, info: ValidationInfo) -> int:
+        # Runs only for a value given explicitly (validate_default=False); a field validator
+        # rather than a model one, so that the error names this setting and start-up reports
+        # it in one line as it does every other.
+        total = info.data.get("max_concurrent_lookups")
+        if total is not None and value > total:
+            raise ValueError("must be at most PLC_RESOLVE_MAX_CONCURRENT_LOOKUPS")
         return value
 
     @field_validator("dns_nameservers")

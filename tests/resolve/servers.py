@@ -27,6 +27,7 @@ class Zone:
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], list[Any]] = {}
         self.delays: dict[str, float] = {}
+        self.delayed_queries: dict[str, int] = {}
         self.queries: Counter[tuple[str, str]] = Counter()
         self.watched: set[tuple[str, str]] = set()
         self.in_flight: Counter[tuple[str, str]] = Counter()
@@ -38,6 +39,7 @@ class Zone:
         with self.lock:
             self.records.clear()
             self.delays.clear()
+            self.delayed_queries.clear()
             self.queries.clear()
             self.watched.clear()
             self.in_flight.clear()
@@ -57,9 +59,12 @@ class Zone:
             kind = "AAAA" if ":" in address else "A"
             self.records.setdefault((name.lower(), kind), []).append(rdata)
 
-    def slow(self, name: str, seconds: float) -> None:
-        """Answer every query for ``name`` only after ``seconds`` (or at reset)."""
+    def slow(self, name: str, seconds: float, *, first: int | None = None) -> None:
+        """Answer every query for ``name`` (or only its ``first`` ones, any type) only after
+        ``seconds``, or when :attr:`release` is set (or at reset)."""
         self.delays[name.lower()] = seconds
+        if first is not None:
+            self.delayed_queries[name.lower()] = first
 
     def watch(self, suffix: str, kind: str) -> None:
         """Track how many ``kind`` queries for ``suffix`` and names under it are being answered
@@ -102,6 +107,11 @@ class Zone:
         with self.lock:
             self.queries[(qname, qtype)] += 1
             delay = self.delays.get(qname, 0.0)
+            if qname in self.delayed_queries:
+                if self.delayed_queries[qname] > 0:
+                    self.delayed_queries[qname] -= 1
+                else:
+                    delay = 0.0
             answers = list(self.records.get((qname, qtype), []))
             exists = any(name == qname for name, _ in self.records)
             watches = [w for w in self.watched if w[1] == qtype and _is_under(qname, w[0])]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from plc.resolve import DidNotFound, HandleNotFound, IdentityResolver
 from plc.resolve.did import did_web_host
-from plc.resolve.lookups import Deadline, SharedLookups, registrable_domain
+from plc.resolve.lookups import Deadline, LookupRun, SharedLookups, registrable_domain
 from tests.resolve.conftest import DID_A, DID_B, DID_JSON, ResolverFactory, plc_document
 from tests.resolve.servers import LocalDns, LocalHttp
 
@@ -46,6 +47,24 @@ def gated_handle(dns: LocalDns, handle: str, did: str) -> None:
 
 def unverified(resolver: IdentityResolver, handle: str, **kwargs: bool) -> asyncio.Task[str]:
     return asyncio.create_task(resolver.resolve_handle(handle, verify=False, **kwargs))
+
+
+def lookup_run(resolver: IdentityResolver, handle: str) -> LookupRun[Any] | None:
+    """What the running lookup of ``handle`` has reported so far (None: none is running)."""
+    flight = resolver._handle_lookups._flights.get(handle)
+    return None if flight is None else flight.run
+
+
+def heard(resolver: IdentityResolver, handle: str) -> bool:
+    """Whether one method of the running lookup of ``handle`` has answered or failed."""
+    run = lookup_run(resolver, handle)
+    return run is not None and run.heard
+
+
+def has_interim(resolver: IdentityResolver, handle: str) -> bool:
+    """Whether the running lookup of ``handle`` holds an answer (HTTPS in, DNS pending)."""
+    run = lookup_run(resolver, handle)
+    return run is not None and run.interim is not None
 
 
 # -- one lookup per key ------------------------------------------------------------------
@@ -162,20 +181,34 @@ async def test_a_lookup_everyone_left_is_cancelled_and_frees_its_slot(
     assert dns.zone.count("_atproto.abandoned.test", "TXT") == 2
 
 
-async def test_refresh_joins_a_lookup_already_running_and_starts_one_otherwise(
+async def test_refresh_joins_a_lookup_only_while_nothing_of_it_is_in(
     dns: LocalDns, make_resolver: ResolverFactory
 ) -> None:
+    """With both methods of the running lookup still pending, whatever it settles on comes
+    after the refresh call: the refresh joins it. Once one method is in (here HTTPS failed),
+    a refresh starts a lookup of its own."""
     gated_handle(dns, "fresh.test", DID_A)
+    dns.zone.slow("fresh.test", GATE_S)  # the HTTPS method's address query is held too
     resolver = make_resolver(time_budget_s=10.0, request_timeout_s=10.0)
     plain = unverified(resolver, "fresh.test")
     await until(lambda: dns.zone.count("_atproto.fresh.test", "TXT") == 1)
+    await until(lambda: dns.zone.count("fresh.test") >= 1)
     refreshing = unverified(resolver, "fresh.test", refresh=True)
     await asyncio.sleep(0)  # the refreshing request runs up to its wait for the lookup
     dns.zone.release.set()
     assert [await plain, await refreshing] == [DID_A, DID_A]
     assert dns.zone.count("_atproto.fresh.test", "TXT") == 1
-    assert await resolver.resolve_handle("fresh.test", verify=False, refresh=True) == DID_A
-    assert dns.zone.count("_atproto.fresh.test", "TXT") == 2
+
+    gated_handle(dns, "half.test", DID_A)  # no address: the HTTPS method fails at once
+    dns.zone.release.clear()
+    plain = unverified(resolver, "half.test")
+    await until(lambda: dns.zone.count("_atproto.half.test", "TXT") == 1)
+    await until(lambda: heard(resolver, "half.test"))
+    refreshing = unverified(resolver, "half.test", refresh=True)
+    await until(lambda: dns.zone.count("_atproto.half.test", "TXT") == 2)  # its own lookup
+    dns.zone.release.set()
+    assert [await plain, await refreshing] == [DID_A, DID_A]
+    assert len(resolver._handle_lookups) == 0
 
 
 async def test_a_lookup_that_breaks_breaks_for_every_caller_and_is_forgotten() -> None:
@@ -266,10 +299,20 @@ async def test_a_did_web_fetch_counts_for_its_hosts_domain(
         ("alice.github.io", "github.io"),  # private section ignored: free subdomains
         ("co.uk", "co.uk"),  # a public suffix is its own domain
         ("localhost", "localhost"),
+        ("127.0.0.1", "127.0.0.1"),  # an IP literal is its own domain
+        ("10.20.30.40", "10.20.30.40"),
+        ("[2001:DB8:1:2::5]", "2001:db8:1::/48"),  # IPv6: its /48, a site's usual share
+        ("2001:db8:1:ffff::1", "2001:db8:1::/48"),
+        ("::1", "::/48"),
     ],
 )
 def test_registrable_domain(host: str, domain: str) -> None:
     assert registrable_domain(host) == domain
+
+
+def test_a_did_web_ip_literal_counts_for_its_address() -> None:
+    assert registrable_domain(did_web_host("did:web:192.0.2.7")) == "192.0.2.7"
+    assert registrable_domain(did_web_host("did:web:192.0.2.7%3A8443")) == "192.0.2.7"
 
 
 def test_did_web_host() -> None:
