@@ -86,45 +86,76 @@ ACCEPT_ENCODING = "gzip, deflate"
 """The codings asked for (RFC 9110 §8.4.1), the ones :func:`_decoded` undoes in steps."""
 
 
-def _decoded(raw: Iterator[bytes], coding: str) -> Iterator[bytes]:
-    """The body ``raw`` (as received) decoded from ``coding`` (a ``Content-Encoding``
-    value), in pieces of at most :data:`DECODE_STEP` bytes when compressed.
+def _codings(header: str) -> list[str]:
+    """The content-codings of a ``Content-Encoding`` value, in the order they were applied
+    (RFC 9110 §8.4), lower-case, ``identity`` left out."""
+    codings = (part.strip().lower() for part in header.split(","))
+    return [coding for coding in codings if coding not in ("", "identity")]
+
+
+def _decoded(raw: Iterator[bytes], header: str) -> Iterator[bytes]:
+    """The body ``raw`` (as received) decoded as ``header`` (a ``Content-Encoding`` value)
+    says, in pieces of at most :data:`DECODE_STEP` bytes when compressed.
 
     Raises:
         httpx.DecodingError: a coding other than identity, ``gzip`` or ``deflate`` (zlib
-            format, or raw deflate as some servers send), or data that does not decode.
+            format, or raw deflate as some servers send), more than one, or data that does
+            not decode: bytes after the end of a deflate stream or that are no gzip member,
+            or a compressed body that stops before its end.
     """
-    coding = coding.strip().lower()
-    if coding in ("", "identity"):
+    codings = _codings(header)
+    if not codings:
         yield from raw
         return
-    if coding in ("gzip", "x-gzip"):
-        decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    elif coding == "deflate":
-        decompressor = zlib.decompressobj()
-    else:
-        raise httpx.DecodingError(f"unsupported content-encoding {coding!r}")
-    started = False
+    if len(codings) > 1 or codings[0] not in ("gzip", "x-gzip", "deflate"):
+        raise httpx.DecodingError(f"unsupported content-encoding {header.strip()[:100]!r}")
+    yield from _inflated(raw, gzip=codings[0] != "deflate")
+
+
+def _is_zlib_header(head: bytes) -> bool:
+    """Whether two bytes open a zlib stream (RFC 1950 §2.2: deflate method, check bits)."""
+    return head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
+
+
+def _inflated(raw: Iterator[bytes], *, gzip: bool) -> Iterator[bytes]:
+    """``raw`` inflated step by step. A gzip body may hold several members, one after the
+    other (RFC 1952 §2.2); a deflate body is one zlib or raw deflate stream, told apart by
+    its first two bytes. Nothing is fed to a finished decompressor: the bytes after a member
+    start the next one (or are an error), so they are decoded, and capped, as they come."""
+    decompressor: Any = None
+    pending = b""
     for chunk in raw:
-        data = chunk
-        while data:
+        data = pending + chunk
+        pending = b""
+        # A step that filled its output may leave output inside zlib with no input left.
+        full = False
+        while data or (full and not decompressor.eof):
+            if decompressor is None or decompressor.eof:
+                if decompressor is not None and not gzip:
+                    raise httpx.DecodingError("data after the end of the deflate stream")
+                if gzip:
+                    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                elif len(data) < 2:
+                    pending = data  # the zlib header needs both bytes
+                    break
+                else:
+                    zlib_format = _is_zlib_header(data)
+                    decompressor = zlib.decompressobj(zlib.MAX_WBITS if zlib_format else -15)
             try:
                 piece = decompressor.decompress(data, DECODE_STEP)
             except zlib.error as exc:
-                if started or coding != "deflate":
-                    raise httpx.DecodingError(str(exc)) from exc
-                decompressor = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate
-                started = True
-                continue
-            started = True
-            if not piece and len(decompressor.unconsumed_tail) == len(data):
-                raise httpx.DecodingError("the compressed data does not advance")
-            yield piece
-            data = decompressor.unconsumed_tail
-    try:
-        yield decompressor.flush()
-    except zlib.error as exc:
-        raise httpx.DecodingError(str(exc)) from exc
+                raise httpx.DecodingError(str(exc)) from exc
+            full = len(piece) == DECODE_STEP
+            if decompressor.eof:
+                data = decompressor.unused_data
+            else:
+                if not piece and len(decompressor.unconsumed_tail) == len(data):
+                    raise httpx.DecodingError("the compressed data does not advance")
+                data = decompressor.unconsumed_tail
+            if piece:
+                yield piece
+    if pending or (decompressor is not None and not decompressor.eof):
+        raise httpx.DecodingError("the compressed answer ends before its end")
 
 
 class _TooSlow(Exception):
