@@ -205,7 +205,11 @@ class _Run:
         else:
             start = self.tree.tree_size
         self.progress = ReplayProgress(label, total, self.options.progress, start=start)
-        created = resumed_tracker(self.conn, self.options.created_at_tolerance_ms)
+        created = resumed_tracker(
+            self.conn,
+            self.options.created_at_tolerance_ms,
+            allow_backdated=self.options.allow_backdated,
+        )
         return Replayer(
             self.conn, self.tree, self.tracker, self.pool, self.tlog, self.progress, created
         )

@@ -16,8 +16,17 @@ mark*) catches it.
   the tolerance (milliseconds; ``plc-audit --created-at-tolerance``, seconds) is
   ``backdated-op``, reported against the mark's line, if its op parses (a line that does
   not is ``malformed-entry``, the workers' finding). It does not move the mark.
-- A line whose ``seq`` is not above the mark's (a ``seq-regression`` or ``duplicate-seq``,
-  reported as such) is not compared: which of the two came first is what is in question.
+- A line whose ``seq`` is not above the mark's ``seq`` (one re-read, or a ``seq-regression``
+  or ``duplicate-seq`` below the mark, reported as such) is not compared: which of the two
+  came first is what is in question. A regression whose ``seq`` is still above the mark's
+  is compared, and can become the mark.
+- ``backdated-op`` is misbehaviour unless the operator says the log holds history imported
+  out of ``createdAt`` order (``plc-audit --allow-backdated``: a mirror that ran ``plc
+  import`` beside live writes, or imported several sources one after the other, keeps each
+  op's original ``createdAt``); it is then reported as information.
+- A state written before this check existed has no high-water line: the last line it read
+  (``meta.last_line``) is taken as the mark, so the first line of the resumed run is compared
+  too.
 - A line whose ``createdAt`` is later than the auditor's clock when it reads the line, by
   more than the tolerance, is ``future-dated-op`` and is no mark either: otherwise one op
   stamped a year ahead (or a directory clock that jumped forward) would make every later op
@@ -39,7 +48,7 @@ from typing import Final
 import orjson
 
 from auditor import state
-from auditor.findings import Finding
+from auditor.findings import INFO, MISBEHAVIOUR, Finding
 from auditor.lines import LINE_KEYS, MalformedLine, parse_entry
 from auditor.sequence import MAX_SEQ
 from plc.did import is_did_plc
@@ -122,12 +131,15 @@ class CreatedAtTracker:
         tolerance_ms: int,
         high_water: bytes | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
+        *,
+        backdated_severity: str = MISBEHAVIOUR,
     ) -> None:
         if tolerance_ms < 0:
             raise ValueError("the createdAt tolerance must not be negative")
         self.tolerance_ms = tolerance_ms
         self.mark = None if high_water is None else envelope(high_water)
         self._now_ms = now_ms
+        self._severity = backdated_severity
 
     def observe(self, seq: int, line: bytes) -> Finding | None:
         """Check one line read with ``seq`` (in read order); return its ``backdated-op`` or
@@ -163,6 +175,7 @@ class CreatedAtTracker:
             seq=seq,
             did=entry.did,
             cid=entry.operation.cid,
+            severity=self._severity,
         )
 
     def _future_dated(self, current: Mark, now_ms: int) -> Finding | None:
@@ -187,7 +200,15 @@ class CreatedAtTracker:
         )
 
 
-def resumed_tracker(conn: sqlite3.Connection, tolerance_ms: int) -> CreatedAtTracker:
-    """A tracker positioned where the state's last committed batch left it."""
-    high_water = state.get_meta(conn, HIGH_WATER_KEY)
-    return CreatedAtTracker(tolerance_ms, None if high_water is None else high_water.encode())
+def resumed_tracker(
+    conn: sqlite3.Connection, tolerance_ms: int, *, allow_backdated: bool = False
+) -> CreatedAtTracker:
+    """A tracker positioned where the state's last committed batch left it (in a state
+    written before the check existed, at its last line read); ``allow_backdated`` reports
+    ``backdated-op`` as information."""
+    high_water = state.get_meta(conn, HIGH_WATER_KEY) or state.get_meta(conn, "last_line")
+    return CreatedAtTracker(
+        tolerance_ms,
+        None if high_water is None else high_water.encode(),
+        backdated_severity=INFO if allow_backdated else MISBEHAVIOUR,
+    )

@@ -68,6 +68,10 @@ _TOLERANCE_HELP = (
     "is a backdated-op finding (seconds, >= 0; millisecond precision)."
 )
 _TOLERANCE_OPTION = typer.Option("--created-at-tolerance", min=0.0, help=_TOLERANCE_HELP)
+_ALLOW_BACKDATED_OPTION = typer.Option(
+    help="Report backdated-op as information (a mirror whose log holds history imported out "
+    "of createdAt order)."
+)
 
 
 def _tolerance_ms(seconds: float) -> int:
@@ -200,6 +204,7 @@ def sync(
         typer.Option(min=1024, help="Largest answer read from the directory (decoded bytes)."),
     ] = MAX_RESPONSE_BYTES,
     created_at_tolerance: Annotated[float, _TOLERANCE_OPTION] = DEFAULT_TOLERANCE_MS / 1000,
+    allow_backdated: Annotated[bool, _ALLOW_BACKDATED_OPTION] = False,
 ) -> int:
     """Replay a directory's /export (and /tlog/), resuming from the state file."""
     if recheck not in ("full", "tail", "none"):
@@ -219,6 +224,7 @@ def sync(
         seed=seed,
         http_limits=HttpLimits(request_deadline, max_response_bytes),
         created_at_tolerance_ms=_tolerance_ms(created_at_tolerance),
+        allow_backdated=allow_backdated,
     )
     path = state_path or state.default_state_path(spec.location)
     with _resumable(path, "running the same sync again (without --fresh)"):
@@ -251,6 +257,7 @@ def verify(
         int, typer.Option(min=1, help="Lines per batch (the unit of commit and resume).")
     ] = BATCH_LINES,
     created_at_tolerance: Annotated[float, _TOLERANCE_OPTION] = DEFAULT_TOLERANCE_MS / 1000,
+    allow_backdated: Annotated[bool, _ALLOW_BACKDATED_OPTION] = False,
 ) -> int:
     """Replay a JSON-lines export file offline (fresh unless --resume)."""
     spec = SourceSpec.for_file(file)
@@ -270,6 +277,7 @@ def verify(
         progress=progress,
         batch_lines=batch_lines,
         created_at_tolerance_ms=_tolerance_ms(created_at_tolerance),
+        allow_backdated=allow_backdated,
     )
     path = state_path or state.default_state_path(spec.location)
     with _resumable(path, "the same verify with --resume"):

@@ -59,6 +59,7 @@ class AuditOptions:
     batch_lines: int = BATCH_LINES
     http_limits: HttpLimits = HttpLimits()
     created_at_tolerance_ms: int = DEFAULT_TOLERANCE_MS
+    allow_backdated: bool = False
 
 
 @dataclass

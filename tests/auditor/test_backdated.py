@@ -5,6 +5,7 @@ runs, with evidence the standalone checker verifies and refuses when tampered wi
 from __future__ import annotations
 
 import copy
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -318,3 +319,40 @@ def test_future_dating_is_judged_by_the_clock_with_the_tolerance() -> None:
     finding = ahead.observe(4, log.lines[3])
     assert finding is not None and finding.cls == "future-dated-op"
     assert ahead.mark is not None and ahead.mark.seq == 3
+
+
+def test_allow_backdated_reports_the_finding_as_information(
+    verify: Audit, tmp_path: Path
+) -> None:
+    """A mirror whose log holds history imported out of createdAt order: the same finding,
+    as information (exit 0), when the operator says so."""
+    log, _, _ = _backdated_recovery_log()
+    (finding,) = verify(log.lines, allow_backdated=True)
+    assert (finding.cls, finding.severity) == ("backdated-op", "info")
+    assert verdict(orjson.loads(finding.dumps())) == VERIFIED
+    export = tmp_path / "mirror.jsonl"
+    export.write_bytes(b"\n".join(log.lines) + b"\n")
+    args = ["verify", str(export), "--state", str(tmp_path / "s.sqlite3"), "--workers", "0"]
+    assert _plc_audit(*args).returncode == 2
+    done = _plc_audit(*args, "--allow-backdated")
+    assert done.returncode == 0 and '"severity":"info"' in done.stdout, done.stdout
+
+
+def test_a_state_from_before_the_check_takes_its_last_line_as_the_mark(
+    verify: Audit, tmp_path: Path
+) -> None:
+    log, _, recovery = _backdated_recovery_log()
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(b"\n".join(log.lines[:-1]) + b"\n")
+    assert verify(path) == []
+    state_file = tmp_path / "verify.sqlite3"
+    with sqlite3.connect(state_file) as conn:  # as a state written by the version before
+        conn.execute("DELETE FROM meta WHERE key = 'created_at_high_water'")
+    conn.close()
+    with open(path, "ab") as handle:
+        handle.write(recovery + b"\n")
+    found = verify(path, resume=True)
+    # The first line of the resumed run is compared with the last line the old state read.
+    assert [(f.cls, f.seq, f.evidence["high_water_line"]) for f in found] == [
+        ("backdated-op", len(log.lines), log.lines[-2].decode())
+    ]
