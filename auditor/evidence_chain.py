@@ -17,18 +17,29 @@ reference of constant size: the evidence grows linearly with the lines involved.
 
 :func:`inline_evidence` turns such evidence into the inline form (``{"lines", "refused"}``,
 the form earlier versions wrote, still accepted) that the rule check replays. A reference
-only supplies lines: the check replays every one of them with the core as if it were
-inline, so a referenced finding need not be trusted (nor even verified on its own). This
-module, like the rest of the checker, imports only the standard library and
-:mod:`auditor.evidence_ops`.
+supplies lines: the check replays every one of them with the core as if it were inline,
+so a referenced finding need not be trusted. It must not be rejected, though: a finding
+extending a rejected one is rejected (:meth:`FindingsIndex.rule_verdict`), whatever its
+own lines show. This module, like the rest of the checker, imports only the standard
+library, ``orjson`` and :mod:`auditor.evidence_ops`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from auditor.evidence_ops import RULE_CLASSES, EvidenceRejected, Replay, need, rule_check
+import orjson
+
+from auditor.evidence_ops import (
+    MALFORMED,
+    RULE_CLASSES,
+    EvidenceRejected,
+    Replay,
+    need,
+    rule_check,
+)
 
 FindingKey = tuple[str, int, str]
 """``(did, seq, cid)`` of a per-DID rule finding."""
@@ -50,32 +61,69 @@ def rule_key(finding: Any) -> FindingKey | None:
 class FindingsIndex:
     """The per-DID rule findings of one findings file, by ``(did, seq, cid)``.
 
+    One op's finding may be in a file more than once (two runs' files, or a run's
+    ``--findings`` and ``report --json``, put together), written inline in one output and by
+    reference in the other: two findings of one op are the same finding when their whole
+    line lists (:func:`inline_evidence`) and the refused marks in them are the same, however
+    they are written.
+
     Args:
         findings: every finding of the file (JSON objects; anything else is skipped).
     """
 
     def __init__(self, findings: Iterable[Any]) -> None:
         self._by_key: dict[FindingKey, dict[str, Any]] = {}
-        self._ambiguous: set[FindingKey] = set()
+        # The other findings of a key, each with evidence written otherwise than the first's.
+        self._variants: dict[FindingKey, list[dict[str, Any]]] = {}
+        self._ambiguous: set[FindingKey] | None = None  # decided at the first lookup
         self._replays: dict[str, tuple[FindingKey, Replay]] = {}
+        # Each checked finding of the index: its verdict text, or None when rejected (and
+        # then why, the first reason along a chain of references).
+        self._outcomes: dict[FindingKey, str | None] = {}
+        self._why: dict[FindingKey, str] = {}
+        self._message: dict[FindingKey, str] = {}
         for finding in findings:
             key = rule_key(finding)
             if key is None:
                 continue
             known = self._by_key.setdefault(key, finding)
-            # The same finding twice (two runs' files put together) is one finding.
-            if known.get("evidence") != finding.get("evidence"):
-                self._ambiguous.add(key)
+            evidence = finding.get("evidence")
+            others = self._variants.get(key, [])
+            if known.get("evidence") != evidence and all(
+                other.get("evidence") != evidence for other in others
+            ):
+                self._variants[key] = [*others, finding]
 
     def lookup(self, did: str, seq: int, cid: str) -> dict[str, Any] | None:
         """The finding of ``(did, seq, cid)`` in the file, or None.
 
         Raises:
-            EvidenceRejected: the file has two findings of that op with different evidence.
+            EvidenceRejected: the file has two findings of that op with different lines.
         """
         key = (did, seq, cid)
-        need(key not in self._ambiguous, f"two findings of seq {seq} with different evidence")
+        if self._variants:
+            if self._ambiguous is None:
+                self._ambiguous = self._decide()
+            need(key not in self._ambiguous, f"two findings of seq {seq} with different evidence")
         return self._by_key.get(key)
+
+    def _decide(self) -> set[FindingKey]:
+        """The keys whose findings do not all have the same whole line list and marks.
+
+        Each key's :func:`_fingerprint` is computed in ``seq`` order, so that of the finding
+        it extends (a lower ``seq``) is known first: time linear in the lines of the file.
+        """
+        prints: dict[FindingKey, Fingerprint | None] = {}
+        ambiguous: set[FindingKey] = set()
+        for key in sorted(self._by_key, key=lambda k: k[1]):
+            found = {
+                _fingerprint(f, key, prints)
+                for f in [self._by_key[key], *self._variants.get(key, [])]
+            }
+            if len(found) > 1 or (None in found and key in self._variants):
+                ambiguous.add(key)
+            prints[key] = found.pop() if len(found) == 1 else None
+        return ambiguous
 
     def rule_verdict(self, finding: dict[str, Any]) -> str:
         """The verdict of a per-DID rule finding of this file (its inline evidence, or the
@@ -84,32 +132,129 @@ class FindingsIndex:
         A finding that extends the one checked last for its DID continues that one's replay
         (:class:`auditor.evidence_ops.Replay`) instead of replaying the DID's lines from the
         start: checked in file order, a file is checked in time linear in its lines. Either
-        way the same lines are replayed, so the verdict is the same.
+        way the same lines are replayed, so the verdict is the same. A finding that extends
+        one whose evidence is rejected is rejected too: the finding it names supplies lines
+        the claim rests on, and the file does not hold up.
 
         Raises:
-            EvidenceRejected: as :func:`inline_evidence` and the rule check.
+            EvidenceRejected: as :func:`inline_evidence` and the rule check, or the finding
+                extended is rejected; the other :data:`~auditor.evidence_ops.MALFORMED`
+                errors: evidence of the wrong shape.
         """
         key = rule_key(finding)
         need(key is not None, "not a per-DID rule finding with a did, seq and cid")
         assert key is not None
+        indexed = self._by_key.get(key)
+        # Only the file's own finding of the key is remembered (a reference names it).
+        own = indexed is finding or indexed == finding
+        if own and key in self._outcomes:
+            # Checked already (as a finding another extends): a file checked out of order
+            # is checked in linear time too.
+            text = self._outcomes[key]
+            need(text is not None, self._message.get(key, ""))
+            assert text is not None
+            return text
+        try:
+            text = self._verdict(finding, key, own)
+        except (EvidenceRejected, *MALFORMED) as exc:
+            if own:
+                why = str(exc) if isinstance(exc, EvidenceRejected) else f"malformed: {exc!r}"
+                self._outcomes[key], self._message[key] = None, why
+                self._why[key] = exc.root if isinstance(exc, _Inherited) else why
+            raise
+        if own:
+            self._outcomes[key] = text
+        return text
+
+    def _verdict(self, finding: dict[str, Any], key: FindingKey, own: bool) -> str:
         did, seq, _ = key
-        own = _part(finding)
+        part = _part(finding)
         extended = _extended(finding, seq)
+        if extended is not None:
+            base = (did, *extended)
+            need(self.lookup(*base) is not None, _not_in_file(extended[0]))
+            if self._outcome(base) is None:
+                why = self._why[base]
+                raise _Inherited(
+                    f"extends the finding of seq {extended[0]}, which is rejected: {why}", why
+                )
         last = self._replays.pop(did, None)
         start: Replay | None = None
         if extended is None:
-            evidence = {"lines": own[0], "refused": own[1]}
+            evidence = {"lines": part[0], "refused": part[1]}
         elif last is not None and last[0] == (did, *extended):
-            self.lookup(did, *extended)  # an ambiguous reference is refused either way
-            start, evidence = last[1], {"lines": own[0], "refused": own[1]}
+            start, evidence = last[1], {"lines": part[0], "refused": part[1]}
         else:
             evidence = inline_evidence(finding, self.lookup)
         text, replay = rule_check(finding, evidence, start)
-        known = self._by_key.get(key)
-        # Only a finding of this file may be continued: the reference names the file's.
-        if replay is not None and known is not None and known["evidence"] == finding["evidence"]:
+        if replay is not None and own:
             self._replays[did] = (key, replay)
         return text
+
+    def _outcome(self, key: FindingKey) -> str | None:
+        """The outcome of the file's finding of ``key`` (None: rejected), checked now if it
+        was not yet: with the findings it extends that were not, oldest first, each
+        continuing the replay of the one before (no recursion along a chain)."""
+        pending: list[dict[str, Any]] = []
+        at: FindingKey | None = key
+        while at is not None and at not in self._outcomes and at in self._by_key:
+            finding = self._by_key[at]
+            pending.append(finding)
+            try:
+                extended = _extended(finding, at[1])
+            except (EvidenceRejected, *MALFORMED):
+                extended = None  # rejected when checked below
+            at = None if extended is None else (at[0], *extended)
+        for finding in reversed(pending):
+            try:
+                self.rule_verdict(finding)
+            except (EvidenceRejected, *MALFORMED):
+                pass  # recorded as rejected
+        return self._outcomes[key]
+
+
+class _Inherited(EvidenceRejected):
+    """Rejected because the finding extended is; ``root`` is why that one is."""
+
+    def __init__(self, message: str, root: str) -> None:
+        super().__init__(message)
+        self.root = root
+
+
+Fingerprint = tuple[bytes, bytes]
+"""A whole line list with its refused marks, hashed: ``(digest, last line as JSON)``. The digest
+chains SHA-256 over each line but the last with its mark (the last line's own mark means
+nothing, and a finding that extends it marks it refused), so an extending finding's is
+computed from the one it extends: equal for the same list written inline or by reference."""
+
+
+def _fingerprint(
+    finding: dict[str, Any], key: FindingKey, prints: dict[FindingKey, Fingerprint | None]
+) -> Fingerprint | None:
+    """The :data:`Fingerprint` of ``finding`` (of ``key``), given those of the keys below
+    it; None when its evidence does not resolve (malformed, or a reference to a key that is
+    not in ``prints`` or has none)."""
+    try:
+        lines, marks = _part(finding)
+        extended = _extended(finding, key[1])
+        texts = [orjson.dumps(line) for line in lines]
+    except (EvidenceRejected, orjson.JSONEncodeError, *MALFORMED):
+        return None
+    digest = b""
+    if extended is not None:
+        base = prints.get((key[0], *extended))
+        if base is None:
+            return None
+        digest = hashlib.sha256(base[0] + base[1] + b"\x01").digest()
+    refused = set(marks)
+    for index, text in enumerate(texts[:-1]):
+        mark = b"\x01" if index in refused else b"\x00"
+        digest = hashlib.sha256(digest + text + mark).digest()
+    return digest, texts[-1]
+
+
+def _not_in_file(seq: int) -> str:
+    return f"extends the finding of seq {seq} of this DID, which is not in this file"
 
 
 def _part(finding: dict[str, Any]) -> tuple[list[Any], list[int]]:
@@ -170,10 +315,7 @@ def inline_evidence(finding: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
             break
         base_seq, base_cid = extended
         base = lookup(did, base_seq, base_cid)
-        need(
-            base is not None,
-            f"extends the finding of seq {base_seq} of this DID, which is not in this file",
-        )
+        need(base is not None, _not_in_file(base_seq))
         assert base is not None
         need(rule_key(base) == (did, base_seq, base_cid), "extends no per-DID rule finding")
         parts.append(_part(base))

@@ -41,6 +41,7 @@ import orjson
 
 from auditor.evidence_chain import FindingsIndex
 from auditor.evidence_ops import (
+    MALFORMED,
     OBSERVED,
     OP_CHECKS,
     RULE_CLASSES,
@@ -337,7 +338,7 @@ def verdict(
             result = check(finding, evidence, verifiers)
     except EvidenceRejected:
         raise
-    except (PlcError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except MALFORMED as exc:
         raise EvidenceRejected(f"malformed evidence: {exc!r}") from None
     if result == VERIFIED and not verifiers and cls in NOTE_CLASSES:
         return unverifiable(_NO_KEY)

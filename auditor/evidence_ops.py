@@ -69,6 +69,10 @@ RULE_CLASSES = frozenset(
     }
 )
 
+MALFORMED = (PlcError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+"""What a check raises on evidence of the wrong shape (a missing key, a string for a number,
+a number too large for a date): the evidence is rejected, not the whole file."""
+
 
 class EvidenceRejected(Exception):
     """The evidence does not support the finding's claim."""
@@ -139,6 +143,12 @@ class Replay:
     DID's lines out of order (or one line twice) makes any valid op look like a broken rule.
     Two different ops at one ``seq`` (a directory that served a ``seq`` twice,
     ``duplicate-seq``) are allowed, but their order is then the auditor's observation.
+
+    ``unproven`` holds the refused ops whose refusal rests on a line the evidence does not
+    hold: their prev is not among the lines before them (the core then reads a first op as
+    a genesis that does not hash to the DID, a later one as on an unknown prev), or is such
+    an op. Leaving an honest DID's genesis (or any line) out of the evidence makes its next
+    op look refused this way; only the auditor says that line never appeared.
     """
 
     did: str
@@ -149,6 +159,7 @@ class Replay:
     tied: bool = False
     cids: set[str] = field(default_factory=set)
     refused_cids: set[str] = field(default_factory=set)
+    unproven: set[str] = field(default_factory=set)
 
     def place(self, line: str) -> LogEntry:
         """Parse the next line and check that it comes next in log order, for this DID.
@@ -187,10 +198,23 @@ class Replay:
             prepared = validate_next_op(self.history, self.did, entry.operation, entry.created_at)
         except PlcError:
             need(refused, f"line {index} is refused by the rules but not marked so")
-            self.refused_cids.add(entry.operation.cid)
+            self.refuse(entry.operation)
             return
         need(not refused, f"line {index} was marked refused but is valid")
         self.history = apply_prepared(self.history, prepared)
+
+    def refuse(self, op: Operation, *, unproven: bool = False) -> None:
+        """Count a placed ``op`` as refused; as :attr:`unproven` too if ``unproven`` or if
+        :meth:`rests_on_absence`."""
+        self.refused_cids.add(op.cid)
+        if unproven or self.rests_on_absence(op):
+            self.unproven.add(op.cid)
+
+    def rests_on_absence(self, op: Operation) -> bool:
+        """True if a refusal of the placed ``op`` may rest on a line the evidence leaves
+        out: its prev is not among the lines placed, or is :attr:`unproven`. (An op's own
+        CID, placed with it, cannot be its prev: a CID hashes the op.)"""
+        return op.prev is not None and (op.prev not in self.cids or op.prev in self.unproven)
 
 
 def _rule(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
@@ -263,7 +287,7 @@ def rule_check(
     elif cls == "op-before-prev":
         # The op's own CID is among those placed; its prev cannot be it (a CID hashes the op).
         need(op.prev not in replay.cids, "prev appears earlier")
-        replay.refused_cids.add(op.cid)
+        replay.refuse(op, unproven=True)
         return unverifiable(f"the order of the export is {OBSERVED}"), replay
     # Without an accepted op before it, the core reads any op as a genesis; a chained-to-
     # invalid claim is proven by its refused prev whatever the core's reason.
@@ -272,7 +296,12 @@ def rule_check(
         or cls in ("genesis-did-mismatch", "chained-to-invalid"),
         "the core refuses the op as a genesis that does not hash to the DID",
     )
-    replay.refused_cids.add(op.cid)
+    replay.refuse(op)
+    if op.cid in replay.unproven:
+        # Its prev is refused only for want of a line (an honest DID's genesis left out
+        # of the evidence looks just the same): the claim rests on the auditor's word.
+        text = unverifiable(f"prev is refused for a line the evidence lacks: {OBSERVED}")
+        return text, replay
     if replay.tied:
         text = unverifiable(f"two ops share a seq: their order in the evidence is {OBSERVED}")
         return text, replay

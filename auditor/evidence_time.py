@@ -21,10 +21,16 @@ from plc.rules import LogEntry
 from plc.timestamps import parse_timestamp
 from plc.tlog.note import Verifier
 
+MAX_TOLERANCE_MS = 10**15
+"""The largest ``tolerance_ms`` checked (about 31,700 years, more than any two dates differ)."""
+
 
 def _tolerance(ev: dict[str, Any]) -> timedelta:
     tolerance = ev["tolerance_ms"]
     need(type(tolerance) is int and tolerance >= 0, "tolerance_ms is not an integer >= 0")
+    # A timedelta holds under 10^9 days (8.64e16 ms); no two dates of years 1-9999 are
+    # further apart than 3.2e14 ms, so a tolerance beyond that is no tolerance at all.
+    need(tolerance <= MAX_TOLERANCE_MS, f"tolerance_ms is larger than {MAX_TOLERANCE_MS}")
     return timedelta(milliseconds=tolerance)
 
 

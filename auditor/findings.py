@@ -35,6 +35,15 @@ Evidence by class (hashes are standard padded base64, lines are the exact export
   writes a finding that extends one not earlier in the same output with its whole list
   inline, so each output checks on its own: ``check-evidence`` resolves ``extends`` within
   the file it checks (and accepts the inline form everywhere, as earlier versions wrote it).
+  A finding whose extended finding is rejected is rejected too. Findings of one op written
+  in both forms (outputs put together) are one finding when their whole lists and marks are
+  the same. The auditor writes a finding inline rather than extend one written before a
+  line of the DID with a lower ``seq`` was read (a seq regression), or found by an earlier
+  run (which lines it read in what order is not kept).
+  A refusal the lines cannot prove — the op's prev is not among them (as for a first op
+  whose genesis never appeared, or any op whose line was left out), or is such an op — is
+  the auditor's word: a claim resting on one (``chained-to-invalid`` on such an op) is
+  "unverifiable", never "verified".
 - ``backdated-op``: ``{"high_water_line", "line", "tolerance_ms"}`` — ``line`` (the op at
   the finding's ``seq``) has a ``createdAt`` more than ``tolerance_ms`` milliseconds (an
   integer >= 0, the operator's ``--created-at-tolerance``) earlier than that of

@@ -92,6 +92,13 @@ class Validator:
         self._recent: collections.deque[dict[tuple[int, str], bytes]] = collections.deque(
             maxlen=PIPELINE_DEPTH + 2
         )
+        # DID -> CIDs of its refused ops recorded by this validator whose findings hold
+        # every kept op of the DID with a lower seq: the ones a later finding may extend
+        # (:meth:`_history_evidence`). A refused op stops being one when an op of its DID
+        # with a seq not above its own is recorded after it (a seq regression): its finding
+        # lacks that op's line.
+        self._bases: dict[str, dict[str, int]] = {}  # DID -> {CID: seq}
+        self._highest: dict[str, int] = {}  # DID -> the highest seq a base of it ever had
 
     def close(self) -> None:
         """Close the state connection and the line fetcher."""
@@ -233,6 +240,7 @@ class Validator:
             ]
         verdict = judge(history, did, op, entry.created_ms)
         current = record(history, op, seq, entry.created_ms, verdict, position)
+        self._note(history, current)
         if verdict.accepted:
             return side
         assert verdict.cls is not None
@@ -276,6 +284,22 @@ class Validator:
             return None
         return line if check_line(self._conn, op.seq, line) else None
 
+    def _note(self, history: DidHistory, current: OpState) -> None:
+        """Keep :attr:`_bases` right after ``current`` (accepted or refused) was recorded.
+
+        An op recorded by an earlier validator (an earlier run) is never a base: in what
+        order it and the DID's other ops were read is not kept, so whether its finding lacks
+        one of them is not known (the first finding of such a DID in a run is written
+        inline, a cost of one DID's lines per run)."""
+        did, bases = history.did, self._bases.get(history.did)
+        # In log order an op's seq is above every base's: nothing to drop, found in O(1).
+        if bases and current.seq <= self._highest[did]:
+            for cid in [c for c, seq in bases.items() if seq >= current.seq]:
+                del bases[cid]
+        if current.status == REFUSED:
+            self._bases.setdefault(did, {})[current.cid] = current.seq
+            self._highest[did] = max(self._highest.get(did, 0), current.seq)
+
     def _history_evidence(
         self, history: DidHistory, current: OpState, lines: dict[tuple[int, str], bytes]
     ) -> dict[str, Any]:
@@ -292,6 +316,8 @@ class Validator:
         )
         if base is not None and any(s.seq == base.seq and s is not base for s in kept):
             base = None  # two ops at its seq (duplicate-seq): which comes first is unclear
+        if base is not None and base.cid not in self._bases.get(history.did, ()):
+            base = None  # its finding may lack a line read after it (see _note)
         after = 0 if base is None else base.seq
         out: list[str | None] = []
         refused: list[int] = []

@@ -321,9 +321,7 @@ def test_future_dating_is_judged_by_the_clock_with_the_tolerance() -> None:
     assert ahead.mark is not None and ahead.mark.seq == 3
 
 
-def test_allow_backdated_reports_the_finding_as_information(
-    verify: Audit, tmp_path: Path
-) -> None:
+def test_allow_backdated_reports_the_finding_as_information(verify: Audit, tmp_path: Path) -> None:
     """A mirror whose log holds history imported out of createdAt order: the same finding,
     as information (exit 0), when the operator says so."""
     log, _, _ = _backdated_recovery_log()

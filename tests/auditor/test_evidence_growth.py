@@ -203,13 +203,17 @@ def test_the_command_line_rejects_a_file_without_the_finding_extended(tmp_path: 
     assert "0 verified, 0 unverifiable, 5 rejected" in done.stdout
 
 
-def test_a_chain_on_an_op_whose_genesis_never_appeared_is_verified(tmp_path: Path) -> None:
-    # Without an accepted op, the core reads every op of the DID as a bad genesis; the chain
-    # is still proven by its refused prev (the checker used to reject it for that reason).
+def test_a_chain_on_an_op_whose_genesis_never_appeared_is_unverifiable(tmp_path: Path) -> None:
+    # Without an accepted op, the core reads every op of the DID as a bad genesis. The first
+    # op is refused only because its prev (the genesis) is not among the lines: that rests
+    # on the auditor's word, and so does every op chained on it (leaving an honest DID's
+    # genesis out of the evidence looks the same). Neither rejected nor verified.
     lines = chained_log(3)[1:]  # the genesis is never served
     findings = _parsed(_audit([line_for_seq(line, i) for i, line in enumerate(lines, 1)], tmp_path))
     assert [f["class"] for f in findings] == ["op-before-prev"] + ["chained-to-invalid"] * 3
-    assert [status_of(v) for v in verdicts(findings)] == [UNVERIFIABLE] + [VERIFIED] * 3
+    checked = verdicts(findings)
+    assert [status_of(v) for v in checked] == [UNVERIFIABLE] * 4
+    assert all("prev is refused for a line the evidence lacks" in v for v in checked[1:])
 
 
 def line_for_seq(line: bytes, seq: int) -> bytes:
