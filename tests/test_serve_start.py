@@ -124,12 +124,8 @@ def test_workers_end_when_plc_serve_is_killed(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while True:
             workers = [pid for pid in _children(process.pid) if b"spawn_main" in _cmdline(pid)]
-            if len(workers) == 2:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/_health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
+            if len(workers) == 2 and _healthy(port):
+                break
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.1)
         process.kill()
@@ -145,6 +141,14 @@ def test_workers_end_when_plc_serve_is_killed(tmp_path: Path) -> None:
                     os.kill(pid, signal.SIGKILL)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/_health")
+
+
+def _healthy(port: int) -> bool:
+    """Whether the server on ``port`` answers ``/_health`` with 200 now."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/_health").status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _children(pid: int) -> list[int]:
@@ -184,12 +188,7 @@ def test_a_stop_once_serving_is_graceful_and_exits_0(tmp_path: Path, workers: st
     with _serving(database, {"PLC_WORKERS": workers}) as process:
         port = _until_listening(process)[-1]["port"]
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/_health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+        while not _healthy(port):
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)

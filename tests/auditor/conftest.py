@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,19 @@ from tests.conftest import LiveServer
 
 from .corpus import Corpus, load_corpus
 from .fakedir import FakeLog, make_app
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def plc_audit(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """``plc-audit ARGS`` in a process of its own: exit code, stdout and stderr (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "auditor", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -25,25 +25,15 @@ from plc.did import did_for_genesis
 from plc.exportline import build_line
 from plc.keys import PrivateKey
 from plc.operation import parse_operation
-from plc.signing import pds_services, plc_operation, sign_operation
 from plc.timestamps import format_timestamp
 
-from .generate import T0
+from .generate import T0, signed_op
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _op(keys: list[PrivateKey], prev: str | None, n: int, signer: PrivateKey) -> dict[str, Any]:
-    return sign_operation(
-        plc_operation(
-            rotation_keys=[k.did_key for k in keys],
-            verification_methods={"atproto": keys[-1].did_key},
-            also_known_as=[f"at://handle-{n}.example.com"],
-            services=pds_services("https://pds.example.com"),
-            prev=prev,
-        ),
-        signer,
-    )
+    return signed_op(keys, prev, f"handle-{n}.example.com", signer)
 
 
 class _Lines:

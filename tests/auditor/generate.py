@@ -54,9 +54,12 @@ def _keys(seed: str, index: int, shared_keys: int) -> list[PrivateKey]:
     return [first, PrivateKey.from_seed(f"{seed}-{index}-1")]
 
 
-def _op(
+def signed_op(
     keys: list[PrivateKey], prev: str | None, handle: str, signer: PrivateKey
 ) -> dict[str, Any]:
+    """A ``plc_operation`` signed by ``signer``: ``keys`` as rotation keys (index 0 most
+    authority), the last one also the atproto verification method, ``handle`` its only
+    ``alsoKnownAs``."""
     return sign_operation(
         plc_operation(
             rotation_keys=[k.did_key for k in keys],
@@ -81,7 +84,7 @@ def _ops(
         accounts: list[_Account] = []
         for i in range(base, base + round_size):
             keys = _keys(seed, i, shared_keys)
-            genesis = _op(keys, None, f"u{i}.test", keys[0])
+            genesis = signed_op(keys, None, f"u{i}.test", keys[0])
             parsed = parse_operation(genesis)
             accounts.append(_Account(did_for_genesis(parsed), keys, [(genesis, parsed.cid)]))
             yield accounts[-1].did, genesis, parsed.cid
@@ -111,7 +114,7 @@ def _ops(
                 updates += 1
                 if bad_every and updates % bad_every == 0:
                     signer = stranger
-                op = _op(a.keys, prev, f"u{index}-{step}.test", signer)
+                op = signed_op(a.keys, prev, f"u{index}-{step}.test", signer)
                 cid = parse_operation(op).cid
                 a.ops.append((op, cid))
                 yield a.did, op, cid

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,28 +18,12 @@ from auditor.evidence_check import VERIFIED, EvidenceRejected, verdict
 from auditor.findings import Finding
 from plc.keys import PrivateKey
 from plc.operation import parse_operation
-from plc.signing import pds_services, plc_operation, sign_operation
 from plc.timestamps import format_timestamp, parse_timestamp, to_ms
 
-from .conftest import Audit, line_for
-from .generate import T0
+from .conftest import Audit, line_for, plc_audit
+from .generate import T0, signed_op
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _op(
-    keys: list[PrivateKey], prev: str | None, handle: str, signer: PrivateKey
-) -> dict[str, Any]:
-    return sign_operation(
-        plc_operation(
-            rotation_keys=[k.did_key for k in keys],
-            verification_methods={"atproto": keys[-1].did_key},
-            also_known_as=[f"at://{handle}"],
-            services=pds_services("https://pds.example.com"),
-            prev=prev,
-        ),
-        signer,
-    )
 
 
 class Log:
@@ -60,7 +42,7 @@ class Log:
         from plc.did import did_for_genesis
 
         keys = [PrivateKey.from_seed(f"{name}-0"), PrivateKey.from_seed(f"{name}-1")]
-        op = _op(keys, None, f"{name}.test", keys[0])
+        op = signed_op(keys, None, f"{name}.test", keys[0])
         parsed = parse_operation(op)
         did = did_for_genesis(parsed)
         self.add(did, op, when)
@@ -73,14 +55,14 @@ def _backdated_recovery_log() -> tuple[Log, bytes, bytes]:
     ops in between. Returns the log, the high-water line and the recovery's line."""
     log = Log()
     did, keys, genesis = log.genesis("victim", T0)
-    update = _op(keys, genesis, "hijacked.test", keys[1])
+    update = signed_op(keys, genesis, "hijacked.test", keys[1])
     log.add(did, update, T0 + timedelta(seconds=1))
     high = b""
     for i in range(6):
         when = T0 + timedelta(days=i * 0.8, seconds=2)
         other, _, _ = log.genesis(f"bystander{i}", when)
         high = log.lines[-1]
-    recovery = _op(keys, genesis, "recovered.test", keys[0])
+    recovery = signed_op(keys, genesis, "recovered.test", keys[0])
     line = log.add(did, recovery, T0 + timedelta(hours=1))
     return log, high, line
 
@@ -213,21 +195,11 @@ def test_check_evidence_accepts_the_genuine_and_rejects_tampered_evidence(
             pytest.fail(f"accepted: {why}")
     path = tmp_path / "findings.jsonl"
     path.write_bytes(orjson.dumps(genuine) + b"\n")
-    done = _plc_audit("check-evidence", str(path))
+    done = plc_audit("check-evidence", str(path))
     assert done.returncode == 0 and "backdated-op seq=" in done.stdout, done.stdout
     path.write_bytes(orjson.dumps(_tampered(genuine)[1][1]) + b"\n")
-    done = _plc_audit("check-evidence", str(path))
+    done = plc_audit("check-evidence", str(path))
     assert done.returncode == 1 and "REJECTED" in done.stdout, done.stdout
-
-
-def _plc_audit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditor", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize("value", ["-1", "-0.001", "nan", "inf", "sixty"])
@@ -239,7 +211,7 @@ def test_the_tolerance_option_refuses_what_is_no_tolerance(tmp_path: Path, value
         ["verify", str(export), "--state", str(state)],
         ["sync", "-d", "http://127.0.0.1:9", "--state", str(state)],
     ):
-        done = _plc_audit(*command, "--workers", "0", f"--created-at-tolerance={value}")
+        done = plc_audit(*command, "--workers", "0", f"--created-at-tolerance={value}")
         assert done.returncode == 1, done.stdout + done.stderr  # a usage error
         assert "--created-at-tolerance" in done.stderr
         assert "Traceback" not in done.stderr
@@ -251,11 +223,11 @@ def test_the_tolerance_option_takes_seconds_and_zero(tmp_path: Path) -> None:
     export.write_bytes(b"\n".join(_honest_log(timedelta(seconds=0.5)).lines) + b"\n")
     state = tmp_path / "state.sqlite3"
     args = ["verify", str(export), "--state", str(state), "--workers", "0"]
-    assert _plc_audit(*args).returncode == 0  # default 60 s
-    assert _plc_audit(*args, "--created-at-tolerance", "0.5").returncode == 0
-    done = _plc_audit(*args, "--created-at-tolerance", "0.499")
+    assert plc_audit(*args).returncode == 0  # default 60 s
+    assert plc_audit(*args, "--created-at-tolerance", "0.5").returncode == 0
+    done = plc_audit(*args, "--created-at-tolerance", "0.499")
     assert done.returncode == 2 and '"backdated-op"' in done.stdout, done.stdout + done.stderr
-    done = _plc_audit(*args, "--created-at-tolerance", "0")
+    done = plc_audit(*args, "--created-at-tolerance", "0")
     assert done.returncode == 2
     assert orjson.loads(done.stdout.splitlines()[0])["evidence"]["tolerance_ms"] == 0
 
@@ -331,8 +303,8 @@ def test_allow_backdated_reports_the_finding_as_information(verify: Audit, tmp_p
     export = tmp_path / "mirror.jsonl"
     export.write_bytes(b"\n".join(log.lines) + b"\n")
     args = ["verify", str(export), "--state", str(tmp_path / "s.sqlite3"), "--workers", "0"]
-    assert _plc_audit(*args).returncode == 2
-    done = _plc_audit(*args, "--allow-backdated")
+    assert plc_audit(*args).returncode == 2
+    done = plc_audit(*args, "--allow-backdated")
     assert done.returncode == 0 and '"severity":"info"' in done.stdout, done.stdout
 
 

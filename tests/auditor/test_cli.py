@@ -13,19 +13,9 @@ import orjson
 from auditor.state import bound_source
 from tests.helpers import INVALID_LOGS, VALID_LOGS, load_log
 
-from .conftest import line_for
+from .conftest import line_for, plc_audit
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def plc_audit(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditor", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def export_file(tmp_path: Path, log: Path) -> Path:

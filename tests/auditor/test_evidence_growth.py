@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import io
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from auditor.report import state_lookup, write_findings
 from plc.exportline import build_line
 from plc.operation import parse_operation
 
+from .conftest import plc_audit
 from .evidence_size import bad_off_valid_log, chained_log, interleaved_log
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,25 +100,15 @@ def _index(findings: list[dict[str, Any]]) -> Any:
     return FindingsIndex(findings).lookup
 
 
-def _plc_audit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditor", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_every_run_writes_findings_that_check_on_their_own(tmp_path: Path) -> None:
     lines = bad_off_valid_log(30, 12)
     export, state_path = tmp_path / "export.jsonl", tmp_path / "state.sqlite3"
     export.write_bytes(b"".join(line + b"\n" for line in lines[:36]))
     first, second, everything = (tmp_path / f"{n}.jsonl" for n in ("first", "second", "all"))
     common = ["--state", str(state_path), "--workers", "0"]
-    assert _plc_audit("verify", str(export), *common, "--findings", str(first)).returncode == 2
+    assert plc_audit("verify", str(export), *common, "--findings", str(first)).returncode == 2
     export.write_bytes(b"".join(line + b"\n" for line in lines))
-    done = _plc_audit("verify", str(export), *common, "--resume", "--findings", str(second))
+    done = plc_audit("verify", str(export), *common, "--resume", "--findings", str(second))
     assert done.returncode == 2, done.stderr
     runs = [_parsed(path.read_bytes()) for path in (first, second)]
     assert [len(r) for r in runs] == [6, 6]
@@ -127,10 +116,10 @@ def test_every_run_writes_findings_that_check_on_their_own(tmp_path: Path) -> No
     assert "extends" not in runs[1][0]["evidence"]
     assert len(runs[1][0]["evidence"]["lines"]) == 37
     assert all("extends" in f["evidence"] for f in runs[1][1:])
-    report = _plc_audit("report", "--state", str(state_path), "--json")
+    report = plc_audit("report", "--state", str(state_path), "--json")
     everything.write_text(report.stdout)
     for path in (first, second, everything):
-        done = _plc_audit("check-evidence", str(path))
+        done = plc_audit("check-evidence", str(path))
         assert done.returncode == 0, done.stdout
     assert "12 verified, 0 unverifiable, 0 rejected" in done.stdout
 
@@ -196,7 +185,7 @@ def test_the_command_line_rejects_a_file_without_the_finding_extended(tmp_path: 
     genuine = _chain_file(tmp_path)
     path = tmp_path / "partial.jsonl"
     path.write_bytes(b"".join(orjson.dumps(f) + b"\n" for f in genuine[2:]))
-    done = _plc_audit("check-evidence", str(path))
+    done = plc_audit("check-evidence", str(path))
     assert done.returncode == 1, done.stdout
     assert "not in this file" in done.stdout
     # Every later finding's lines run through the one left out.
