@@ -45,15 +45,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-import orjson
-
 from auditor import state
 from auditor.findings import INFO, MISBEHAVIOUR, Finding
-from auditor.lines import LINE_KEYS, MalformedLine, parse_entry
+from auditor.lines import MalformedLine, parse_entry, parse_envelope
 from auditor.sequence import MAX_SEQ
-from plc.did import is_did_plc
-from plc.errors import PlcError
-from plc.timestamps import format_timestamp, from_ms, parse_timestamp_ms
+from plc.timestamps import format_timestamp, from_ms
 
 DEFAULT_TOLERANCE_MS: Final = 60_000
 """How far ``createdAt`` may go back along ``seq`` before it is ``backdated-op`` (60 s)."""
@@ -80,32 +76,17 @@ class Mark:
 
 
 def envelope(line: bytes) -> Mark | None:
-    """The :class:`Mark` of a line whose envelope is a strict ``sequenced_op`` line (the
-    shape ``plc-audit check-evidence`` requires of evidence lines; the op is not parsed),
-    or None. Reads the JSON as the workers and the checker do (orjson), so a line with a
-    key twice means the same here as there. Never raises."""
+    """The :class:`Mark` of a line whose envelope is a strict ``sequenced_op`` line
+    (:func:`auditor.lines.parse_envelope`, the shape ``plc-audit check-evidence`` requires of
+    evidence lines; the op is not parsed) with a ``seq`` a log can have, or None. Never
+    raises."""
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        value, created_ms = parse_envelope(line)
+    except MalformedLine:
         return None
-    if not isinstance(value, dict) or value.keys() != LINE_KEYS:
+    if value["seq"] > MAX_SEQ:
         return None
-    seq, did, created_at = value["seq"], value["did"], value["createdAt"]
-    if (
-        value["type"] != "sequenced_op"
-        or type(seq) is not int
-        or not 1 <= seq <= MAX_SEQ
-        or not isinstance(did, str)
-        or not is_did_plc(did)
-        or not isinstance(value["cid"], str)
-        or not isinstance(created_at, str)
-    ):
-        return None
-    try:
-        created_ms = parse_timestamp_ms(created_at)
-    except PlcError:
-        return None
-    return Mark(seq, created_at, created_ms, line)
+    return Mark(value["seq"], value["createdAt"], created_ms, line)
 
 
 def wall_clock_ms() -> int:

@@ -120,11 +120,13 @@ def is_legacy_line(line: bytes) -> bool:
     )
 
 
-def parse_entry(line: bytes) -> ExportEntry:
-    """Parse a ``sequenced_op`` line strictly.
+def parse_envelope(line: bytes) -> tuple[dict[str, Any], int]:
+    """Parse a ``sequenced_op`` line strictly but for its op: the JSON object (the six keys,
+    ``type`` ``sequenced_op``, a positive integer ``seq``, a did:plc, a string ``cid``) and its
+    ``createdAt`` in milliseconds since the Unix epoch. The ``operation`` is not parsed.
 
     Raises:
-        MalformedLine: any deviation from the shape in the module docstring.
+        MalformedLine: any deviation from that shape.
     """
     try:
         value = orjson.loads(line)
@@ -136,18 +138,32 @@ def parse_entry(line: bytes) -> ExportEntry:
         raise MalformedLine(f"keys are {sorted(value)}, expected {sorted(LINE_KEYS)}")
     if value["type"] != "sequenced_op":
         raise MalformedLine("type is not sequenced_op")
-    seq, did, cid, created_at = value["seq"], value["did"], value["cid"], value["createdAt"]
+    seq, did = value["seq"], value["did"]
     if not _is_int(seq) or seq < 1:
         raise MalformedLine("seq is not a positive integer")
     if not isinstance(did, str) or not is_did_plc(did):
         raise MalformedLine("did is not a did:plc identifier")
-    if not isinstance(cid, str):
+    if not isinstance(value["cid"], str):
         raise MalformedLine("cid is not a string")
     try:
-        created_ms = parse_timestamp_ms(created_at)
+        created_ms = parse_timestamp_ms(value["createdAt"])
+    except PlcError as exc:
+        raise MalformedLine(exc.message) from None
+    return value, created_ms
+
+
+def parse_entry(line: bytes) -> ExportEntry:
+    """Parse a ``sequenced_op`` line strictly (:func:`parse_envelope`, then its op).
+
+    Raises:
+        MalformedLine: any deviation from the shape in the module docstring.
+    """
+    value, created_ms = parse_envelope(line)
+    try:
         operation = parse_operation(value["operation"], json_text=line)
     except PlcError as exc:
         raise MalformedLine(exc.message) from None
+    seq, did, cid, created_at = value["seq"], value["did"], value["cid"], value["createdAt"]
     return ExportEntry(seq, did, cid, created_at, created_ms, operation)
 
 
