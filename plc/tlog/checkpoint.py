@@ -37,6 +37,7 @@ MAX_TREE_SIZE = 2**63 - 1
 """Largest tree size accepted (fits a signed 64-bit column and Go's int64)."""
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_MAX_SIZE_DIGITS = len(str(MAX_TREE_SIZE))
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,13 @@ def parse_checkpoint(text: str) -> Checkpoint:
     origin, size_text, root_text, *extensions = lines
     _check_line(origin, "origin")
     # C2SP tlog-checkpoint: ASCII decimal, no leading zeroes (unless the tree is empty).
-    if not _DECIMAL.fullmatch(size_text) or int(size_text) > MAX_TREE_SIZE:
+    # The length first: int() refuses more than 4,300 digits with ValueError, and a signed
+    # note may carry any size line (an auditor must not crash on a hostile directory's).
+    if (
+        len(size_text) > _MAX_SIZE_DIGITS
+        or not _DECIMAL.fullmatch(size_text)
+        or int(size_text) > MAX_TREE_SIZE
+    ):
         raise MalformedCheckpoint(f"checkpoint tree size is not canonical: {echo(size_text)}")
     try:
         root_hash = decode_hash_b64(root_text)

@@ -50,6 +50,8 @@ def test_golden_format_and_round_trip() -> None:
         pytest.param(GOOD.replace("\n15\n", "\n\uff11\uff15\n"), id="fullwidth-digits"),
         pytest.param(GOOD.replace("\n15\n", "\n\n"), id="empty-size"),
         pytest.param(GOOD.replace("\n15\n", f"\n{MAX_TREE_SIZE + 1}\n"), id="size-too-big"),
+        # Past 4,300 digits int() raises ValueError, which no caller of the parser catches.
+        pytest.param(GOOD.replace("\n15\n", "\n" + "9" * 5000 + "\n"), id="size-5000-digits"),
         pytest.param(GOOD.replace(ROOT_B64, ROOT_B64[:-1]), id="root-unpadded"),
         pytest.param(GOOD.replace(ROOT_B64, ROOT_B64[:-2] + "t="), id="root-padding-bits"),
         pytest.param(GOOD.replace(ROOT_B64, ROOT_B64.replace("/", "_")), id="root-urlsafe"),
