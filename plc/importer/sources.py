@@ -1,4 +1,5 @@
-"""Where imported lines come from: a JSON-lines export file, or a directory's ``/export``.
+"""Where imported lines come from: a JSON-lines export file, a JSON array of audit-log entries
+(a DID's ``/log/audit``, or an interop audit log as shipped), or a directory's ``/export``.
 
 A directory is read in seq mode (``GET /export?after=<seq>&count=<n>``, plc-spec-notes.md
 §4.1), page after page until a page comes back empty. Requests are spaced by ``interval_s``
@@ -28,6 +29,9 @@ MAX_PAGE_BYTES = 64 * 1024 * 1024
 MAX_FILE_LINE_BYTES = 1024 * 1024
 """Longest line read from a file; a longer one is refused without being held (an export line
 is at most 64 KiB)."""
+MAX_ARRAY_FILE_BYTES = 32 * 1024 * 1024
+"""Largest file read as one JSON array (it is parsed whole; a DID's ``/log/audit`` of 4,000
+ops takes a few MiB); a larger one is refused: JSON lines are read one at a time."""
 PAGE_TIMEOUT_S = 300.0
 """Longest one ``/export`` page may take to arrive, whatever each read's timeout."""
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]+(/.*)?")
@@ -42,7 +46,8 @@ class SourceLine(NamedTuple):
     """One non-blank line and where it came from.
 
     Attributes:
-        where: ``line N`` (1-based, of a file) or ``seq N`` (of a directory).
+        where: ``line N`` (1-based, of a file), ``entry N`` (1-based, of a JSON array file)
+            or ``seq N`` (of a directory).
         line: the line's bytes, without the newline.
         progress: bytes of the file read so far, or the directory's cursor (its ``seq``).
         error: why the line could not be read whole (then ``line`` holds its start).
@@ -56,8 +61,12 @@ class SourceLine(NamedTuple):
 
 def file_lines(path: str) -> Iterator[SourceLine]:
     """The non-blank lines of an export file (``-``: standard input). ``\\r\\n`` endings are
-    read as ``\\n``. The file is opened at once (before the first line is asked for), so a
-    file that cannot be read is said before anything else is done.
+    read as ``\\n``. A file whose first non-blank byte is ``[`` is one JSON array instead
+    (``GET /{did}/log/audit``'s body, or an interop audit log, pretty-printed or not): each of
+    its elements is given as a line of its own (``where``: ``entry N``), or one line with
+    ``error`` set when the file is not a JSON array or is over :data:`MAX_ARRAY_FILE_BYTES`.
+    The file is opened at once (before the first line is asked for), so a file that cannot
+    be read is said before anything else is done.
 
     Raises:
         SourceError: the file cannot be opened.
@@ -79,10 +88,16 @@ def file_lines(path: str) -> Iterator[SourceLine]:
 def _lines(stream: BinaryIO) -> Iterator[SourceLine]:
     read = 0
     number = 0
+    begun = False  # a non-blank line was read
     try:
         while raw := stream.readline(MAX_FILE_LINE_BYTES):
             number += 1
             read += len(raw)
+            if not begun and raw.strip():
+                begun = True
+                if raw.lstrip()[:1] == b"[":
+                    yield from _array_entries(stream, raw, read, number)
+                    return
             if len(raw) == MAX_FILE_LINE_BYTES and not raw.endswith(b"\n"):
                 while (rest := stream.readline(MAX_FILE_LINE_BYTES)) and not rest.endswith(b"\n"):
                     read += len(rest)
@@ -96,6 +111,28 @@ def _lines(stream: BinaryIO) -> Iterator[SourceLine]:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _array_entries(stream: BinaryIO, first: bytes, read: int, number: int) -> Iterator[SourceLine]:
+    """The elements of the JSON array that starts with ``first`` (line ``number`` of the file,
+    ``read`` bytes read so far), each as compact JSON; the rest of the file is read whole."""
+    data = first + stream.read(max(0, MAX_ARRAY_FILE_BYTES + 1 - len(first)))
+    read += len(data) - len(first)
+    where = f"line {number}"
+    if len(data) > MAX_ARRAY_FILE_BYTES:
+        error = (
+            f"a JSON array over {MAX_ARRAY_FILE_BYTES} bytes is not read whole: give the "
+            "entries as JSON lines (jq -c '.[]')"
+        )
+        yield SourceLine(where, first[:200], read, error)
+        return
+    try:
+        entries = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        yield SourceLine(where, first[:200], read, f"not a JSON array: {str(exc)[:120]}")
+        return
+    for index, entry in enumerate(entries, 1):
+        yield SourceLine(f"entry {index}", orjson.dumps(entry), read)
 
 
 class ExportPages:

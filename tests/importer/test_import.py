@@ -178,6 +178,67 @@ def test_lines_that_are_not_export_lines_are_refused_with_a_reason(
     assert stored_root(sqlite_url)[0] == 1  # blank lines skipped, the good line imported
 
 
+def test_audit_logs_are_imported_as_json_arrays_as_shipped(
+    db_url: str, app_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The interop files are pretty-printed JSON arrays of audit-log entries (the shape of
+    ``GET /{did}/log/audit``): read as they are, one entry per op; a compact array too."""
+    logs = [load_log(path) for path in VALID_LOGS]
+    for path in VALID_LOGS[:-1]:
+        assert run_import(str(path), database_url=db_url, progress=False) == EXIT_OK
+    compact = tmp_path / "audit.json"
+    compact.write_bytes(b"\n  " + orjson.dumps(logs[-1]) + b"\n")
+    assert run_import(str(compact), database_url=db_url, progress=False) == EXIT_OK
+    assert f"{len(logs[-1])} imported" in capsys.readouterr().err
+    with TestClient(app_factory()) as client:
+        for log in logs:
+            served = client.get(f"/{log[0]['did']}/log/audit").json()
+            assert audit_view(served) == audit_view(log)
+
+
+@pytest.mark.parametrize("path", INVALID_LOGS[:2], ids=lambda p: p.name)
+def test_an_invalid_audit_log_array_is_refused_at_its_bad_entry(
+    path: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    log = load_log(path)
+    bad = INVALID_AT[path.name]
+    rejects = tmp_path / "rejects.jsonl"
+    code = run_import(str(path), database_url=sqlite_url, rejects=rejects, progress=False)
+    assert code == EXIT_REFUSED
+    first = rejects_of(rejects)[0]
+    assert first["where"] == f"entry {bad + 1}" and first["cid"] == log[bad]["cid"]
+    assert stored_root(sqlite_url)[0] == bad
+
+
+def test_a_json_array_file_that_cannot_be_read_is_refused_with_a_reason(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = load_log(VALID_LOGS[0])
+    cases = {
+        b"[1, {}]": ["entry 1", "not a JSON object", "entry 2", "did is missing"],
+        b"\n[" + legacy_line(log[0]) + b",": ["line 2", "not a JSON array"],
+    }
+    for number, (content, expected) in enumerate(cases.items()):
+        source = tmp_path / f"bad{number}.json"
+        source.write_bytes(content)
+        rejects = tmp_path / f"rejects{number}.jsonl"
+        code = run_import(str(source), database_url=sqlite_url, rejects=rejects, progress=False)
+        assert code == EXIT_REFUSED
+        found = [v for r in rejects_of(rejects) for v in (r["where"], r["message"])]
+        assert len(found) == len(expected)
+        for value, part in zip(found, expected, strict=True):
+            assert part in value
+    monkeypatch.setattr(sources, "MAX_ARRAY_FILE_BYTES", 1000)
+    source = tmp_path / "big.json"
+    source.write_bytes(orjson.dumps(log))
+    rejects = tmp_path / "rejects-big.jsonl"
+    code = run_import(str(source), database_url=sqlite_url, rejects=rejects, progress=False)
+    assert code == EXIT_REFUSED
+    [record] = rejects_of(rejects)
+    assert "over 1000 bytes" in record["message"] and len(record["line"]) <= 200
+    assert stored_root(sqlite_url)[0] == 0
+
+
 @pytest.mark.postgres
 def test_a_directory_is_mirrored_byte_for_byte_and_to_the_same_root(
     sqlite_url: str, pg_url: str, tmp_path: Path
