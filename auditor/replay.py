@@ -1,9 +1,10 @@
 """The replay loop: lines in, state out.
 
 For each batch of lines (file blocks, ``/export`` pages or stream messages), in this process:
-read ``seq`` and ``did`` (:func:`auditor.lines.parse_header`), check ``seq``
-(:class:`auditor.sequence.SeqTracker`), hash the line into the entries' tree (leaf = exact
-line bytes, RFC 6962 §2.1) — then hand the lines to the per-DID workers
+read ``seq`` and ``did`` (:func:`auditor.lines.parse_header`, which also reads ``createdAt``
+from a canonical head), check ``seq`` (:class:`auditor.sequence.SeqTracker`) and ``createdAt``
+(:class:`auditor.backdating.CreatedAtTracker`), hash the line into the entries' tree (leaf =
+exact line bytes, RFC 6962 §2.1) — then hand the lines to the per-DID workers
 (:class:`auditor.worker.WorkerPool`). Up to :data:`PIPELINE_DEPTH` batches are in flight so
 reading overlaps validation; a batch is *committed* (``meta`` cursor, tree, this process's
 findings, pending checkpoints) only once every worker has committed its part, so a run
@@ -130,7 +131,7 @@ class Replayer:
             findings.extend(seq_findings)
             if not keep:
                 continue
-            backdated = self._created.observe(header.seq, raw.line)
+            backdated = self._created.observe(header.seq, raw.line, header)
             if backdated is not None:
                 findings.append(backdated)
             if header.seq != self._next_seq:
@@ -139,6 +140,7 @@ class Replayer:
             leaves.append(leaf_hash(raw.line))
             items.append((header.seq, header.did, raw.line, raw.position))
         self._tree.append(leaves)
+        high_water = self._created.mark  # once per batch: settles the tracker's candidates
         self._batch_id += 1
         self._pool.submit(self._batch_id, items)
         self._inflight.append(
@@ -151,7 +153,7 @@ class Replayer:
                 self._tree.tree_size,
                 len(leaves),
                 breaks,
-                None if self._created.mark is None else self._created.mark.line,
+                None if high_water is None else high_water.line,
             )
         )
         while self._pool.outstanding > PIPELINE_DEPTH:
