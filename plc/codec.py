@@ -73,14 +73,21 @@ def canonical_cid(text: str) -> str:
     ``CID.parse(prev).equals(cid)``, and multiformats' ``CID.parse`` reads base32, base58btc and
     base36 without being given a decoder). Stored op CIDs are always base32, so a ``prev`` in
     another of those bases names the same op once rewritten. Text that is not such a CIDv1
-    (other bases, CIDv0, garbage) is returned as it is and matches no stored op.
+    written exactly as that base writes it (other bases, CIDv0, garbage, bytes after the CID,
+    upper-case base36: ``CID.parse`` refuses the last two) is returned as it is and matches
+    no stored op.
     """
     if text[:1] not in ("z", "k"):
         return text
     try:
         if libipld.decode_cid(text)["version"] != 1:
             return text
-        return str(libipld.encode_cid(text))
+        canonical = str(libipld.encode_cid(text))
+        # libipld reads a CID off the front of the bytes and ignores the rest, and reads
+        # base36 in either case: only a text that is the CID's own spelling names it.
+        if libipld.encode_multibase(text[0], libipld.decode_multibase(canonical)[1]) != text:
+            return text
+        return canonical
     except ValueError:
         return text
 

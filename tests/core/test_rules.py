@@ -128,6 +128,11 @@ def test_prev_is_compared_as_a_cid_not_as_text() -> None:
         history[0].cid.upper(),
         "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",  # CIDv0
         "z" + "1" * 40,
+        # CID.parse refuses bytes after the CID ("Incorrect length") and upper-case base36;
+        # libipld's decoder alone would read both as the genesis's CID.
+        libipld.encode_multibase("z", raw + b"JUNK"),
+        libipld.encode_multibase("k", raw + b"\x00"),
+        "k" + libipld.encode_multibase("k", raw)[1:].upper(),
     ):
         op = _with_prev(update(genesis, keys[0]), text, keys[0])
         with pytest.raises(MisorderedOperation):
