@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from plc.keys import DID_KEY_PREFIX, multikey_type
+from plc.errors import PlcError
+from plc.keys import DID_KEY_PREFIX, multikey_type, parse_did_key
 from plc.operation import PLC_OPERATION, DocumentData, Operation, normalize
 
 DID_CONTEXT = "https://www.w3.org/ns/did/v1"
@@ -29,6 +30,19 @@ _SUITE_CONTEXT = {
     "k256": "https://w3id.org/security/suites/secp256k1-2019/v1",
     "p256": "https://w3id.org/security/suites/ecdsa-2019/v1",
 }
+
+
+def _suite_context(did_key: str) -> str | None:
+    """The suite context a verification method's key adds: only a k256 or p256 key that
+    parses (plc-spec-notes.md §5; the multicodec alone is not enough)."""
+    suite = _SUITE_CONTEXT.get(multikey_type(did_key) or "")
+    if suite is None:
+        return None
+    try:
+        parse_did_key(did_key)  # cached: the same few keys recur
+    except PlcError:
+        return None
+    return suite
 
 
 def _key_order(name: str) -> tuple[int, bytes]:
@@ -97,7 +111,7 @@ def _document_shape(
     context = [DID_CONTEXT, MULTIKEY_CONTEXT]
     doc_methods = []
     for name, did_key in methods:
-        suite = _SUITE_CONTEXT.get(multikey_type(did_key) or "")
+        suite = _suite_context(did_key)
         if suite is not None and suite not in context:
             context.append(suite)
         multibase = (

@@ -208,7 +208,8 @@ def normalize(op: Operation) -> DocumentData | None:
 
     Legacy mapping (``normalizeOp`` of the reference library): rotation keys
     ``[recoveryKey, signingKey]``, verification method ``atproto = signingKey``, handle →
-    ``at://<handle>`` (a leading ``http(s)://`` stripped, an ``at://`` kept), service →
+    ``at://<handle>`` (one ``at://`` at the start kept; else the first ``http://`` and then the
+    first ``https://`` removed, wherever they are, as ``ensureAtprotoPrefix`` does), service →
     ``atproto_pds`` ``AtprotoPersonalDataServer`` (``https://`` added when it has no scheme).
     """
     data = op.data
@@ -246,12 +247,11 @@ def rotation_keys_of(op: Operation) -> tuple[str, ...]:
 
 
 def _legacy_handle_uri(handle: str) -> str:
-    for scheme in ("http://", "https://"):
-        if handle.startswith(scheme):
-            handle = handle[len(scheme) :]
+    # The reference's ensureAtprotoPrefix, String.replace included: the first occurrence,
+    # wherever it is, not only a leading scheme.
     if handle.startswith("at://"):
         return handle
-    return "at://" + handle
+    return "at://" + handle.replace("http://", "", 1).replace("https://", "", 1)
 
 
 def _legacy_endpoint(service: str) -> str:

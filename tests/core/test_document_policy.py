@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import libipld
 import pytest
 
 from plc.document import format_data, format_did_document
 from plc.errors import OperationTooLarge, PolicyViolation, RateLimited
 from plc.keys import Curve, PrivateKey
-from plc.operation import DocumentData, parse_operation
+from plc.operation import DocumentData, normalize, parse_operation
 from plc.policy import PolicySettings, validate_admission, validate_rate_limit
 from plc.signing import create_did, sign_operation
 from plc.timestamps import parse_timestamp
@@ -55,6 +56,23 @@ def test_document_contexts_and_order() -> None:
     ]
     data = format_data("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", state)
     assert list(data) == ["did", "verificationMethods", "rotationKeys", "alsoKnownAs", "services"]
+
+
+def test_keys_that_do_not_parse_add_no_suite_context() -> None:
+    # The multicodec says k256 or p256, the point does not parse (plc-spec-notes.md §5:
+    # unparseable keys add nothing; the reference's parseDidKey fails on them).
+    short_k256 = "did:key:" + libipld.encode_multibase("z", b"\xe7\x01\x02" + bytes(5))
+    off_curve_p256 = "did:key:" + libipld.encode_multibase("z", b"\x80\x24\x02" + b"\xff" * 32)
+    state = DocumentData((), {"a": short_k256, "b": off_curve_p256}, (), {})
+    document = format_did_document("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", state)
+    assert document["@context"] == [
+        "https://www.w3.org/ns/did/v1",
+        "https://w3id.org/security/multikey/v1",
+    ]
+    assert [m["publicKeyMultibase"] for m in document["verificationMethod"]] == [
+        short_k256.removeprefix("did:key:"),
+        off_curve_p256.removeprefix("did:key:"),
+    ]
 
 
 POLICY = PolicySettings()
@@ -203,3 +221,36 @@ def test_legacy_create_refused_for_new_ops() -> None:
     with pytest.raises(PolicyViolation):
         validate_admission(op, POLICY)
     assert PrivateKey  # imported for type use in helpers
+
+
+@pytest.mark.parametrize(
+    ("handle", "expected"),
+    [
+        ("x.test", "at://x.test"),
+        ("at://x.test", "at://x.test"),
+        ("http://x.test", "at://x.test"),
+        ("https://x.test", "at://x.test"),
+        # The reference's ensureAtprotoPrefix: at:// first kept; else the first http:// and
+        # then the first https:// removed wherever they are (String.replace), at:// added.
+        ("http://at://a.test", "at://at://a.test"),
+        ("https://http://a.test", "at://a.test"),
+        ("a.http://test", "at://a.test"),
+        ("http://https://a.test", "at://a.test"),
+        ("https://https://a.test", "at://https://a.test"),
+    ],
+)
+def test_legacy_handle_becomes_an_at_uri_as_the_reference_makes_it(
+    handle: str, expected: str
+) -> None:
+    legacy = {
+        "type": "create",
+        "signingKey": key("l").did_key,
+        "recoveryKey": key("l2").did_key,
+        "handle": handle,
+        "service": "pds.test",
+        "prev": None,
+    }
+    state = normalize(parse_operation(sign_operation(legacy, key("l2"))))
+    assert state is not None
+    assert state.also_known_as == (expected,)
+    assert state.services["atproto_pds"]["endpoint"] == "https://pds.test"
