@@ -77,6 +77,18 @@ def validate_admission(op: Operation, settings: PolicySettings) -> None:
     _check_verification_methods(data["verificationMethods"], settings)
 
 
+def validate_size(op: Operation, settings: PolicySettings) -> None:
+    """The size limit alone, for a schema-valid op submitted now (the first limit the
+    reference checks, plc-spec-notes.md §3.1 step 2a; :func:`validate_admission` checks it
+    too).
+
+    Raises:
+        OperationTooLarge: as :func:`validate_admission`.
+    """
+    if settings.enabled:
+        _check_size(len(op.signed_cbor), settings)
+
+
 def validate_unparsed_size(value: Any, settings: PolicySettings) -> None:
     """The size limit for a submitted JSON value that failed the schema: the reference checks
     the DAG-CBOR size before the schema (plc-spec-notes.md §3.1 step 2a), so an oversized

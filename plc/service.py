@@ -38,6 +38,7 @@ from plc.policy import (
     PolicySettings,
     validate_admission,
     validate_rate_limit,
+    validate_size,
     validate_unparsed_size,
 )
 from plc.reads import DirectoryReads
@@ -198,6 +199,8 @@ class Directory(DirectoryReads):
             raise
         line_bytes = longest_line(did, op.cid, op.canonical_json())
         if line_bytes > MAX_LINE_BYTES:
+            if not imported:  # the reference's refusal when its own limit is broken too
+                validate_size(op, self.policy)
             raise LogEntryTooLarge(
                 f"Operation too large for the transparency log: its export line would take up "
                 f"to {line_bytes} bytes, at most {MAX_LINE_BYTES} (C2SP tlog-tiles entries)"

@@ -7,6 +7,7 @@ import copy
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -243,7 +244,7 @@ def test_tiles_verify_with_an_independent_client(client: TestClient, clock: Cloc
 
 
 def test_an_op_whose_export_line_would_not_fit_a_log_entry_is_refused(
-    open_client: TestClient,
+    open_client: TestClient, app_factory: Any
 ) -> None:
     """C2SP tlog-tiles entries are at most 65,535 bytes: with the admission policy off (a
     replay), a larger op is refused with 400 and nothing stored, so every entry bundle stays
@@ -255,6 +256,14 @@ def test_an_op_whose_export_line_would_not_fit_a_log_entry_is_refused(
     assert refused.status_code == 400
     assert refused.json()["message"].startswith("Operation too large for the transparency log")
     assert len(refused.content) < 400  # the op is not echoed
+    # Under the default policy the 4000-byte limit is broken first: the reference's answer.
+    with TestClient(app_factory()) as client:
+        assert client.post(f"/{did}", json=genesis).status_code == 200
+        too_big = client.post(f"/{did}", json=big)
+        assert too_big.status_code == 400
+        assert too_big.json()["message"] == (
+            "Operation too large (4000 bytes maximum in cbor encoding)"
+        )
     assert len(open_client.get(f"/{did}/log/audit").json()) == 1
     fits = update(genesis, keys[0], also_known_as=["at://" + "a" * 64_700 + ".test"])
     kept = open_client.post(f"/{did}", json=fits)
