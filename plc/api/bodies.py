@@ -6,6 +6,7 @@ Content-Encoding as the reference's body-parser does, and refused with a :class:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, NamedTuple
@@ -117,20 +118,64 @@ class Refusal(NamedTuple):
 NOT_JSON = Refusal(400, "Content-Type must be application/json", None, "UnsupportedContentType")
 
 
+_UTF_CODECS = frozenset(
+    {"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "utf-7"}
+)
+"""Python's names of the UTF charsets a body may declare (what iconv-lite, behind the
+reference's body-parser, decodes)."""
+
+
+def _declared_charset(content_type: str) -> str | None:
+    """The ``charset`` parameter of a Content-Type, lower case and unquoted; None without."""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def _utf_codec(charset: str) -> str | None:
+    """Python's codec name of a UTF charset (``utf-16le`` → ``utf-16-le``); None for a
+    charset that is not ``utf-…`` or that no UTF codec reads."""
+    if not charset.startswith("utf-"):
+        return None
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        return None
+    return name if name in _UTF_CODECS else None
+
+
 def content_type_refusal(content_type: str) -> Refusal | None:
     """Why a POST with this Content-Type is refused before its body is read, or None: 400
     unless it is JSON (:func:`is_json`), 415 for a charset other than a UTF one, as the
     reference's body-parser answers (``unsupported charset "LATIN1"``)."""
     if not is_json(content_type):
         return NOT_JSON
-    for param in content_type.split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
-            charset = value.strip().strip('"').lower()
-            if not charset.startswith("utf-"):
-                message = f'unsupported charset "{echo(charset.upper())}"'
-                return Refusal(415, message, None, "UnsupportedCharset")
+    charset = _declared_charset(content_type)
+    if charset is not None and _utf_codec(charset) is None:
+        message = f'unsupported charset "{echo(charset.upper())}"'
+        return Refusal(415, message, None, "UnsupportedCharset")
     return None
+
+
+def body_codec(content_type: str) -> str | None:
+    """The codec a POST body of this (accepted) Content-Type is to be read with when it is
+    not UTF-8 (``utf-16``, ``utf-32-be``, …; :func:`to_utf8`), else None."""
+    charset = _declared_charset(content_type)
+    codec = None if charset is None else _utf_codec(charset)
+    return None if codec == "utf-8" else codec
+
+
+def to_utf8(body: bytes, codec: str) -> bytes | Refusal:
+    """``body``, declared in the UTF ``codec``, as UTF-8 (a byte order mark dropped, as
+    iconv-lite drops it); a 400 refusal when it is not valid in that codec."""
+    try:
+        text = body.decode(codec)
+    except UnicodeDecodeError:
+        message = f"Malformed JSON body: not valid {codec.upper()}"
+        return Refusal(400, message, None, "MalformedCharset")
+    return text.removeprefix("\ufeff").encode("utf-8", "surrogatepass")
 
 
 async def take_post_body(
@@ -140,12 +185,16 @@ async def take_post_body(
     encoding: str | None,
     timeout_s: float,
     limit: int,
+    codec: str | None = None,
 ) -> bytes | Refusal:
     """A POST body as both paths take it: ``refused``, the refusal of its Content-Type
     (:func:`content_type_refusal`), when there is one, else :func:`take_body` of ``read()``
-    (the body reader, made only for a body that will be read). A refusal is counted in the
-    directory's metrics (if any) beside the refused ops."""
+    (the body reader, made only for a body that will be read), read as UTF-8 from ``codec``
+    (:func:`body_codec`) when one is given. A refusal is counted in the directory's metrics
+    (if any) beside the refused ops."""
     body = refused if refused is not None else await take_body(read(), encoding, timeout_s, limit)
+    if codec is not None and not isinstance(body, Refusal):
+        body = to_utf8(body, codec)
     if isinstance(body, Refusal) and directory.metrics is not None:
         directory.metrics.refused_body(body.reason)
     return body

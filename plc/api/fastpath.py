@@ -25,6 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from plc.api.bodies import (
     Refusal,
+    body_codec,
     content_type_refusal,
     declared_over_drain_limit,
     read_body,
@@ -315,6 +316,9 @@ class PlcApp(FastAPI):
             None if encoding is None else encoding.decode("latin-1"),
             settings.body_timeout_s,
             settings.max_body_bytes,
+            None
+            if content_type is None or content_type == b"application/json"
+            else body_codec(content_type.decode("latin-1")),
         )
         if isinstance(body, Refusal):
             await _send_message(send, body.status, body.message, body.headers)

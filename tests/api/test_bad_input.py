@@ -367,3 +367,46 @@ def test_a_charset_other_than_utf_is_415_as_body_parser_answers(post_path) -> No
         assert ok.status_code == 200
         metrics = client.get("/metrics").text
     assert 'plc_ops_refused_total{reason="UnsupportedCharset"} 3.0' in metrics
+
+
+def test_a_body_in_another_utf_is_read_as_body_parser_reads_it(post_path) -> None:  # type: ignore[no-untyped-def]
+    """body-parser decodes any charset iconv-lite knows of the utf-* family (a byte order
+    mark dropped); one no UTF codec reads is 415, bytes invalid in the declared one 400."""
+    app = post_path()
+    with TestClient(app) as client:
+        for n, (charset, codec) in enumerate(
+            [
+                ("utf-16", "utf-16"),  # with its BOM
+                ("UTF-16LE", "utf-16-le"),
+                ('"utf-16be"', "utf-16-be"),
+                ("utf-32", "utf-32"),
+                ("utf-16le", "invalid"),  # a lone surrogate at the end: refused below
+            ]
+        ):
+            did, genesis, _ = new_did(f"utf{n}")
+            body = orjson.dumps(genesis).decode()
+            if codec == "invalid":
+                content = body.encode("utf-16-le") + b"\x00\xd8"
+            elif n == 1:
+                content = ("\ufeff" + body).encode("utf-16-le")
+            else:
+                content = body.encode(codec)
+            answer = client.post(
+                f"/{did}",
+                content=content,
+                headers={"content-type": f"application/json; charset={charset}"},
+            )
+            if codec == "invalid":
+                assert answer.status_code == 400, answer.text
+                assert answer.json()["message"] == "Malformed JSON body: not valid UTF-16-LE"
+                assert client.get(f"/{did}").status_code == 404
+            else:
+                assert answer.status_code == 200, (charset, answer.text)
+                assert client.get(f"/{did}/log/last").json() == genesis
+        unknown = client.post(
+            f"/{did}",
+            content=b"{}",
+            headers={"content-type": "application/json; charset=utf-9"},
+        )
+        assert unknown.status_code == 415
+        assert unknown.json() == {"message": 'unsupported charset "UTF-9"'}

@@ -9,7 +9,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from plc.api.bodies import Refusal, content_type_refusal, read_body, take_post_body
+from plc.api.bodies import (
+    Refusal,
+    body_codec,
+    content_type_refusal,
+    read_body,
+    take_post_body,
+)
 from plc.api.deps import directory_of, settings_of
 from plc.api.errors import message_response
 from plc.api.etag import tagged_response
@@ -35,15 +41,17 @@ router = APIRouter()
 )
 async def post_operation(did: str, request: Request) -> Response:
     directory, settings = directory_of(request), settings_of(request)
+    content_type = request.headers.get("content-type", "")
     body = await take_post_body(
         directory,
-        content_type_refusal(request.headers.get("content-type", "")),
+        content_type_refusal(content_type),
         lambda: read_body(
             request.headers.get("content-length"), request.stream(), settings.max_body_bytes
         ),
         request.headers.get("content-encoding"),
         settings.body_timeout_s,
         settings.max_body_bytes,
+        body_codec(content_type),
     )
     if isinstance(body, Refusal):
         return message_response(body.status, body.message, body.headers)
