@@ -58,6 +58,16 @@ def rule_key(finding: Any) -> FindingKey | None:
     return did, seq, cid
 
 
+def _same(a: Any, b: Any) -> bool:
+    """``a == b``; False for values nested too deeply to compare (Python's comparison
+    recurses): such evidence is rejected when its finding is checked, and must not stop the
+    check of the whole file."""
+    try:
+        return bool(a == b)
+    except RecursionError:
+        return False
+
+
 class FindingsIndex:
     """The per-DID rule findings of one findings file, by ``(did, seq, cid)``.
 
@@ -89,8 +99,8 @@ class FindingsIndex:
             known = self._by_key.setdefault(key, finding)
             evidence = finding.get("evidence")
             others = self._variants.get(key, [])
-            if known.get("evidence") != evidence and all(
-                other.get("evidence") != evidence for other in others
+            if not _same(known.get("evidence"), evidence) and not any(
+                _same(other.get("evidence"), evidence) for other in others
             ):
                 self._variants[key] = [*others, finding]
 
@@ -146,7 +156,7 @@ class FindingsIndex:
         assert key is not None
         indexed = self._by_key.get(key)
         # Only the file's own finding of the key is remembered (a reference names it).
-        own = indexed is finding or indexed == finding
+        own = indexed is finding or _same(indexed, finding)
         if own and key in self._outcomes:
             # Checked already (as a finding another extends): a file checked out of order
             # is checked in linear time too.
@@ -156,7 +166,7 @@ class FindingsIndex:
             return text
         try:
             text = self._verdict(finding, key, own)
-        except (EvidenceRejected, *MALFORMED) as exc:
+        except (EvidenceRejected, RecursionError, *MALFORMED) as exc:
             if own:
                 why = str(exc) if isinstance(exc, EvidenceRejected) else f"malformed: {exc!r}"
                 self._outcomes[key], self._message[key] = None, why
@@ -202,13 +212,13 @@ class FindingsIndex:
             pending.append(finding)
             try:
                 extended = _extended(finding, at[1])
-            except (EvidenceRejected, *MALFORMED):
+            except (EvidenceRejected, RecursionError, *MALFORMED):
                 extended = None  # rejected when checked below
             at = None if extended is None else (at[0], *extended)
         for finding in reversed(pending):
             try:
                 self.rule_verdict(finding)
-            except (EvidenceRejected, *MALFORMED):
+            except (EvidenceRejected, RecursionError, *MALFORMED):
                 pass  # recorded as rejected
         return self._outcomes[key]
 
@@ -238,7 +248,7 @@ def _fingerprint(
         lines, marks = _part(finding)
         extended = _extended(finding, key[1])
         texts = [orjson.dumps(line) for line in lines]
-    except (EvidenceRejected, orjson.JSONEncodeError, *MALFORMED):
+    except (EvidenceRejected, orjson.JSONEncodeError, RecursionError, *MALFORMED):
         return None
     digest = b""
     if extended is not None:

@@ -13,12 +13,12 @@ Each finding gets one verdict (:func:`verdict`):
 - ``verified``: the evidence alone proves the claim. Signed checkpoints count only when
   they verify with a ``--vkey`` key (without one, a claim resting on a checkpoint is at most
   unverifiable). Export lines carry no signature of the log: a verified per-op finding
-  proves what the lines it carries show (this op breaks the rules after those; this line
-  is not the signed log's leaf at its ``seq``).
+  proves what the lines it carries show (this op breaks the rules after those).
 - ``unverifiable: <why>``: the claim rests on the auditor's observation of something the
   evidence cannot carry or prove — the order or absence of lines in a whole export, an
-  unsigned answer (a DID document, an audit log, a checkpoint that does not verify), a
-  root recomputed from a whole export — or on a checkpoint whose signature was not checked.
+  unsigned answer (a DID document, an audit log, a checkpoint that does not verify, a line
+  served where the signed tree has another), a root recomputed from a whole export — or on
+  a checkpoint whose signature was not checked.
 - rejected (:class:`EvidenceRejected`): the evidence does not support the claim, e.g. a
   consistency proof that does not verify proves nothing, one that verifies against both
   checkpoints disproves the claim.
@@ -56,7 +56,7 @@ from auditor.evidence_time import TIME_CHECKS
 from plc.errors import PlcError, VerificationError
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
 from plc.tlog.encoding import decode_hash_b64
-from plc.tlog.errors import RootMismatch
+from plc.tlog.errors import OriginMismatch, RootMismatch, UnknownKey
 from plc.tlog.hashing import EMPTY_ROOT, leaf_hash
 from plc.tlog.note import Verifier, parse_verifier_key
 from plc.tlog.proof import verify_consistency, verify_inclusion
@@ -88,12 +88,34 @@ NOTE_CLASSES = frozenset(
 _NO_KEY = "no --vkey: the checkpoints' signatures were not checked"
 
 
-def _checkpoint(note: str, verifiers: Sequence[Verifier]) -> Checkpoint:
-    """Open a checkpoint with the given keys, or parse it unverified without keys."""
+def _checkpoints(notes: Sequence[str], verifiers: Sequence[Verifier]) -> list[Checkpoint]:
+    """Open checkpoint notes that one of the ``verifiers`` signed, the same key for all of
+    them, under its own name as their origin (C2SP tlog-checkpoint: the log's key is named
+    after its origin; so a witness's or another log's key, given too, cannot vouch for this
+    log's checkpoints, nor can two keys make a pair); without keys, parse them unverified.
+
+    Raises:
+        EvidenceRejected: a note does not verify that way, or is not a checkpoint.
+    """
     try:
-        return open_checkpoint(note, verifiers) if verifiers else parse_checkpoint_unsafe(note)
+        if not verifiers:
+            return [parse_checkpoint_unsafe(note) for note in notes]
+        failures: list[VerificationError] = []
+        for key in verifiers:
+            try:
+                return [open_checkpoint(note, [key], origin=key.name) for note in notes]
+            except VerificationError as exc:
+                failures.append(exc)
+        # the reason a key of the right name gave, if any (not "unknown key" from another)
+        telling = [f for f in failures if not isinstance(f, UnknownKey | OriginMismatch)]
+        raise (telling or failures)[0]
     except VerificationError as exc:
         raise EvidenceRejected(f"checkpoint does not verify: {exc.message}") from None
+
+
+def _checkpoint(note: str, verifiers: Sequence[Verifier]) -> Checkpoint:
+    """:func:`_checkpoints` of one note."""
+    return _checkpoints([note], verifiers)[0]
 
 
 def _hashes(values: Sequence[str]) -> list[bytes]:
@@ -129,10 +151,12 @@ def implied_old_root(
 
 def _rewritten(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
     """The stored leaf must be leaf ``leaf_index`` of the checkpoint, and a served line must
-    differ from it. Only ``changed`` is verified (the line, naming that ``seq``, is not the
-    signed log's leaf); ``missing`` / ``duplicated`` / ``reordered`` / ``inserted`` are
-    claims about the whole second read (what it lacks, where else an op was, an op it has
-    that the first read had nowhere), the auditor's observation."""
+    differ from it (naming that ``seq`` for ``changed``). Never verified: that the directory
+    served that line is the auditor's observation (lines are unsigned, and anyone can write
+    a line that is not the signed leaf); ``missing`` / ``duplicated`` / ``reordered`` /
+    ``inserted`` are claims about the whole second read (what it lacks, where else an op
+    was, an op it has that the first read had nowhere). A rewrite the directory signed
+    shows as ``inconsistent-checkpoints``, which is verified."""
     kind = ev["kind"]
     kinds = ("changed", "missing", "duplicated", "reordered", "inserted")
     need(kind in kinds, f"unknown kind {kind!r}")
@@ -152,10 +176,17 @@ def _rewritten(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Veri
     if kind != "changed" or served is None:
         return unverifiable(f"a {kind} op in a second read of the whole export is {OBSERVED}")
     need(orjson.loads(served).get("seq") == index + 1, "served line has another seq")
-    return VERIFIED
+    return unverifiable(
+        f"the signed leaf is proven; that the directory served another line at its seq is "
+        f"{OBSERVED} (lines are unsigned)"
+    )
 
 
 def _root_mismatch(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
+    """The checkpoint's root must differ from the computed one; with a ``leaf``, the
+    directory's own inclusion proof of its leaf must verify and the line read at that
+    ``seq`` must differ from it. Never verified: the root recomputed from a whole export,
+    and the line read there (unsigned), are the auditor's observation."""
     cp = _checkpoint(ev["checkpoint"], vkeys)
     need(decode_hash_b64(ev["computed_root"]) != cp.root_hash, "the roots are equal")
     leaf = ev.get("leaf")
@@ -181,7 +212,10 @@ def _root_mismatch(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[
     line = leaf["line"].encode("utf-8")
     need(leaf_hash(line) != theirs, "the line is the checkpoint's leaf")
     need(orjson.loads(line).get("seq") == index + 1, "the line is not that leaf's seq")
-    return VERIFIED
+    return unverifiable(
+        f"the checkpoint's leaf is proven; that the directory served another line at its seq "
+        f"is {OBSERVED} (lines are unsigned)"
+    )
 
 
 def _withheld(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
@@ -220,7 +254,7 @@ def _inconsistent(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[V
     that verifies against the larger one's root from a root at the smaller size that is not
     the smaller one's (``root_at_smaller_size``; evidence written before it existed: the old
     root the proof implies). A proof that does not verify proves nothing."""
-    old, new = _checkpoint(ev["smaller"], vkeys), _checkpoint(ev["larger"], vkeys)
+    old, new = _checkpoints([ev["smaller"], ev["larger"]], vkeys)
     need(old.origin == new.origin, "two different logs")
     need(old.tree_size <= new.tree_size, "the smaller checkpoint is the larger")
     if old.tree_size == new.tree_size:
@@ -272,11 +306,8 @@ def _bad_signature(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[
 
 def _split_view(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Verifier]) -> str:
     if ev.get("covering_checkpoint") is None:
-        return unverifiable(f"the two auditors' entries are their {OBSERVED}")
-    cover, other = (
-        _checkpoint(ev["covering_checkpoint"], vkeys),
-        _checkpoint(ev["other_checkpoint"], vkeys),
-    )
+        return unverifiable("the entries the two auditors read are their own observation")
+    cover, other = _checkpoints([ev["covering_checkpoint"], ev["other_checkpoint"]], vkeys)
     need(cover.origin == other.origin, "two different logs")
     root = decode_hash_b64(ev["root_at_other_size"])
     need(root != other.root_hash, "the roots agree")
@@ -338,7 +369,7 @@ def verdict(
             result = check(finding, evidence, verifiers)
     except EvidenceRejected:
         raise
-    except MALFORMED as exc:
+    except (RecursionError, *MALFORMED) as exc:
         raise EvidenceRejected(f"malformed evidence: {exc!r}") from None
     if result == VERIFIED and not verifiers and cls in NOTE_CLASSES:
         return unverifiable(_NO_KEY)

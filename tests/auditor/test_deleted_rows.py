@@ -158,7 +158,8 @@ def test_an_op_replaced_behind_a_deleted_row_is_changed_at_its_own_seq(
     )
     assert rewritten == [("changed", replaced, replaced - 1), ("missing", DELETED, DELETED - 1)]
     [changed] = [f for f in findings if f.evidence.get("kind") == "changed"]
-    assert check_finding(orjson.loads(changed.dumps()), [corpus.signer.verifier]) == "verified"
+    # checked, but the served line is unsigned: the auditor's observation
+    assert check_finding(orjson.loads(changed.dumps()), [corpus.signer.verifier]) == "unverifiable"
 
 
 def test_a_newer_op_slipped_into_the_middle_of_the_prefix_is_an_insertion(
@@ -215,7 +216,7 @@ def test_ops_that_moved_with_other_bytes_are_rewritten_not_only_moved(
     assert rewritten == [*changed, ("missing", DELETED, DELETED - 1)]
     keys = [corpus.signer.verifier]
     for finding in (f for f in findings if f.evidence.get("kind") == "changed"):
-        assert check_finding(orjson.loads(finding.dumps()), keys) == "verified"
+        assert check_finding(orjson.loads(finding.dumps()), keys) == "unverifiable"
         served = finding.evidence["served_line"].encode()
         assert seq_of(served) == finding.seq and b'"createdAt":"2025' in served
     size = len(corpus.lines)
@@ -247,4 +248,4 @@ def test_an_op_pushed_past_the_prefix_with_other_bytes_is_changed(
     [last] = [f for f in findings if f.cls == "export-rewritten" and f.seq == size]
     assert (last.evidence["kind"], last.evidence["leaf_index"]) == ("changed", size - 1)
     keys = [corpus.signer.verifier]
-    assert check_finding(orjson.loads(last.dumps()), keys) == "verified"
+    assert check_finding(orjson.loads(last.dumps()), keys) == "unverifiable"

@@ -101,6 +101,24 @@ def test_forged_accusations_against_an_honest_log_are_not_verified(corpus: Corpu
     assert _status(_rewritten(corpus, "reordered", corpus.lines[11]), corpus) == UNVERIFIABLE
     # "changed" with the line of another seq: rejected, as before.
     assert _status(_rewritten(corpus, "changed", corpus.lines[11]), corpus) == "rejected"
+    # "changed" with a line of that seq the log never served, made up from the signed leaf
+    # and the log's public proof: the line is unsigned, so not verified (was "verified").
+    made_up = corpus.lines[10].replace(b'"createdAt":"', b'"createdAt":"1', 1)
+    assert made_up != corpus.lines[10]
+    assert _status(_rewritten(corpus, "changed", made_up), corpus) == UNVERIFIABLE
+    tree, size = _tree(corpus.lines), len(corpus.lines)
+    mismatch = {
+        "checkpoint": _note(corpus, tree, size),
+        "computed_root": encode_b64(b"\2" * 32),
+        "leaf": {
+            "leaf_index": 10,
+            "directory_leaf_hash": encode_b64(leaf_hash(corpus.lines[10])),
+            "inclusion_proof": _b64(inclusion_proof(10, size, tree)),
+            "line": made_up.decode(),
+        },
+    }
+    root_finding = _finding("checkpoint-root-mismatch", mismatch, seq=11)
+    assert _status(root_finding, corpus) == UNVERIFIABLE
 
 
 def test_a_real_inconsistency_is_verified_only_with_a_proof_that_verifies(
@@ -128,6 +146,60 @@ def test_a_real_inconsistency_is_verified_only_with_a_proof_that_verifies(
     # Same size, different roots: two signed notes are the whole proof.
     same = _inconsistent(_note(corpus, honest, size), _note(corpus, other, size), [])
     assert _status(same, corpus) == VERIFIED
+
+
+def test_a_pair_of_checkpoints_is_signed_by_one_key_named_as_their_origin(
+    corpus: Corpus,
+) -> None:
+    """With several ``--vkey`` keys (a witness's, another log's), a checkpoint counts only
+    when the key named after its origin signed it, and the two of a pair need the same key:
+    the holder of one key must not frame another log."""
+    honest = _tree(corpus.lines)
+    size = len(corpus.lines)
+    genuine = _note(corpus, honest, size)
+    witness = Signer("witness.example", bytes(range(32)))
+    impostor = Signer(corpus.signer.name, bytes(range(1, 33)))  # the log's name, not its key
+    keys = [corpus.signer.verifier, witness.verifier, impostor.verifier]
+    for signer in (witness, impostor):
+        forged = sign_checkpoint(Checkpoint(corpus.signer.name, size, b"\5" * 32), signer)
+        pair = _inconsistent(genuine, forged, [])
+        try:
+            status = check_finding(pair, keys)
+        except EvidenceRejected:
+            status = "rejected"
+        assert status == "rejected", signer.name  # was "verified" with the witness key
+    # The log's own key alone still verifies a real same-size pair.
+    other = sign_checkpoint(Checkpoint(corpus.signer.name, size, b"\5" * 32), corpus.signer)
+    assert check_finding(_inconsistent(genuine, other, []), keys) == VERIFIED
+
+
+def test_evidence_nested_too_deeply_to_compare_rejects_its_finding_not_the_file(
+    corpus: Corpus,
+) -> None:
+    """Two findings of one op whose evidence nests near orjson's limit made the index's
+    comparison raise RecursionError: the whole file went unchecked."""
+
+    def deep(bottom: int) -> Any:
+        value: Any = [bottom]
+        for _ in range(990):  # under orjson's limit of 1024 levels: such a file parses
+            value = [value]
+        return value
+
+    did = "did:plc:" + "a" * 24
+    bad = [
+        _finding("invalid-signature", {"lines": deep(n)}, seq=5, did=did, cid="x") for n in range(2)
+    ]
+    honest = _inconsistent(
+        _note(corpus, _tree(corpus.lines), len(corpus.lines)),
+        _note(corpus, _rewritten_log(corpus), len(corpus.lines)),
+        [],
+    )
+    findings = [honest, *bad]
+    index = evidence_check.FindingsIndex(findings)  # raised RecursionError here
+    assert check_finding(honest, [corpus.signer.verifier], index) == VERIFIED
+    for finding in bad:
+        with pytest.raises(EvidenceRejected):
+            check_finding(finding, [corpus.signer.verifier], index)
 
 
 def test_unsigned_answers_and_bad_signatures_are_the_auditors_observation(
