@@ -4,8 +4,10 @@ A COMMIT whose answer never arrives (PostgreSQL's connection cut after the comma
 proxy or failover dropping it) may have committed. Answering 503 then tells a PDS its op was
 refused while it is in the log, with a ``seq``, in ``/export`` and under the next checkpoint;
 a client that believes the 503 and builds its next op on the old ``prev`` gets 409. So the
-store asks the database, on a new connection, whether the batch's first appended op holds
-its ``seq``: a batch is one transaction, all of it or none is stored.
+store asks the database, on a new connection, whether every op the batch appended holds its
+``seq``: a batch is one transaction, all of it or none is stored. One op alone would not
+tell: the same op, submitted again through another process (or imported), may have been
+stored at that very ``seq`` by a transaction of its own once the batch's had failed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from plc.store.records import CommitOutcome
 log = logging.getLogger("plc.store")
 
 RETRY_EVERY_S = 0.2
-SQL_CID_OF_SEQ = "SELECT cid FROM operations WHERE seq = ?"
+SQL_CIDS_OF_SEQS = "SELECT seq, cid FROM operations WHERE seq BETWEEN ? AND ?"
 UNKNOWN = (
     "Database connection lost during commit: the operation may have been stored; "
     "re-submitting the same operation is safe"
@@ -54,33 +56,36 @@ def settle_lost_commit(
             within ``wait_s`` (the message says the op may be stored and a re-submission is
             safe: an op already stored is answered 200 and appends nothing).
     """
-    first = next(((o.seq, cid) for o, cid in zip(written, cids, strict=True) if o.seq), None)
-    if first is None:
+    appended = {o.seq: cid for o, cid in zip(written, cids, strict=True) if o.seq}
+    if not appended:
         return list(written)
-    seq, cid = first
+    seq = min(appended)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            stored = _cid_at(engine, seq)
+            stored = _cids_at(engine, seq, max(appended))
         except errors:
             if time.monotonic() >= deadline:
                 log.warning("commit outcome unknown", extra={"seq": seq})
                 raise Unavailable(UNKNOWN) from exc
             time.sleep(RETRY_EVERY_S)
             continue
-        if stored == cid:
+        if stored == appended:
             log.warning("commit confirmed after its connection failed", extra={"seq": seq})
             return list(written)
+        # Not this batch's: its ops are not stored, or were stored by another transaction
+        # (then a re-submission is answered 200).
         raise Unavailable(DATABASE_UNAVAILABLE) from exc
 
 
-def _cid_at(engine: Engine, seq: int) -> str | None:
-    """The cid of the op stored at ``seq``, or None; after taking the log head's lock on
-    PostgreSQL (a new statement then sees whatever committed before the lock was granted)."""
+def _cids_at(engine: Engine, first: int, last: int) -> dict[int, str]:
+    """``{seq: cid}`` of the ops stored at ``first`` to ``last``; after taking the log head's
+    lock on PostgreSQL (a new statement then sees whatever committed before the lock was
+    granted)."""
     postgres = engine.dialect.name == "postgresql"
     with engine.connect() as conn, conn.begin():
         tx = Tx(conn.connection.dbapi_connection.cursor(), postgres=postgres)  # type: ignore[union-attr]
         tx.execute(SQL_TREE_SIZE_FOR_UPDATE if postgres else SQL_TREE_SIZE)
-        rows = tx.all(SQL_CID_OF_SEQ, (seq,))
+        rows = tx.all(SQL_CIDS_OF_SEQS, (first, last))
         tx.cursor.close()
-    return str(rows[0][0]) if rows else None
+    return {int(row[0]): str(row[1]) for row in rows}

@@ -18,6 +18,7 @@ from plc.errors import Unavailable
 from plc.policy import PolicySettings
 from plc.service import GATHER_TURNS, Directory
 from plc.store.engine import make_engine
+from plc.store.lost_commit import settle_lost_commit
 from plc.store.migrate import upgrade
 from plc.store.records import CommitOutcome, CommitStatus, PendingCommit
 from plc.store.sql import SqlStore
@@ -218,3 +219,25 @@ def test_the_alembic_command_says_a_database_it_cannot_open_in_one_line(tmp_path
         assert "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert done.stderr.startswith("error: ")
+
+
+def test_a_lost_commit_is_confirmed_only_when_every_op_of_the_batch_holds_its_seq(
+    env: tuple[SqlStore, Directory, str],
+) -> None:
+    """A batch [A, X] whose COMMIT was lost, while A alone, submitted again elsewhere, was
+    stored at A's seq by a transaction of its own: A's CID at its seq does not mean the batch
+    committed (X was answered 200 and never stored)."""
+    store, directory, _ = env
+    a, x = _pending(directory, "lost-a"), _pending(directory, "lost-x")
+    opened = store.write_batch([a, x])
+    assert opened is not None
+    written = list(opened.outcomes)
+    assert [o.seq for o in written] == [1, 2]
+    store._finish_write(commit=False)  # the lost COMMIT: rolled back
+    assert [o.seq for o in store.commit_batch([a])] == [1]  # A, through another process
+    cids = [p.prepared.operation.cid for p in (a, x)]
+    lost = RuntimeError("connection lost during COMMIT")
+    with pytest.raises(Unavailable):
+        settle_lost_commit(store.engine, written, cids, (sqlite3.Error,), 1.0, lost)
+    # A batch of A alone, stored at its seq, is confirmed as before.
+    assert settle_lost_commit(store.engine, written[:1], cids[:1], (), 1.0, lost) == written[:1]
