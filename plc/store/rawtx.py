@@ -30,6 +30,7 @@ SQL_INSERT_OP = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_NULLIFY = "UPDATE operations SET nullified = ? WHERE did = ? AND cid = ?"
+SQL_OP_IS_ACTIVE = "SELECT 1 FROM operations WHERE did = ? AND cid = ? AND nullified = ?"
 SQL_INSERT_DID = (
     "INSERT INTO dids (did, head_cid, tombstoned, data, document) VALUES (?, ?, ?, ?, ?)"
 )

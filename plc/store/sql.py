@@ -32,6 +32,7 @@ from plc.store.rawtx import (
     SQL_INSERT_OP,
     SQL_LOG_TAIL,
     SQL_NULLIFY,
+    SQL_OP_IS_ACTIVE,
     SQL_SET_TREE_SIZE,
     SQL_TREE_SIZE,
     SQL_TREE_SIZE_FOR_UPDATE,
@@ -418,12 +419,21 @@ class SqlStore:
         did_rows: dict[str, tuple[Any, ...]] = {}
         flag, blob = tx.flag, tx.blob
         yes, no = flag(True), flag(False)
+        appended: set[tuple[str, str]] = set()  # (did, cid) of this batch, and nullified by it
+        nullified_now: set[tuple[str, str]] = set()
         for pending in batch:
             prepared = pending.prepared
             did, cid = prepared.did, prepared.operation.cid
             current = heads.get(did)
             if current != pending.expected_head:
-                status = CommitStatus.DUPLICATE if current == cid else CommitStatus.CONFLICT
+                # The op may be stored already, the head moved on past it (the same op
+                # committed through another process, then a child of it): a re-submission,
+                # answered 200 (design.md decision 1), not "the DID changed".
+                stored = current == cid or (
+                    (did, cid) not in nullified_now
+                    and ((did, cid) in appended or bool(tx.all(SQL_OP_IS_ACTIVE, (did, cid, no))))
+                )
+                status = CommitStatus.DUPLICATE if stored else CommitStatus.CONFLICT
                 outcomes.append(CommitOutcome(status))
                 continue
             created_at = prepared.created_at
@@ -455,6 +465,8 @@ class SqlStore:
                 )
             )
             lines.append(line)
+            appended.add((did, cid))
+            nullified_now.update((did, nullified) for nullified in prepared.nullified)
             nullify_rows.extend((yes, did, nullified) for nullified in prepared.nullified)
             did_rows[did] = (
                 cid,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -25,7 +26,7 @@ from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
 
 from ..conftest import Clock
-from ..helpers import new_did
+from ..helpers import new_did, update
 
 
 @pytest.fixture
@@ -241,3 +242,34 @@ def test_a_lost_commit_is_confirmed_only_when_every_op_of_the_batch_holds_its_se
         settle_lost_commit(store.engine, written, cids, (sqlite3.Error,), 1.0, lost)
     # A batch of A alone, stored at its seq, is confirmed as before.
     assert settle_lost_commit(store.engine, written[:1], cids[:1], (), 1.0, lost) == written[:1]
+
+
+def test_an_op_stored_meanwhile_is_a_duplicate_even_when_the_head_moved_past_it(
+    env: tuple[SqlStore, Directory, str], clock: Clock
+) -> None:
+    """One copy of A validated against G waits; another copy of A commits, then B on A. The
+    waiting copy finds the head at B: A is stored and active, so it is answered as the
+    re-submission it is (200), not 409 "the DID changed". Once a recovery has nullified A,
+    the same wait ends in a conflict."""
+    store, directory, _ = env
+    did, genesis, keys = new_did("moved")
+    [g] = store.commit_batch([_prepared(directory, did, genesis)])
+    a = update(genesis, keys[1], also_known_as=["at://a.test"])
+    clock.advance(timedelta(seconds=1))
+    waiting = _prepared(directory, did, a)
+    assert store.commit_batch([_prepared(directory, did, a)])[0].status is CommitStatus.COMMITTED
+    clock.advance(timedelta(seconds=1))
+    b = update(a, keys[1], also_known_as=["at://b.test"])
+    assert store.commit_batch([_prepared(directory, did, b)])[0].status is CommitStatus.COMMITTED
+    assert [o.status for o in store.commit_batch([waiting])] == [CommitStatus.DUPLICATE]
+    clock.advance(timedelta(seconds=1))
+    recovery = update(genesis, keys[0], also_known_as=["at://r.test"])
+    assert store.commit_batch([_prepared(directory, did, recovery)])[0].seq == 4
+    assert [o.status for o in store.commit_batch([waiting])] == [CommitStatus.CONFLICT]
+    assert g.seq == 1 and store.tree_size() == 4  # nothing appended by the waiting copy
+
+
+def _prepared(directory: Directory, did: str, op: dict[str, object]) -> PendingCommit:
+    pending = directory.prepare(did, op)
+    assert isinstance(pending, PendingCommit)
+    return pending
