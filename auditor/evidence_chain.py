@@ -157,6 +157,19 @@ class FindingsIndex:
         indexed = self._by_key.get(key)
         # Only the file's own finding of the key is remembered (a reference names it).
         own = indexed is finding or _same(indexed, finding)
+        if (
+            not own
+            and indexed is not None
+            and indexed.get("class") == finding.get("class")
+            and _same(indexed.get("evidence"), finding.get("evidence"))
+        ):
+            # A copy of the own finding but for its message: the same claim on the same
+            # evidence, so the same verdict, without replaying the DID's lines again (a
+            # file of such copies took a replay of the whole history per copy).
+            outcome = self._outcome(key)
+            need(outcome is not None, self._message.get(key, ""))
+            assert outcome is not None
+            return outcome
         if own and key in self._outcomes:
             # Checked already (as a finding another extends): a file checked out of order
             # is checked in linear time too.
@@ -188,7 +201,9 @@ class FindingsIndex:
                 raise _Inherited(
                     f"extends the finding of seq {extended[0]}, which is rejected: {why}", why
                 )
-        last = self._replays.pop(did, None)
+        # Only the own finding's check may continue the replay saved for the DID, and take
+        # it: another finding of the key would leave the next own finding to start over.
+        last = self._replays.pop(did, None) if own else None
         start: Replay | None = None
         if extended is None:
             evidence = {"lines": part[0], "refused": part[1]}

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditor import state
+from auditor import evidence_chain, state
 from auditor.audit import AuditOptions, verify_file
 from auditor.evidence_chain import inline_evidence
 from auditor.evidence_check import (
@@ -277,3 +277,26 @@ def test_continuing_a_replay_gives_the_verdicts_of_replaying_from_the_start(
         else:
             findings.append(copy.deepcopy(data.draw(st.sampled_from(findings))))
     assert _outcomes(findings, continued=True) == _outcomes(findings, continued=False)
+
+
+def test_copies_of_a_finding_are_not_replayed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file can repeat a finding with another message as often as it likes: each copy got
+    a replay of the DID's whole history (and took the saved replay from the next finding),
+    so a few MB of copies took the checker hours. The copies now cost no replay, and the
+    verdicts are the same."""
+    lines = chained_log(100)
+    findings = _parsed(_audit(lines, tmp_path))
+    copies = [{**findings[-1], "message": f"copy {n}"} for n in range(30)]
+    replayed: list[int] = []
+    original = evidence_chain.rule_check
+
+    def counted(finding: Any, evidence: Any, start: Any = None) -> Any:
+        replayed.append(len(evidence["lines"]))
+        return original(finding, evidence, start)
+
+    monkeypatch.setattr(evidence_chain, "rule_check", counted)
+    texts = verdicts([*findings[:-1], *copies, findings[-1]])
+    assert set(texts) == {VERIFIED}
+    assert sum(replayed) <= 2 * len(lines), sum(replayed)  # was about 31 times the log
