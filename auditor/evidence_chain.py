@@ -318,7 +318,8 @@ def _extended(finding: dict[str, Any], seq: int) -> tuple[int, str] | None:
 
 def inline_evidence(finding: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
     """The inline evidence ``{"lines", "refused"}`` of a per-DID rule finding: its own if it
-    extends nothing, else the whole list through the chain of findings it extends.
+    extends nothing, else the whole list through the chain of findings it extends (with the
+    finding's ``"read_order": true``, if it has it).
 
     Args:
         finding: the finding (JSON object).
@@ -352,4 +353,8 @@ def inline_evidence(finding: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
             refused.append(len(lines) - 1)  # the op of the finding extended
         refused += [len(lines) + i for i in marks]
         lines += own
-    return {"lines": lines, "refused": refused}
+    inline: dict[str, Any] = {"lines": lines, "refused": refused}
+    evidence = finding.get("evidence")
+    if isinstance(evidence, dict) and evidence.get("read_order") is True:
+        inline["read_order"] = True  # the whole list is in the order the auditor read it
+    return inline

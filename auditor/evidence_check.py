@@ -1,10 +1,12 @@
 """Standalone re-verification of a finding's evidence, with nothing but the pure core.
 
-Imports only the standard library, ``orjson``, ``plc``'s pure modules and its other parts,
-:mod:`auditor.evidence_ops` (the per-operation classes; this file has the log classes) and
-:mod:`auditor.evidence_chain` (per-DID rule findings that extend an earlier one of the file)
-— never the rest of ``auditor``: a third party can read these three files and check a
-finding without trusting the auditor's replay code or the directory. Run as
+Imports only the standard library, ``orjson``, ``plc``'s pure modules and its other parts:
+:mod:`auditor.evidence_ops` (the per-operation classes; this file has the log classes),
+:mod:`auditor.evidence_served` (answers served unsigned), :mod:`auditor.evidence_time`
+(``createdAt`` against ``seq`` and the clock), :mod:`auditor.evidence_chain` (per-DID rule
+findings that extend an earlier one of the file) and :mod:`auditor.documents` — never the
+rest of ``auditor``: a third party can read these files and check a finding without
+trusting the auditor's replay code or the directory. Run as
 ``python -m auditor.evidence_check FILE [--vkey KEY]`` or ``plc-audit check-evidence FILE``;
 FILE holds findings as JSON lines.
 
@@ -52,6 +54,7 @@ from auditor.evidence_ops import (
     status_of,
     unverifiable,
 )
+from auditor.evidence_served import SERVED_CHECKS
 from auditor.evidence_time import TIME_CHECKS
 from plc.errors import PlcError, VerificationError
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
@@ -326,6 +329,7 @@ def _split_view(finding: dict[str, Any], ev: dict[str, Any], vkeys: Sequence[Ver
 
 _CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier]], str]] = {
     **OP_CHECKS,
+    **SERVED_CHECKS,
     **TIME_CHECKS,
     "export-rewritten": _rewritten,
     "checkpoint-root-mismatch": _root_mismatch,

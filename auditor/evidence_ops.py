@@ -12,10 +12,9 @@ the auditor's observation of what the evidence cannot carry (the order or absenc
 a whole export, an answer the directory served unsigned); it raises :class:`EvidenceRejected`
 when the evidence does not support the claim.
 
-A served DID document is compared with the replay by meaning
-(:func:`auditor.documents.same_document`: the current and the legacy key form name the same
-keys); the spot checks use the same function, so the auditor and this checker agree on what a
-mismatch is.
+The classes about answers the directory served unsigned (``served-state-mismatch``,
+``fork``) are in :mod:`auditor.evidence_served`. A line's ``seq`` in the seq classes is read
+as the auditor reads it (:func:`head_seq`).
 """
 
 from __future__ import annotations
@@ -29,11 +28,9 @@ from typing import Any
 
 import orjson
 
-from auditor.documents import same_document
 from plc.audit_log import apply_prepared
 from plc.codec import cid_for_cbor, encode_dag_cbor
 from plc.did import did_for_genesis, is_did_plc
-from plc.document import format_data, format_did_document
 from plc.errors import (
     GenesisHashMismatch,
     InvalidSignature,
@@ -42,7 +39,7 @@ from plc.errors import (
     PlcError,
 )
 from plc.exportline import build_line
-from plc.operation import Operation, normalize, parse_operation, rotation_keys_of
+from plc.operation import Operation, parse_operation, rotation_keys_of
 from plc.rules import LogEntry, signer_index, validate_next_op
 from plc.timestamps import parse_timestamp
 from plc.tlog.checkpoint import MAX_TREE_SIZE
@@ -56,17 +53,9 @@ with a larger one is malformed, as the auditor says (``auditor.sequence``)."""
 OBSERVED = "the auditor's observation"
 """Why most claims are unverifiable: they rest on what the auditor saw the directory serve."""
 RULE_CLASSES = frozenset(
-    {
-        "invalid-signature",
-        "chained-to-nullified",
-        "chained-to-tombstone",
-        "chained-to-invalid",
-        "late-recovery",
-        "unauthorized-recovery",
-        "misordered-timestamp",
-        "genesis-did-mismatch",
-        "op-before-prev",
-    }
+    "invalid-signature chained-to-nullified chained-to-tombstone chained-to-invalid "
+    "late-recovery unauthorized-recovery misordered-timestamp genesis-did-mismatch "
+    "op-before-prev".split()
 )
 
 MALFORMED = (PlcError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
@@ -135,14 +124,15 @@ def strict_entry(line: str) -> tuple[dict[str, Any], LogEntry]:
 @dataclass
 class Replay:
     """A DID's lines replayed with the core in log order, each applied or refused: what the
-    check of a line after them needs. ``count`` lines so far, the last one's ``seq`` and
-    claimed ``cid``; ``tied`` once two of them shared a ``seq``.
+    check of a line after them needs. ``count`` lines so far, the last one's ``seq``;
+    ``tied`` once two of them shared a ``seq``, ``unordered`` once a ``seq`` went back.
 
-    The lines must be the DID's in log order — their ``seq`` not decreasing, no line twice
+    The lines must be the DID's in log order — their ``seq`` not decreasing, no op twice
     — and a finding's last line the accused op at its own ``seq``: replaying an honest
     DID's lines out of order (or one line twice) makes any valid op look like a broken rule.
-    Two different ops at one ``seq`` (a directory that served a ``seq`` twice,
-    ``duplicate-seq``) are allowed, but their order is then the auditor's observation.
+    Two different ops at one ``seq`` (``duplicate-seq``) are allowed, and so is a ``seq``
+    going back unless ``in_order`` (lines the auditor read in that order, :func:`read_order`),
+    but their order is then the auditor's observation.
 
     ``unproven`` holds the refused ops whose refusal rests on a line the evidence does not
     hold: their prev is not among the lines before them (the core then reads a first op as
@@ -155,34 +145,36 @@ class Replay:
     history: list[LogEntry] = field(default_factory=list)
     count: int = 0
     seq: int = 0
-    cid: str = ""
     tied: bool = False
-    cids: set[str] = field(default_factory=set)
+    in_order: bool = True
+    unordered: bool = False
+    cids: dict[str, int] = field(default_factory=dict)  # op CID -> its line's index
     refused_cids: set[str] = field(default_factory=set)
     unproven: set[str] = field(default_factory=set)
 
     def place(self, line: str) -> LogEntry:
-        """Parse the next line and check that it comes next in log order, for this DID.
+        """Parse the next line and check that it comes next in log order (or read order,
+        unless :attr:`in_order`), for this DID.
 
         Raises:
             EvidenceRejected: a malformed line, another DID's, out of order or repeated.
         """
         record, entry = strict_entry(line)
-        index, seq = self.count, record["seq"]
-        if index:
+        index, seq, cid = self.count, record["seq"], entry.operation.cid
+        if index and seq < self.seq:
             need(
-                seq >= self.seq,
+                not self.in_order,
                 f"line {index} (seq {seq}) comes before line {index - 1} "
                 f"(seq {self.seq}): the lines are not in log order",
             )
-            if seq == self.seq:
-                need(
-                    record["cid"] != self.cid, f"line {index} repeats line {index - 1} (seq {seq})"
-                )
-                self.tied = True
+            self.unordered = True
+        # The auditor records an op once (a repeat is duplicate-op): replayed twice, an op
+        # would look like a recovery of itself.
+        need(cid not in self.cids, f"line {index} repeats line {self.cids.get(cid)} (seq {seq})")
+        self.tied |= bool(index) and seq == self.seq
         need(entry.did == self.did, f"line {index} is for another DID")
-        self.count, self.seq, self.cid = index + 1, seq, record["cid"]
-        self.cids.add(entry.operation.cid)
+        self.count, self.seq = index + 1, seq
+        self.cids[cid] = index
         return entry
 
     def earlier(self, line: str, refused: bool) -> None:
@@ -245,6 +237,10 @@ def rule_check(
     need(type(seq) is int, "the finding has no integer seq")
     replay = Replay(did) if start is None else start
     need(replay.did == did, "the lines extended are another DID's")
+    # The whole list (the lines extended too) is in log order unless the finding says it is
+    # in read order: checked the same whether the extended lines are replayed again or not.
+    replay.in_order = not read_order(finding, ev)
+    need(not (replay.in_order and replay.unordered), "the lines extended are not in log order")
     refused = set(ev.get("refused", []))
     for index, line in enumerate(lines[:-1]):
         replay.earlier(line, index in refused)
@@ -302,10 +298,23 @@ def rule_check(
         # of the evidence looks just the same): the claim rests on the auditor's word.
         text = unverifiable(f"prev is refused for a line the evidence lacks: {OBSERVED}")
         return text, replay
+    if replay.unordered:
+        text = unverifiable(f"the lines are not in seq order: the order read is {OBSERVED}")
+        return text, replay
     if replay.tied:
         text = unverifiable(f"two ops share a seq: their order in the evidence is {OBSERVED}")
         return text, replay
     return VERIFIED, replay
+
+
+def read_order(finding: dict[str, Any], ev: dict[str, Any]) -> bool:
+    """True if a rule finding's lines are in the order the auditor read them, not in ``seq``
+    order (``"read_order": true`` in its evidence): the auditor judges ops in the order it
+    reads them, and after a seq regression the core may judge them otherwise in ``seq``
+    order."""
+    evidence = finding.get("evidence")
+    written = evidence.get("read_order") if isinstance(evidence, dict) else None
+    return ev.get("read_order", written) is True
 
 
 def _lines_lost() -> str:
@@ -327,8 +336,22 @@ def _signer(keys: Sequence[str], op: Operation) -> int | None:
         return None
 
 
+def own_line(finding: dict[str, Any], line: Any) -> tuple[dict[str, Any], LogEntry]:
+    """:func:`strict_entry` of a line that must be the finding's op (its ``seq``, ``did``, CID).
+
+    Raises:
+        EvidenceRejected: not a string, not strict, or not the op the finding names.
+    """
+    need(isinstance(line, str), "the line is not a string")
+    record, entry = strict_entry(line)
+    need(record["seq"] == finding.get("seq"), "the line is not at the finding's seq")
+    need(entry.did == finding.get("did"), "the line is for another DID")
+    need(entry.operation.cid == finding.get("cid"), "the line is not the op the finding names")
+    return record, entry
+
+
 def _wrong_cid(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    record, entry = strict_entry(ev["line"])
+    record, entry = own_line(finding, ev["line"])
     need(record["cid"] == ev["claimed"] != entry.operation.cid, "the line's CID is right")
     return VERIFIED
 
@@ -340,11 +363,7 @@ def _malformed(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Ver
     the auditor reads both, ``auditor.worker``)."""
     if "line" not in ev:
         try:
-            raw = base64.b64decode(ev["line_b64"], validate=True)
-        except (binascii.Error, KeyError, TypeError) as exc:
-            raise EvidenceRejected(f"no line: {exc!r}") from None
-        try:
-            raw.decode("utf-8")
+            line_bytes(ev, "line").decode("utf-8")
         except UnicodeDecodeError:
             return VERIFIED  # no JSON text can be
         raise EvidenceRejected("line_b64 is UTF-8")
@@ -355,22 +374,16 @@ def _malformed(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Ver
     except (EvidenceRejected, PlcError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return VERIFIED
     head = _CANONICAL_HEAD.match(line.encode("utf-8"))
-    if head is not None and (int(head.group(2)), head.group(1).decode()) != (
-        record["seq"],
-        record["did"],
-    ):
+    if head and (int(head.group(2)), head.group(1).decode()) != (record["seq"], record["did"]):
         return VERIFIED
     raise EvidenceRejected("the line parses strictly")
 
 
 def _non_canonical(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    record, entry = strict_entry(ev["line"])
+    record, entry = own_line(finding, ev["line"])
+    op_json = entry.operation.canonical_json()
     canonical = build_line(
-        record["did"],
-        record["cid"],
-        record["seq"],
-        record["createdAt"],
-        entry.operation.canonical_json(),
+        record["did"], record["cid"], record["seq"], record["createdAt"], op_json
     )
     need(canonical != ev["line"].encode("utf-8"), "the line is canonical")
     return VERIFIED
@@ -379,24 +392,63 @@ def _non_canonical(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence
 def _duplicate_op(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
     lines = ev["lines"]
     need(isinstance(lines, list) and len(lines) == 2, "not two lines")
-    if lines[0] is None and isinstance(lines[1], str):
+    second = own_line(finding, lines[1])  # the repeat, at the finding's seq
+    if lines[0] is None:
         return _lines_lost()
-    first, second = (strict_entry(x) for x in lines)
+    first = strict_entry(lines[0])
     need(first[1].did == second[1].did, "two DIDs")
     need(first[1].operation.cid == second[1].operation.cid, "two different ops")
     need(first[0]["seq"] != second[0]["seq"], "the same seq (one line)")
     return VERIFIED
 
 
+def head_seq(raw: bytes) -> int:
+    """The ``seq`` the auditor's seq checks read off a line (``auditor.lines.parse_header``):
+    that of a canonical head (:data:`_CANONICAL_HEAD`), else the JSON object's (last) one.
+
+    Raises:
+        EvidenceRejected: none there, or one above :data:`MAX_SEQ` (a malformed-entry then).
+    """
+    head = _CANONICAL_HEAD.match(raw)
+    if head is not None:
+        return int(head.group(2))
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise EvidenceRejected("the auditor reads no seq from a line that is not JSON") from None
+    need(isinstance(value, dict), "the line is not a JSON object")
+    seq: Any = value.get("seq")
+    need(type(seq) is int and 1 <= seq <= MAX_SEQ, "the line has no seq in 1..2^63-1")
+    need(isinstance(value.get("did"), str), "the line has no string did")
+    return int(seq)
+
+
+def line_bytes(ev: dict[str, Any], key: str) -> bytes:
+    """The bytes of the evidence line ``key``: its text, or ``<key>_b64`` (not UTF-8).
+
+    Raises:
+        EvidenceRejected: neither, or not a string / base64.
+    """
+    if key in ev:
+        need(isinstance(ev[key], str), f"{key} is not a string")
+        return bytes(ev[key].encode("utf-8"))
+    try:
+        return base64.b64decode(ev[f"{key}_b64"], validate=True)
+    except (binascii.Error, KeyError, TypeError, ValueError) as exc:
+        raise EvidenceRejected(f"no {key}: {exc!r}") from None
+
+
 def _seq(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    """The two lines read one after the other must show the claimed break in ``seq``. That
+    """The two lines read one after the other must show the claimed break in ``seq``, each
+    ``seq`` read as the auditor reads it (:func:`head_seq`), the line's the finding's. That
     they were adjacent in one export rests on the auditor's word (the evidence cannot carry
     the export), so a consistent claim is ``unverifiable``, for every seq class alike."""
     why = f"the order of the export is {OBSERVED}"
+    now = head_seq(line_bytes(ev, "line"))
+    need(now == finding.get("seq"), "the line is not at the finding's seq")
     if "previous_line" not in ev:
         return unverifiable(why)
-    before = orjson.loads(ev["previous_line"])["seq"]
-    now = orjson.loads(ev["line"])["seq"]
+    before = head_seq(line_bytes(ev, "previous_line"))
     cls = finding["class"]
     if cls == "duplicate-seq":
         # The same line twice is a repeated seq too (outside a stream's redelivery).
@@ -406,54 +458,6 @@ def _seq(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]
     else:
         need(now > before + 1 and ev["missing"] == [before + 1, now - 1], "no gap")
     return unverifiable(why)
-
-
-def _served(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    """The DID's lines must replay and the served answer must differ from (``fork``: show two
-    non-nullified children of one op in) what they give. The answer is not signed: that the
-    directory served it is the auditor's observation, so a consistent claim is unverifiable."""
-    did = finding["did"]
-    history: list[LogEntry] = []
-    for line in ev["lines"]:
-        _, entry = strict_entry(line)
-        try:
-            history = apply_prepared(
-                history, validate_next_op(history, did, entry.operation, entry.created_at)
-            )
-        except PlcError as exc:
-            raise EvidenceRejected(f"the DID's lines do not replay: {exc.message}") from None
-    served, url = ev["served"], ev["url"]
-    observed = unverifiable(f"what the directory served (unsigned) is {OBSERVED}")
-    if finding["class"] == "fork":
-        _fork(served)
-        return observed
-    if url.endswith("/log/audit"):
-        expected: Any = [{"cid": e.cid, "nullified": e.nullified} for e in history]
-        shown = [{"cid": e.get("cid"), "nullified": e.get("nullified")} for e in served or []]
-        need(shown != expected, "the served audit log matches the replay")
-        return observed
-    head = [e for e in history if not e.nullified][-1]
-    data = normalize(head.operation)
-    if data is None:
-        need(served.get("status") != 404, "a tombstoned DID answered 404")
-        return observed
-    if url.endswith("/data"):
-        same = served == format_data(did, data)
-    else:  # a document in either form (same_document) means the same
-        same = same_document(served, format_did_document(did, data))
-    need(not same, "the served answer matches the replay")
-    return observed
-
-
-def _fork(served: Any) -> None:
-    need(isinstance(served, list), "no served audit log")
-    children: dict[str, list[str]] = {}
-    for e in served:
-        op = parse_operation(e["operation"])
-        need(op.cid == e["cid"], "a served entry's CID is wrong")
-        if op.prev is not None and not e["nullified"]:
-            children.setdefault(op.prev, []).append(op.cid)
-    need(any(len(v) > 1 for v in children.values()), "no op has two non-nullified children")
 
 
 def _removal(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
@@ -486,11 +490,7 @@ OP_CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], Sequence[Verifier
     "malformed-entry": _malformed,
     "non-canonical-line": _non_canonical,
     "duplicate-op": _duplicate_op,
-    "duplicate-seq": _seq,
-    "seq-regression": _seq,
-    "seq-gap": _seq,
-    "served-state-mismatch": _served,
-    "fork": _served,
+    **dict.fromkeys(("duplicate-seq", "seq-regression", "seq-gap"), _seq),
     "announced-removal": _removal,
 }
 """Checks of the classes about operations, by class."""

@@ -18,9 +18,12 @@ Evidence by class (hashes are standard padded base64, lines are the exact export
 - per-DID rule classes (``invalid-signature``, ``chained-to-nullified``, ``chained-to-tombstone``,
   ``chained-to-invalid``, ``late-recovery``, ``unauthorized-recovery``, ``misordered-timestamp``,
   ``genesis-did-mismatch``, ``op-before-prev``): ``{"lines": [...], "refused": [i, ...]}`` — the
-  DID's export lines in ``seq`` order (strictly increasing: the checker refuses any other
-  order), ending with the offending op at the finding's ``seq``; ``refused`` lists the
-  positions of earlier lines the auditor had refused (the rest replay cleanly). A line read
+  DID's export lines in ``seq`` order (not decreasing, no op twice: the checker refuses any
+  other order), ending with the offending op at the finding's ``seq``; after a ``seq``
+  regression that would judge the DID otherwise, in the order the auditor read them instead,
+  with ``"read_order": true`` (the checker replays them so, and the verdict is
+  unverifiable); ``refused`` lists the positions of earlier lines the auditor had refused
+  (the rest replay cleanly). A line read
   in an earlier batch is fetched again; it is null when the directory no longer serves the
   bytes read (its leaf hash is not the stored one).
   When an earlier op of the DID was refused, its finding already holds the lines up to it,

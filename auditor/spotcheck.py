@@ -41,12 +41,12 @@ import orjson
 from auditor.client import DirectoryClient
 from auditor.documents import same_document
 from auditor.errors import AuditFailed
+from auditor.evidence_served import forked_prevs, served_log
 from auditor.findings import Finding
 from auditor.lines import ExportEntry, MalformedLine, parse_entry
 from auditor.sources import LineFetcher
 from auditor.treestore import verified_line
 from plc.audit_log import apply_prepared
-from plc.codec import canonical_cid
 from plc.document import format_data, format_did_document
 from plc.errors import PlcError
 from plc.operation import Operation, normalize
@@ -236,17 +236,9 @@ class SpotChecker:
             raise AuditFailed(f"GET {path} answered {response.status_code}")
         served = _json(response.content) if response.status_code == 200 else None
         findings: list[Finding] = []
-        shown = (
-            [
-                {"cid": e.get("cid"), "nullified": e.get("nullified")}
-                for e in served
-                if isinstance(e, dict)
-            ]
-            if isinstance(served, list)
-            else None
-        )
         evidence = {"url": self._client.base_url + path, "served": served, "lines": lines}
-        if shown != expected:
+        # Decided by the checker's own functions: check-evidence agrees on what they show.
+        if served_log(served) != expected:
             findings.append(
                 Finding(
                     "served-state-mismatch",
@@ -256,28 +248,17 @@ class SpotChecker:
                     scope=path + _digest(response.content),
                 )
             )
-        if isinstance(served, list):
-            children: dict[str, int] = {}
-            for e in served:
-                op = e.get("operation") if isinstance(e, dict) else None
-                if (
-                    isinstance(op, dict)
-                    and isinstance(op.get("prev"), str)
-                    and not e.get("nullified")
-                ):
-                    prev = canonical_cid(op["prev"])  # the same op may be named in any base
-                    children[prev] = children.get(prev, 0) + 1
-            forked = sorted(prev for prev, n in children.items() if n > 1)
-            if forked:
-                findings.append(
-                    Finding(
-                        "fork",
-                        f"{path} shows two non-nullified children of {forked[0]}",
-                        {**evidence, "expected": expected, "forked_prev": forked},
-                        did=did,
-                        scope=path + _digest(response.content),
-                    )
+        forked = forked_prevs(served)
+        if forked:
+            findings.append(
+                Finding(
+                    "fork",
+                    f"{path} shows two non-nullified children of {forked[0]}",
+                    {**evidence, "expected": expected, "forked_prev": forked},
+                    did=did,
+                    scope=path + _digest(response.content),
                 )
+            )
         return findings
 
     def _compare(

@@ -9,7 +9,8 @@ transaction. ``workers=0`` runs the same code in the calling process.
 
 For each line: strict parse (``malformed-entry``), canonical form (``non-canonical-line``,
 when asked), claimed vs computed CID (``wrong-cid``), repeated ``(did, cid)``
-(``duplicate-op``), announced removals (``announced-removal``), then the did:plc rules.
+(``duplicate-op``), announced removals (``announced-removal``), then the did:plc rules; the
+lines a rule finding carries, and in which order, are :mod:`auditor.rulelines`'s.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from typing import Any
 import orjson
 
 from auditor import state
-from auditor.chain import OK, REFUSED, DidHistory, OpState, judge, record
+from auditor.chain import DidHistory, OpState, judge, record
 from auditor.errors import AuditFailed
 from auditor.findings import INFO, Finding, line_text
 from auditor.lines import MalformedLine, canonical_line, parse_entry
 from auditor.options import HttpLimits
+from auditor.rulelines import RuleLines
 from auditor.sources import LineFetcher, SourceSpec
 from auditor.treestore import check_line
 from plc.codec import cid_for_cbor, encode_dag_cbor
@@ -92,13 +94,7 @@ class Validator:
         self._recent: collections.deque[dict[tuple[int, str], bytes]] = collections.deque(
             maxlen=PIPELINE_DEPTH + 2
         )
-        # DID -> CIDs of its refused ops recorded by this validator whose findings hold
-        # every kept op of the DID with a lower seq: the ones a later finding may extend
-        # (:meth:`_history_evidence`). A refused op stops being one when an op of its DID
-        # with a seq not above its own is recorded after it (a seq regression): its finding
-        # lacks that op's line.
-        self._bases: dict[str, dict[str, int]] = {}  # DID -> {CID: seq}
-        self._highest: dict[str, int] = {}  # DID -> the highest seq a base of it ever had
+        self._rules = RuleLines(self._conn)  # the lines of per-DID rule findings
 
     def close(self) -> None:
         """Close the state connection and the line fetcher."""
@@ -111,6 +107,7 @@ class Validator:
         if not items:
             return result
         histories = state.load_histories(self._conn, (did for _, did, _, _ in items))
+        self._rules.new_batch()
         lines: dict[tuple[int, str], bytes] = {}
         self._recent.appendleft(lines)
         findings: list[Finding] = []
@@ -240,7 +237,11 @@ class Validator:
             ]
         verdict = judge(history, did, op, entry.created_ms)
         current = record(history, op, seq, entry.created_ms, verdict, position)
-        self._note(history, current)
+
+        def line_of(s: OpState) -> bytes | None:
+            return self._line_of(s, lines)
+
+        self._rules.note(history, current, op, line_of)
         if verdict.accepted:
             return side
         assert verdict.cls is not None
@@ -248,7 +249,7 @@ class Validator:
             Finding(
                 verdict.cls,
                 verdict.message,
-                self._history_evidence(history, current, lines),
+                self._rules.evidence(history, current, line_of),
                 seq=seq,
                 did=did,
                 cid=op.cid,
@@ -283,53 +284,6 @@ class Validator:
         if line is None:
             return None
         return line if check_line(self._conn, op.seq, line) else None
-
-    def _note(self, history: DidHistory, current: OpState) -> None:
-        """Keep :attr:`_bases` right after ``current`` (accepted or refused) was recorded.
-
-        An op recorded by an earlier validator (an earlier run) is never a base: in what
-        order it and the DID's other ops were read is not kept, so whether its finding lacks
-        one of them is not known (the first finding of such a DID in a run is written
-        inline, a cost of one DID's lines per run)."""
-        did, bases = history.did, self._bases.get(history.did)
-        # In log order an op's seq is above every base's: nothing to drop, found in O(1).
-        if bases and current.seq <= self._highest[did]:
-            for cid in [c for c, seq in bases.items() if seq >= current.seq]:
-                del bases[cid]
-        if current.status == REFUSED:
-            self._bases.setdefault(did, {})[current.cid] = current.seq
-            self._highest[did] = max(self._highest.get(did, 0), current.seq)
-
-    def _history_evidence(
-        self, history: DidHistory, current: OpState, lines: dict[tuple[int, str], bytes]
-    ) -> dict[str, Any]:
-        """The DID's lines up to and including ``current``: accepted ops and earlier refused
-        ones (their positions listed in ``refused``). When an earlier op of the DID was
-        refused, its finding already holds the lines up to it: the evidence then
-        ``extends`` that finding with the lines after it (:mod:`auditor.evidence_chain`),
-        so a DID's lines are written once, not once per finding."""
-        kept = [s for s in history.ops.values() if s.status in (OK, REFUSED)]
-        base = max(
-            (s for s in kept if s.status == REFUSED and s.seq < current.seq),
-            key=lambda s: s.seq,
-            default=None,
-        )
-        if base is not None and any(s.seq == base.seq and s is not base for s in kept):
-            base = None  # two ops at its seq (duplicate-seq): which comes first is unclear
-        if base is not None and base.cid not in self._bases.get(history.did, ()):
-            base = None  # its finding may lack a line read after it (see _note)
-        after = 0 if base is None else base.seq
-        out: list[str | None] = []
-        refused: list[int] = []
-        ordered = sorted((s for s in kept if after < s.seq <= current.seq), key=lambda s: s.seq)
-        for s in ordered:
-            if s.status == REFUSED and s is not current:
-                refused.append(len(out))
-            out.append(_text(self._line_of(s, lines)))
-        evidence: dict[str, Any] = {"lines": out, "refused": refused}
-        if base is not None:
-            evidence = {"extends": {"seq": base.seq, "cid": base.cid}, **evidence}
-        return evidence
 
 
 def _text(line: bytes | None) -> str | None:

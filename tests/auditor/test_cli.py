@@ -150,6 +150,7 @@ def test_evidence_checker_needs_nothing_else_of_the_auditor() -> None:
         "auditor.evidence_chain",
         "auditor.evidence_check",
         "auditor.evidence_ops",
+        "auditor.evidence_served",
         "auditor.evidence_time",
     ]
     assert loaded == str(expected)
