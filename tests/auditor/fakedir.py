@@ -83,6 +83,8 @@ class FakeLog:
             timestamp (an integer one gives the first page again), ``count`` ignored.
         stream_status: answer the ``/export/stream`` handshake with this HTTP status.
         legacy_documents: serve ``/{did}`` in the pre-2023-09 form (:func:`legacy_document`).
+        page_delay_s: seconds each seq-mode ``/export`` page waits before it is answered (a
+            run that must last a while however fast the machine replays).
     """
 
     lines: list[bytes]
@@ -104,6 +106,7 @@ class FakeLog:
     stream_denials: int = 0
     """Handshakes answered with ``stream_status`` so far."""
     legacy_documents: bool = False
+    page_delay_s: float = 0.0
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def changed(self) -> None:
@@ -285,6 +288,8 @@ def make_app(log: FakeLog) -> Starlette:
         if count == 1 and after + 1 in log.refetch:
             line = log.refetch[after + 1]
             return Response(line or b"", media_type="application/jsonlines")
+        if log.page_delay_s:
+            await asyncio.sleep(log.page_delay_s)
         return Response(b"\n".join(log.page(after, count)), media_type="application/jsonlines")
 
     async def checkpoint(request: Request) -> Response:
