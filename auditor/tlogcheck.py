@@ -2,9 +2,10 @@
 
 For every checkpoint the directory serves (C2SP tlog-checkpoint signed note):
 
-1. Signature: with verifier keys (``--vkey``) the note must verify
-   (:func:`plc.tlog.checkpoint.open_checkpoint`), else ``checkpoint-signature-invalid``;
-   without keys it is parsed unverified and recorded as such (not an error).
+1. Signature: with verifier keys (``--vkey``) the note must verify with the key named
+   after its origin (:func:`plc.tlog.checkpoint.open_log_checkpoint`; a witness's key given
+   too does not count), else ``checkpoint-signature-invalid``; without keys it is parsed
+   unverified and recorded as such (not an error).
 2. Consistency with the checkpoints kept for the same origin: the new one is settled
    (:mod:`auditor.checkpointpairs`: equal sizes, size 0, else a consistency proof, RFC 9162
    §2.1.4.2, from the entries read, the directory's ``/tlog/proof/consistency`` or its C2SP
@@ -51,7 +52,7 @@ from auditor.findings import Finding
 from auditor.sources import LineFetcher
 from auditor.treestore import TreeStore, leaves_of_seq, verified_line
 from plc.errors import PlcError, VerificationError, echo
-from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
+from plc.tlog.checkpoint import Checkpoint, open_log_checkpoint, parse_checkpoint_unsafe
 from plc.tlog.encoding import encode_b64
 from plc.tlog.hashing import leaf_hash
 from plc.tlog.note import Verifier
@@ -165,7 +166,7 @@ class TlogChecker:
             if cp.signature != "unverified":
                 continue
             try:
-                open_checkpoint(cp.note, self._verifiers)
+                open_log_checkpoint(cp.note, self._verifiers)
             except VerificationError as exc:
                 findings.append(self._bad_signature(cp.note, exc))
                 continue
@@ -198,7 +199,7 @@ class TlogChecker:
         signature = "verified" if self._verifiers else "unverified"
         try:
             if self._verifiers:
-                checkpoint = open_checkpoint(note, self._verifiers)
+                checkpoint = open_log_checkpoint(note, self._verifiers)
             else:
                 checkpoint = parse_checkpoint_unsafe(note)
         except VerificationError as exc:

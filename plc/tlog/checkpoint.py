@@ -28,6 +28,7 @@ __all__ = [
     "Checkpoint",
     "format_checkpoint",
     "open_checkpoint",
+    "open_log_checkpoint",
     "parse_checkpoint",
     "parse_checkpoint_unsafe",
     "sign_checkpoint",
@@ -161,6 +162,21 @@ def open_checkpoint(
     if origin is not None and checkpoint.origin != origin:
         raise OriginMismatch(origin, checkpoint.origin)
     return checkpoint
+
+
+def open_log_checkpoint(note_text: str | bytes, verifiers: Iterable[Verifier]) -> Checkpoint:
+    """:func:`open_checkpoint` with the log's own key: of ``verifiers``, only those named
+    after the checkpoint's origin count (C2SP tlog-checkpoint: a log signs under its origin),
+    so a witness's or another log's key, given alongside, cannot vouch for the log's
+    checkpoints.
+
+    Raises:
+        As :func:`open_checkpoint`; UnknownKey also when no verifier is named after the
+        checkpoint's origin.
+    """
+    origin = parse_checkpoint_unsafe(note_text).origin
+    named = [v for v in verifiers if v.name == origin]
+    return open_checkpoint(note_text, named, origin=origin)
 
 
 def parse_checkpoint_unsafe(note_text: str | bytes) -> Checkpoint:

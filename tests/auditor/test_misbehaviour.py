@@ -370,6 +370,23 @@ def test_same_size_checkpoints_with_different_roots(corpus: Corpus, sync: Audit)
     assert_evidence(findings, "inconsistent-checkpoints", corpus.signer)
 
 
+def test_a_witness_key_given_too_does_not_vouch_for_the_logs_checkpoints(
+    corpus: Corpus, sync: Audit
+) -> None:
+    """With the log's key and a witness's, a note of the log's origin signed by the witness
+    alone is not the log's: checkpoint-signature-invalid, not an inconsistency blamed on an
+    honest log (the witness's key holder could frame it)."""
+    witness = Signer.generate("witness.example")
+    keys = {"verifiers": (corpus.signer.verifier, witness.verifier)}
+    log = honest(corpus)
+    with serve(log) as url:
+        assert sync(url, **keys) == []
+        bogus = Checkpoint(corpus.signer.name, len(corpus.lines), b"\x07" * 32)
+        log.checkpoint_override = sign_checkpoint(bogus, witness)
+        findings = sync(url, **keys)
+    assert classes(findings) == {"checkpoint-signature-invalid"}, classes(findings)
+
+
 def test_checkpoint_not_signed_by_the_verifier_key(corpus: Corpus, sync: Audit) -> None:
     log = FakeLog(list(corpus.lines), Signer.generate(corpus.signer.name))
     with serve(log) as url:
