@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from auditor.documents import same_document
-from auditor.evidence_ops import OBSERVED, EvidenceRejected, need, strict_entry, unverifiable
+from auditor.evidence_ops import OBSERVED, need, strict_entry, unverifiable
 from plc.audit_log import apply_prepared
 from plc.codec import canonical_cid
 from plc.document import format_data, format_did_document
@@ -51,20 +51,14 @@ def forked_prevs(served: Any) -> list[str]:
 
 
 def _served(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
-    """The DID's lines must replay and the served answer must differ from (``fork``: show two
-    non-nullified children of one op in) what they give, decided as the spot check decides
-    (:func:`served_log`, :func:`forked_prevs`). The answer is not signed: that the directory
-    served it is the auditor's observation, so a consistent claim is unverifiable."""
+    """The served answer must show what the finding says, decided as the spot check decides
+    (:func:`served_log`, :func:`forked_prevs`): for ``fork``, two non-nullified children of
+    one op (the answer alone shows it); otherwise a difference from what the DID's lines,
+    replayed in ``seq`` order, give. The answer is not signed: that the directory served it
+    is the auditor's observation, so a consistent claim is unverifiable. So is one whose
+    lines do not replay in ``seq`` order: the auditor judged the DID's ops in the order it
+    read them, which after a ``seq`` regression may differ (its observation)."""
     did = finding["did"]
-    history: list[LogEntry] = []
-    for line in ev["lines"]:
-        _, entry = strict_entry(line)
-        try:
-            history = apply_prepared(
-                history, validate_next_op(history, did, entry.operation, entry.created_at)
-            )
-        except PlcError as exc:
-            raise EvidenceRejected(f"the DID's lines do not replay: {exc.message}") from None
     served, url = ev["served"], ev["url"]
     observed = unverifiable(f"what the directory served (unsigned) is {OBSERVED}")
     if finding["class"] == "fork":
@@ -72,6 +66,19 @@ def _served(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifi
         need(bool(forked), "no op has two non-nullified children")
         need(ev.get("forked_prev", forked) == forked, "forked_prev is not what the answer shows")
         return observed
+    history: list[LogEntry] = []
+    for line in ev["lines"]:
+        _, entry = strict_entry(line)
+        need(entry.did == did, "a line is for another DID")
+        try:
+            history = apply_prepared(
+                history, validate_next_op(history, did, entry.operation, entry.created_at)
+            )
+        except PlcError:
+            return unverifiable(
+                f"the DID's lines do not replay in seq order: the order the auditor read them "
+                f"in is {OBSERVED}"
+            )
     if url.endswith("/log/audit"):
         expected: Any = [{"cid": e.cid, "nullified": e.nullified} for e in history]
         need(served_log(served) != expected, "the served audit log matches the replay")

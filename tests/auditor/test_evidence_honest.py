@@ -295,3 +295,25 @@ def test_per_line_findings_are_bound_to_their_op(verify: Audit) -> None:
         for field, value in (("seq", 777), ("did", other), ("cid", "bafyother")):
             with pytest.raises(EvidenceRejected, match="the line is"):
                 verdict({**finding, field: value})
+
+
+def test_served_answers_of_a_did_read_out_of_seq_order_are_not_rejected(sync: Audit) -> None:
+    """After a seq regression the auditor accepted G, A@3, B@2 in that order; in seq order
+    the core refuses A. A served audit log showing both children of G active is a fork by
+    itself, and its mismatch with the replay rests on the order the auditor read: both
+    unverifiable, not "the lines do not replay" (REJECTED)."""
+    lines = _regressed_log()  # read seqs 1, 3, 2, 4, 5
+    did = orjson.loads(lines[0])["did"]
+    served = [
+        {**{k: e[k] for k in ("did", "operation", "cid", "createdAt")}, "nullified": False}
+        for e in (orjson.loads(x) for x in lines[:3])
+    ]
+    fake = FakeLog(lines=lines)
+    fake.refetch = {orjson.loads(x)["seq"]: x for x in lines}
+    fake.responses_override = {f"/{did}/log/audit": (200, served)}
+    with serve(fake) as url:
+        findings = as_written(sync(url, spot_checks=10))
+    statuses = {
+        f["class"]: _status(f) for f in findings if f["class"] in ("fork", "served-state-mismatch")
+    }
+    assert statuses == {"fork": UNVERIFIABLE, "served-state-mismatch": UNVERIFIABLE}, statuses
