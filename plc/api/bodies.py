@@ -167,11 +167,23 @@ def body_codec(content_type: str) -> str | None:
     return None if codec == "utf-8" else codec
 
 
+def _byte_order(body: bytes, codec: str) -> str:
+    """The codec for a ``utf-16`` / ``utf-32`` body without a byte order mark: big-endian when
+    its first character (ASCII in any JSON text) has its zero bytes first, as iconv-lite
+    guesses from where the zero bytes fall; little-endian otherwise (Python's codecs would
+    take the machine's order). Any other codec, or a body with a BOM, as it is."""
+    if codec == "utf-16" and body[:2] not in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16-be" if body[:1] == b"\0" and body[1:2] != b"\0" else "utf-16-le"
+    if codec == "utf-32" and body[:4] not in (b"\xff\xfe\0\0", b"\0\0\xfe\xff"):
+        return "utf-32-be" if body[:3] == b"\0\0\0" else "utf-32-le"
+    return codec
+
+
 def to_utf8(body: bytes, codec: str) -> bytes | Refusal:
     """``body``, declared in the UTF ``codec``, as UTF-8 (a byte order mark dropped, as
     iconv-lite drops it); a 400 refusal when it is not valid in that codec."""
     try:
-        text = body.decode(codec)
+        text = body.decode(_byte_order(body, codec))
     except UnicodeDecodeError:
         message = f"Malformed JSON body: not valid {codec.upper()}"
         return Refusal(400, message, None, "MalformedCharset")

@@ -380,6 +380,9 @@ def test_a_body_in_another_utf_is_read_as_body_parser_reads_it(post_path) -> Non
                 ("UTF-16LE", "utf-16-le"),
                 ('"utf-16be"', "utf-16-be"),
                 ("utf-32", "utf-32"),
+                ("utf-16", "utf-16-be"),  # no BOM: the order read off the zero bytes
+                ("utf-32", "utf-32-be"),
+                ("utf-16", "utf-16-le"),
                 ("utf-16le", "invalid"),  # a lone surrogate at the end: refused below
             ]
         ):
