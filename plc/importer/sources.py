@@ -9,11 +9,13 @@ errors are retried with backoff.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -129,10 +131,24 @@ def _array_entries(stream: BinaryIO, first: bytes, read: int, number: int) -> It
     try:
         entries = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        yield SourceLine(where, first[:200], read, f"not a JSON array: {str(exc)[:120]}")
-        return
+        # orjson refuses the whole text for one bad value (a lone surrogate, a number past a
+        # double); the standard parser reads those, so each entry is refused on its own, as
+        # its line of a JSON-lines file would be.
+        try:
+            # Numbers that are not integers stay text (Decimal), which no line is written
+            # from: a float read as inf would come back as null.
+            entries = json.loads(data, parse_float=Decimal, parse_constant=Decimal)
+        except (ValueError, RecursionError):
+            yield SourceLine(where, first[:200], read, f"not a JSON array: {str(exc)[:120]}")
+            return
     for index, entry in enumerate(entries, 1):
-        yield SourceLine(f"entry {index}", orjson.dumps(entry), read)
+        try:
+            line = orjson.dumps(entry)
+        except TypeError as exc:  # orjson.JSONEncodeError, or a Decimal
+            text = f"entry cannot be read: {str(exc)[:120]}"
+            yield SourceLine(f"entry {index}", b"", read, text)
+            continue
+        yield SourceLine(f"entry {index}", line, read)
 
 
 class ExportPages:

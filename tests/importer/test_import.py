@@ -214,7 +214,13 @@ def test_a_json_array_file_that_cannot_be_read_is_refused_with_a_reason(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = load_log(VALID_LOGS[0])
+    # One value orjson refuses (a lone surrogate, an integer past 64 bits) refuses only its
+    # entry, as its line of a JSON-lines file would be; the next entry is still read.
+    one_bad = (
+        b'[{"did": "\\ud800"}, {"n": 123456789012345678901234567890}, ' + legacy_line(log[0]) + b"]"
+    )
     cases = {
+        one_bad: ["entry 1", "cannot be read", "entry 2", "cannot be read"],
         b"[1, {}]": ["entry 1", "not a JSON object", "entry 2", "did is missing"],
         b"\n[" + legacy_line(log[0]) + b",": ["line 2", "not a JSON array"],
     }
@@ -228,6 +234,7 @@ def test_a_json_array_file_that_cannot_be_read_is_refused_with_a_reason(
         assert len(found) == len(expected)
         for value, part in zip(found, expected, strict=True):
             assert part in value
+    assert stored_root(sqlite_url)[0] == 1  # the good entry after the two bad ones
     monkeypatch.setattr(sources, "MAX_ARRAY_FILE_BYTES", 1000)
     source = tmp_path / "big.json"
     source.write_bytes(orjson.dumps(log))
@@ -236,7 +243,7 @@ def test_a_json_array_file_that_cannot_be_read_is_refused_with_a_reason(
     assert code == EXIT_REFUSED
     [record] = rejects_of(rejects)
     assert "over 1000 bytes" in record["message"] and len(record["line"]) <= 200
-    assert stored_root(sqlite_url)[0] == 0
+    assert stored_root(sqlite_url)[0] == 1
 
 
 @pytest.mark.postgres
