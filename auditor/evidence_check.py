@@ -451,6 +451,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = finding if isinstance(finding, dict) else {}
         signed_notes |= shown.get("class") in (*NOTE_CLASSES, "checkpoint-signature-invalid")
         where = f" seq={shown['seq']}" if shown.get("seq") is not None else ""
+        evidence = shown.get("evidence")
+        tolerance = evidence.get("tolerance_ms") if isinstance(evidence, dict) else None
+        if shown.get("class") == "backdated-op" and type(tolerance) is int:
+            # The claim holds under the finding's own tolerance, which may be smaller than the
+            # reader's (a directory's seq may invert createdAt by a little).
+            text += f" (tolerance {tolerance} ms)"
         print(f"{number}: {shown.get('class')}{where}: {text}")
     if signed_notes and not vkeys:
         print(f"check-evidence: warning: {_NO_KEY} (give the log's key)", file=sys.stderr)

@@ -197,6 +197,8 @@ def test_check_evidence_accepts_the_genuine_and_rejects_tampered_evidence(
     path.write_bytes(orjson.dumps(genuine) + b"\n")
     done = plc_audit("check-evidence", str(path))
     assert done.returncode == 0 and "backdated-op seq=" in done.stdout, done.stdout
+    # the claim holds under the finding's tolerance: the verdict line says which
+    assert ": verified (tolerance 60000 ms)" in done.stdout, done.stdout
     path.write_bytes(orjson.dumps(_tampered(genuine)[1][1]) + b"\n")
     done = plc_audit("check-evidence", str(path))
     assert done.returncode == 1 and "REJECTED" in done.stdout, done.stdout
