@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from auditor.evidence_ops import VERIFIED, need, strict_entry, strict_record, unverifiable
-from plc.rules import LogEntry
+from auditor.evidence_ops import VERIFIED, need, own_line, strict_record, unverifiable
 from plc.timestamps import parse_timestamp
 from plc.tlog.note import Verifier
 
@@ -34,23 +33,12 @@ def _tolerance(ev: dict[str, Any]) -> timedelta:
     return timedelta(milliseconds=tolerance)
 
 
-def _the_op(finding: dict[str, Any], line: object) -> tuple[dict[str, Any], LogEntry]:
-    """The finding's own op, from its evidence line."""
-    need(isinstance(line, str), "the line is not a string")
-    assert isinstance(line, str)
-    record, entry = strict_entry(line)
-    need(record["seq"] == finding.get("seq"), "the line is not at the finding's seq")
-    need(entry.did == finding.get("did"), "the line is for another DID")
-    need(entry.operation.cid == finding.get("cid"), "the line is not the op the finding names")
-    return record, entry
-
-
 def _backdated(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[Verifier]) -> str:
     tolerance = _tolerance(ev)
     need(isinstance(ev["high_water_line"], str), "the high-water line is not a string")
     high = strict_record(ev["high_water_line"])
     high_at = parse_timestamp(high["createdAt"])
-    record, entry = _the_op(finding, ev["line"])
+    record, entry = own_line(finding, ev["line"])
     need(high["seq"] < record["seq"], "the high-water line's seq is not lower than the line's")
     gap = high_at - entry.created_at
     need(
@@ -65,7 +53,7 @@ def _future_dated(finding: dict[str, Any], ev: dict[str, Any], _vkeys: Sequence[
     tolerance = _tolerance(ev)
     need(isinstance(ev["observed_at"], str), "observed_at is not a string")
     observed_at = parse_timestamp(ev["observed_at"])
-    _, entry = _the_op(finding, ev["line"])
+    _, entry = own_line(finding, ev["line"])
     ahead = entry.created_at - observed_at
     need(
         ahead > tolerance,
