@@ -57,9 +57,14 @@ from auditor.evidence_ops import (
 from auditor.evidence_served import SERVED_CHECKS
 from auditor.evidence_time import TIME_CHECKS
 from plc.errors import PlcError, VerificationError
-from plc.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_unsafe
+from plc.tlog.checkpoint import (
+    Checkpoint,
+    open_checkpoint,
+    open_log_checkpoint,
+    parse_checkpoint_unsafe,
+)
 from plc.tlog.encoding import decode_hash_b64
-from plc.tlog.errors import OriginMismatch, RootMismatch, UnknownKey
+from plc.tlog.errors import RootMismatch, UnknownKey
 from plc.tlog.hashing import EMPTY_ROOT, leaf_hash
 from plc.tlog.note import Verifier, parse_verifier_key
 from plc.tlog.proof import verify_consistency, verify_inclusion
@@ -93,9 +98,9 @@ _NO_KEY = "no --vkey: the checkpoints' signatures were not checked"
 
 def _checkpoints(notes: Sequence[str], verifiers: Sequence[Verifier]) -> list[Checkpoint]:
     """Open checkpoint notes that one of the ``verifiers`` signed, the same key for all of
-    them, under its own name as their origin (C2SP tlog-checkpoint: the log's key is named
-    after its origin; so a witness's or another log's key, given too, cannot vouch for this
-    log's checkpoints, nor can two keys make a pair); without keys, parse them unverified.
+    them, under its own name as their origin (:func:`~plc.tlog.checkpoint.open_log_checkpoint`,
+    as ``sync`` opens them; and two keys cannot make a pair); without keys, parse them
+    unverified.
 
     Raises:
         EvidenceRejected: a note does not verify that way, or is not a checkpoint.
@@ -106,11 +111,11 @@ def _checkpoints(notes: Sequence[str], verifiers: Sequence[Verifier]) -> list[Ch
         failures: list[VerificationError] = []
         for key in verifiers:
             try:
-                return [open_checkpoint(note, [key], origin=key.name) for note in notes]
+                return [open_log_checkpoint(note, [key]) for note in notes]
             except VerificationError as exc:
                 failures.append(exc)
         # the reason a key of the right name gave, if any (not "unknown key" from another)
-        telling = [f for f in failures if not isinstance(f, UnknownKey | OriginMismatch)]
+        telling = [f for f in failures if not isinstance(f, UnknownKey)]
         raise (telling or failures)[0]
     except VerificationError as exc:
         raise EvidenceRejected(f"checkpoint does not verify: {exc.message}") from None
