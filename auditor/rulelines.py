@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from auditor import state
 from auditor.chain import OK, REFUSED, DidHistory, OpState, judge
 from auditor.lines import MalformedLine, parse_entry
 from auditor.treestore import leaves_of_seq, stored_leaf_hash
@@ -46,8 +47,7 @@ def regressed_seqs(conn: sqlite3.Connection) -> list[tuple[int, int]]:
     sorted, disjoint ``(first, last)`` ranges. From ``leaf_seq`` (leaf ``b + k`` of a row
     ``(b, s)`` has ``seq`` ``s + k`` until the next row; leaf ``i`` has ``i + 1`` before the
     first), so in time linear in its rows."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'tree_size'").fetchone()
-    size = int(row[0]) if row is not None else 0
+    size = state.get_meta_int(conn, "tree_size")
     breaks = conn.execute(
         "SELECT leaf, seq FROM leaf_seq WHERE leaf < ? ORDER BY leaf", (size,)
     ).fetchall()
@@ -203,7 +203,8 @@ class RuleLines:
         kept = _kept(history, current)
         if not any(self._regressed_seq(s.seq) for s in kept):
             return
-        ranked = sorted(kept, key=lambda s: self._rank(s, line_of))
+        size = state.get_meta_int(self._conn, "tree_size")
+        ranked = sorted(kept, key=lambda s: self._rank(s, line_of, size))
         if any(a.seq >= b.seq for a, b in zip(ranked, ranked[1:], strict=False)):
             self._to_read_order(did, ranked, current)
 
@@ -217,12 +218,11 @@ class RuleLines:
         at = bisect.bisect_right(self._starts, seq) - 1
         return at >= 0 and seq <= self._regressed[at][1]
 
-    def _rank(self, op: OpState, line_of: LineOf) -> tuple[int, int]:
-        """Where ``op``'s line was read: ``(0, its leaf)`` when committed, else ``(1, seq)``
-        (read in this run after every committed leaf; before any departure in seq order)."""
+    def _rank(self, op: OpState, line_of: LineOf, size: int) -> tuple[int, int]:
+        """Where ``op``'s line was read: ``(0, its leaf)`` when committed (in the tree of
+        ``size`` leaves), else ``(1, seq)`` (read in this run after every committed leaf;
+        before any departure in seq order)."""
         line = line_of(op)
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'tree_size'").fetchone()
-        size = int(row[0]) if row is not None else 0
         for leaf in leaves_of_seq(self._conn, op.seq):
             stored = stored_leaf_hash(self._conn, leaf, size)
             if stored is not None and (line is None or stored == leaf_hash(line)):
