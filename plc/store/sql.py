@@ -419,8 +419,6 @@ class SqlStore:
         did_rows: dict[str, tuple[Any, ...]] = {}
         flag, blob = tx.flag, tx.blob
         yes, no = flag(True), flag(False)
-        appended: set[tuple[str, str]] = set()  # (did, cid) of this batch, and nullified by it
-        nullified_now: set[tuple[str, str]] = set()
         for pending in batch:
             prepared = pending.prepared
             did, cid = prepared.did, prepared.operation.cid
@@ -429,9 +427,13 @@ class SqlStore:
                 # The op may be stored already, the head moved on past it (the same op
                 # committed through another process, then a child of it): a re-submission,
                 # answered 200 (design.md decision 1), not "the DID changed".
+                # The batch's own rows are not written yet: they are looked at first.
                 stored = current == cid or (
-                    (did, cid) not in nullified_now
-                    and ((did, cid) in appended or bool(tx.all(SQL_OP_IS_ACTIVE, (did, cid, no))))
+                    (yes, did, cid) not in nullify_rows
+                    and (
+                        any(row[1] == did and row[2] == cid for row in op_rows)
+                        or bool(tx.all(SQL_OP_IS_ACTIVE, (did, cid, no)))
+                    )
                 )
                 status = CommitStatus.DUPLICATE if stored else CommitStatus.CONFLICT
                 outcomes.append(CommitOutcome(status))
@@ -465,8 +467,6 @@ class SqlStore:
                 )
             )
             lines.append(line)
-            appended.add((did, cid))
-            nullified_now.update((did, nullified) for nullified in prepared.nullified)
             nullify_rows.extend((yes, did, nullified) for nullified in prepared.nullified)
             did_rows[did] = (
                 cid,
