@@ -1,5 +1,5 @@
 """The ``plc`` command: ``plc serve``, ``plc import``, ``plc resolve``, ``plc health``,
-``plc log-key`` and ``plc keygen``.
+``plc log-key``, ``plc keygen`` and ``plc refresh-documents``.
 
 Usage errors exit 1 (design.md decision 8).
 """
@@ -19,6 +19,7 @@ from plc.config import Settings
 from plc.health_cli import health_command
 from plc.importer.cli import import_command
 from plc.logkey_cli import keygen_command, log_key_command
+from plc.refresh_cli import refresh_documents_command
 from plc.resolve.cli import resolve_command
 
 app = typer.Typer(
@@ -59,10 +60,12 @@ def serve(
     from plc.api.http_server import uvicorn_options
     from plc.checkpoints import load_or_create_signer
     from plc.config import setting_error, unknown_settings
+    from plc.document import DOCUMENTS_VERSION
     from plc.errors import PlcError
     from plc.logging_setup import configure_logging
     from plc.metrics import shared_metrics_dir
     from plc.resolve.settings import ResolverSettings
+    from plc.store.documents import stored_documents_version
     from plc.store.engine import is_sqlite, make_engine, redacted
     from plc.store.migrate import upgrade
     from plc.store.sql import SqlStore
@@ -102,6 +105,7 @@ def serve(
         signer = load_or_create_signer(
             TlogStore(SqlStore(engine)), settings.log_signing_key, settings.log_origin
         )
+        documents_version = stored_documents_version(engine)
         engine.dispose()
     except PlcError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -119,6 +123,13 @@ def serve(
     os.environ["PLC_HOST"] = settings.host
     os.environ["PLC_PORT"] = str(settings.port)
     os.environ["DATABASE_URL"] = settings.database_url
+    if documents_version is not None and documents_version < DOCUMENTS_VERSION:
+        log.warning(
+            "DID documents stored by an earlier version may differ from what this version "
+            "serves for new ops: run `plc refresh-documents` once (it may run while this "
+            "serves, and rewrites only the ones that differ)",
+            extra={"fields": {"stored": documents_version, "current": DOCUMENTS_VERSION}},
+        )
     test_only = resolver.test_only_overrides()
     if test_only:
         log.warning(
@@ -180,6 +191,7 @@ app.command("import")(import_command)
 app.command("health")(health_command)
 app.command("log-key")(log_key_command)
 app.command("keygen")(keygen_command)
+app.command("refresh-documents")(refresh_documents_command)
 
 
 def _terminated(signum: int, _frame: object) -> None:

@@ -22,10 +22,23 @@ import orjson
 
 from plc.errors import PlcError
 from plc.keys import DID_KEY_PREFIX, multikey_type, parse_did_key
-from plc.operation import PLC_OPERATION, DocumentData, Operation, normalize
+from plc.operation import (
+    PLC_OPERATION,
+    DocumentData,
+    Operation,
+    normalize,
+    trusted_operation,
+)
 
 DID_CONTEXT = "https://www.w3.org/ns/did/v1"
 MULTIKEY_CONTEXT = "https://w3id.org/security/multikey/v1"
+DOCUMENTS_VERSION = 2
+"""The rendering of the stored ``/data`` and DID-document bodies. Raised with every change here
+that renders an existing state differently, so that ``plc serve`` can tell the operator that
+the bodies stored before need ``plc refresh-documents``. 1: until 2026-11-30 (a suite context
+for a k256 or p256 key that does not parse; a legacy handle's ``http://`` or ``https://``
+removed only at its start); 2: since."""
+
 _SUITE_CONTEXT = {
     "k256": "https://w3id.org/security/suites/secp256k1-2019/v1",
     "p256": "https://w3id.org/security/suites/ecdsa-2019/v1",
@@ -160,6 +173,22 @@ def operation_state_bodies(did: str, op: Operation) -> tuple[bytes, bytes] | Non
         )
     state = normalize(op)
     return None if state is None else state_bodies(did, state)
+
+
+def head_state(did: str, cid: str, op_json: bytes) -> tuple[bool, bytes | None, bytes | None]:
+    """``(tombstoned, data, document)`` of a DID whose head is the op ``op_json`` (its JSON
+    bytes as stored in its export line; ``cid`` its CID): what the ``dids`` row holds, both
+    bodies None for a tombstone.
+
+    Raises:
+        orjson.JSONDecodeError, KeyError, TypeError, ValueError: ``op_json`` is not an op this
+            directory stored.
+    """
+    data = orjson.loads(op_json)
+    if not isinstance(data, dict):
+        raise ValueError("the stored op is not a JSON object")
+    bodies = operation_state_bodies(did, trusted_operation(data, cid))
+    return (True, None, None) if bodies is None else (False, *bodies)
 
 
 def _bodies(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +19,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
+from plc.document import DOCUMENTS_VERSION
 
 from .conftest import REPO
 
@@ -196,3 +199,18 @@ def test_a_stop_once_serving_is_graceful_and_exits_0(tmp_path: Path, workers: st
         rest = process.stderr.read()
         assert process.wait() == 0, rest.decode()
         assert b"Traceback" not in rest, rest.decode()
+
+
+def test_documents_rendered_by_an_earlier_version_are_warned_of(tmp_path: Path) -> None:
+    warned = "DID documents stored by an earlier version"
+    fresh = _start_up_lines(tmp_path, {})
+    assert not [r for r in fresh if str(r.get("msg", "")).startswith(warned)]
+    database = tmp_path / "said.sqlite3"
+    with sqlite3.connect(database) as connection:  # as revision 0003 marks a filled database
+        connection.execute("UPDATE store_meta SET value = 1 WHERE name = 'documents_version'")
+    (warning,) = [
+        r for r in _start_up_lines(tmp_path, {}) if str(r.get("msg", "")).startswith(warned)
+    ]
+    assert warning["level"] == "warning", warning
+    assert "plc refresh-documents" in warning["msg"]
+    assert (warning["stored"], warning["current"]) == (1, DOCUMENTS_VERSION)

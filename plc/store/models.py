@@ -11,6 +11,8 @@ milliseconds since the Unix epoch (UTC), so SQLite and PostgreSQL store them ali
   index), written in the transaction that appends their leaves.
 - ``tlog_checkpoints``: the newest signed checkpoints (``PLC_CHECKPOINTS_KEPT``), by tree size.
 - ``tlog_signer``: the log's origin and Ed25519 signing key, generated on first start.
+- ``store_meta``: named integers about the stored data itself, e.g. ``documents_version``
+  (:data:`plc.document.DOCUMENTS_VERSION` of the rendering the stored bodies come from).
 """
 
 from __future__ import annotations
@@ -87,3 +89,12 @@ class SignerRow(SQLModel, table=True):
     id: int = Field(primary_key=True)
     origin: str = Field(sa_column=Column(Text, nullable=False))
     signer_key: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class StoreMetaRow(SQLModel, table=True):
+    """A named integer about the stored data (see :mod:`plc.store.documents`)."""
+
+    __tablename__ = "store_meta"
+
+    name: str = Field(sa_column=Column(Text, primary_key=True))
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))

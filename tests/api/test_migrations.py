@@ -4,10 +4,15 @@ PostgreSQL, Alembic's own upgrade path)."""
 from __future__ import annotations
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
 
 from plc.api.app import create_app
+from plc.document import DOCUMENTS_VERSION
+from plc.store.documents import stored_documents_version
 from plc.store.engine import make_engine
 from plc.store.migrate import alembic_config, upgrade
 
@@ -57,4 +62,40 @@ def test_a_new_database_is_at_the_newest_revision(db_url: str) -> None:
     with engine.connect() as connection:
         (version,) = connection.exec_driver_sql("SELECT version_num FROM alembic_version").one()
     engine.dispose()
-    assert version == "0002"
+    assert version == "0003"
+
+
+def test_the_models_and_the_migrations_describe_the_same_schema(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with engine.connect() as connection:
+        drift = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    engine.dispose()
+    assert drift == []
+
+
+def test_documents_stored_before_the_version_mark_are_marked_as_old(db_url: str) -> None:
+    """A database that held DIDs when revision 0003 came is marked with rendering version 1
+    (its bodies may be older than the code's); one created empty, with the code's version."""
+    engine = make_engine(db_url)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+        connection.execute(
+            text(
+                "INSERT INTO dids (did, head_cid, tombstoned, data, document) "
+                "VALUES ('did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', 'bafyrei', :no, :body, :body)"
+            ),
+            {"no": False, "body": b"{}"},
+        )
+    upgrade(engine)
+    assert stored_documents_version(engine) == 1
+    engine.dispose()
+
+
+def test_an_empty_database_is_marked_with_the_current_rendering(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    assert stored_documents_version(engine) == DOCUMENTS_VERSION
+    engine.dispose()

@@ -200,7 +200,7 @@ def test_the_alembic_command_migrates_the_database_plc_serve_would_use(tmp_path:
     subprocess.run([alembic, "-c", ini, *x, "upgrade", "head"], cwd=tmp_path, env=env, check=True)
     for db in (by_env, by_x):
         with sqlite3.connect(db) as conn:
-            assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
     assert not (tmp_path / "plc-directory.sqlite3").exists()
 
 
