@@ -15,7 +15,6 @@ that differ, or some DIDs' head op is missing or cannot be rendered (listed; lef
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:
-    from plc.store.documents import PageResult
+    from plc.store.documents import RefreshCounts
 
 EXIT_OK, EXIT_FAILED, EXIT_FOUND = 0, 1, 3
 SHOWN_DIDS = 10
@@ -72,6 +71,7 @@ def run_refresh(
     from plc.document import DOCUMENTS_VERSION
     from plc.errors import PlcError
     from plc.store.documents import (
+        RefreshCounts,
         count_dids,
         mark_documents_current,
         refresh_page,
@@ -96,7 +96,7 @@ def run_refresh(
         out.print(f"error: no database at {shown}", markup=False)
         return EXIT_FAILED
     engine = make_engine(settings.database_url)
-    total = _Totals()
+    total = RefreshCounts()
     try:
         if not inspect(engine).has_table("dids"):
             out.print(f"error: no directory in {shown}", markup=False)
@@ -109,12 +109,12 @@ def run_refresh(
         with _progress(out, progress and out.is_terminal, count_dids(engine)) as bar:
             after = ""
             while True:
-                page = refresh_page(engine, after, page_size, rewrite=not check)
-                if page.last_did is None:
+                last_did, page = refresh_page(engine, after, page_size, rewrite=not check)
+                if last_did is None:
                     break
-                total.add(page)
+                total.add(page, SHOWN_DIDS)
                 bar.advance(page.checked)
-                after = page.last_did
+                after = last_did
         if not check and not total.unreadable:
             mark_documents_current(engine)
     except KeyboardInterrupt:
@@ -148,27 +148,7 @@ def run_refresh(
     return EXIT_FOUND if total.unreadable else EXIT_OK
 
 
-@dataclass
-class _Totals:
-    checked: int = 0
-    stale: int = 0
-    rewritten: int = 0
-    moved: int = 0
-    unreadable: int = 0
-    shown_stale: list[str] = field(default_factory=list)
-    shown_unreadable: list[str] = field(default_factory=list)
-
-    def add(self, page: PageResult) -> None:
-        self.checked += page.checked
-        self.stale += page.stale
-        self.rewritten += page.rewritten
-        self.moved += page.moved
-        self.unreadable += len(page.unreadable)
-        self.shown_stale.extend(page.stale_dids[: SHOWN_DIDS - len(self.shown_stale)])
-        self.shown_unreadable.extend(page.unreadable[: SHOWN_DIDS - len(self.shown_unreadable)])
-
-
-def _report(out: Console, total: _Totals, check: bool) -> None:
+def _report(out: Console, total: RefreshCounts, check: bool) -> None:
     if check:
         out.print(f"{total.checked} DIDs checked, {total.stale} differ", markup=False)
     else:
@@ -177,7 +157,7 @@ def _report(out: Console, total: _Totals, check: bool) -> None:
             f"rewritten, {total.moved} changed meanwhile by a new op (left as it wrote them)",
             markup=False,
         )
-    for did in total.shown_stale:
+    for did in total.stale_dids:
         out.print(f"  differs: {did}", markup=False)
     if total.unreadable:
         out.print(
@@ -185,7 +165,7 @@ def _report(out: Console, total: _Totals, check: bool) -> None:
             "(left alone; the first ones):",
             markup=False,
         )
-        for did in total.shown_unreadable:
+        for did in total.unreadable_dids:
             out.print(f"  unreadable: {did}", markup=False)
 
 

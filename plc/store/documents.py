@@ -39,27 +39,36 @@ _SQL_SET_META = text("UPDATE store_meta SET value = :value WHERE name = :name")
 
 
 @dataclass
-class PageResult:
-    """What one page of DIDs held.
+class RefreshCounts:
+    """What a page of DIDs held, or (:meth:`add`) several.
 
     Attributes:
-        last_did: the page's last DID (the next page starts after it); None when it was empty.
         checked: DIDs read.
         stale: DIDs whose stored state differs from their head op's rendering.
         rewritten: stale DIDs rewritten (0 on a check).
         moved: stale DIDs left alone because their head moved meanwhile.
         unreadable: DIDs whose head op is missing or cannot be rendered (left alone; these
             are not documents but damage, for an operator to look into).
-        stale_dids: the stale DIDs, in order.
+        stale_dids, unreadable_dids: those DIDs, in order (the first ones, after :meth:`add`).
     """
 
-    last_did: str | None = None
     checked: int = 0
     stale: int = 0
     rewritten: int = 0
     moved: int = 0
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: int = 0
     stale_dids: list[str] = field(default_factory=list)
+    unreadable_dids: list[str] = field(default_factory=list)
+
+    def add(self, page: RefreshCounts, keep: int) -> None:
+        """Count ``page`` in, keeping at most ``keep`` DIDs of each list."""
+        self.checked += page.checked
+        self.stale += page.stale
+        self.rewritten += page.rewritten
+        self.moved += page.moved
+        self.unreadable += page.unreadable
+        self.stale_dids.extend(page.stale_dids[: keep - len(self.stale_dids)])
+        self.unreadable_dids.extend(page.unreadable_dids[: keep - len(self.unreadable_dids)])
 
 
 def count_dids(engine: Engine) -> int:
@@ -84,28 +93,35 @@ def mark_documents_current(engine: Engine) -> None:
         )
 
 
-def refresh_page(engine: Engine, after: str, limit: int, *, rewrite: bool) -> PageResult:
+def refresh_page(
+    engine: Engine, after: str, limit: int, *, rewrite: bool
+) -> tuple[str | None, RefreshCounts]:
     """Check up to ``limit`` DIDs after ``after`` (by primary key; ``""`` for the first page)
     against their head op's rendering and, when ``rewrite``, store the rendering where it
     differs (compare-and-swap on the head).
+
+    Returns the page's last DID (the next page starts after it; None when the page was
+    empty) and its counts.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database failed (nothing of the page's rewrites
             is kept).
     """
-    result = PageResult()
+    result = RefreshCounts()
+    last_did: str | None = None
     with engine.connect() as connection:
         rows = connection.execute(_SQL_PAGE, {"after": after, "limit": limit}).all()
     changes: list[dict[str, object]] = []
     for did, head_cid, tombstoned, data, document, line in rows:
         result.checked += 1
-        result.last_did = did
+        last_did = did
         try:
             if line is None:
                 raise LookupError("the head op is not stored")
             expected = head_state(did, head_cid, operation_json(bytes(line)))
         except (LookupError, TypeError, ValueError):  # orjson's error is a ValueError
-            result.unreadable.append(did)
+            result.unreadable += 1
+            result.unreadable_dids.append(did)
             continue
         stored = (bool(tombstoned), _bytes(data), _bytes(document))
         if stored == expected:
@@ -130,7 +146,7 @@ def refresh_page(engine: Engine, after: str, limit: int, *, rewrite: bool) -> Pa
                     result.rewritten += 1
                 else:
                     result.moved += 1
-    return result
+    return last_did, result
 
 
 def _bytes(value: object) -> bytes | None:

@@ -159,7 +159,7 @@ def test_a_head_that_moves_during_the_refresh_keeps_what_its_new_op_wrote(
             assert client.post(f"/{did}", json=newer).status_code == 200
 
     try:
-        page = refresh_page(engine, "", 100, rewrite=True)
+        _, page = refresh_page(engine, "", 100, rewrite=True)
     finally:
         engine.dispose()
     assert len(begun) == 2, "the refresh did not read and write in two transactions"
