@@ -79,16 +79,70 @@ def parse_timestamp_ms(text: str) -> int:
     raise InvalidInput(f"Invalid timestamp: {echo(text)}")
 
 
-_YEAR_MONTH_RE = re.compile(r"[0-9]{4}-[0-9]{2}")
 _JS_ISO_RE = re.compile(
-    r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?"
-    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?"
-    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})?",
+    r"(?P<year>[0-9]{4}|[+-][0-9]{6})(?:-(?P<month>[0-9]{2})(?:-(?P<day>[0-9]{2}))?)?"
+    r"(?:[Tt ](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})"
+    r"(?::(?P<second>[0-9]{2})(?:[.](?P<fraction>[0-9]+))?)?)?"
+    r"(?P<zone>[Zz]|(?P<sign>[+-])(?P<zh>[0-9]{2}):?(?P<zm>[0-9]{2}))?",
     re.ASCII,
 )
-"""The ISO 8601 forms ECMAScript's ``Date`` reads (date, optional time, optional zone):
-Python's ``fromisoformat`` also reads week dates, ordinal dates, the basic format and comma
-fractions, and stops at a NUL, none of which ``new Date()`` takes."""
+"""ECMAScript's date-time string format (ECMA-262 §21.4.1.32: ``YYYY``, ``YYYY-MM`` or
+``YYYY-MM-DD``, an expanded year ``±YYYYYY``, an optional time ``THH:mm``, ``:ss``, ``.sss``,
+and a zone), with the spellings every engine also reads (``t``/space, ``z``, ``+HHMM``).
+Python's ``fromisoformat`` reads week dates, ordinal dates, the basic format and comma
+fractions, none of which ``new Date()`` takes, and no expanded years or ``24:00``."""
+_DAY_MS = 86_400_000
+_JS_DATE_LIMIT_MS = 8_640_000_000_000_000
+"""ECMAScript's time values: at most 10^8 days either side of the epoch (§21.4.1.1)."""
+_FIRST_MS = -62_135_596_800_000
+"""``0001-01-01T00:00:00Z``, the first moment a ``datetime`` holds."""
+_LAST_MS = 253_402_300_799_999
+"""``9999-12-31T23:59:59.999Z``, the last millisecond a ``datetime`` holds."""
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date of any year (Howard Hinnant's
+    ``days_from_civil``), for years ``date`` does not hold."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _js_iso_ms(text: str) -> int | None:
+    """Milliseconds since the epoch of an ECMAScript date-time string (:data:`_JS_ISO_RE`;
+    no zone means UTC, as ``/export`` has always read it), or None when ``new Date()`` gives
+    an invalid date for it: no such day, hour past 24 (``24:00`` only as ``24:00:00.000``, the
+    next midnight), minute or second past 59, an offset of 24 hours or more, ``-000000``, or
+    a moment outside ECMAScript's range. Digits of a fraction past milliseconds are cut."""
+    match = _JS_ISO_RE.fullmatch(text)
+    if match is None or match["year"] == "-000000":
+        return None
+    year, month, day = int(match["year"]), int(match["month"] or 1), int(match["day"] or 1)
+    hour, minute = int(match["hour"] or 0), int(match["minute"] or 0)
+    second, fraction = int(match["second"] or 0), match["fraction"] or ""
+    ms = int(fraction[:3].ljust(3, "0"))
+    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
+        return None
+    if minute > 59 or second > 59 or hour > 24 or (hour == 24 and (minute or second or ms)):
+        return None
+    moment = _days_from_civil(year, month, day) * _DAY_MS
+    moment += ((hour * 60 + minute) * 60 + second) * 1000 + ms
+    if match["sign"]:
+        zone_hours, zone_minutes = int(match["zh"]), int(match["zm"])
+        if zone_hours > 23 or zone_minutes > 59:
+            return None
+        offset_ms = (zone_hours * 60 + zone_minutes) * 60_000
+        moment += -offset_ms if match["sign"] == "+" else offset_ms
+    return moment if abs(moment) <= _JS_DATE_LIMIT_MS else None
 
 
 def _rfc_2822(text: str) -> datetime | None:
@@ -108,43 +162,31 @@ def _rfc_2822(text: str) -> datetime | None:
 
 
 def parse_timestamp_lenient(text: str) -> datetime:
-    """Parse an ISO 8601 date (``YYYY-MM-DD`` or ``YYYY-MM``) or date-time, or an RFC 2822
+    """Parse an ECMAScript date-time string (ECMA-262 §21.4.1.32: ``YYYY-MM-DD``, ``YYYY-MM``,
+    ``YYYY``, expanded years, with or without a time and a zone; no zone → UTC) or an RFC 2822
     date-time (RFC 2822 §3.3: ``Wed, 01 Jan 2025 00:00:00 GMT``), the way ``/export?after=``
-    accepts it (naive → UTC). These are the forms JavaScript's ``new Date()`` reads on every
-    engine (ECMA-262 §21.4.3.2, and what its ``toUTCString`` writes), which the reference
-    uses; its engine-specific fallbacks (``Jan 1 2025``, ``2025/01/01``) are refused.
+    accepts it. These are the forms JavaScript's ``new Date()`` reads on every engine (and
+    what its ``toUTCString`` writes), which the reference uses; its engine-specific
+    fallbacks (``Jan 1 2025``, ``2025/01/01``, ``2025-02-30``) are refused.
 
-    A moment whose UTC offset carries it outside Python's years 1-9999 (``0001-01-01T00:00+14:00``)
-    is clamped to the first or last representable moment: JavaScript's ``Date`` reads those
-    fine, and every op lies after the one and before the other.
+    Returns an aware UTC datetime, cut to the millisecond. A moment outside Python's years
+    1-9999 (``+012026-01-01``, ``-000001-01-01``, ``0001-01-01T00:00+14:00``) is clamped to the
+    first or last representable moment: JavaScript's ``Date`` reads those, and every op lies
+    after the one and before the other.
 
     Raises:
-        InvalidInput: neither an ISO 8601 date/date-time nor an RFC 2822 date-time.
+        InvalidInput: neither form, or a moment ``new Date()`` reads as an invalid date.
     """
     candidate = text.strip()
-    if not _JS_ISO_RE.fullmatch(candidate):
+    if _JS_ISO_RE.fullmatch(candidate) is None:
         moment = _rfc_2822(candidate)
         if moment is None:
             raise InvalidInput(f"Invalid timestamp: {echo(text)}")
         return moment
-    if _YEAR_MONTH_RE.fullmatch(candidate):
-        candidate += "-01"  # ECMAScript's date-only forms include YYYY-MM (the 1st, UTC)
-    if candidate.endswith(("Z", "z")):
-        candidate = candidate[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(candidate)
-    except ValueError as exc:
-        raise InvalidInput(f"Invalid timestamp: {echo(text)}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        # Only an offset can overflow: a positive one pushes before year 1, a negative one
-        # past year 9999.
-        offset = moment.utcoffset()
-        early = offset is not None and offset > timedelta(0)
-        return (datetime.min if early else datetime.max).replace(tzinfo=UTC)
+    ms = _js_iso_ms(candidate)
+    if ms is None:
+        raise InvalidInput(f"Invalid timestamp: {echo(text)}")
+    return from_ms(min(max(ms, _FIRST_MS), _LAST_MS))
 
 
 def truncate_ms(moment: datetime) -> datetime:

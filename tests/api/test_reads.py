@@ -133,9 +133,19 @@ def test_export_time_mode(client: TestClient, clock: Clock) -> None:
     # RFC 2822, as JavaScript's toUTCString writes it and plc.directory's new Date() reads it
     rfc_2822 = client.get("/export", params={"after": "Sat, 01 Jan 2000 00:00:00 GMT"})
     assert rfc_2822.status_code == 200 and rfc_2822.content.split(b"\n") == lines
-    for late in ("9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59.999-00:01", "9999-12"):
+    for late in (
+        "9999-12-31T23:59:59-14:00",
+        "9999-12-31T23:59:59.999-00:01",
+        "9999-12",
+        "+275760-09-13T00:00:00.000Z",  # ECMAScript's expanded years (were 400)
+    ):
         nothing = client.get("/export", params={"after": late})
         assert nothing.status_code == 200 and nothing.content == b""
+    for early in ("-000001-01-01T00:00:00Z", "0000-01-01", "2000-01-01T24:00:00Z"):
+        response = client.get("/export", params={"after": early})
+        assert response.status_code == 200 and response.content.split(b"\n") == lines, early
+    for invalid in ("2000-01-01T24:00:01Z", "+275760-09-13T00:00:00.001Z", "-000000-01-01"):
+        assert client.get("/export", params={"after": invalid}).status_code == 400, invalid
 
 
 def test_export_after_a_seq_no_log_reaches_is_empty(client: TestClient) -> None:

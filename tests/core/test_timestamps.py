@@ -4,7 +4,7 @@ it accepts exactly what ``parse_timestamp`` accepts and gives the same instant i
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
@@ -129,3 +129,62 @@ def test_lenient_parsing_refuses_anything_else_with_invalid_input(text: str) -> 
     except InvalidInput:
         return
     assert moment.tzinfo is UTC
+
+
+# What node 20's `new Date(text).toISOString()` gives (NaN: an invalid date), for the forms of
+# ECMA-262's date-time string format; a moment outside years 1-9999 is clamped here.
+_NODE_20 = {
+    "2026-11-30T10:00": "2026-11-30T10:00:00.000Z",
+    "2026-11-30T24:00:00Z": "2026-12-01T00:00:00.000Z",
+    "2026-11-30T24:00": "2026-12-01T00:00:00.000Z",
+    "2026-11-30T24:00:01Z": None,
+    "+002026-11-30T00:00:00Z": "2026-11-30T00:00:00.000Z",
+    "+275760-09-13T00:00:00.000Z": "9999-12-31T23:59:59.999Z",  # JS: +275760-09-13T00:00Z
+    "+275760-09-13T00:00:00.001Z": None,  # past ECMAScript's last moment
+    "-000001-01-01T00:00:00Z": "0001-01-01T00:00:00.000Z",  # JS: -000001-01-01T00:00Z
+    "-271821-04-20T00:00:00Z": "0001-01-01T00:00:00.000Z",  # ECMAScript's first moment
+    "-271821-04-19T23:59:59.999Z": None,
+    "-000000-01-01T00:00:00Z": None,
+    "0000-01-01": "0001-01-01T00:00:00.000Z",  # JS: 0000-01-01T00:00Z
+    "2026-11-30T10:00:00.123456789Z": "2026-11-30T10:00:00.123Z",
+    "2026-11-30T23:59:59.9999Z": "2026-11-30T23:59:59.999Z",
+    "2026-11-30T10:00:00+23:59": "2026-11-29T10:01:00.000Z",
+    "2026-11-30T10:00:00+24:00": None,
+    "2026-11-30T10:00:60Z": None,
+    "2026-11-30T10Z": None,
+    "2024-02-29": "2024-02-29T00:00:00.000Z",
+    "2023-02-29": None,
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), _NODE_20.items())
+def test_ecmascript_date_time_strings_read_as_node_reads_them(
+    text: str, expected: str | None
+) -> None:
+    if expected is None:
+        with pytest.raises(InvalidInput):
+            parse_timestamp_lenient(text)
+    else:
+        assert format_timestamp(parse_timestamp_lenient(text)) == expected
+
+
+@given(moments, st.sampled_from(["Z", "+00:00", "-0000", ""]))
+def test_an_expanded_year_is_the_same_moment(moment: datetime, zone: str) -> None:
+    plain = format_timestamp(moment)[:-1]
+    expanded = f"+00{plain}"
+    assert parse_timestamp_lenient(expanded + zone) == parse_timestamp_lenient(plain + zone)
+    assert parse_timestamp_lenient(plain + zone) == moment
+
+
+@given(st.integers(min_value=-300_000, max_value=300_000), st.integers(1, 12), st.integers(1, 31))
+def test_days_far_from_now_are_counted_as_the_proleptic_calendar_does(
+    year: int, month: int, day: int
+) -> None:
+    # Years 1-9999 against Python's calendar; others by the 400-year cycle (146,097 days).
+    from plc.timestamps import _days_from_civil, _days_in_month
+
+    if day > _days_in_month(year, month):
+        return
+    cycles, base = divmod(year - 1, 400)
+    reference = date(base + 1, month, day).toordinal() - date(1970, 1, 1).toordinal()
+    assert _days_from_civil(year, month, day) == reference + cycles * 146_097
