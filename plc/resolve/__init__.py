@@ -16,7 +16,12 @@ The XRPC endpoints live in ``plc.api.routes.identity``.
 """
 
 from plc.resolve.cache import ResolutionCache
-from plc.resolve.did import HttpPlcDocumentSource, PlcDocumentSource, claimed_handle
+from plc.resolve.did import (
+    DeadlinePlcDocumentSource,
+    HttpPlcDocumentSource,
+    PlcDocumentSource,
+    claimed_handle,
+)
 from plc.resolve.errors import (
     DidDeactivated,
     DidNotFound,
@@ -44,6 +49,7 @@ __all__ = [
     "DISALLOWED_TLDS",
     "INVALID_HANDLE",
     "AddressPolicy",
+    "DeadlinePlcDocumentSource",
     "DidDeactivated",
     "DidNotFound",
     "FetchError",

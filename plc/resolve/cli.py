@@ -9,9 +9,14 @@ Output and exit status:
 - 0: the identity resolved; ``{"did", "handle", "didDoc"}`` on stdout. For a DID, ``handle``
   may be ``handle.invalid`` (the DID resolved, its handle did not verify).
 - 1: it did not resolve: the identifier is malformed, the handle resolves to no DID, the DID
-  has no document or is deactivated, the directory is unavailable, or a *handle* was given
-  whose DID document does not claim it back (the identity is still printed, with
-  ``handle.invalid``). Errors are printed to stderr as ``{"error", "message"}``.
+  has no document or is deactivated, the directory is unavailable or does not answer within
+  the time budget, or a *handle* was given whose DID document does not claim it back (the
+  identity is still printed, with ``handle.invalid``). Errors are printed to stderr as
+  ``{"error", "message"}``. A refused setting (``PLC_RESOLVE_*`` or ``--timeout``) is one line
+  ``error: invalid setting ...`` on stderr, without its value, as ``plc serve`` reports it.
+
+The time budget (``--timeout``) bounds the whole resolution, the did:plc document's fetch
+from ``--plc-url`` included.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from typing import Annotated
 
 import orjson
 import typer
+from pydantic import ValidationError
 
+from plc.config import setting_error
 from plc.errors import PlcError
 from plc.resolve.did import HttpPlcDocumentSource
 from plc.resolve.errors import HandleNotFound
@@ -45,16 +52,27 @@ def run_resolve(
     Args:
         identifier: a handle or a DID.
         plc_url: base URL of the PLC directory for did:plc documents.
-        timeout_s: time budget override (seconds); default ``PLC_RESOLVE_TIME_BUDGET_S``.
-        settings: explicit settings (tests); default: read from the environment.
+        timeout_s: time budget override (seconds, at most 60); default
+            ``PLC_RESOLVE_TIME_BUDGET_S``.
+        settings: explicit settings (tests); default: read from the environment. With
+            ``timeout_s`` they are built again with it (unset fields from the environment).
+
+    A refused setting is reported as ``error: invalid setting ...`` (exit status 1).
     """
-    if settings is None:
-        settings = (
-            ResolverSettings() if timeout_s is None else ResolverSettings(time_budget_s=timeout_s)
-        )
-    elif timeout_s is not None:
-        settings = settings.model_copy(update={"time_budget_s": timeout_s})
-    source = HttpPlcDocumentSource(plc_url, timeout_s=max(settings.time_budget_s, 5.0))
+    overrides = {} if timeout_s is None else {"time_budget_s": timeout_s}
+    try:
+        if settings is None:
+            settings = ResolverSettings(**overrides)  # type: ignore[arg-type]
+        elif overrides:
+            # built again so that the override is checked (model_copy would not check it)
+            explicit = settings.model_dump(exclude_unset=True)
+            settings = ResolverSettings(**{**explicit, **overrides})
+    except ValidationError as err:
+        options = {"time_budget_s": "--timeout"} if overrides else None
+        typer.echo(f"error: {setting_error(err, options)}", err=True)
+        return EXIT_NOT_RESOLVED
+    # the resolver ends the fetch at its deadline; this bound only matters without one
+    source = HttpPlcDocumentSource(plc_url, timeout_s=settings.time_budget_s)
     resolver = IdentityResolver(settings, source)
     try:
         info = asyncio.run(resolver.resolve_identity(identifier))

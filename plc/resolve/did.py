@@ -2,7 +2,8 @@
 
 - **did:plc** documents come from a :class:`PlcDocumentSource`. The server passes one backed by
   its own store (no network hop, never stale); :class:`HttpPlcDocumentSource` reads any PLC
-  directory over HTTP (used by ``plc resolve``).
+  directory over HTTP (used by ``plc resolve``), within the resolver's deadline
+  (:class:`DeadlinePlcDocumentSource`).
 - **did:web** is supported for hostname-level DIDs only (``did:web:example.com`` ->
   ``https://example.com/.well-known/did.json``), as atproto allows; ``did:web:localhost%3A<port>``
   is fetched over plain HTTP only when private networks are allowed. Path-based did:web and any
@@ -15,8 +16,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import orjson
@@ -51,6 +53,24 @@ class PlcDocumentSource(Protocol):
             plc.errors.DidNotRegistered: no operation was ever accepted for ``did``.
             plc.errors.DidNotAvailable: ``did`` is tombstoned.
             plc.errors.Unavailable: the source cannot answer right now.
+        """
+        ...
+
+
+@runtime_checkable
+class DeadlinePlcDocumentSource(Protocol):
+    """A :class:`PlcDocumentSource` that can be bounded by the caller's deadline (a remote
+    directory); the resolver then fetches did:plc documents within its time budget."""
+
+    async def get_document(self, did: str) -> dict[str, Any]:
+        """As :meth:`PlcDocumentSource.get_document`."""
+        ...
+
+    async def get_document_before(self, did: str, deadline: float) -> dict[str, Any]:
+        """As :meth:`get_document`, ended at ``deadline`` (``loop.time()`` seconds).
+
+        Raises:
+            plc.errors.Unavailable: also when the answer has not fully arrived by ``deadline``.
         """
         ...
 
@@ -202,14 +222,15 @@ class DidWebLookup:
 
 
 class HttpPlcDocumentSource:
-    """A :class:`PlcDocumentSource` reading ``GET <base_url>/<did>`` of a PLC directory.
+    """A :class:`DeadlinePlcDocumentSource` reading ``GET <base_url>/<did>`` of a PLC directory.
 
     The base URL is trusted configuration (it may be a local directory), so the private-network
-    rule does not apply; the body is still capped and the request timed out.
+    rule does not apply; the body is still capped and the whole request (connection, headers
+    and every byte of the body, not each phase alone) timed out.
 
     Args:
         base_url: e.g. ``https://plc.directory``.
-        timeout_s: timeout of the request (seconds).
+        timeout_s: most seconds one request takes, from connecting to the body's last byte.
         max_body_bytes: largest document accepted.
         transport: optional httpx transport (tests).
     """
@@ -235,6 +256,29 @@ class HttpPlcDocumentSource:
             DidNotAvailable: tombstoned.
             Unavailable: network failure, timeout, oversized body, other status, bad JSON.
         """
+        return await self._bounded(did, None)
+
+    async def get_document_before(self, did: str, deadline: float) -> dict[str, Any]:
+        """:meth:`get_document` ended by ``deadline`` (``loop.time()`` s) or ``timeout_s``,
+        whichever comes first.
+
+        Raises:
+            Unavailable: as :meth:`get_document`, including no full answer by then.
+        """
+        return await self._bounded(did, deadline)
+
+    async def _bounded(self, did: str, deadline: float | None) -> dict[str, Any]:
+        until = asyncio.get_running_loop().time() + self._timeout_s
+        if deadline is not None:
+            until = min(until, deadline)
+        try:
+            async with asyncio.timeout_at(until):
+                return await self._fetch(did)
+        except TimeoutError:
+            # httpx times each phase alone (a body sent a byte at a time never trips it)
+            raise Unavailable("PLC directory did not answer in time") from None
+
+    async def _fetch(self, did: str) -> dict[str, Any]:
         url = f"{self._base_url}/{did}"
         try:
             async with httpx.AsyncClient(

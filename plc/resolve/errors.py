@@ -23,8 +23,8 @@ a client verbatim (messages do not echo more than 200 characters of any remote v
     ├── TooManyRedirects              more than ``max_redirects`` hops, or a redirect loop
     ├── BodyTooLarge                  more than ``max_body_bytes`` (decoded) bytes
     ├── BadResponse                   non-2xx status, bad encoding, or unusable content
-    ├── NoValidRecord                 no valid ``did=`` TXT record / well-known DID
-    ├── AmbiguousRecords              several distinct valid ``did=`` TXT records
+    ├── NoValidRecord                 no ``did=`` TXT record, or an invalid one / well-known DID
+    ├── AmbiguousRecords              more than one ``did=`` TXT record
     └── TransportFailure              connect/read error or per-request timeout
 """
 
@@ -44,7 +44,8 @@ class InvalidRequest(InvalidInput):
 class HandleNotFound(NotFound):
     """The handle does not resolve to a DID (or, when verified, not to one claiming it back).
 
-    ``reason`` says why (for logs and the CLI); ``message`` is the PDS's fixed text.
+    ``reason`` says why (for logs and the CLI); ``message`` is the PDS's fixed text, the only
+    text an XRPC client sees.
     """
 
     xrpc_error: ClassVar[str] = "HandleNotFound"
@@ -52,6 +53,9 @@ class HandleNotFound(NotFound):
     def __init__(self, reason: str = "no DID found") -> None:
         super().__init__("Unable to resolve handle")
         self.reason = reason
+        self.kind = ""
+        """The kinds of failure without details (``"dns: NoValidRecord; https: HostNotFound"``),
+        short whatever the handle: what the negative cache keeps. Empty: not a lookup's."""
         self.cut_short = False
         """A lookup was still running when the deadline came (no answer, not a "no")."""
 
@@ -102,7 +106,8 @@ class NoValidRecord(FetchError):
 
 
 class AmbiguousRecords(FetchError):
-    """Several distinct valid DIDs in ``_atproto`` TXT records (resolution must fail)."""
+    """More than one ``did=`` value in ``_atproto`` TXT records, even identical or invalid ones
+    (resolution by DNS must fail, as in the reference resolver)."""
 
 
 class TransportFailure(FetchError):

@@ -3,22 +3,27 @@
 Two methods run concurrently for one handle:
 
 - **DNS**: TXT records of ``_atproto.<handle>``; each record's character-strings are joined;
-  only values starting ``did=`` count; the rest must be a valid DID. Exactly one distinct
-  valid DID is an answer; none, or several distinct ones, is a failure of this method.
+  only values starting ``did=`` count. Exactly one such record, holding a valid DID, is an
+  answer; none, or more than one (even identical), is a failure of this method, as in the
+  reference resolver (:func:`did_from_txt_records`).
 - **HTTPS**: ``GET https://<handle>/.well-known/atproto-did`` through the
   :class:`~plc.resolve.fetch.SafeFetcher`; a 2xx body is UTF-8, its first line with surrounding
   whitespace removed must be a valid DID.
 
 DNS is preferred: its answer wins whenever it has one, even if HTTPS answered a different DID
 first. The HTTPS answer is used when DNS has failed, or is still pending when the deadline
-comes. The bidirectional check (the DID document claims the handle back) is the resolver's job.
+comes (:attr:`HandleAnswer.cut_short`: DNS might still have said otherwise, so the resolver
+caches such an answer only as it caches a failure cut short). The bidirectional check (the DID
+document claims the handle back) is the resolver's job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from plc.resolve.dnsclient import DnsClient
 from plc.resolve.errors import (
@@ -41,30 +46,45 @@ TXT_PREFIX = "_atproto."
 _log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class HandleAnswer:
+    """The DID :meth:`HandleLookup.resolve` chose for a handle, and how it was chosen."""
+
+    did: str
+    cut_short: bool = False
+    """The deadline came while DNS was still pending, so this is the HTTPS answer taken
+    without knowing DNS's (which, when there is one, is preferred: §9.2)."""
+
+
 def did_from_txt_records(records: Iterable[str]) -> str:
     """Pick the DID out of the (joined) TXT records of ``_atproto.<handle>``.
+
+    The reference resolver's rule (``@atproto/identity`` ``handle/index.ts``,
+    ``parseDnsResult``): keep the values starting ``did=``; exactly one must remain, else DNS
+    gives no DID. Two identical ``did=`` records, or ``did=garbage`` beside a valid one, are
+    therefore not an answer (plc-spec-notes.md §9.2: the reference "requires exactly one
+    ``did=`` record"). That value must also be a valid DID (which the reference leaves to its
+    caller).
 
     Args:
         records: one string per TXT record, character-strings already joined.
 
     Returns:
-        The one distinct valid DID among the ``did=`` values (duplicates count once; values
-        that are not valid DIDs are ignored).
+        The DID of the only ``did=`` record.
 
     Raises:
-        NoValidRecord: no ``did=`` record holds a valid DID.
-        AmbiguousRecords: several distinct valid DIDs.
+        NoValidRecord: no ``did=`` record, or the only one is not a valid DID.
+        AmbiguousRecords: more than one ``did=`` record (even identical, even if only one of
+            them is a valid DID).
     """
-    dids = {
-        value[len("did=") :]
-        for value in records
-        if value.startswith("did=") and is_valid_did(value[len("did=") :])
-    }
-    if not dids:
-        raise NoValidRecord("no valid did= TXT record")
-    if len(dids) > 1:
-        raise AmbiguousRecords(f"{len(dids)} distinct did= TXT records")
-    return dids.pop()
+    values = [value[len("did=") :] for value in records if value.startswith("did=")]
+    if not values:
+        raise NoValidRecord("no did= TXT record")
+    if len(values) > 1:
+        raise AmbiguousRecords(f"{len(values)} did= TXT records")
+    if not is_valid_did(values[0]):
+        raise NoValidRecord("the did= TXT record is not a valid DID")
+    return values[0]
 
 
 def did_from_well_known(body: bytes) -> str:
@@ -138,7 +158,7 @@ class HandleLookup:
         handle: str,
         deadline: Callable[[], float],
         on_progress: Callable[[str | None], None] | None = None,
-    ) -> str:
+    ) -> HandleAnswer:
         """Resolve ``handle`` (lower-case, valid, resolvable TLD) with both methods concurrently.
 
         Args:
@@ -151,11 +171,13 @@ class HandleLookup:
                 answer while DNS is pending), else ``None`` (DNS failed, or HTTPS failed).
 
         Returns:
-            The DNS answer if there is one, else the HTTPS answer.
+            The DNS answer if there is one, else the HTTPS answer; ``cut_short`` when that
+            HTTPS answer was taken at the deadline with DNS still pending.
 
         Raises:
             HandleNotFound: neither method produced a DID in time; ``reason`` names both
-                outcomes, ``cut_short`` whether one was still running at the deadline.
+                outcomes, ``kind`` only the kinds of failure (short, from a small set),
+                ``cut_short`` whether one was still running at the deadline.
         """
         loop = asyncio.get_running_loop()
         dns_task = asyncio.create_task(self.via_dns(handle))
@@ -172,16 +194,17 @@ class HandleLookup:
                     pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
                 if _succeeded(dns_task):
-                    return dns_task.result()
+                    return HandleAnswer(dns_task.result())
                 if dns_task.done() and _succeeded(http_task):
-                    return http_task.result()
+                    return HandleAnswer(http_task.result())
                 if on_progress is not None and not reported and len(pending) == 1:
                     # one method is in, the other still runs (the other's end ends the loop)
                     reported = True
                     on_progress(http_task.result() if _succeeded(http_task) else None)
             if _succeeded(http_task):  # DNS failed or is still pending at the deadline
-                return http_task.result()
+                return HandleAnswer(http_task.result(), cut_short=not dns_task.done())
             error = HandleNotFound(f"dns: {_outcome(dns_task)}; https: {_outcome(http_task)}")
+            error.kind = failure_kind(_kind(dns_task), _kind(http_task))
             error.cut_short = not (dns_task.done() and http_task.done())
             raise error
         finally:
@@ -194,8 +217,19 @@ def _succeeded(task: asyncio.Task[str]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
 
 
-def _outcome(task: asyncio.Task[str]) -> str:
-    """A short description of how a lookup ended, for ``HandleNotFound.reason``."""
+def failure_kind(dns: str, https: str) -> str:
+    """``"dns: <kind>; https: <kind>"``: the kinds of a failed handle lookup, without details.
+
+    The resolver keeps this, not the full reason, in its negative cache. Its length does not
+    depend on the handle (kinds are class names or fixed words), and each distinct value is
+    one shared string (:func:`sys.intern`): a cache full of failures of a wildcard domain
+    holds its keys and a few strings, not 100,000 copies of messages naming each host.
+    """
+    return sys.intern(f"dns: {dns}; https: {https}")
+
+
+def _kind(task: asyncio.Task[str]) -> str:
+    """How a lookup ended, in one word (a class name or a fixed word)."""
     if not task.done():
         return "timed out"
     if task.cancelled():
@@ -203,6 +237,16 @@ def _outcome(task: asyncio.Task[str]) -> str:
     error = task.exception()
     if error is None:
         return "answered"
+    if not isinstance(error, FetchError):
+        return "internal error"
+    return type(error).__name__
+
+
+def _outcome(task: asyncio.Task[str]) -> str:
+    """A short description of how a lookup ended, for ``HandleNotFound.reason``."""
+    error = task.exception() if task.done() and not task.cancelled() else None
+    if error is None:
+        return _kind(task)
     if not isinstance(error, FetchError):
         _log.warning("handle lookup failed unexpectedly", exc_info=error)
         return f"internal error ({type(error).__name__})"

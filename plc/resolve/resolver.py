@@ -40,8 +40,17 @@ Network lookups (:mod:`plc.resolve.lookups`):
 
 A lookup cut short by its deadline is cached only when it had at least ``request_timeout_s``
 between getting its slot and that deadline: otherwise an earlier, slow step of the request that
-started it (a did:web host anyone can run) would make the resolver remember "not found" for
-another identity. Nothing here blocks the directory's write path: it only reads documents.
+started it (a did:web host anyone can run), or its wait for a slot, would make the resolver
+remember "not found" for another identity, or the HTTPS answer of a handle whose preferred DNS
+answer had not come yet (§9.2: on conflict DNS wins). A failed handle lookup is cached as its
+kind only (``HandleNotFound.kind``, a few shared strings), so the negative entries of a
+wildcard domain hold little more than their keys. Nothing here blocks the directory's write
+path: it only reads documents.
+
+did:plc documents from a source that takes a deadline
+(:class:`~plc.resolve.did.DeadlinePlcDocumentSource`, e.g. ``HttpPlcDocumentSource`` in
+``plc resolve``) are fetched within the call's deadline; any other source (the server's own
+store, a database read) is called without one and is outside the time budget.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ import orjson
 from plc.errors import DidNotAvailable, NotFound, echo
 from plc.resolve.cache import Clock, ResolutionCache
 from plc.resolve.did import (
+    DeadlinePlcDocumentSource,
     DidWebLookup,
     PlcDocumentSource,
     claimed_handle,
@@ -82,6 +92,9 @@ from plc.resolve.syntax import (
 )
 
 V = TypeVar("V")
+
+_LOOKUP_FAILED = "lookup failed"
+"""Cached for a failed handle lookup whose error has no kind (not expected: a safe default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +195,8 @@ class IdentityResolver:
             InvalidRequest: not a syntactically valid DID.
             DidNotFound: unregistered, unsupported method or form, unreachable/invalid did:web.
             DidDeactivated: a tombstoned did:plc.
-            plc.errors.Unavailable: the did:plc source cannot answer right now.
+            plc.errors.Unavailable: the did:plc source cannot answer right now (a
+                :class:`DeadlinePlcDocumentSource`: not within the time budget).
         """
         return await self._did_to_document(ensure_valid_did(did), self._deadline(), refresh)
 
@@ -233,7 +247,7 @@ class IdentityResolver:
         entry = self._handle_cache.get(handle, refresh=refresh)
         if entry is not None:
             if entry.negative:
-                raise HandleNotFound(entry.value)
+                raise HandleNotFound(f"{entry.value} (cached)")
             return entry.value
         lookup = functools.partial(self._look_up_handle, handle)
         try:
@@ -247,7 +261,8 @@ class IdentityResolver:
 
     async def _look_up_handle(self, handle: str, run: LookupRun[_Outcome[str]]) -> _Outcome[str]:
         """The one lookup of ``handle`` the waiting requests share; fills the cache (failures
-        negatively, unless cut short without full time or never started; nothing once a
+        negatively, as their short kind; neither a failure nor an HTTPS answer taken with DNS
+        pending when cut short without full time; nothing if it never started, or once a
         refresh has started a newer lookup of ``handle``). Reports its progress to ``run``:
         the HTTPS answer while DNS is pending is the interim outcome of the waiters."""
         deadline = run.deadline
@@ -260,16 +275,20 @@ class IdentityResolver:
             run.progress(None if did is None else _Outcome(did))
 
         try:
-            did = await self._handles.resolve(handle, deadline, progress)
+            answer = await self._handles.resolve(handle, deadline, progress)
         except HandleNotFound as err:
             if not run.superseded and (not err.cut_short or self._had_full_time(started, deadline)):
-                self._handle_cache.put(handle, err.reason, negative=True)
+                # the kind, not the reason: a reason names the host (up to 200 characters)
+                self._handle_cache.put(handle, err.kind or _LOOKUP_FAILED, negative=True)
             return _Outcome(None, err.reason)
         finally:
             self._slots.release(domain)
-        if not run.superseded:
-            self._handle_cache.put(handle, did)
-        return _Outcome(did)
+        # An HTTPS answer taken with DNS still pending is cached only if DNS had its own full
+        # time: cut off by a deadline another step shortened (or the wait for a slot), DNS may
+        # yet prefer another DID, and every later caller would get the HTTPS one (§9.2).
+        if not run.superseded and (not answer.cut_short or self._had_full_time(started, deadline)):
+            self._handle_cache.put(handle, answer.did)
+        return _Outcome(answer.did)
 
     async def _verified_handle(
         self, did: str, document: dict[str, Any], deadline: float, refresh: bool
@@ -285,18 +304,29 @@ class IdentityResolver:
         return handle if resolved == did else INVALID_HANDLE
 
     async def _did_to_document(self, did: str, deadline: float, refresh: bool) -> dict[str, Any]:
-        """Document of a syntactically valid DID, by method; did:web must arrive by ``deadline``."""
+        """Document of a syntactically valid DID, by method; did:web (and did:plc from a
+        :class:`DeadlinePlcDocumentSource`) must arrive by ``deadline``."""
         if did.startswith("did:plc:"):
-            return await self._plc_document(did)
+            return await self._plc_document(did, deadline)
         if did.startswith("did:web:"):
             return await self._web_document(did, deadline, refresh)
         raise DidNotFound(f"Unsupported DID method: {echo(did)}")
 
-    async def _plc_document(self, did: str) -> dict[str, Any]:
+    async def _plc_document(self, did: str, deadline: float) -> dict[str, Any]:
+        """The did:plc document from the source; within ``deadline`` if the source takes one.
+
+        Raises:
+            DidNotFound, DidDeactivated: as the source answers.
+            plc.errors.Unavailable: the source cannot answer (for a remote one: not by
+                ``deadline``).
+        """
         if not is_valid_plc_did(did):
             raise DidNotFound(f"DID not registered: {echo(did)}")
         try:
-            document = await self._plc_source.get_document(did)
+            if isinstance(self._plc_source, DeadlinePlcDocumentSource):
+                document = await self._plc_source.get_document_before(did, deadline)
+            else:  # the server's store: a local read, outside the budget (module docstring)
+                document = await self._plc_source.get_document(did)
         except DidDeactivated:
             raise
         except DidNotAvailable as err:

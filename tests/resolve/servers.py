@@ -174,6 +174,12 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     send_length: bool = True
+    drip_s: float = 0.0
+    """Send the body in ``DRIP_PIECES`` pieces with this pause before each (a server that
+    answers slowly but never pauses long enough to trip a per-read timeout)."""
+
+
+DRIP_PIECES = 10
 
 
 class LocalHttp:
@@ -220,7 +226,13 @@ class LocalHttp:
                     if route.send_length:
                         self.send_header("Content-Length", str(len(route.body)))
                     self.end_headers()
-                    self.wfile.write(route.body)
+                    if route.drip_s:
+                        step = -(-len(route.body) // DRIP_PIECES)
+                        for start in range(0, len(route.body), step):
+                            outer.release.wait(route.drip_s)
+                            self.wfile.write(route.body[start : start + step])
+                    else:
+                        self.wfile.write(route.body)
                 except OSError:
                     pass  # the client gave up (timeouts are part of the tests)
 

@@ -35,15 +35,29 @@ async def unverified(resolver: IdentityResolver, handle: str) -> str:
 
 
 def test_txt_parsing_rules() -> None:
+    """Exactly one ``did=`` value, a valid DID, as the reference's ``parseDnsResult``."""
     assert did_from_txt_records([f"did={DID_A}"]) == DID_A
-    assert did_from_txt_records([f"did={DID_A}", f"did={DID_A}", "v=spf1 -all"]) == DID_A
-    assert did_from_txt_records(["did=not a did", f"did={DID_A}"]) == DID_A
+    assert did_from_txt_records(["v=spf1 -all", f"did={DID_A}", f"DID={DID_B}"]) == DID_A
     with pytest.raises(NoValidRecord):
         did_from_txt_records([])
     with pytest.raises(NoValidRecord):
         did_from_txt_records(["did=garbage", f"DID={DID_A}", f" did={DID_A}"])
     with pytest.raises(AmbiguousRecords):
         did_from_txt_records([f"did={DID_A}", f"did={DID_B}"])
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [f"did={DID_A}", f"did={DID_A}"],  # identical: still two did= records
+        [f"did={DID_A}", f"did={DID_A}", "v=spf1 -all"],
+        ["did=garbage", f"did={DID_A}"],  # one valid among two did= records
+        [f"did={DID_A}", "did=not a did"],
+    ],
+)
+def test_more_than_one_did_record_is_ambiguous_even_if_one_is_valid(records: list[str]) -> None:
+    with pytest.raises(AmbiguousRecords):
+        did_from_txt_records(records)
 
 
 def test_well_known_parsing_rules() -> None:
@@ -107,11 +121,31 @@ async def test_multiple_distinct_txt_records_fail_dns(
     assert await unverified(make_resolver(), "multi.test") == DID_C
 
 
-async def test_multiple_identical_txt_records_count_once(
-    dns: LocalDns, make_resolver: ResolverFactory
+@pytest.mark.parametrize(
+    "records",
+    [
+        # byte-identical records are one record in DNS (an RRset is a set, RFC 2181 §5; the
+        # DNS client keeps one): these two differ in how the value is split into strings
+        (f"did={DID_A}", ["did=", DID_A], "other=1"),
+        ("did=garbage", f"did={DID_A}"),
+    ],
+    ids=["identical-values", "garbage-and-valid"],
+)
+async def test_two_did_records_give_no_dns_answer(
+    dns: LocalDns,
+    http: LocalHttp,
+    make_resolver: ResolverFactory,
+    records: tuple[str | list[str], ...],
 ) -> None:
-    dns.zone.txt("_atproto.dup.test", f"did={DID_A}", f"did={DID_A}", "other=1")
-    assert await unverified(make_resolver(), "dup.test") == DID_A
+    """As the reference resolver: two ``did=`` records are no DNS answer even when their
+    values agree or only one is valid; the HTTPS method still can answer."""
+    dns.zone.txt("_atproto.dup.test", *records)
+    with pytest.raises(HandleNotFound) as info:
+        await unverified(make_resolver(), "dup.test")
+    assert info.value.reason.startswith("dns: AmbiguousRecords: 2 did= TXT records;")
+    dns.zone.a("dup.test", "127.0.0.1")
+    http.route("dup.test", WELL_KNOWN, body=DID_C.encode())
+    assert await unverified(make_resolver(), "dup.test") == DID_C
 
 
 async def test_no_record(dns: LocalDns, http: LocalHttp, make_resolver: ResolverFactory) -> None:
@@ -124,12 +158,13 @@ async def test_no_record(dns: LocalDns, http: LocalHttp, make_resolver: Resolver
 async def test_malformed_records(
     dns: LocalDns, http: LocalHttp, make_resolver: ResolverFactory
 ) -> None:
-    dns.zone.txt("_atproto.bad.test", "did=did:plc:", "did=hello", "did:plc:" + "a" * 24)
+    dns.zone.txt("_atproto.bad.test", "did=did:plc:", "did:plc:" + "a" * 24)
     dns.zone.a("bad.test", "127.0.0.1")
     http.route("bad.test", WELL_KNOWN, body=b"<html>not a DID</html>")
     with pytest.raises(HandleNotFound) as info:
         await unverified(make_resolver(), "bad.test")
-    assert "NoValidRecord" in info.value.reason
+    assert "dns: NoValidRecord: the did= TXT record is not a valid DID" in info.value.reason
+    assert "https: NoValidRecord" in info.value.reason
 
 
 async def test_https_error_status(

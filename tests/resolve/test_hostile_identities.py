@@ -244,3 +244,36 @@ async def test_outbound_lookups_are_bounded_however_many_distinct_names_arrive(
     assert http.count("late.wild.test") == 0
     tight._slots.release("stuck.test")
     assert await tight.resolve_handle("late.wild.test", verify=False) == DID_A
+
+
+async def test_a_cached_handle_failure_is_small_whatever_the_handle(
+    dns: LocalDns, make_resolver: ResolverFactory, client_for: ClientFactory
+) -> None:
+    """A wildcard domain gives an attacker fast failures for any number of long handles: each
+    negative entry keeps the kind of failure (one shared string), not a reason naming the
+    host. The first answer still gives the details; the client's message never changes."""
+    long_handle = ".".join(["a" * 63, "b" * 63, "c" * 63, "wild.test"])  # 201 characters
+    handles = ["s.wild.test", long_handle]
+    for handle in handles:
+        dns.zone.a(handle, "127.0.0.1")  # refused: UnsafeAddress; no TXT: NoValidRecord
+    resolver = make_resolver(allow_private_networks=False)
+    reasons = []
+    for handle in handles:
+        with pytest.raises(HandleNotFound) as info:
+            await resolver.resolve_handle(handle, verify=False)
+        reasons.append(info.value.reason)
+    assert f"UnsafeAddress: {long_handle[:200]} resolves to" in reasons[1]  # as before
+    stored = [resolver._handle_cache.get(handle) for handle in handles]
+    assert stored[0] is not None and stored[1] is not None
+    assert stored[0].negative and stored[0].value == "dns: NoValidRecord; https: UnsafeAddress"
+    assert stored[1].value is stored[0].value  # one string for all, whatever the handle
+    with pytest.raises(HandleNotFound) as cached:
+        await resolver.resolve_handle(long_handle, verify=False)
+    assert cached.value.reason == "dns: NoValidRecord; https: UnsafeAddress (cached)"
+    assert dns.zone.count(f"_atproto.{long_handle}", "TXT") == 1  # from the cache
+    resolver.clear_caches()
+    client = client_for(resolver)
+    for _ in range(2):  # looked up, then cached: the client sees the same answer
+        response = await client.get(f"{XRPC}resolveHandle", params={"handle": long_handle})
+        assert assert_xrpc_error(response, "HandleNotFound") == "Unable to resolve handle"
+    assert dns.zone.count(f"_atproto.{long_handle}", "TXT") == 2

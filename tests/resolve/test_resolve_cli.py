@@ -4,16 +4,27 @@ HTTP server standing in for a PLC directory."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any
 
 import orjson
 import pytest
 import typer
 from typer.testing import CliRunner
 
+from plc.cli import app as plc_app
 from plc.errors import DidNotAvailable, DidNotRegistered, Unavailable
-from plc.resolve import HttpPlcDocumentSource
+from plc.resolve import HttpPlcDocumentSource, IdentityResolver
 from plc.resolve.cli import resolve_command, run_resolve
-from tests.resolve.conftest import DID_A, DID_B, DID_T, SettingsFactory, plc_document
+from tests.resolve.conftest import (
+    DID_A,
+    DID_B,
+    DID_T,
+    MemoryPlcSource,
+    SettingsFactory,
+    plc_document,
+)
 from tests.resolve.servers import LocalDns, LocalHttp
 
 
@@ -113,3 +124,104 @@ def test_registered_as_typer_command(
     assert orjson.loads(ok.stdout)["did"] == DID_A
     missing = runner.invoke(app, ["resolve", "nobody.test", "--plc-url", directory])
     assert missing.exit_code == 1
+
+
+# -- the time budget bounds the did:plc fetch ------------------------------------------------
+
+
+def test_timeout_bounds_the_did_plc_fetch(
+    directory: str,
+    http: LocalHttp,
+    make_settings: SettingsFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The reviewer's reproduction: the directory answers after 4.5 s, ``--timeout 1``."""
+    document = orjson.dumps(plc_document(DID_A, "alice.test"))
+    http.route("127.0.0.1", f"/{DID_A}", body=document, delay_s=4.5)
+    started = time.monotonic()
+    assert run_resolve(DID_A, directory, timeout_s=1.0, settings=make_settings()) == 1
+    assert time.monotonic() - started < 2.0
+    error = orjson.loads(capsys.readouterr().err)
+    assert error == {"error": "Unavailable", "message": "PLC directory did not answer in time"}
+
+
+def test_a_slowly_sent_answer_is_bounded_as_a_whole(
+    directory: str, http: LocalHttp, make_settings: SettingsFactory, plc_source: MemoryPlcSource
+) -> None:
+    """Ten pieces 0.3 s apart: no single read waits long, the whole takes 3 s. Both the
+    source's own timeout and the resolver's deadline end it."""
+    document = orjson.dumps(plc_document(DID_A, "alice.test"))
+    http.route("127.0.0.1", f"/{DID_A}", body=document, drip_s=0.3)
+
+    async def timed(call: Awaitable[object]) -> float:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="did not answer in time"):
+            await call
+        return time.monotonic() - started
+
+    alone = HttpPlcDocumentSource(directory, timeout_s=1.0)
+    assert asyncio.run(timed(alone.get_document(DID_A))) < 2.0
+    patient = HttpPlcDocumentSource(directory, timeout_s=30.0)
+    resolver = IdentityResolver(make_settings(time_budget_s=1.0), patient)
+    assert asyncio.run(timed(resolver.resolve_did(DID_A))) < 2.0
+    # control: the same answer, sent at once, resolves
+    http.route("127.0.0.1", f"/{DID_A}", body=document)
+    assert asyncio.run(resolver.resolve_did(DID_A))["id"] == DID_A
+
+
+@pytest.mark.anyio
+async def test_the_servers_own_store_is_read_outside_the_budget(
+    make_settings: SettingsFactory,
+) -> None:
+    """A source without a deadline (the server's store, a local read) is not cut off."""
+
+    class SlowStore(MemoryPlcSource):
+        async def get_document(self, did: str) -> dict[str, Any]:
+            await asyncio.sleep(0.5)
+            return await super().get_document(did)
+
+    store = SlowStore()
+    store.add(DID_A)
+    resolver = IdentityResolver(make_settings(time_budget_s=0.2), store)
+    assert (await resolver.resolve_did(DID_A))["id"] == DID_A
+
+
+# -- settings refused in one line ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (
+            [],
+            {"PLC_RESOLVE_TIME_BUDGET_S": "abc"},
+            "error: invalid setting PLC_RESOLVE_TIME_BUDGET_S: Input should be a valid number, "
+            "unable to parse string as a number\n",
+        ),
+        (
+            ["--timeout", "100"],
+            {},
+            "error: invalid setting --timeout (PLC_RESOLVE_TIME_BUDGET_S): Input should be less "
+            "than or equal to 60\n",
+        ),
+        (
+            ["--timeout", "2"],
+            {"PLC_RESOLVE_DNS_PORT": "99999"},
+            "error: invalid setting PLC_RESOLVE_DNS_PORT: Input should be less than or equal to "
+            "65535\n",
+        ),
+    ],
+    ids=["env-not-a-number", "timeout-over-limit", "other-setting-with-timeout"],
+)
+def test_a_bad_setting_is_one_line_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(plc_app, ["resolve", "x.com", *args])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr == expected
+    assert result.stdout == ""
+    for value in [*env.values(), *args[1:]]:
+        assert value not in result.stderr
