@@ -66,7 +66,13 @@ def serve(
     from plc.metrics import shared_metrics_dir
     from plc.resolve.settings import ResolverSettings
     from plc.store.documents import stored_documents_version
-    from plc.store.engine import is_sqlite, make_engine, redacted
+    from plc.store.engine import (
+        database_url_setting,
+        is_sqlite,
+        make_engine,
+        normalize_database_url,
+        redacted,
+    )
     from plc.store.migrate import upgrade
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
@@ -88,6 +94,14 @@ def serve(
     except ValidationError as exc:
         options = {name: "--" + name.replace("_", "-") for name in overrides}
         typer.echo(f"error: {setting_error(exc, options)}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        # before anything is bound or said, named as it was given (option or environment)
+        normalize_database_url(
+            settings.database_url, database_url_setting("database_url" in overrides)
+        )
+    except PlcError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
     # port 0 is chosen now, so that the start-up line names the real port
     bound = _bind_probe(settings.host, settings.port)

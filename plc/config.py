@@ -24,6 +24,25 @@ regular expression)."""
 
 DEFAULT_DATABASE_URL = "sqlite:///plc-directory.sqlite3"
 
+# Upper bounds of the numeric settings: far past what any deployment wants, and far below
+# what would overflow where the value is used (a datetime minus the backfill window, a
+# thread's wait, a C int of SQLite or PostgreSQL), so that a mistyped value stops plc serve
+# with one line instead of failing later, on a request or in a background thread.
+HOUR_S = 3600
+DAY_S = 24 * HOUR_S
+HOUR_MS = HOUR_S * 1000
+MIB = 1024 * 1024
+MAX_WORKERS = 256
+MAX_ENTRY_BYTES = 65_535
+"""A transparency log entry's limit (C2SP tlog-tiles): no op larger than this can be logged."""
+MAX_LIST_ENTRIES = 1000
+"""Bound of every list-length limit of the admission policy (keys, aliases, services)."""
+MAX_RATE = 1_000_000
+"""Bound of the per-DID rate limits (ops per hour, day and week)."""
+MAX_BACKFILL_WINDOW_S = 20 * 365 * DAY_S
+"""20 years (365-day): a window past the whole history of did:plc (2022 on), yet short enough
+that now minus the window is a date."""
+
 
 class Settings(BaseSettings):
     """Server settings. Environment names are ``PLC_<FIELD>`` unless noted."""
@@ -40,7 +59,7 @@ class Settings(BaseSettings):
     )
     """``sqlite:///relative``, ``sqlite:////absolute``, ``postgresql://…`` or ``postgres://…``
     (``DATABASE_URL``). Default: a SQLite file in the working directory."""
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     """uvicorn worker processes (``PLC_WORKERS``)."""
     validation_process: bool = False
     """Validate submitted ops in a child process (per worker), so one server uses a second
@@ -53,42 +72,42 @@ class Settings(BaseSettings):
     metrics: bool = True
     """Serve ``GET /metrics`` (Prometheus text format: ops committed and refused, group
     commit sizes and durations, tree size, process CPU and memory) (``PLC_METRICS``)."""
-    db_pool_size: int = Field(default=16, ge=1)
+    db_pool_size: int = Field(default=16, ge=1, le=1000)
     """Connections kept open per process (``PLC_DB_POOL_SIZE``)."""
-    db_busy_timeout_ms: int = Field(default=5000, ge=0)
+    db_busy_timeout_ms: int = Field(default=5000, ge=0, le=HOUR_MS)
     """How long a writer waits for the write lock (SQLite's lock, PostgreSQL's log head row)
     before the request answers 503 (``PLC_DB_BUSY_TIMEOUT_MS``)."""
-    db_start_wait_s: float = Field(default=60.0, ge=0)
+    db_start_wait_s: float = Field(default=60.0, ge=0, le=DAY_S)
     """How long a worker starting on its own waits for a database that does not answer
     (``PLC_DB_START_WAIT_S``)."""
-    commit_batch_max: int = Field(default=256, ge=1)
+    commit_batch_max: int = Field(default=256, ge=1, le=10_000)
     """Most operations grouped into one commit (group commit)."""
-    max_body_bytes: int = Field(default=102_400, ge=1)
+    max_body_bytes: int = Field(default=102_400, ge=1, le=16 * MIB)
     """Largest accepted POST body, bytes; larger bodies answer 413 (``PLC_MAX_BODY_BYTES``).
     The reference's ``express.json({limit: '100kb'})`` reads 100kb as 102,400 bytes."""
-    max_header_bytes: int = Field(default=16_384, ge=1024)
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=MIB)
     """Largest request head (request line and headers), bytes; a larger one is answered 431
     and the connection closed (``PLC_MAX_HEADER_BYTES``). Node's default ``maxHeaderSize``,
     which the reference runs with, is 16 KiB."""
-    head_timeout_s: float = Field(default=60.0, gt=0)
+    head_timeout_s: float = Field(default=60.0, gt=0, le=HOUR_S)
     """Seconds a request head (request line and headers) may take to arrive, from the
     connection's opening or the head's first byte; a slower one is answered 408 and the
     connection closed (``PLC_HEAD_TIMEOUT_S``; Node's ``headersTimeout``, which the reference
     runs with, is 60 s)."""
-    body_timeout_s: float = Field(default=60.0, gt=0)
+    body_timeout_s: float = Field(default=60.0, gt=0, le=HOUR_S)
     """Seconds a POST body may take to arrive once the headers are in; a slower one is
     answered 408 and the connection closed (``PLC_BODY_TIMEOUT_S``)."""
     policy_enabled: bool = True
     """False switches every admission limit off (replay and conformance only)."""
-    max_op_bytes: int = Field(default=4000, ge=1)
-    min_rotation_keys: int = Field(default=1, ge=0)
-    max_rotation_keys: int = Field(default=5, ge=1)
-    max_also_known_as: int = Field(default=10, ge=0)
-    max_services: int = Field(default=10, ge=0)
-    max_verification_methods: int = Field(default=10, ge=0)
-    ops_per_hour: int = Field(default=10, ge=1)
-    ops_per_day: int = Field(default=30, ge=1)
-    ops_per_week: int = Field(default=100, ge=1)
+    max_op_bytes: int = Field(default=4000, ge=1, le=MAX_ENTRY_BYTES)
+    min_rotation_keys: int = Field(default=1, ge=0, le=MAX_LIST_ENTRIES)
+    max_rotation_keys: int = Field(default=5, ge=1, le=MAX_LIST_ENTRIES)
+    max_also_known_as: int = Field(default=10, ge=0, le=MAX_LIST_ENTRIES)
+    max_services: int = Field(default=10, ge=0, le=MAX_LIST_ENTRIES)
+    max_verification_methods: int = Field(default=10, ge=0, le=MAX_LIST_ENTRIES)
+    ops_per_hour: int = Field(default=10, ge=1, le=MAX_RATE)
+    ops_per_day: int = Field(default=30, ge=1, le=MAX_RATE)
+    ops_per_week: int = Field(default=100, ge=1, le=MAX_RATE)
     log_origin: str | None = Field(default=None, pattern=f"^{ORIGIN_PATTERN}$")
     """Origin of the transparency log (``PLC_LOG_ORIGIN``, characters ``[A-Za-z0-9._/-]``).
     Default: generated on first start and stored with the log."""
@@ -97,28 +116,28 @@ class Settings(BaseSettings):
     (``PLC_LOG_SIGNING_KEY``). Default: generated on first start and stored with the log. A
     given key is never stored; a log refuses any key but its own
     (:func:`plc.checkpoints.load_or_create_signer`)."""
-    checkpoint_interval_ms: int = Field(default=500, ge=1)
+    checkpoint_interval_ms: int = Field(default=500, ge=1, le=DAY_S * 1000)
     """How often the log signs a checkpoint of new ops; the longest an op waits to be
     covered by a signed checkpoint (``PLC_CHECKPOINT_INTERVAL_MS``)."""
-    checkpoints_kept: int = Field(default=10_000, ge=0)
+    checkpoints_kept: int = Field(default=10_000, ge=0, le=1_000_000_000)
     """Signed checkpoints kept in the database, newest first; older ones are deleted as new
     ones are signed (only the newest is served). 0 keeps every one
     (``PLC_CHECKPOINTS_KEPT``)."""
-    stream_backfill_window_s: int = Field(default=7 * 24 * 3600, ge=0)
+    stream_backfill_window_s: int = Field(default=7 * DAY_S, ge=0, le=MAX_BACKFILL_WINDOW_S)
     """``/export/stream``: a cursor whose next op is older than this is refused with
     ``OutdatedCursor`` (page through ``/export`` instead) (``PLC_STREAM_BACKFILL_WINDOW_S``)."""
-    stream_buffer: int = Field(default=500, ge=1)
+    stream_buffer: int = Field(default=500, ge=1, le=100_000)
     """``/export/stream``: live ops queued per connection; one more and the connection reads
     on from the database until it catches up (the reference closes it: ``ConsumerTooSlow``)."""
-    stream_poll_interval_ms: int = Field(default=100, ge=1)
+    stream_poll_interval_ms: int = Field(default=100, ge=1, le=60_000)
     """``/export/stream``: how often to look for ops committed by other processes."""
-    stream_send_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    stream_send_timeout_s: float = Field(default=30.0, gt=0, le=HOUR_S)
     """``/export/stream``: a client that leaves what was sent to it unread this long (the
     socket's buffers full) is disconnected (``PLC_STREAM_SEND_TIMEOUT_S``)."""
     stream_compression: bool = False
     """``/export/stream``: offer permessage-deflate (``PLC_STREAM_COMPRESSION``). Off, as in
     the reference server (Node ``ws``'s default): it costs CPU per message per client."""
-    shutdown_grace_s: int = Field(default=10, ge=0, le=3600)
+    shutdown_grace_s: int = Field(default=10, ge=0, le=HOUR_S)
     """On SIGTERM, seconds open connections (streams included) get to finish before they
     are closed (``PLC_SHUTDOWN_GRACE_S``)."""
     version: str = "0.1.0"

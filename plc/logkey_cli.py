@@ -35,14 +35,21 @@ def log_key_command(
     from plc.checkpoints import load_or_create_signer
     from plc.config import Settings, setting_error
     from plc.errors import InvalidInput, PlcError
-    from plc.store.engine import make_engine, normalize_database_url, redacted
+    from plc.store.engine import (
+        database_url_setting,
+        make_engine,
+        normalize_database_url,
+        redacted,
+    )
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
 
     try:
         overrides = {} if database_url is None else {"database_url": database_url}
         settings = Settings(**overrides)  # type: ignore[arg-type]
-        url = normalize_database_url(settings.database_url)
+        url = normalize_database_url(
+            settings.database_url, database_url_setting(database_url is not None)
+        )
         shown = redacted(settings.database_url)
     except ValidationError as exc:
         _fail(setting_error(exc, {"database_url": "--database-url"} if database_url else None))

@@ -13,8 +13,11 @@ One server process: its own registry. Several (``PLC_WORKERS`` > 1): ``plc serve
 workers a shared directory in ``PROMETHEUS_MULTIPROC_DIR`` (``prometheus_client``'s
 multi-process mode), where each worker keeps its counts in files; a scrape answered by any
 worker sums every worker's, dead ones' included, so the counters stay monotonic whichever
-worker answers. In that mode the per-process metrics (``process_*``, ``python_info``) are
-left out, since they would be the answering worker's alone. The tree size is read from the
+worker answers. A gauge of what is open now (``plc_stream_connections``) counts running
+workers only: the files a dead worker left for it are removed when a worker starts and at
+every scrape (:func:`forget_dead_workers`; a worker killed with open streams would otherwise
+be counted for good). In that mode the per-process metrics (``process_*``, ``python_info``)
+are left out, since they would be the answering worker's alone. The tree size is read from the
 database at scrape time in both modes. Exposition format: Prometheus text 0.0.4, or what
 ``prometheus_client`` negotiates when the scraper's ``Accept`` asks for another
 (OpenMetrics); an ``Accept`` it cannot read gets text 0.0.4.
@@ -23,10 +26,12 @@ database at scrape time in both modes. Exposition format: Prometheus text 0.0.4,
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -38,9 +43,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from plc import errors
 from plc.errors import PlcError, Unavailable
 from plc.store.records import CommitOutcome, CommitStatus
 
@@ -66,6 +72,38 @@ HTTP_REFUSED = Counter(
 server's connections are the process's, not a directory's); each :class:`DirectoryMetrics`
 registry exposes it."""
 
+BODY_REFUSALS: dict[str, str] = {
+    "UnsupportedContentType": "400, not JSON by its Content-Type",
+    "UnsupportedCharset": "415, a charset no UTF codec reads",
+    "MalformedCharset": "400, bytes not valid in the UTF charset declared",
+    "BodyTooLarge": "413",
+    "BodyTimeout": "408",
+    "UnsupportedEncoding": "415",
+    "CorruptEncoding": "400, a gzip or deflate body that does not inflate",
+}
+"""Every reason :class:`plc.api.bodies.Refusal` gives a POST refused before its op is read
+(``plc_ops_refused_total{reason}``), with its status and cause, as the HELP text says."""
+OP_REFUSALS: tuple[str, ...] = tuple(
+    value.__name__
+    for value in vars(errors).values()
+    if isinstance(value, type)
+    and issubclass(
+        value,
+        (errors.InvalidInput, errors.InvalidOperation, errors.PolicyViolation, errors.Conflict),
+    )
+)
+"""The classes of :mod:`plc.errors` a submitted op is refused with (400, 409, 429), in the
+order they are defined there: what :meth:`DirectoryMetrics.refused` counts as the reason
+(its class's name). Not found (404) and verification errors are not raised for a
+submitted op; :class:`plc.errors.Unavailable` (503) is counted as a failure instead."""
+_OPS_REFUSED_HELP = (
+    "Submitted operations the directory refused (4xx), by reason: the error's class ("
+    + ", ".join(OP_REFUSALS)
+    + "), or for a body refused before its op is read: "
+    + ", ".join(f"{reason} ({cause})" for reason, cause in BODY_REFUSALS.items())
+    + "."
+)
+
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -78,12 +116,19 @@ class DirectoryMetrics:
         registry: this process's metrics.
         scraped: what a scrape exposes: ``registry`` itself, or in multi-process mode every
             worker's counts read from ``PROMETHEUS_MULTIPROC_DIR``; the tree size in both.
+        multiprocess_dir: that shared directory, or None (one process, its own registry).
     """
 
     def __init__(self, tree_size: Callable[[], int] | None = None) -> None:
         """``tree_size``: reads the log's tree size (the last committed ``seq``) from the
         database at scrape time; None leaves the gauge at 0."""
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_ENV) or None
+        if self.multiprocess_dir:
+            # Before this process's gauge exists: prometheus_client would start it from a
+            # file of a dead worker that had this pid, with that worker's open streams.
+            _forget_stale_own_gauges(self.multiprocess_dir)
+            forget_dead_workers(self.multiprocess_dir)
         self.ops_committed = Counter(
             "plc_ops_committed",
             "Operations appended to the log.",
@@ -91,12 +136,7 @@ class DirectoryMetrics:
         )
         self.ops_refused = Counter(
             "plc_ops_refused",
-            "Submitted operations the directory refused (4xx), by reason: the error's class "
-            "(InvalidSignature, MisorderedOperation, RateLimited, HeadMismatch, ...), or "
-            "for a body refused before its op is read: UnsupportedContentType (400, not "
-            "JSON by its Content-Type), BodyTooLarge (413), BodyTimeout (408), "
-            "UnsupportedEncoding (415), CorruptEncoding (400, a gzip or deflate body that "
-            "does not inflate).",
+            _OPS_REFUSED_HELP,
             ["reason"],
             registry=self.registry,
         )
@@ -133,12 +173,11 @@ class DirectoryMetrics:
             registry=self.registry,
         )
         self.registry.register(HTTP_REFUSED)
-        multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
-        if multiprocess_dir:
+        if self.multiprocess_dir:
             # Each metric above writes this process's counts to the shared directory; a scrape
             # reads every worker's from there instead of this registry.
             self.scraped = CollectorRegistry()
-            MultiProcessCollector(self.scraped, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            MultiProcessCollector(self.scraped, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         else:
             self.scraped = self.registry
             ProcessCollector(registry=self.registry)
@@ -170,7 +209,10 @@ class DirectoryMetrics:
         """``(body, content type)`` of :attr:`scraped` for a scrape whose ``Accept`` header is
         ``accept``: what ``prometheus_client`` negotiates (OpenMetrics when asked), and the
         Prometheus text format 0.0.4 (UTF-8) when nothing else is asked or the header cannot
-        be read."""
+        be read. In multi-process mode, dead workers' live gauges are dropped first
+        (:func:`forget_dead_workers`)."""
+        if self.multiprocess_dir:
+            forget_dead_workers(self.multiprocess_dir)
         try:
             encoder, content_type = choose_encoder(accept)
         except (TypeError, ValueError):  # e.g. "text/plain; version=abc"
@@ -200,6 +242,76 @@ def shared_metrics_dir(workers: int, enabled: bool) -> Iterator[None]:
     finally:
         os.environ.pop(MULTIPROCESS_DIR_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+"""A file of a gauge whose value counts only while its process runs (``multiprocess_mode``
+``live*``), named by that process's id, as ``prometheus_client`` names it."""
+_forgot_own_for: int | None = None
+"""The process id :func:`_forget_stale_own_gauges` last ran in (once per process)."""
+
+
+def forget_dead_workers(path: str) -> list[int]:
+    """Drop from the multi-process directory ``path`` the live gauges' files
+    (``gauge_live*_<pid>.db``) of every process that is no longer one of this server's
+    (:func:`_serving_beside_us`), as ``prometheus_client.multiprocess.mark_process_dead`` does
+    for a worker that has exited: its open stream connections then no longer count. Its
+    counters and histograms stay, so that the sums stay monotonic. Safe against a worker
+    dropping the same files at the same time.
+
+    Returns the process ids whose files were dropped (ascending)."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:  # plc serve removed it on its way out
+        return []
+    pids = {int(m.group(1)) for name in names if (m := _LIVE_GAUGE_FILE.fullmatch(name))}
+    gone = sorted(pid for pid in pids if not _serving_beside_us(pid))
+    for pid in gone:
+        try:
+            mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        except FileNotFoundError:  # another worker dropped it first
+            pass
+    return gone
+
+
+def _forget_stale_own_gauges(path: str) -> None:
+    """Once per process, before its first live gauge is made: drop live gauge files already
+    named by this process's id (a dead worker's, whose id the system gave to this one)."""
+    global _forgot_own_for
+    if _forgot_own_for == os.getpid():
+        return
+    _forgot_own_for = os.getpid()
+    try:
+        mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
+    except FileNotFoundError:
+        pass
+
+
+def _serving_beside_us(pid: int) -> bool:
+    """Whether ``pid`` is a process that may still write to the shared directory: this one, or
+    a running process (not a zombie) with the same parent, as uvicorn's workers are each
+    other's siblings under ``plc serve``. The parent test keeps a dead worker's id that the
+    system gave to an unrelated process from counting it as alive. Without ``/proc``
+    (not Linux): any running process."""
+    if pid == os.getpid():
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return False  # ended
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    except OSError:
+        return True  # cannot tell: keep its count rather than drop a live one
+    # The command name, in parentheses, may itself hold ") ": the fields follow the last.
+    state, parent = stat.rsplit(")", 1)[1].split()[:2]
+    return state not in ("Z", "X") and int(parent) == os.getppid()
 
 
 class _TreeSize(Collector):

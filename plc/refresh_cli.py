@@ -77,16 +77,24 @@ def run_refresh(
         refresh_page,
         stored_documents_version,
     )
-    from plc.store.engine import make_engine, normalize_database_url, redacted
+    from plc.store.engine import (
+        database_url_setting,
+        make_engine,
+        normalize_database_url,
+        redacted,
+    )
     from plc.store.migrate import upgrade
 
     out = console or Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         overrides = {} if database_url is None else {"database_url": database_url}
         settings = Settings(**overrides)  # type: ignore[arg-type]
-        url = normalize_database_url(settings.database_url)
+        url = normalize_database_url(
+            settings.database_url, database_url_setting(database_url is not None)
+        )
     except ValidationError as exc:
-        out.print(f"error: {setting_error(exc)}", markup=False)
+        options = None if database_url is None else {"database_url": "--database-url"}
+        out.print(f"error: {setting_error(exc, options)}", markup=False)
         return EXIT_FAILED
     except PlcError as exc:
         out.print(f"error: {exc.message}", markup=False)

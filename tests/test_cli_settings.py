@@ -98,6 +98,91 @@ def test_a_bad_setting_stops_the_start_in_one_line(name: str, value: str, expect
     assert result.stdout == ""  # no verifier key line: nothing started
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "bound"),
+    [
+        ("PLC_WORKERS", "257", "256"),
+        ("PLC_DB_POOL_SIZE", "1001", "1000"),
+        ("PLC_DB_BUSY_TIMEOUT_MS", "3600001", "3600000"),
+        ("PLC_DB_START_WAIT_S", "inf", "86400"),
+        ("PLC_COMMIT_BATCH_MAX", "10001", "10000"),
+        ("PLC_MAX_BODY_BYTES", "16777217", "16777216"),
+        ("PLC_MAX_HEADER_BYTES", "1048577", "1048576"),
+        ("PLC_HEAD_TIMEOUT_S", "3600.5", "3600"),
+        ("PLC_BODY_TIMEOUT_S", "1e300", "3600"),
+        ("PLC_MAX_OP_BYTES", "65536", "65535"),
+        ("PLC_MIN_ROTATION_KEYS", "1001", "1000"),
+        ("PLC_MAX_ROTATION_KEYS", "1001", "1000"),
+        ("PLC_MAX_ALSO_KNOWN_AS", "1001", "1000"),
+        ("PLC_MAX_SERVICES", "1001", "1000"),
+        ("PLC_MAX_VERIFICATION_METHODS", "1001", "1000"),
+        ("PLC_OPS_PER_HOUR", "1000001", "1000000"),
+        ("PLC_OPS_PER_DAY", "1000001", "1000000"),
+        ("PLC_OPS_PER_WEEK", "1000001", "1000000"),
+        # the checkpointer thread died of it (Event.wait: timestamp out of range)
+        ("PLC_CHECKPOINT_INTERVAL_MS", "99999999999999999999", "86400000"),
+        ("PLC_CHECKPOINTS_KEPT", "1000000001", "1000000000"),
+        # every /export/stream?cursor= below the head failed (now minus it: no date)
+        ("PLC_STREAM_BACKFILL_WINDOW_S", "99999999999", "630720000"),
+        ("PLC_STREAM_BUFFER", "100001", "100000"),
+        ("PLC_STREAM_POLL_INTERVAL_MS", "60001", "60000"),
+        ("PLC_STREAM_SEND_TIMEOUT_S", "inf", "3600"),
+        ("PLC_SHUTDOWN_GRACE_S", "3601", "3600"),
+    ],
+)
+def test_a_setting_past_its_bound_stops_the_start_in_one_line(
+    name: str, value: str, bound: str, tmp_path: Path
+) -> None:
+    database = tmp_path / "never.sqlite3"
+    with socket.socket() as busy:  # were the value taken, the start would stop here, not serve
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = CliRunner().invoke(
+            app,
+            ["serve", "--port", port, "--database-url", f"sqlite:///{database}"],
+            env={name: value},
+        )
+    assert result.exit_code == 1, result.exception
+    assert isinstance(result.exception, SystemExit)  # typer.Exit, not an error on the way
+    assert result.stderr.strip() == (
+        f"error: invalid setting {name}: Input should be less than or equal to {bound}"
+    )
+    assert result.stdout == "" and not database.exists()
+
+
+def _command(command: str, tmp_path: Path) -> list[str]:
+    """``command``'s arguments up to its options (``plc import`` needs a source)."""
+    return ["import", str(tmp_path / "export.jsonl")] if command == "import" else [command]
+
+
+@pytest.mark.parametrize("command", ["serve", "import", "log-key", "refresh-documents"])
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("garbage", "is not a database URL: expected sqlite:///relative/path, "),
+        ("postgresql://u:s3cret@h:notaport/db", "is not a database URL: expected "),
+        ("mysql://u:s3cret@h/db", "has an unsupported scheme mysql: use sqlite:///path"),
+        ("sqlite:///:memory:", "names no SQLite file (in-memory databases are not supported)"),
+    ],
+)
+def test_a_bad_database_url_is_named_as_it_was_given(
+    command: str, url: str, said: str, tmp_path: Path
+) -> None:
+    arguments = _command(command, tmp_path)
+    given = CliRunner().invoke(app, [*arguments, "--database-url", url])
+    assert given.exit_code == 1
+    assert given.stderr.strip().startswith(f"error: --database-url (DATABASE_URL) {said}")
+    from_environment = CliRunner().invoke(app, arguments, env={"DATABASE_URL": url})
+    assert from_environment.exit_code == 1
+    assert from_environment.stderr.strip().startswith(f"error: DATABASE_URL {said}")
+    for result in (given, from_environment):
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "s3cret" not in result.output + result.stderr
+        assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no database, no file
+
+
 def test_a_bad_option_is_named_as_the_option(tmp_path: Path) -> None:
     database = tmp_path / "never.sqlite3"
     result = CliRunner().invoke(

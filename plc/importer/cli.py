@@ -41,6 +41,12 @@ SHOWN_REFUSALS = 10
 """Refusals printed on stderr; every one goes to ``--rejects``."""
 MAX_REJECT_LINE = 65_536
 """Characters of a refused line kept in the rejects file."""
+MAX_SEQ = 2**53 - 1
+"""Largest ``--after``: the largest seq a JSON number carries exactly (the reference's
+JavaScript reads ``seq`` as a double), far past any log."""
+MAX_INTERVAL_S = 3600.0
+"""Largest ``--interval``, seconds: an hour between pages is already no import at all; an
+unbounded one (``inf``) ended in a traceback from ``time.sleep``."""
 PROGRESS_EVERY_S = 60.0
 """Without a terminal (a service, a log file), a progress line this often, seconds."""
 STOP_SIGNALS = tuple(
@@ -62,14 +68,16 @@ def import_command(
         ),
     ] = None,
     after: Annotated[
-        int, typer.Option(min=0, help="URL only: start after this seq (to resume)")
+        int, typer.Option(min=0, max=MAX_SEQ, help="URL only: start after this seq (to resume)")
     ] = 0,
     count: Annotated[
         int, typer.Option(min=1, max=1000, help="URL only: lines per /export page")
     ] = 1000,
     interval: Annotated[
         float,
-        typer.Option(min=0.0, help="URL only: least seconds between page requests"),
+        typer.Option(
+            min=0.0, max=MAX_INTERVAL_S, help="URL only: least seconds between page requests"
+        ),
     ] = 0.6,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Ops per transaction")] = 500,
     rejects: Annotated[
@@ -114,7 +122,13 @@ def run_import(
     from plc.config import Settings, setting_error
     from plc.errors import PlcError
     from plc.service import Directory
-    from plc.store.engine import make_engine, make_read_engine, redacted
+    from plc.store.engine import (
+        database_url_setting,
+        make_engine,
+        make_read_engine,
+        normalize_database_url,
+        redacted,
+    )
     from plc.store.migrate import upgrade
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
@@ -124,8 +138,16 @@ def run_import(
     try:
         overrides = {} if database_url is None else {"database_url": database_url}
         settings = Settings(**overrides)  # type: ignore[arg-type]
+        # before the source is opened, named as it was given (option or environment)
+        normalize_database_url(
+            settings.database_url, database_url_setting(database_url is not None)
+        )
     except ValidationError as exc:
-        out.print(f"error: {setting_error(exc)}", markup=False)
+        options = None if database_url is None else {"database_url": "--database-url"}
+        out.print(f"error: {setting_error(exc, options)}", markup=False)
+        return EXIT_FAILED
+    except PlcError as exc:
+        out.print(f"error: {exc.message}", markup=False)
         return EXIT_FAILED
     is_url = source.startswith(("http://", "https://"))
     if after and not is_url:

@@ -20,9 +20,22 @@ from sqlmodel import create_engine
 
 from plc.errors import InvalidInput, echo
 
+DATABASE_URL_SETTING = "DATABASE_URL"
+"""How errors name the database URL when it came from the environment (or the default)."""
+DATABASE_URL_OPTION = "--database-url (DATABASE_URL)"
+"""How errors name it when it came from a command's ``--database-url``, as
+:func:`plc.config.setting_error` names other options."""
 
-def normalize_database_url(url: str) -> URL:
-    """Parse a database URL and pick the driver.
+
+def database_url_setting(from_option: bool) -> str:
+    """The name errors give the database URL: :data:`DATABASE_URL_OPTION` when it came from
+    ``--database-url`` (``from_option``), else :data:`DATABASE_URL_SETTING`."""
+    return DATABASE_URL_OPTION if from_option else DATABASE_URL_SETTING
+
+
+def normalize_database_url(url: str, setting: str = DATABASE_URL_SETTING) -> URL:
+    """Parse a database URL and pick the driver. ``setting`` is what errors call the URL
+    (:func:`database_url_setting`).
 
     Raises:
         InvalidInput: not a URL (the text is not repeated: it may hold a password), a scheme
@@ -35,7 +48,7 @@ def normalize_database_url(url: str) -> URL:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise InvalidInput(
-            "DATABASE_URL is not a database URL: expected sqlite:///relative/path, "
+            f"{setting} is not a database URL: expected sqlite:///relative/path, "
             "sqlite:////absolute/path or postgresql://user@host:port/database"
         ) from None
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
@@ -43,12 +56,12 @@ def normalize_database_url(url: str) -> URL:
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file::memory:"):
             raise InvalidInput(
-                "DATABASE_URL names no SQLite file (in-memory databases are not supported): "
+                f"{setting} names no SQLite file (in-memory databases are not supported): "
                 "use sqlite:///relative/path or sqlite:////absolute/path"
             )
         return parsed.set(drivername="sqlite+pysqlite")
     raise InvalidInput(
-        f"DATABASE_URL has an unsupported scheme {echo(parsed.drivername)}: use "
+        f"{setting} has an unsupported scheme {echo(parsed.drivername)}: use "
         "sqlite:///path or postgresql://user@host:port/database"
     )
 

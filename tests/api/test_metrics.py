@@ -3,6 +3,8 @@ and PostgreSQL (the committer thread); content negotiation; the setting that tur
 
 from __future__ import annotations
 
+import ast
+import re
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -12,9 +14,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from plc.errors import RateLimited, Unavailable
-from plc.metrics import DirectoryMetrics
+from plc.metrics import BODY_REFUSALS, DirectoryMetrics
 
-from ..conftest import Clock
+from ..conftest import REPO, Clock
 from ..helpers import new_did, update
 
 
@@ -62,14 +64,32 @@ def test_commits_and_refusals_are_counted(client: TestClient, clock: Clock) -> N
         assert after[("process_cpu_seconds_total", ())] > 0
 
 
+def refused_help(client: TestClient) -> str:
+    """The HELP text of ``plc_ops_refused`` as a scrape shows it."""
+    text = client.get("/metrics").text
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "plc_ops_refused"]
+    return family.documentation
+
+
 def test_bodies_refused_before_their_op_is_read_are_counted(client: TestClient) -> None:
-    did = new_did("metrics-bodies")[0]
+    did, genesis, _ = new_did("metrics-bodies")
     json = {"content-type": "application/json"}
+    utf16 = {"content-type": "application/json; charset=utf-16"}
     refused = [
         (client.post(f"/{did}", content=b"{}", headers={"content-type": "text/plain"}), 400),
         (client.post(f"/{did}", content=b"x" * 200_000, headers=json), 413),
         (client.post(f"/{did}", content=b"{}", headers={**json, "content-encoding": "br"}), 415),
         (client.post(f"/{did}", content=b"{}", headers={**json, "content-encoding": "gzip"}), 400),
+        (
+            client.post(
+                f"/{did}",
+                json=genesis,
+                headers={**json, "content-type": f"{json['content-type']}; charset=latin1"},
+            ),
+            415,
+        ),
+        (client.post(f"/{did}", content=b"{\x00\x00", headers=utf16), 400),  # odd length
+        (client.post(f"/{did}", content=b"not json", headers=json), 400),
     ]
     assert [r.status_code for r, _ in refused] == [status for _, status in refused]
     samples = scrape(client)
@@ -78,9 +98,37 @@ def test_bodies_refused_before_their_op_is_read_are_counted(client: TestClient) 
         "BodyTooLarge",
         "UnsupportedEncoding",
         "CorruptEncoding",
+        "UnsupportedCharset",
+        "MalformedCharset",
+        "InvalidInput",
     ):
         assert samples[("plc_ops_refused_total", (("reason", reason),))] == 1, reason
     assert samples[("plc_ops_committed_total", ())] == 0
+    # What a dashboard reads the reasons from names every one counted here.
+    named = set(re.findall(r"\w+", refused_help(client)))
+    counted = {
+        dict(labels)["reason"] for name, labels in samples if name == "plc_ops_refused_total"
+    }
+    assert len(counted) == 7 and counted <= named, counted - named
+
+
+def test_every_reason_a_body_is_refused_for_is_in_the_help(client: TestClient) -> None:
+    # bodies.py names each reason where it refuses (Refusal(status, message, headers,
+    # reason)); one it names that the HELP text leaves out is a count no one can read.
+    tree = ast.parse((REPO / "plc" / "api" / "bodies.py").read_text())
+    given = {
+        call.args[3].value
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "Refusal"
+        and isinstance(call.args[3], ast.Constant)
+    }
+    assert len(given) >= 7 and all(isinstance(reason, str) for reason in given)
+    assert given == set(BODY_REFUSALS)
+    described = refused_help(client)
+    for reason in given:
+        assert f" {reason} (" in described, reason
 
 
 def test_a_database_failure_is_not_a_refusal() -> None:

@@ -338,7 +338,9 @@ def test_a_missing_file_or_a_bad_database_url_stops_the_import(
     assert "(a directory URL starts with http:// or https://)" in capsys.readouterr().err
     source = write(tmp_path / "x.jsonl", [])
     assert run_import(str(source), database_url="mysql://x") == EXIT_FAILED
-    assert "DATABASE_URL has an unsupported scheme mysql" in capsys.readouterr().err
+    assert "--database-url (DATABASE_URL) has an unsupported scheme mysql" in (
+        capsys.readouterr().err
+    )
 
 
 def test_the_command_reads_stdin_and_exits_3_when_it_refused_lines(
