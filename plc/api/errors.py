@@ -12,6 +12,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from plc.errors import (
@@ -94,6 +95,11 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "Error"
         return message_response(exc.status_code, detail, dict(exc.headers or {}))
 
+    async def on_client_gone(_request: Request, _exc: Exception) -> Response:
+        # The client closed its connection before its body arrived: no one reads an answer,
+        # and it is no server error (the fast path drops it the same way).
+        return message_response(400, "Request body incomplete: the client disconnected")
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
         if request.url.path.startswith("/xrpc/"):
@@ -108,4 +114,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PlcError, on_plc_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

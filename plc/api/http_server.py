@@ -16,7 +16,17 @@ never sees these requests, so they are counted here (``plc_http_refused_total`` 
 
 The parser also takes every ``Connection: upgrade`` request for a protocol switch; only a
 WebSocket upgrade of ``GET /export/stream`` is one here, every other ``Upgrade`` header is
-ignored, as Node does (:meth:`JsonErrorHttpProtocol._unsupported_upgrades_ignored`).
+ignored, as Node does (:meth:`JsonErrorHttpProtocol._unsupported_upgrades_ignored`). For that
+a request head is handed to the parser only once it is whole, and only the head is rewritten:
+the bytes of a body are never touched, so they cannot change where one request ends and the
+next begins (RFC 9112 §6.3). A body of known length is handed over up to its end, so the head
+of a request pipelined behind it is treated alike; one behind a chunked body that asks for an
+upgrade after all is answered 400 and the connection closed.
+
+An error answered while an earlier request of the connection is still being answered (a
+malformed request pipelined behind a POST) waits for that answer. A request answered before
+its body was read (a refusal by its headers) must send the rest of its body within
+``PLC_BODY_TIMEOUT_S``, or the connection is closed.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import logging
 import re
 from typing import Any
 
+import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -45,10 +56,31 @@ HEAD_TOO_LARGE = "Request header fields too large"
 HEAD_TIMEOUT = "Request head not received in time"
 """Message of the 408 answered when a request head is slower than ``PLC_HEAD_TIMEOUT_S``."""
 
-_UPGRADE_HEADER = re.compile(rb"\r\nupgrade([ \t]*:)([^\r\n]*)", re.IGNORECASE)
-_WEBSOCKET_REQUEST = b"GET /export/stream"
+UNSUPPORTED_UPGRADE = "Unsupported upgrade request (send it on a connection of its own)"
+"""Message of the 400 answered to an ``Upgrade`` request that could not be served as plain
+HTTP (one pipelined behind a chunked body), or a protocol switch other than the stream's."""
+
+_UPGRADE_HEADER = re.compile(rb"(\r?\n)upgrade([ \t]*:)([^\r\n]*)", re.IGNORECASE)
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_STREAM_PATH = b"/export/stream"
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def _head_end(data: bytes) -> int:
+    """Index just past the blank line that ends the request head at the start of ``data``
+    (empty lines before a request line are skipped, as the parser skips them); -1 while it
+    has not arrived."""
+    start = len(data) - len(data.lstrip(b"\r\n"))
+    found = _HEAD_END.search(data, start)
+    return -1 if found is None else found.end()
+
+
+def _is_stream_request(head: bytes) -> bool:
+    """Whether a raw request head is a ``GET`` of a path that starts ``/export/stream``, where
+    a WebSocket upgrade is taken (the stream's route decides the rest: ``/export/stream/`` is
+    the route, ``/export/stream%0A`` is refused 403 by the WebSocket handshake)."""
+    return head.lstrip(b"\r\n").startswith(b"GET " + _STREAM_PATH)
 
 
 @functools.cache
@@ -78,9 +110,17 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     _in_head = True
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
-    _websocket_route = False
-    _head_start = b""
     _head_begun = False
+    _pending = b""
+    """Bytes of a request head that has not arrived whole, withheld from the parser."""
+    _body_left: int | None = None
+    """Bytes of the current request's body still to hand the parser before the next head
+    can begin; None when unknown (chunked) or no body is being read."""
+    _drain_timer: asyncio.TimerHandle | None = None
+    _deferred: tuple[int, str] | None = None
+    """An error answer waiting for the answer to an earlier request of the connection."""
+    _failed = False
+    _upgrade_refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -90,42 +130,97 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_drain_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._failed:  # the parser refused the stream; an answer and a close are on the way
+            return
+        self._unset_keepalive_if_required()
+        limit = served_settings().max_header_bytes
         if self._in_head:
             self._head_bytes += len(data)
-            if self._head_bytes == len(data):  # this read starts a head
-                self._head_start = data[: len(_WEBSOCKET_REQUEST)]
-            elif len(self._head_start) < len(_WEBSOCKET_REQUEST):  # its request line was cut
-                self._head_start += data[: len(_WEBSOCKET_REQUEST) - len(self._head_start)]
-            self._websocket_route = self._head_start == _WEBSOCKET_REQUEST
-            if _UPGRADE_HEADER.search(data):  # any case (0.2 µs a read)
-                data = self._unsupported_upgrades_ignored(data)
-        super().data_received(data)
-        if self._in_head and (self._head_bytes or self._head_begun):
-            if self._head_bytes > served_settings().max_header_bytes:
+        while data:
+            if self._in_head and not self._head_begun:
+                data = self._pending + data
+                self._pending = b""
+                end = _head_end(data)
+                if end < 0 or end > limit:
+                    if len(data) > limit or end > limit:
+                        if not self.transport.is_closing():
+                            self._refuse_head()
+                        return
+                    self._pending = data  # the parser gets the head once it is whole
+                    if self._head_timer is None:
+                        self._start_head_timer()
+                    return
+                head, data = data[:end], data[end:]
+                if _UPGRADE_HEADER.search(head):  # any case (0.2 µs a head)
+                    head = self._unsupported_upgrades_ignored(head)
+                if not self._feed(head):
+                    return
+                self._body_left = None if self._in_head else self._declared_length()
+            elif self._body_left is not None and not self._in_head:
+                part, data = data[: self._body_left], data[self._body_left :]
+                self._body_left -= len(part)
+                if not self._feed(part):
+                    return
+            else:
+                # A chunked body's end is the parser's to find: the rest goes to it whole
+                # (a head pipelined behind it is not rewritten; see on_headers_complete).
+                if not self._feed(data):
+                    return
+                data = b""
+        if self._in_head and self._head_begun:
+            if self._head_bytes > limit:
                 if not self.transport.is_closing():
                     self._refuse_head()
             elif self._head_timer is None:
-                # A head left incomplete on a kept-alive connection, maybe pipelined behind
-                # a request of the same read (most heads arrive whole, and no timer is made).
                 self._start_head_timer()
 
-    def _unsupported_upgrades_ignored(self, data: bytes) -> bytes:
-        """``data`` with every ``Upgrade`` header renamed unless it asks for a WebSocket on
-        the one WebSocket route. The parser takes any ``Connection: upgrade`` request for an
-        upgrade and stops at its head, so the body of ``POST /{did}`` with ``Upgrade: h2c``
-        (what ``curl --http2`` sends) was lost, and one with ``Upgrade: websocket`` was
-        handed to the WebSocket protocol and never answered. Node serves both as plain HTTP
-        requests, and so do we."""
+    def _feed(self, data: bytes) -> bool:
+        """Hand ``data`` to the parser; False when it refused the request (answered) or the
+        connection switched protocols, so the rest of the read is not for it."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._failed = True
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return False
+        except httptools.HttpParserUpgrade:
+            # on_headers_complete lets only the stream's WebSocket upgrade get here
+            self.handle_websocket_upgrade()
+            return False
+        return True
+
+    def _declared_length(self) -> int | None:
+        """The Content-Length of the request whose head was just parsed (None: chunked)."""
+        chunked = False
+        length: int | None = None
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                chunked = True
+            elif name == b"content-length":
+                length = int(value)  # the parser refused any other form
+        return None if chunked else length
+
+    def _unsupported_upgrades_ignored(self, head: bytes) -> bytes:
+        """The request head ``head`` with every ``Upgrade`` header renamed unless it asks for
+        a WebSocket on the one WebSocket route. The parser takes any ``Connection: upgrade``
+        request for an upgrade and stops at its head, so the body of ``POST /{did}`` with
+        ``Upgrade: h2c`` (what ``curl --http2`` sends) was lost, and one with ``Upgrade:
+        websocket`` was handed to the WebSocket protocol and never answered. Node serves both
+        as plain HTTP requests, and so do we."""
+        stream = _is_stream_request(head)
 
         def rename(match: re.Match[bytes]) -> bytes:
-            if self._websocket_route and match.group(2).strip().lower() == b"websocket":
+            if stream and match.group(3).strip().lower() == b"websocket":
                 return match.group(0)
-            return b"\r\nx-ignored-upgrade" + match.group(1) + match.group(2)
+            return match.group(1) + b"x-ignored-upgrade" + match.group(2) + match.group(3)
 
-        return _UPGRADE_HEADER.sub(rename, data)
+        return _UPGRADE_HEADER.sub(rename, head)
 
     def _start_head_timer(self) -> None:
         timeout_s = served_settings().head_timeout_s
@@ -143,7 +238,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self._start_head_timer()  # the previous answer is still being written: not now
             return
-        if self.cycle is not None and not self._head_begun and self._head_bytes == 0:
+        if self.cycle is not None and not self._head_begun and not self._pending:
             return  # an idle kept-alive connection: uvicorn's keep-alive timer closes it
         self._refuse(408, "HeadTimeout", HEAD_TIMEOUT, timeout_s=served_settings().head_timeout_s)
 
@@ -154,6 +249,12 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_head_timer()
         self._head_begun = False
+        if self.parser.should_upgrade() and not self._takes_stream_upgrade():
+            # An Upgrade header left in place (a head pipelined behind a chunked body) or a
+            # CONNECT: the parser would skip this request's body and the rest of the stream.
+            self._upgrade_refused = True
+            self.logger = _SILENT
+            raise _HeadRefused
         received, self._in_head, self._head_bytes = self._head_bytes, False, 0
         # Only when the reads that carried the head (and maybe a body) pass the cap is the
         # head itself measured: its parsed parts, ": " and CRLF per header. Most requests
@@ -171,14 +272,56 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             raise _HeadRefused
         super().on_headers_complete()
 
+    def _takes_stream_upgrade(self) -> bool:
+        return (
+            self._should_upgrade()
+            and self.parser.get_method() == b"GET"
+            and self.url.startswith(_STREAM_PATH)
+        )
+
     def on_message_complete(self) -> None:
         self._in_head = True
+        self._body_left = None
+        self._stop_drain_timer()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing() or self.pipeline:
+            return
+        cycle = self.cycle
+        if self._deferred is not None and (cycle is None or cycle.response_complete):
+            status, message = self._deferred
+            self._deferred = None
+            self._write_error(status, message)
+        elif cycle is not None and cycle.more_body and self._drain_timer is None:
+            # Answered before its body was read: the rest of the body is read and dropped,
+            # but only within the body timeout (one byte now and then held it for good).
+            timeout_s = served_settings().body_timeout_s
+            self._drain_timer = self.loop.call_later(timeout_s, self._drain_timed_out)
+
+    def _drain_timed_out(self) -> None:
+        self._drain_timer = None
+        if not self.transport.is_closing():
+            HTTP_REFUSED.labels(reason="UnreadBodyTimeout").inc()
+            self.transport.close()
+
+    def _stop_drain_timer(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request its parser refuses (``msg`` is uvicorn's fixed
-        text); also reached when :meth:`on_headers_complete` stops the parser, after the 431."""
-        if not self.transport.is_closing():
+        text); also reached when :meth:`on_headers_complete` stops the parser, after the 431
+        or for an upgrade it does not take."""
+        self._failed = True
+        if self.transport.is_closing() or self._deferred is not None:
+            return
+        if self._upgrade_refused:
+            HTTP_REFUSED.labels(reason="UnsupportedUpgrade").inc()
+            self.send_error_response(400, UNSUPPORTED_UPGRADE)
+        else:
             HTTP_REFUSED.labels(reason="MalformedRequest").inc()
             self.send_error_response(400, msg)
 
@@ -203,7 +346,18 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         self.send_error_response(status, message)
 
     def send_error_response(self, status: int, message: str) -> None:
-        """Answer ``status`` with ``{"message": message}`` and close the connection."""
+        """Answer ``status`` with ``{"message": message}`` and close the connection, once the
+        answers to the connection's earlier requests have been sent (they were accepted
+        before this one was refused: a pipelined client would otherwise lose them)."""
+        self._failed = True
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            if self._deferred is None:
+                self._deferred = (status, message)
+                self.flow.pause_reading()
+            return
+        self._write_error(status, message)
+
+    def _write_error(self, status: int, message: str) -> None:
         body = orjson.dumps({"message": message})
         head = [b"HTTP/1.1 %d %s" % (status, _REASONS[status])]
         head += [name + b": " + value for name, value in self.server_state.default_headers]
