@@ -60,8 +60,7 @@ UNSUPPORTED_UPGRADE = "Unsupported upgrade request (send it on a connection of i
 """Message of the 400 answered to an ``Upgrade`` request that could not be served as plain
 HTTP (one pipelined behind a chunked body), or a protocol switch other than the stream's."""
 
-_UPGRADE_HEADER = re.compile(rb"(\r?\n)upgrade([ \t]*:)([^\r\n]*)", re.IGNORECASE)
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_UPGRADE_HEADER = re.compile(rb"\nupgrade([ \t]*:)([^\r\n]*)", re.IGNORECASE)
 _STREAM_PATH = b"/export/stream"
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -69,11 +68,17 @@ _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header 
 
 def _head_end(data: bytes) -> int:
     """Index just past the blank line that ends the request head at the start of ``data``
-    (empty lines before a request line are skipped, as the parser skips them); -1 while it
-    has not arrived."""
-    start = len(data) - len(data.lstrip(b"\r\n"))
-    found = _HEAD_END.search(data, start)
-    return -1 if found is None else found.end()
+    (CRLF or bare LF line ends; empty lines before a request line are skipped, as the parser
+    skips them); -1 while it has not arrived. Two substring searches (about 0.5 µs for a
+    usual POST): a regular expression took 3 µs."""
+    start = 0
+    if data[:1] in (b"\r", b"\n"):
+        start = len(data) - len(data.lstrip(b"\r\n"))
+    crlf = data.find(b"\n\r\n", start)
+    bare = data.find(b"\n\n", start, len(data) if crlf < 0 else crlf + 2)
+    if bare >= 0:
+        return bare + 2
+    return -1 if crlf < 0 else crlf + 3
 
 
 def _is_stream_request(head: bytes) -> bool:
@@ -155,7 +160,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
                         self._start_head_timer()
                     return
                 head, data = data[:end], data[end:]
-                if _UPGRADE_HEADER.search(head):  # any case (0.2 µs a head)
+                if _UPGRADE_HEADER.search(head):  # any case (0.4 µs a head)
                     head = self._unsupported_upgrades_ignored(head)
                 if not self._feed(head):
                     return
@@ -216,9 +221,9 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         stream = _is_stream_request(head)
 
         def rename(match: re.Match[bytes]) -> bytes:
-            if stream and match.group(3).strip().lower() == b"websocket":
+            if stream and match.group(2).strip().lower() == b"websocket":
                 return match.group(0)
-            return match.group(1) + b"x-ignored-upgrade" + match.group(2) + match.group(3)
+            return b"\nx-ignored-upgrade" + match.group(1) + match.group(2)
 
         return _UPGRADE_HEADER.sub(rename, head)
 

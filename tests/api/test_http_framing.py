@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from plc.api.http_server import UNSUPPORTED_UPGRADE, served_settings
+from plc.api.http_server import UNSUPPORTED_UPGRADE, _head_end, served_settings
 
 from ..conftest import LiveServer
 from ..helpers import new_did, update
@@ -206,3 +206,20 @@ def test_a_client_gone_mid_body_on_the_framework_path_is_no_server_error(
             assert http.get("/_health").status_code == 200
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+@pytest.mark.parametrize(
+    ("data", "end"),
+    [
+        (b"", -1),
+        (b"\r\n", -1),
+        (b"GET / HTTP/1.1\r\nA: b\r\n", -1),
+        (b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody\r\n\r\n", 25),
+        (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 22),  # empty lines before a request line
+        (b"GET / HTTP/1.1\n\nbody", 16),  # bare LF line ends
+        (b"GET / HTTP/1.1\r\nA: b\n\r\nbody", 23),
+        (b"GET / HTTP/1.1\r\nA: b\n\nx\r\n\r\n", 22),  # the first blank line ends the head
+    ],
+)
+def test_where_a_head_ends(data: bytes, end: int) -> None:
+    assert _head_end(data) == end
