@@ -214,7 +214,7 @@ def test_a_client_gone_mid_body_on_the_framework_path_is_no_server_error(
         (b"", -1),
         (b"\r\n", -1),
         (b"GET / HTTP/1.1\r\nA: b\r\n", -1),
-        (b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody\r\n\r\n", 25),
+        (b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody\r\n\r\n", 24),
         (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 22),  # empty lines before a request line
         (b"GET / HTTP/1.1\n\nbody", 16),  # bare LF line ends
         (b"GET / HTTP/1.1\r\nA: b\n\r\nbody", 23),
