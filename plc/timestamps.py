@@ -82,13 +82,15 @@ def parse_timestamp_ms(text: str) -> int:
 _JS_ISO_RE = re.compile(
     r"(?P<year>[0-9]{4}|[+-][0-9]{6})(?:-(?P<month>[0-9]{2})(?:-(?P<day>[0-9]{2}))?)?"
     r"(?:[Tt ](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})"
-    r"(?::(?P<second>[0-9]{2})(?:[.](?P<fraction>[0-9]+))?)?)?"
-    r"(?P<zone>[Zz]|(?P<sign>[+-])(?P<zh>[0-9]{2}):?(?P<zm>[0-9]{2}))?",
+    r"(?::(?P<second>[0-9]{2})(?:[.](?P<fraction>[0-9]+))?)?"
+    r"(?:[Zz]|(?P<sign>[+-])(?P<zh>[0-9]{2}):?(?P<zm>[0-9]{2}))?"
+    r"|[Zz])?",
     re.ASCII,
 )
 """ECMAScript's date-time string format (ECMA-262 §21.4.1.32: ``YYYY``, ``YYYY-MM`` or
-``YYYY-MM-DD``, an expanded year ``±YYYYYY``, an optional time ``THH:mm``, ``:ss``, ``.sss``,
-and a zone), with the spellings every engine also reads (``t``/space, ``z``, ``+HHMM``).
+``YYYY-MM-DD``, an expanded year ``±YYYYYY``, an optional time ``THH:mm``, ``:ss``, ``.sss``
+with an optional zone), as node (V8, the reference's engine) reads it: also ``t`` or a space
+before the time, ``z``, ``+HHMM``, and ``Z`` after a date alone (an offset there is invalid).
 Python's ``fromisoformat`` reads week dates, ordinal dates, the basic format and comma
 fractions, none of which ``new Date()`` takes, and no expanded years or ``24:00``."""
 _DAY_MS = 86_400_000
@@ -111,18 +113,14 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146_097 + day_of_era - 719_468
 
 
-def _days_in_month(year: int, month: int) -> int:
-    if month == 2:
-        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
 def _js_iso_ms(text: str) -> int | None:
     """Milliseconds since the epoch of an ECMAScript date-time string (:data:`_JS_ISO_RE`;
-    no zone means UTC, as ``/export`` has always read it), or None when ``new Date()`` gives
-    an invalid date for it: no such day, hour past 24 (``24:00`` only as ``24:00:00.000``, the
-    next midnight), minute or second past 59, an offset of 24 hours or more, ``-000000``, or
-    a moment outside ECMAScript's range. Digits of a fraction past milliseconds are cut."""
+    no zone means UTC, as ``/export`` has always read it), or None when node's ``new Date()``
+    gives an invalid date for it: a month outside 1-12, a day outside 1-31, hour past 24
+    (``24:00`` only as ``24:00:00.000``, the next midnight), minute or second past 59, an
+    offset of 24 hours or more, ``-000000``, or a moment outside ECMAScript's range. A day
+    past its month's end rolls into the next month, as V8 reads it (``2025-02-30`` is 2
+    March). Digits of a fraction past milliseconds are cut."""
     match = _JS_ISO_RE.fullmatch(text)
     if match is None or match["year"] == "-000000":
         return None
@@ -130,7 +128,7 @@ def _js_iso_ms(text: str) -> int | None:
     hour, minute = int(match["hour"] or 0), int(match["minute"] or 0)
     second, fraction = int(match["second"] or 0), match["fraction"] or ""
     ms = int(fraction[:3].ljust(3, "0"))
-    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
+    if not 1 <= month <= 12 or not 1 <= day <= 31:
         return None
     if minute > 59 or second > 59 or hour > 24 or (hour == 24 and (minute or second or ms)):
         return None
@@ -166,8 +164,8 @@ def parse_timestamp_lenient(text: str) -> datetime:
     ``YYYY``, expanded years, with or without a time and a zone; no zone → UTC) or an RFC 2822
     date-time (RFC 2822 §3.3: ``Wed, 01 Jan 2025 00:00:00 GMT``), the way ``/export?after=``
     accepts it. These are the forms JavaScript's ``new Date()`` reads on every engine (and
-    what its ``toUTCString`` writes), which the reference uses; its engine-specific
-    fallbacks (``Jan 1 2025``, ``2025/01/01``, ``2025-02-30``) are refused.
+    what its ``toUTCString`` writes), read as node reads them, which the reference runs on;
+    its engine-specific fallbacks (``Jan 1 2025``, ``2025/01/01``) are refused.
 
     Returns an aware UTC datetime, cut to the millisecond. A moment outside Python's years
     1-9999 (``+012026-01-01``, ``-000001-01-01``, ``0001-01-01T00:00+14:00``) is clamped to the
