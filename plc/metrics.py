@@ -61,10 +61,12 @@ before starting its workers)."""
 
 HTTP_REFUSED = Counter(
     "plc_http_refused",
-    "Requests the HTTP server refused before the app read them, by reason: MalformedRequest "
+    "Requests and connections the HTTP server refused itself, by reason: MalformedRequest "
     "(400, the HTTP parser could not read the request), HeadTooLarge (431, a request head "
-    "over PLC_MAX_HEADER_BYTES) or HeadTimeout (408, a head slower than PLC_HEAD_TIMEOUT_S). "
-    "Each answer closes its connection.",
+    "over PLC_MAX_HEADER_BYTES), HeadTimeout (408, a head slower than PLC_HEAD_TIMEOUT_S), "
+    "UnsupportedUpgrade (400, a protocol switch it does not take), or UnreadBodyTimeout (the "
+    "rest of a body whose request was answered before it was read, slower than "
+    "PLC_BODY_TIMEOUT_S; no answer). Each closes its connection.",
     ["reason"],
     registry=None,
 )

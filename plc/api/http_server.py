@@ -260,13 +260,13 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             self._upgrade_refused = True
             self.logger = _SILENT
             raise _HeadRefused
-        received, self._in_head, self._head_bytes = self._head_bytes, False, 0
         # Only when the reads that carried the head (and maybe a body) pass the cap is the
         # head itself measured: its parsed parts, ": " and CRLF per header. Most requests
-        # skip the sum.
+        # skip the sum. Refused while still "in the head": the refusal is of a request of
+        # its own, after the answers owed to earlier ones.
         limit = served_settings().max_header_bytes
         if (
-            received > limit
+            self._head_bytes > limit
             and len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
             > limit
         ):
@@ -275,6 +275,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             # takes the exception for a parse error and would log it as one.
             self.logger = _SILENT
             raise _HeadRefused
+        self._in_head, self._head_bytes = False, 0
         super().on_headers_complete()
 
     def _takes_stream_upgrade(self) -> bool:
@@ -291,15 +292,23 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        # With requests queued, uvicorn starts the next one now; otherwise the request that
+        # was answered is the last one parsed.
+        starts_next = bool(self.pipeline)
+        answered = None if starts_next else self.cycle
         super().on_response_complete()
-        if self.transport.is_closing() or self.pipeline:
+        if self.transport.is_closing() or starts_next:
             return
-        cycle = self.cycle
-        if self._deferred is not None and (cycle is None or cycle.response_complete):
+        if self._deferred is not None:  # every earlier request has had its answer
             status, message = self._deferred
             self._deferred = None
             self._write_error(status, message)
-        elif cycle is not None and cycle.more_body and self._drain_timer is None:
+        elif (
+            answered is not None
+            and answered.response_complete
+            and answered.more_body
+            and self._drain_timer is None
+        ):
             # Answered before its body was read: the rest of the body is read and dropped,
             # but only within the body timeout (one byte now and then held it for good).
             timeout_s = served_settings().body_timeout_s
@@ -355,12 +364,27 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         answers to the connection's earlier requests have been sent (they were accepted
         before this one was refused: a pipelined client would otherwise lose them)."""
         self._failed = True
-        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+        if self._owes_earlier_answer():
             if self._deferred is None:
                 self._deferred = (status, message)
                 self.flow.pause_reading()
             return
         self._write_error(status, message)
+
+    def _owes_earlier_answer(self) -> bool:
+        """Whether a request before the one being refused still awaits its answer. Bytes
+        refused while a head is awaited begin a request of their own: every request before
+        it counts. Bytes refused in a body belong to the last request parsed, which gets no
+        answer of its own: it is taken out of the queue, and only the requests before it
+        count (one being answered, or answered but for its body: answered at once)."""
+        if self._in_head:
+            return bool(self.pipeline) or (
+                self.cycle is not None and not self.cycle.response_complete
+            )
+        queued = [entry for entry in self.pipeline if entry[0] is self.cycle]
+        for entry in queued:
+            self.pipeline.remove(entry)
+        return bool(queued)
 
     def _write_error(self, status: int, message: str) -> None:
         body = orjson.dumps({"message": message})

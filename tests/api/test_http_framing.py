@@ -223,3 +223,49 @@ def test_a_client_gone_mid_body_on_the_framework_path_is_no_server_error(
 )
 def test_where_a_head_ends(data: bytes, end: int) -> None:
     assert _head_end(data) == end
+
+
+def test_a_malformed_chunked_body_is_refused_at_once_and_once(live_server: LiveServer) -> None:
+    # The refusal of a body's bytes was held back as if they began a later request: a POST
+    # waited out the body timeout (408), and a route that reads no body answered twice.
+    bad_chunk = b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\nzz\r\n'
+    for head in (
+        b"POST /did:plc:aaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\n",
+        b"GET /_health HTTP/1.1\r\nHost: x\r\n",
+    ):
+        started = time.monotonic()
+        answer = _raw_exchange(live_server.port, head + bad_chunk)
+        assert time.monotonic() - started < 5
+        assert _statuses(answer) == [b"HTTP/1.1 400 Bad Request"], answer
+        assert answer.endswith(b'{"message":"Invalid HTTP request received."}')
+
+
+def test_a_pipelined_request_still_reading_its_body_gets_its_own_answer(
+    quick_body_timeout: LiveServer,
+) -> None:
+    # The drain timer was armed for the next request as the first was answered, and closed
+    # the connection before that request's own 408.
+    did, genesis, _ = new_did("pipelined-slow-body")
+    second = (
+        b"POST /did:plc:zzz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"a":'
+    )
+    answer = _raw_exchange(
+        quick_body_timeout.port, _post(f"/{did}", orjson.dumps(genesis)) + second
+    )
+    assert [s[:12] for s in _statuses(answer)] == [b"HTTP/1.1 200", b"HTTP/1.1 408"], answer
+
+
+def test_a_malformed_body_behind_a_request_being_answered_waits_for_that_answer(
+    live_server: LiveServer,
+) -> None:
+    did, genesis, _ = new_did("pipelined-bad-body")
+    bad = (
+        b"POST /did:plc:zzz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+    answer = _raw_exchange(live_server.port, _post(f"/{did}", orjson.dumps(genesis)) + bad)
+    assert [s[:12] for s in _statuses(answer)] == [b"HTTP/1.1 200", b"HTTP/1.1 400"], answer
+    with httpx.Client(base_url=live_server.url) as http:
+        assert http.get(f"/{did}/log/last").status_code == 200
