@@ -8,7 +8,9 @@ bodies come from (``plc serve`` warns while it is older than the code's).
 
 A row is rewritten with a compare-and-swap on its head: a DID whose head moved while it was
 being checked keeps what its new op wrote (by this version), so the refresh can run while the
-directory serves. Each page's rewrites are one short write transaction.
+directory serves. Each page's rewrites are one short write transaction that holds the log head
+as a writer's does (SQLite's write lock; the ``log_head`` row on PostgreSQL), so it waits for
+a commit in progress instead of deadlocking with it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.engine import Engine
 from plc.document import DOCUMENTS_VERSION, head_state
 from plc.exportline import operation_json
 from plc.store.engine import is_sqlite
+from plc.store.rawtx import SQL_TREE_SIZE_FOR_UPDATE
 
 DOCUMENTS_VERSION_KEY = "documents_version"
 
@@ -141,6 +144,10 @@ def refresh_page(
         with engine.begin() as connection:
             if is_sqlite(engine):  # its connections autocommit: one transaction, one fsync
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                # Writers take the log head first, then their DIDs' rows in arrival order:
+                # rows taken here in DID order without it could deadlock with a batch.
+                connection.exec_driver_sql(SQL_TREE_SIZE_FOR_UPDATE)
             for change in changes:
                 if connection.execute(_SQL_REWRITE, change).rowcount == 1:
                     result.rewritten += 1
