@@ -7,12 +7,15 @@ override them. Nothing else in the project reads the environment.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from plc.policy import PolicySettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 ORIGIN_PATTERN = r"[A-Za-z0-9._/-]+"
 """The characters a log origin may hold (``PLC_LOG_ORIGIN``, ``plc keygen``)."""
@@ -196,3 +199,31 @@ def unknown_settings(environ: Mapping[str, str]) -> list[str]:
     return sorted(
         name for name in environ if name.upper().startswith("PLC_") and name.upper() not in known
     )
+
+
+class SettingRefused(Exception):
+    """A setting a command cannot run with; ``str()`` is the one line to print (never the
+    value, which may hold a password)."""
+
+
+def command_settings(database_url: str | None) -> tuple[Settings, URL]:
+    """The settings of a command that takes ``--database-url`` (``database_url``: the
+    option's value, None when not given), and its database URL parsed (driver chosen). Errors
+    name the option when the URL came from it.
+
+    Raises:
+        SettingRefused: a setting of the environment, or the option, is refused.
+    """
+    from plc.errors import PlcError
+    from plc.store.engine import database_url_setting, normalize_database_url
+
+    given = database_url is not None
+    try:
+        settings = Settings(**({"database_url": database_url} if given else {}))  # type: ignore[arg-type]
+        url = normalize_database_url(settings.database_url, database_url_setting(given))
+    except ValidationError as exc:
+        options = {"database_url": "--database-url"} if given else None
+        raise SettingRefused(setting_error(exc, options)) from None
+    except PlcError as exc:
+        raise SettingRefused(exc.message) from None
+    return settings, url

@@ -28,33 +28,21 @@ def log_key_command(
     ] = None,
 ) -> None:
     """Print the verifier key of the log in the database (read-only)."""
-    from pydantic import ValidationError
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
     from plc.checkpoints import load_or_create_signer
-    from plc.config import Settings, setting_error
+    from plc.config import SettingRefused, command_settings
     from plc.errors import InvalidInput, PlcError
-    from plc.store.engine import (
-        database_url_setting,
-        make_engine,
-        normalize_database_url,
-        redacted,
-    )
+    from plc.store.engine import make_engine, redacted
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
 
     try:
-        overrides = {} if database_url is None else {"database_url": database_url}
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-        url = normalize_database_url(
-            settings.database_url, database_url_setting(database_url is not None)
-        )
-        shown = redacted(settings.database_url)
-    except ValidationError as exc:
-        _fail(setting_error(exc, {"database_url": "--database-url"} if database_url else None))
-    except PlcError as exc:
-        _fail(exc.message)
+        settings, url = command_settings(database_url)
+    except SettingRefused as exc:
+        _fail(str(exc))
+    shown = redacted(settings.database_url)
     if url.get_backend_name() == "sqlite" and not Path(str(url.database)).is_file():
         _fail(f"no database at {shown}")
     engine = make_engine(settings.database_url)

@@ -63,13 +63,11 @@ def run_refresh(
 
     Returns the exit status (module docstring).
     """
-    from pydantic import ValidationError
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
-    from plc.config import Settings, setting_error
+    from plc.config import SettingRefused, command_settings
     from plc.document import DOCUMENTS_VERSION
-    from plc.errors import PlcError
     from plc.store.documents import (
         RefreshCounts,
         count_dids,
@@ -77,27 +75,14 @@ def run_refresh(
         refresh_page,
         stored_documents_version,
     )
-    from plc.store.engine import (
-        database_url_setting,
-        make_engine,
-        normalize_database_url,
-        redacted,
-    )
+    from plc.store.engine import make_engine, redacted
     from plc.store.migrate import upgrade
 
     out = console or Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        overrides = {} if database_url is None else {"database_url": database_url}
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-        url = normalize_database_url(
-            settings.database_url, database_url_setting(database_url is not None)
-        )
-    except ValidationError as exc:
-        options = None if database_url is None else {"database_url": "--database-url"}
-        out.print(f"error: {setting_error(exc, options)}", markup=False)
-        return EXIT_FAILED
-    except PlcError as exc:
-        out.print(f"error: {exc.message}", markup=False)
+        settings, url = command_settings(database_url)
+    except SettingRefused as exc:
+        out.print(f"error: {exc}", markup=False)
         return EXIT_FAILED
     shown = redacted(settings.database_url)
     if url.get_backend_name() == "sqlite" and not Path(str(url.database)).is_file():

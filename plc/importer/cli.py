@@ -116,19 +116,12 @@ def run_import(
 
     Returns the exit status (module docstring).
     """
-    from pydantic import ValidationError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from plc.config import Settings, setting_error
+    from plc.config import SettingRefused, command_settings
     from plc.errors import PlcError
     from plc.service import Directory
-    from plc.store.engine import (
-        database_url_setting,
-        make_engine,
-        make_read_engine,
-        normalize_database_url,
-        redacted,
-    )
+    from plc.store.engine import make_engine, make_read_engine, redacted
     from plc.store.migrate import upgrade
     from plc.store.sql import SqlStore
     from plc.store.tlog_store import TlogStore
@@ -136,18 +129,10 @@ def run_import(
     # soft_wrap: a summary piped to a file or grep stays on one line
     out = console or Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        overrides = {} if database_url is None else {"database_url": database_url}
-        settings = Settings(**overrides)  # type: ignore[arg-type]
         # before the source is opened, named as it was given (option or environment)
-        normalize_database_url(
-            settings.database_url, database_url_setting(database_url is not None)
-        )
-    except ValidationError as exc:
-        options = None if database_url is None else {"database_url": "--database-url"}
-        out.print(f"error: {setting_error(exc, options)}", markup=False)
-        return EXIT_FAILED
-    except PlcError as exc:
-        out.print(f"error: {exc.message}", markup=False)
+        settings, _ = command_settings(database_url)
+    except SettingRefused as exc:
+        out.print(f"error: {exc}", markup=False)
         return EXIT_FAILED
     is_url = source.startswith(("http://", "https://"))
     if after and not is_url:
