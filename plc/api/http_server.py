@@ -66,19 +66,36 @@ _STREAM_PATH = b"/export/stream"
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
-def _head_end(data: bytes) -> int:
+def _head_end(data: bytes, resume: int = 0) -> int:
     """Index just past the blank line that ends the request head at the start of ``data``
     (CRLF or bare LF line ends; empty lines before a request line are skipped, as the parser
-    skips them); -1 while it has not arrived. Two substring searches (about 0.5 µs for a
-    usual POST): a regular expression took 3 µs."""
+    skips them); -1 while it has not arrived. ``resume``: where to search from, a search up to
+    there having found nothing (so a head arriving a byte at a time costs linear time). Two
+    substring searches (about 0.5 µs for a usual POST): a regular expression took 3 µs."""
     start = 0
     if data[:1] in (b"\r", b"\n"):
         start = len(data) - len(data.lstrip(b"\r\n"))
+    start = max(start, resume)
     crlf = data.find(b"\n\r\n", start)
     bare = data.find(b"\n\n", start, len(data) if crlf < 0 else crlf + 2)
     if bare >= 0:
         return bare + 2
     return -1 if crlf < 0 else crlf + 3
+
+
+_REQUEST_LINE_START = re.compile(
+    rb"[\r\n]*(?:[A-Z]{1,20}(?: (?:[^\x00-\x20]+(?: (?:H(?:T(?:T(?:P(?:/[0-9.]{0,3})?)?)?)?"
+    rb"(?:\r?\n.*)?)?)?)?)?)?",
+    re.DOTALL,
+)
+"""What a request's first bytes can be: empty lines, then ``METHOD SP target SP HTTP/x.y`` or
+a beginning of it, then anything (headers)."""
+
+
+def _may_begin_request(data: bytes) -> bool:
+    """Whether ``data`` (an incomplete head) can still become a request: the parser refuses
+    anything else at once, so it is not withheld until a head timeout."""
+    return _REQUEST_LINE_START.fullmatch(data[:300]) is not None or len(data) > 300
 
 
 def _is_stream_request(head: bytes) -> bool:
@@ -116,8 +133,10 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
     _head_begun = False
-    _pending = b""
+    _pending = bytearray()
     """Bytes of a request head that has not arrived whole, withheld from the parser."""
+    _scanned = 0
+    """Where the search for the end of the withheld head resumes (it was not before)."""
     _body_left: int | None = None
     """Bytes of the current request's body still to hand the parser before the next head
     can begin; None when unknown (chunked) or no body is being read."""
@@ -147,19 +166,31 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         while data:
             if self._in_head and not self._head_begun:
-                data = self._pending + data
-                self._pending = b""
-                end = _head_end(data)
-                if end < 0 or end > limit:
-                    if len(data) > limit or end > limit:
+                if self._pending:
+                    self._pending += data  # a bytearray: each read appended, not copied
+                    data = bytes(self._pending)
+                    self._pending = bytearray()
+                end = _head_end(data, self._scanned)
+                if end < 0:
+                    if len(data) > limit:
                         if not self.transport.is_closing():
                             self._refuse_head()
                         return
-                    self._pending = data  # the parser gets the head once it is whole
+                    if not _may_begin_request(data):
+                        # Bytes no request starts with (garbage, TLS): the parser refuses
+                        # them now instead of after the head timeout.
+                        self._scanned = 0
+                        self._feed(data)
+                        return
+                    self._pending = bytearray(data)  # the parser gets the head once whole
+                    self._scanned = max(0, len(data) - 2)
                     if self._head_timer is None:
                         self._start_head_timer()
                     return
+                self._scanned = 0
                 head, data = data[:end], data[end:]
+                # measured by its parsed parts in on_headers_complete, as Node measures it
+                self._head_bytes = max(self._head_bytes, end)
                 if _UPGRADE_HEADER.search(head):  # any case (0.4 µs a head)
                     head = self._unsupported_upgrades_ignored(head)
                 if not self._feed(head):
@@ -254,9 +285,13 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_head_timer()
         self._head_begun = False
-        if self.parser.should_upgrade() and not self._takes_stream_upgrade():
-            # An Upgrade header left in place (a head pipelined behind a chunked body) or a
-            # CONNECT: the parser would skip this request's body and the rest of the stream.
+        if self.parser.should_upgrade() and (
+            not self._takes_stream_upgrade() or self._owes_earlier_answer()
+        ):
+            # An Upgrade header left in place (a head pipelined behind a chunked body), a
+            # CONNECT, or a WebSocket upgrade pipelined behind requests still to be answered
+            # (their answers would go into the WebSocket): the parser would skip this
+            # request's body and the rest of the stream.
             self._upgrade_refused = True
             self.logger = _SILENT
             raise _HeadRefused

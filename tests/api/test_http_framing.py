@@ -269,3 +269,54 @@ def test_a_malformed_body_behind_a_request_being_answered_waits_for_that_answer(
     assert [s[:12] for s in _statuses(answer)] == [b"HTTP/1.1 200", b"HTTP/1.1 400"], answer
     with httpx.Client(base_url=live_server.url) as http:
         assert http.get(f"/{did}/log/last").status_code == 200
+
+
+def test_a_websocket_upgrade_behind_requests_still_to_answer_is_refused_after_them(
+    live_server: LiveServer,
+) -> None:
+    # Switched at once, the connection carried HTTP answers inside the WebSocket after the
+    # 101 (fuzzing): such an upgrade must come on a connection of its own.
+    health = b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n"
+    upgrade = (
+        b"GET /export/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    answer = _raw_exchange(live_server.port, health * 3 + upgrade)
+    statuses = [s[:12] for s in _statuses(answer)]
+    assert statuses == [b"HTTP/1.1 200"] * 3 + [b"HTTP/1.1 400"], answer
+    assert answer.endswith(orjson.dumps({"message": UNSUPPORTED_UPGRADE}))
+
+
+@pytest.mark.parametrize(
+    "first_bytes",
+    [b"hello world\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b'{"a":"b"}'],
+    ids=["garbage line", "TLS client hello", "a body without its head"],
+)
+def test_bytes_no_request_begins_with_are_refused_at_once(
+    live_server: LiveServer, first_bytes: bytes
+) -> None:
+    # Withheld until a blank line, they were answered 408 after the head timeout (60 s).
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(first_bytes)
+        answer = sock.recv(65536)
+        assert time.monotonic() - started < 2
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+
+
+def test_a_head_is_capped_by_its_parsed_size_and_may_come_a_byte_at_a_time(
+    live_server: LiveServer,
+) -> None:
+    # 16,377 bytes of URL, names and values (the cap is 16,384) with the request line and line
+    # ends above the cap: served, as before the head was withheld.
+    near_cap = b"GET /_health HTTP/1.1\r\nX-Big: " + b"b" * 16341 + b"\r\nConnection: close\r\n\r\n"
+    assert len(near_cap) > served_settings().max_header_bytes
+    assert _raw_exchange(live_server.port, near_cap).startswith(b"HTTP/1.1 200 ")
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+        for byte in b"GET /_health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n":
+            sock.sendall(bytes([byte]))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
