@@ -121,12 +121,12 @@ def client_text(client: tuple[str, int] | None) -> str | None:
 class JsonErrorHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with JSON parse-error answers and a cap on the head.
 
-    The head is measured from the bytes received while it is incomplete, so memory stays
-    within the cap plus one read however the head is sent. When those reads pass the cap
-    but the head is complete (it came with its body in one read), the head itself is
-    measured by its parsed parts (URL, names, values); below the cap that sum is skipped
-    (0.7 µs a request). A pipelined head whose first bytes shared a read with the previous
-    request is measured from its later reads only, so it may pass the cap by that share.
+    An incomplete head is measured by the bytes withheld for it, so memory stays within the
+    cap plus one read however the head is sent. A whole head longer than the cap (pipelined
+    ones included) is measured by its parsed parts (URL, names, values), as Node measures
+    it; below the cap that sum is skipped (0.7 µs a request). A head pipelined behind a
+    chunked body goes to the parser as it comes and is measured from the reads after that
+    body only, so it may pass the cap by the share of the body's read.
     """
 
     _in_head = True
