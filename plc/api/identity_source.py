@@ -20,7 +20,8 @@ class DirectoryDocumentSource:
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
 
-    async def get_document(self, did: str) -> dict[str, Any]:
+    async def get_document(self, did: str, deadline: float | None = None) -> dict[str, Any]:
+        # one local read: the resolver's deadline is not needed to bound it
         body = await self.directory.run(self.directory.document, did)
         document: dict[str, Any] = orjson.loads(body)
         return document

@@ -17,7 +17,6 @@ The XRPC endpoints live in ``plc.api.routes.identity``.
 
 from plc.resolve.cache import ResolutionCache
 from plc.resolve.did import (
-    DeadlinePlcDocumentSource,
     HttpPlcDocumentSource,
     PlcDocumentSource,
     claimed_handle,
@@ -49,7 +48,6 @@ __all__ = [
     "DISALLOWED_TLDS",
     "INVALID_HANDLE",
     "AddressPolicy",
-    "DeadlinePlcDocumentSource",
     "DidDeactivated",
     "DidNotFound",
     "FetchError",

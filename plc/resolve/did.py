@@ -2,8 +2,7 @@
 
 - **did:plc** documents come from a :class:`PlcDocumentSource`. The server passes one backed by
   its own store (no network hop, never stale); :class:`HttpPlcDocumentSource` reads any PLC
-  directory over HTTP (used by ``plc resolve``), within the resolver's deadline
-  (:class:`DeadlinePlcDocumentSource`).
+  directory over HTTP (used by ``plc resolve``), within the resolver's deadline.
 - **did:web** is supported for hostname-level DIDs only (``did:web:example.com`` ->
   ``https://example.com/.well-known/did.json``), as atproto allows; ``did:web:localhost%3A<port>``
   is fetched over plain HTTP only when private networks are allowed. Path-based did:web and any
@@ -18,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -46,31 +45,16 @@ document recurses: a did:web host could otherwise turn every request that reads 
 class PlcDocumentSource(Protocol):
     """Where did:plc documents come from (the server's store, or a PLC directory over HTTP)."""
 
-    async def get_document(self, did: str) -> dict[str, Any]:
+    async def get_document(self, did: str, deadline: float | None = None) -> dict[str, Any]:
         """Return the current DID document of ``did`` (shape of plc-spec-notes.md §5).
+
+        ``deadline`` (``loop.time()`` seconds, the resolver's): a remote source answers by
+        then or not at all; a local one (the server's store, one database read) may ignore it.
 
         Raises:
             plc.errors.DidNotRegistered: no operation was ever accepted for ``did``.
             plc.errors.DidNotAvailable: ``did`` is tombstoned.
-            plc.errors.Unavailable: the source cannot answer right now.
-        """
-        ...
-
-
-@runtime_checkable
-class DeadlinePlcDocumentSource(Protocol):
-    """A :class:`PlcDocumentSource` that can be bounded by the caller's deadline (a remote
-    directory); the resolver then fetches did:plc documents within its time budget."""
-
-    async def get_document(self, did: str) -> dict[str, Any]:
-        """As :meth:`PlcDocumentSource.get_document`."""
-        ...
-
-    async def get_document_before(self, did: str, deadline: float) -> dict[str, Any]:
-        """As :meth:`get_document`, ended at ``deadline`` (``loop.time()`` seconds).
-
-        Raises:
-            plc.errors.Unavailable: also when the answer has not fully arrived by ``deadline``.
+            plc.errors.Unavailable: the source cannot answer right now (or by ``deadline``).
         """
         ...
 
@@ -222,7 +206,7 @@ class DidWebLookup:
 
 
 class HttpPlcDocumentSource:
-    """A :class:`DeadlinePlcDocumentSource` reading ``GET <base_url>/<did>`` of a PLC directory.
+    """A :class:`PlcDocumentSource` reading ``GET <base_url>/<did>`` of a PLC directory.
 
     The base URL is trusted configuration (it may be a local directory), so the private-network
     rule does not apply; the body is still capped and the whole request (connection, headers
@@ -248,26 +232,17 @@ class HttpPlcDocumentSource:
         self._max_body_bytes = max_body_bytes
         self._transport = transport
 
-    async def get_document(self, did: str) -> dict[str, Any]:
-        """Return the document; 404 ``DID not available`` (or 410) means tombstoned.
+    async def get_document(self, did: str, deadline: float | None = None) -> dict[str, Any]:
+        """Return the document; 404 ``DID not available`` (or 410) means tombstoned. The whole
+        request ends by ``deadline`` (``loop.time()`` s) or after ``timeout_s``, whichever
+        comes first.
 
         Raises:
             DidNotRegistered: any other 404.
             DidNotAvailable: tombstoned.
-            Unavailable: network failure, timeout, oversized body, other status, bad JSON.
+            Unavailable: network failure, no full answer in time, oversized body, other
+                status, bad JSON.
         """
-        return await self._bounded(did, None)
-
-    async def get_document_before(self, did: str, deadline: float) -> dict[str, Any]:
-        """:meth:`get_document` ended by ``deadline`` (``loop.time()`` s) or ``timeout_s``,
-        whichever comes first.
-
-        Raises:
-            Unavailable: as :meth:`get_document`, including no full answer by then.
-        """
-        return await self._bounded(did, deadline)
-
-    async def _bounded(self, did: str, deadline: float | None) -> dict[str, Any]:
         until = asyncio.get_running_loop().time() + self._timeout_s
         if deadline is not None:
             until = min(until, deadline)

@@ -47,10 +47,9 @@ kind only (``HandleNotFound.kind``, a few shared strings), so the negative entri
 wildcard domain hold little more than their keys. Nothing here blocks the directory's write
 path: it only reads documents.
 
-did:plc documents from a source that takes a deadline
-(:class:`~plc.resolve.did.DeadlinePlcDocumentSource`, e.g. ``HttpPlcDocumentSource`` in
-``plc resolve``) are fetched within the call's deadline; any other source (the server's own
-store, a database read) is called without one and is outside the time budget.
+did:plc documents are asked of the source with the call's deadline: a remote one
+(``HttpPlcDocumentSource`` in ``plc resolve``) answers within it; the server's own store (one
+database read) does not need it and is outside the time budget.
 """
 
 from __future__ import annotations
@@ -67,7 +66,6 @@ import orjson
 from plc.errors import DidNotAvailable, NotFound, echo
 from plc.resolve.cache import Clock, ResolutionCache
 from plc.resolve.did import (
-    DeadlinePlcDocumentSource,
     DidWebLookup,
     PlcDocumentSource,
     claimed_handle,
@@ -196,7 +194,7 @@ class IdentityResolver:
             DidNotFound: unregistered, unsupported method or form, unreachable/invalid did:web.
             DidDeactivated: a tombstoned did:plc.
             plc.errors.Unavailable: the did:plc source cannot answer right now (a
-                :class:`DeadlinePlcDocumentSource`: not within the time budget).
+                remote one: not within the time budget).
         """
         return await self._did_to_document(ensure_valid_did(did), self._deadline(), refresh)
 
@@ -304,8 +302,8 @@ class IdentityResolver:
         return handle if resolved == did else INVALID_HANDLE
 
     async def _did_to_document(self, did: str, deadline: float, refresh: bool) -> dict[str, Any]:
-        """Document of a syntactically valid DID, by method; did:web (and did:plc from a
-        :class:`DeadlinePlcDocumentSource`) must arrive by ``deadline``."""
+        """Document of a syntactically valid DID, by method; did:web (and did:plc from
+        a remote source) must arrive by ``deadline``."""
         if did.startswith("did:plc:"):
             return await self._plc_document(did, deadline)
         if did.startswith("did:web:"):
@@ -313,7 +311,7 @@ class IdentityResolver:
         raise DidNotFound(f"Unsupported DID method: {echo(did)}")
 
     async def _plc_document(self, did: str, deadline: float) -> dict[str, Any]:
-        """The did:plc document from the source; within ``deadline`` if the source takes one.
+        """The did:plc document from the source, asked to answer by ``deadline``.
 
         Raises:
             DidNotFound, DidDeactivated: as the source answers.
@@ -323,10 +321,7 @@ class IdentityResolver:
         if not is_valid_plc_did(did):
             raise DidNotFound(f"DID not registered: {echo(did)}")
         try:
-            if isinstance(self._plc_source, DeadlinePlcDocumentSource):
-                document = await self._plc_source.get_document_before(did, deadline)
-            else:  # the server's store: a local read, outside the budget (module docstring)
-                document = await self._plc_source.get_document(did)
+            document = await self._plc_source.get_document(did, deadline)
         except DidDeactivated:
             raise
         except DidNotAvailable as err:

@@ -49,7 +49,7 @@ class MemoryPlcSource:
         self.documents[did] = plc_document(did, *also_known_as)
         return self.documents[did]
 
-    async def get_document(self, did: str) -> dict[str, Any]:
+    async def get_document(self, did: str, deadline: float | None = None) -> dict[str, Any]:
         self.calls[did] += 1
         if did in self.tombstoned:
             raise DidNotAvailable(f"DID not available: {did}")

@@ -160,7 +160,7 @@ async def test_document_with_wrong_id_from_source(
 
 async def test_unavailable_source_propagates(make_resolver: ResolverFactory) -> None:
     class Down:
-        async def get_document(self, did: str) -> dict[str, Any]:
+        async def get_document(self, did: str, deadline: float | None = None) -> dict[str, Any]:
             raise Unavailable("database is locked")
 
     resolver = IdentityResolver(make_resolver().settings, Down())

@@ -247,7 +247,7 @@ async def test_unavailable_store_is_503(
     make_resolver: ResolverFactory, client_for: ClientFactory
 ) -> None:
     class Down:
-        async def get_document(self, did: str) -> dict[str, Any]:
+        async def get_document(self, did: str, deadline: float | None = None) -> dict[str, Any]:
             raise Unavailable("database is locked")
 
     client = client_for(IdentityResolver(make_resolver().settings, Down()))

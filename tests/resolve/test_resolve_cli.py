@@ -176,7 +176,7 @@ async def test_the_servers_own_store_is_read_outside_the_budget(
     """A source without a deadline (the server's store, a local read) is not cut off."""
 
     class SlowStore(MemoryPlcSource):
-        async def get_document(self, did: str) -> dict[str, Any]:
+        async def get_document(self, did: str, deadline: float | None = None) -> dict[str, Any]:
             await asyncio.sleep(0.5)
             return await super().get_document(did)
 
