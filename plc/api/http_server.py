@@ -133,8 +133,9 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
     _head_begun = False
-    _pending = bytearray()
-    """Bytes of a request head that has not arrived whole, withheld from the parser."""
+    _pending: bytearray
+    """Bytes of a request head that has not arrived whole, withheld from the parser (one per
+    connection: made in :meth:`connection_made`)."""
     _scanned = 0
     """Where the search for the end of the withheld head resumes (it was not before)."""
     _body_left: int | None = None
@@ -147,6 +148,7 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
     _upgrade_refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._pending = bytearray()
         super().connection_made(transport)
         # uvicorn times a connection out only once a response has been sent; a client that
         # connects and never finishes a head would hold its socket for good (slowloris).
@@ -220,7 +222,6 @@ class JsonErrorHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self._failed = True
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
