@@ -24,6 +24,7 @@ from plc.document import DOCUMENTS_VERSION, head_state
 from plc.exportline import operation_json
 from plc.store.engine import is_sqlite
 from plc.store.rawtx import SQL_TREE_SIZE_FOR_UPDATE
+from plc.store.records import optional_bytes
 
 DOCUMENTS_VERSION_KEY = "documents_version"
 
@@ -126,7 +127,7 @@ def refresh_page(
             result.unreadable += 1
             result.unreadable_dids.append(did)
             continue
-        stored = (bool(tombstoned), _bytes(data), _bytes(document))
+        stored = (bool(tombstoned), optional_bytes(data), optional_bytes(document))
         if stored == expected:
             continue
         result.stale += 1
@@ -154,7 +155,3 @@ def refresh_page(
                 else:
                     result.moved += 1
     return last_did, result
-
-
-def _bytes(value: object) -> bytes | None:
-    return None if value is None else bytes(value)  # type: ignore[call-overload]

@@ -65,3 +65,9 @@ STORED_OP_COLUMNS = "seq, cid, created_at_ms, nullified, line"
 def stored_op(row: Sequence[Any]) -> StoredOp:
     """A :class:`StoredOp` from a row that starts with :data:`STORED_OP_COLUMNS`."""
     return StoredOp(row[0], row[1], row[2], bool(row[3]), bytes(row[4]))
+
+
+def optional_bytes(value: Any) -> bytes | None:
+    """A BLOB column's value as ``bytes`` (drivers give ``bytes``, ``memoryview`` or
+    ``bytearray``), or None for NULL."""
+    return None if value is None else bytes(value)

@@ -45,6 +45,7 @@ from plc.store.records import (
     CommitStatus,
     PendingCommit,
     StoredOp,
+    optional_bytes,
     stored_op,
 )
 from plc.timestamps import format_timestamp, from_ms, to_ms, truncate_ms
@@ -90,10 +91,6 @@ _SQL_EXPORT_TIME = (
     "SELECT line, nullified FROM operations WHERE created_at_ms > ? "
     "ORDER BY created_at_ms, cid LIMIT ?"
 )
-
-
-def _bytes(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
 
 
 LeafHook = Callable[[Tx, int, Sequence[bytes]], None]
@@ -220,7 +217,7 @@ class SqlStore:
         if not rows:
             return None
         tombstoned, data, document = rows[0]
-        return bool(tombstoned), _bytes(data), _bytes(document)
+        return bool(tombstoned), optional_bytes(data), optional_bytes(document)
 
     def audit_rows(self, did: str) -> list[StoredOp]:
         """The DID's ops in acceptance order, nullified ones included."""
