@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from plc.policy import PolicySettings
@@ -151,6 +151,17 @@ class Settings(BaseSettings):
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _rotation_key_bounds_meet(self) -> Settings:
+        # Each bound alone is in range, but a minimum above the maximum refuses every new op
+        # with a message that blames the op, not the setting.
+        if self.min_rotation_keys > self.max_rotation_keys:
+            raise ValueError(
+                "PLC_MIN_ROTATION_KEYS is larger than PLC_MAX_ROTATION_KEYS: no op could be"
+                " admitted"
+            )
+        return self
+
     def policy(self) -> PolicySettings:
         """The admission limits as the pure policy module takes them."""
         return PolicySettings(
@@ -172,7 +183,9 @@ def setting_error(error: ValidationError, options: Mapping[str, str] | None = No
     command-line option it came from, when given there) and what is wrong, without the value
     (it may be a secret)."""
     first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else ""
+    if not first["loc"]:  # a rule between settings, which its message names
+        return f"invalid settings: {first['ctx']['error'] if 'ctx' in first else first['msg']}"
+    field = str(first["loc"][0])
     title = error.title
     if title == "ResolverSettings":
         name = f"PLC_RESOLVE_{field.upper()}"

@@ -151,6 +151,31 @@ def test_a_setting_past_its_bound_stops_the_start_in_one_line(
     assert result.stdout == "" and not database.exists()
 
 
+def test_a_minimum_of_rotation_keys_above_the_maximum_stops_the_start(tmp_path: Path) -> None:
+    # each is within its own bounds; together every new op would be refused, blaming the op
+    database = tmp_path / "never.sqlite3"
+    with socket.socket() as busy:  # were the values taken, the start would stop here, not serve
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = CliRunner().invoke(
+            app,
+            [
+                "serve",
+                "--port",
+                str(busy.getsockname()[1]),
+                "--database-url",
+                f"sqlite:///{database}",
+            ],
+            env={"PLC_MIN_ROTATION_KEYS": "3", "PLC_MAX_ROTATION_KEYS": "2"},
+        )
+    assert result.exit_code == 1, result.exception
+    assert result.stderr.strip() == (
+        "error: invalid settings: PLC_MIN_ROTATION_KEYS is larger than PLC_MAX_ROTATION_KEYS:"
+        " no op could be admitted"
+    )
+    assert result.stdout == "" and not database.exists()
+
+
 def _command(command: str, tmp_path: Path) -> list[str]:
     """``command``'s arguments up to its options (``plc import`` needs a source)."""
     return ["import", str(tmp_path / "export.jsonl")] if command == "import" else [command]
