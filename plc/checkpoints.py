@@ -4,7 +4,10 @@
   when given, else generated on first start and stored in the database with the log.
 - A timer (one per process) signs the current tree when it grew since the last checkpoint:
   every committed op is covered within one interval, and no more than one signature per
-  interval is made however fast ops arrive.
+  interval is made however fast ops arrive. With several processes on one database, a tick
+  that finds a checkpoint another process signed since this process's last tick signs nothing
+  (:meth:`Checkpointer.tick`): that process signs again within its own interval, so the log
+  still makes about one signature per interval, not one per process.
 - Before signing, the new tree is proven consistent with the newest stored checkpoint, from
   the stored hashes (RFC 6962 §2.1.2), and that checkpoint's root is recomputed. If either
   check fails (the database was altered), nothing is signed: the log never signs two
@@ -164,6 +167,8 @@ class Checkpointer:
         self.kept = kept
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._seen_size: int | None = None
+        """Tree size of the newest checkpoint after this process's last tick (None: none yet)."""
 
     @property
     def origin(self) -> str:
@@ -178,7 +183,7 @@ class Checkpointer:
             PlcError: the stored tree is not consistent with the newest checkpoint.
         """
         try:
-            self.sign_if_grown()
+            self._seen_size = self.sign_if_grown().tree_size
         except Unavailable:
             log.warning("checkpoint not signed at start: database unavailable")
         self._thread = threading.Thread(target=self._run, name="plc-checkpointer", daemon=True)
@@ -204,7 +209,7 @@ class Checkpointer:
         while not self._stop.wait(max(0.0, due - time.monotonic())):
             due = next_tick(due, time.monotonic(), self.interval_s)
             try:
-                self.sign_if_grown()
+                self.tick()
             except Exception as exc:  # noqa: BLE001 - the timer must survive a database hiccup
                 reason = exc.message if isinstance(exc, PlcError) else type(exc).__name__
                 if repeat.due(reason):
@@ -219,6 +224,27 @@ class Checkpointer:
                     log.info("checkpoints signed again")
                     failing = None
                     repeat.forget()
+
+    def tick(self) -> StoredCheckpoint | None:
+        """One tick of the timer: :meth:`sign_if_grown`, unless the newest checkpoint changed
+        since this process's previous tick, i.e. another process on the same database signed
+        one in between. Returns the newest checkpoint, or None when the tick deferred.
+
+        Deferring keeps every op covered within one interval: the process that signed last
+        before an op was committed ticks again within an interval of that signature and
+        signs then, unless a checkpoint signed after the op already covers it.
+
+        Raises:
+            PlcError: as :meth:`sign_if_grown`.
+        """
+        latest = self.tlog.latest_checkpoint()
+        newest = latest.tree_size if latest is not None else None
+        if newest != self._seen_size:
+            self._seen_size = newest
+            return None
+        signed = self.sign_if_grown()
+        self._seen_size = signed.tree_size
+        return signed
 
     def sign_if_grown(self) -> StoredCheckpoint:
         """Sign the current tree if it is larger than the newest checkpoint; return the newest.

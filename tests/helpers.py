@@ -6,8 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from plc.codec import b32_lower
 from plc.keys import Curve, PrivateKey
+from plc.operation import parse_operation
+from plc.rules import PreparedOperation
 from plc.signing import create_did, update_operation
+from plc.store.records import PendingCommit
+from plc.store.sql import SqlStore
+from plc.timestamps import parse_timestamp
 
 from .conftest import INTEROP
 
@@ -52,3 +58,22 @@ def new_did(
 def update(prev_op: dict[str, Any], signer: PrivateKey, **changes: Any) -> dict[str, Any]:
     """A signed update of ``prev_op`` (a plc_operation) with ``changes`` applied."""
     return update_operation(prev_op, signer, **changes)
+
+
+def fill_log(store: SqlStore, count: int, first: int = 0) -> None:
+    """Append ``count`` leaves straight through the store, for tests of the log, not of the
+    rules: one signed genesis op stored under made-up DIDs numbered from ``first`` (give each
+    call on one database its own range)."""
+    _, genesis, _ = new_did("bulk")
+    op = parse_operation(genesis)
+    when = parse_timestamp("2026-01-01T00:00:00.000Z")
+    batch = []
+    for i in range(first, first + count):
+        did = "did:plc:" + b32_lower(i.to_bytes(15, "big"))[:24]
+        prepared = PreparedOperation(did, op, when, None, (), 0)
+        batch.append(PendingCommit(prepared, None, b"{}", b"{}"))
+        if len(batch) == 5000:
+            store.commit_batch(batch)
+            batch = []
+    if batch:
+        store.commit_batch(batch)

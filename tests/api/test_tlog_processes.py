@@ -20,22 +20,17 @@ import httpx
 import orjson
 import pytest
 
-from plc.codec import b32_lower
-from plc.operation import parse_operation
-from plc.rules import PreparedOperation
 from plc.store.engine import make_engine
 from plc.store.migrate import upgrade
-from plc.store.records import PendingCommit
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
-from plc.timestamps import parse_timestamp
 from plc.tlog.checkpoint import Checkpoint, open_checkpoint
 from plc.tlog.note import parse_verifier_key
 from plc.tlog.proof import verify_consistency
 from plc.tlog.tiles import verify_tiles
 
 from ..conftest import REPO, free_port
-from ..helpers import new_did
+from ..helpers import fill_log, new_did
 
 PLC = str(Path(sys.executable).parent / "plc")
 
@@ -161,31 +156,13 @@ def test_two_servers_on_one_postgres(pg_url: str) -> None:
             _consistent(url_a, old, new)
 
 
-def _fast_fill(store: SqlStore, count: int) -> None:
-    """Append ``count`` leaves straight through the store (a tiles test, not a rules test: one
-    signed genesis op is stored under many made-up DIDs)."""
-    _, genesis, _ = new_did("bulk")
-    op = parse_operation(genesis)
-    when = parse_timestamp("2026-01-01T00:00:00.000Z")
-    batch = []
-    for i in range(count):
-        did = "did:plc:" + b32_lower(i.to_bytes(15, "big"))[:24]
-        prepared = PreparedOperation(did, op, when, None, (), 0)
-        batch.append(PendingCommit(prepared, None, b"{}", b"{}"))
-        if len(batch) == 5000:
-            store.commit_batch(batch)
-            batch = []
-    if batch:
-        store.commit_batch(batch)
-
-
 def test_tiles_of_a_log_with_level_2(tmp_path: Path) -> None:
     url_db = f"sqlite:///{tmp_path / 'big.sqlite3'}"
     engine = make_engine(url_db)
     upgrade(engine)
     store = SqlStore(engine)
     store.leaf_hooks.append(TlogStore(store).append_in)
-    _fast_fill(store, 65_536 + 300)
+    fill_log(store, 65_536 + 300)
     engine.dispose()
     with plc_serve(url_db) as (url, vkey):
         checkpoint = _checkpoint(url, vkey, 65_836)
