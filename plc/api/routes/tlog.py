@@ -46,6 +46,10 @@ _TILE_PATH_PATTERN = (
 _INT_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
 """What :data:`_INT` accepts where 0 is refused too (a seq or a tree size of the proofs)."""
 PROOF_WAIT_S = 5.0
+"""Longest a proof against the newest checkpoint waits for one that covers its op (503 after)."""
+PROOF_POLL_S = (0.02, 1.0)
+"""Bounds of the pause between two looks for that checkpoint (a fifth of the signing
+interval, the setting's extremes being 1 ms and a day)."""
 _PROOF_RESPONSE: dict[str, Any] = {"description": "Proof", "content": {"application/json": {}}}
 
 
@@ -241,9 +245,11 @@ async def _checkpoint_covering(request: Request, seq: int) -> StoredCheckpoint:
         latest = await directory.run(tlog.latest_checkpoint)
         if latest is not None and latest.tree_size >= seq:
             return latest
-        if time.monotonic() > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise Unavailable("The newest op is not yet covered by a signed checkpoint; retry")
-        await asyncio.sleep(_checkpointer(request).interval_s / 5)
+        pause = min(max(_checkpointer(request).interval_s / 5, PROOF_POLL_S[0]), PROOF_POLL_S[1])
+        await asyncio.sleep(min(pause, remaining))
 
 
 @router.get(
