@@ -26,6 +26,7 @@ from plc.errors import (
     Unavailable,
     VerificationError,
 )
+from plc.tlog.errors import HashReaderError
 
 log = logging.getLogger("plc.api")
 
@@ -73,8 +74,12 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers: project errors, request validation, HTTP errors, and a last
     resort that answers 500 without detail (and logs the traceback)."""
 
-    async def on_plc_error(_request: Request, exc: Exception) -> Response:
+    async def on_plc_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PlcError)
+        if isinstance(exc, HashReaderError):
+            # Only the server's own reader serves the log here: a stored hash is missing,
+            # which is the database's fault, not the request's (it was a silent 400).
+            return await on_unexpected(request, exc)
         return message_response(*error_message(exc))
 
     async def on_validation_error(_request: Request, exc: Exception) -> Response:
