@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -92,6 +93,45 @@ def test_inclusion_proof_without_a_tree_size_is_against_a_signed_checkpoint(
         )
     explicit = client.get("/tlog/proof/inclusion?seq=1&treeSize=3").json()
     assert explicit["treeSize"] == 3 and "checkpoint" not in explicit
+
+
+def test_a_proof_waits_for_a_checkpoint_no_longer_than_its_limit(
+    app_factory: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a long signing interval once made the pause between two looks (a fifth of it: an
+    # hour at the setting's bound) outlast the wait's limit
+    monkeypatch.setattr("plc.api.routes.tlog.PROOF_WAIT_S", 0.3)
+    with TestClient(app_factory(checkpoint_interval_ms=300_000)) as client:
+        _post_many(client, clock, 1, "unsigned")  # after the start's checkpoint of size 0
+        did = orjson.loads(client.get("/export?after=0").content.split(b"\n")[0])["did"]
+        for path in ("/tlog/proof/inclusion?seq=1", f"/{did}/log/proof"):
+            started = time.monotonic()
+            response = client.get(path)
+            waited = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.json() == {
+                "message": "The newest op is not yet covered by a signed checkpoint; retry"
+            }
+            assert 0.3 <= waited < 3, waited  # was 60 s: the pause is cut to the limit
+
+
+def test_a_missing_stored_hash_is_a_logged_server_error(
+    client: TestClient, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    _post_many(client, clock, 1, "damaged")
+    _fresh_checkpoint(client)
+    directory = client.app.state.directory  # type: ignore[attr-defined]
+    with directory.store.engine.begin() as conn:  # the database damaged behind the server
+        conn.exec_driver_sql("DELETE FROM tlog_hashes WHERE idx = 0")
+    with caplog.at_level(logging.ERROR, logger="plc.api"):
+        for path in ("/tlog/tile/0/000.p/2", "/tlog/proof/inclusion?seq=2&treeSize=2"):
+            response = client.get(path)
+            assert response.status_code == 500, response.text  # was a 400 blaming the request
+            assert response.json() == {"message": "Internal Server Error"}
+    assert any(
+        r.exc_info is not None and "stored hash 0 is missing" in str(r.exc_info[1])
+        for r in caplog.records
+    )
 
 
 def test_checkpoints_before_and_after_are_consistent(client: TestClient, clock: Clock) -> None:
