@@ -26,9 +26,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from plc.tlog import leaf_index_for_seq
-from plc.tlog.checkpoint import Checkpoint, open_checkpoint
+from plc.tlog.checkpoint import Checkpoint, open_log_checkpoint
 from plc.tlog.encoding import decode_hash_b64, encode_b64
-from plc.tlog.errors import EntryMismatch, MalformedBundle, MalformedProof, RootMismatch
+from plc.tlog.errors import (
+    DidMismatch,
+    EntryMismatch,
+    MalformedBundle,
+    MalformedProof,
+    OriginMismatch,
+    RootMismatch,
+)
 from plc.tlog.hashing import leaf_hash
 from plc.tlog.note import Verifier
 from plc.tlog.proof import verify_inclusion
@@ -108,11 +115,16 @@ def verify_did_log_proof(
     verifiers: Verifier | Iterable[Verifier],
     *,
     origin: str | None = None,
+    did: str | None = None,
 ) -> VerifiedDidLogProof:
     """Verify a ``/{did}/log/proof`` response against the log's key(s).
 
-    1. Check the shape (see the module doc); at least one entry, ascending ``seq``.
-    2. Open the checkpoint note with ``verifiers`` and parse it (origin checked if given).
+    1. Check the shape (see the module doc); at least one entry, ascending ``seq``; the
+       bundle's ``did`` is ``did`` if given (a caller that does not give it must compare
+       the result's ``did`` with the DID it asked about).
+    2. Open the checkpoint note with the log's own key: of ``verifiers``, only those named
+       after the checkpoint's origin count, so a witness's key given alongside cannot vouch
+       for it (:func:`plc.tlog.checkpoint.open_log_checkpoint`); origin checked if given.
     3. For each entry: leaf index ``seq - 1``; ``leaf_hash(line.encode("utf-8"))`` with the
        inclusion proof must give the checkpoint's root (RFC 9162 §2.1.3.2).
     4. Each line must be a JSON object with ``"type": "sequenced_op"``, ``"did"`` equal to
@@ -122,11 +134,15 @@ def verify_did_log_proof(
         bundle: the decoded JSON response.
         verifiers: the log's verifier key(s) (:func:`plc.tlog.note.parse_verifier_key`).
         origin: the log's origin, if the caller knows it.
+        did: the DID the caller asked about, if it should be checked here.
 
     Raises:
-        MalformedBundle: wrong shape, empty or unordered entries, a line that is not UTF-8.
+        MalformedBundle: not a JSON object, wrong shape, empty or unordered entries, a line
+            that is not UTF-8.
+        DidMismatch: ``did`` given and the bundle is about another DID.
         MalformedNote, SignatureError, UnknownKey, MalformedCheckpoint, OriginMismatch:
-            the checkpoint does not verify (:func:`plc.tlog.checkpoint.open_checkpoint`).
+            the checkpoint does not verify with a key named after its origin
+            (:func:`plc.tlog.checkpoint.open_log_checkpoint`).
         MalformedProof: a proof hash that is not canonical base64 of 32 bytes.
         InclusionProofError: ``seq`` beyond the tree, or a proof of the wrong length.
         RootMismatch: the proof does not lead to the checkpoint's root (``what`` names the
@@ -134,13 +150,21 @@ def verify_did_log_proof(
         EntryMismatch: a proven line that is not this DID's op with this ``seq``.
     """
     # 1. Shape.
-    did = _field(bundle, "did", str, "bundle")
+    if not isinstance(bundle, Mapping):  # a hostile server's JSON may be anything
+        raise MalformedBundle("bundle is not a JSON object")
+    bundle_did = _field(bundle, "did", str, "bundle")
+    if did is not None and bundle_did != did:
+        raise DidMismatch(did, bundle_did)
+    did = bundle_did
     note_text = _field(bundle, "checkpoint", str, "bundle")
     raw_entries = _field(bundle, "entries", list, "bundle")
     if not raw_entries:
         raise MalformedBundle("bundle has no entries")
     # 2. Checkpoint.
-    checkpoint = open_checkpoint(note_text, verifiers, origin=origin)
+    keys = [verifiers] if isinstance(verifiers, Verifier) else list(verifiers)
+    checkpoint = open_log_checkpoint(note_text, keys)
+    if origin is not None and checkpoint.origin != origin:
+        raise OriginMismatch(origin, checkpoint.origin)
     entries: list[VerifiedLogEntry] = []
     previous_seq = 0
     for position, raw in enumerate(raw_entries):

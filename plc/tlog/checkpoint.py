@@ -174,8 +174,13 @@ def open_log_checkpoint(note_text: str | bytes, verifiers: Iterable[Verifier]) -
         As :func:`open_checkpoint`; UnknownKey also when no verifier is named after the
         checkpoint's origin.
     """
-    origin = parse_checkpoint_unsafe(note_text).origin
+    # Only the origin line is read before the signature is checked: a note whose signed
+    # text was altered fails as a bad signature, not as a malformed checkpoint.
+    text = parse_note_unsafe(note_text).text
+    origin = text.split("\n", 1)[0]
     named = [v for v in verifiers if v.name == origin]
+    if not named:
+        parse_checkpoint(text)  # a text that is no checkpoint says so, not "unknown key"
     return open_checkpoint(note_text, named, origin=origin)
 
 

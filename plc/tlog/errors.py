@@ -35,6 +35,7 @@ from plc.errors import InvalidInput, VerificationError, echo
 
 __all__ = [
     "ConsistencyProofError",
+    "DidMismatch",
     "EntryMismatch",
     "HashReaderError",
     "InclusionProofError",
@@ -224,6 +225,19 @@ class OriginMismatch(VerificationError):
         super().__init__(
             f"checkpoint origin mismatch: expected {_show(expected)}, got {_show(actual)}"
         )
+        self.expected = expected
+        self.actual = actual
+
+
+class DidMismatch(VerificationError):
+    """A ``/{did}/log/proof`` bundle about another DID than the one asked for.
+
+    Attributes:
+        expected, actual: the two DIDs (strings).
+    """
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"bundle DID mismatch: expected {_show(expected)}, got {_show(actual)}")
         self.expected = expected
         self.actual = actual
 

@@ -13,6 +13,7 @@ from plc.tlog.bundle import build_did_log_proof, verify_did_log_proof
 from plc.tlog.checkpoint import Checkpoint, sign_checkpoint
 from plc.tlog.encoding import decode_b64, encode_b64
 from plc.tlog.errors import (
+    DidMismatch,
     EntryMismatch,
     InclusionProofError,
     MalformedBundle,
@@ -172,6 +173,31 @@ def test_wrong_key_and_origin() -> None:
         verify_did_log_proof(_bundle(), Signer.generate(ORIGIN).verifier)
     with pytest.raises(OriginMismatch):
         verify_did_log_proof(_bundle(), _verifier(), origin="other.example/tlog")
+
+
+def test_a_bundle_about_another_did_than_asked() -> None:
+    assert verify_did_log_proof(_bundle(), _verifier(), did=DID).did == DID
+    with pytest.raises(DidMismatch) as info:
+        verify_did_log_proof(_bundle(DIDS[1]), _verifier(), did=DID)
+    assert (info.value.expected, info.value.actual) == (DID, DIDS[1])
+
+
+def test_only_the_key_named_after_the_origin_vouches_for_the_checkpoint() -> None:
+    # a witness's key given beside the log's must not make its own signature of a
+    # checkpoint carrying the log's origin count as the log's
+    bundle = _bundle()
+    witness = Signer.generate("witness.example/w1")
+    _, store, _, _ = _log()
+    forged = sign_checkpoint(Checkpoint(ORIGIN, store.tree_size, store.root_hash()), witness)
+    with pytest.raises(UnknownKey):
+        verify_did_log_proof(dict(bundle, checkpoint=forged), [_verifier(), witness.verifier])
+    verify_did_log_proof(bundle, [_verifier(), witness.verifier])  # the log's own still counts
+
+
+@pytest.mark.parametrize("body", [[], "x", None, 3, True])
+def test_a_body_that_is_no_object(body: Any) -> None:
+    with pytest.raises(MalformedBundle, match="not a JSON object"):
+        verify_did_log_proof(body, _verifier())
 
 
 def _reshape(change: Any) -> dict[str, Any]:
