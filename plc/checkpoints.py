@@ -59,7 +59,8 @@ def load_or_create_signer(
     no checkpoint yet.
 
     Raises:
-        InvalidInput: an origin with characters outside ``[A-Za-z0-9._/-]``, a malformed key,
+        InvalidInput: an origin (or a given key's name) with characters outside
+            ``[A-Za-z0-9._/-]``, a malformed key,
             a key whose name differs from the given origin, a key other than the one stored
             with the log, a signer that did not sign the log's newest checkpoint, or (not
             ``create``) no key given or stored.
@@ -72,6 +73,8 @@ def load_or_create_signer(
             signer = parse_signer_key(signing_key)
         except PlcError as exc:
             raise InvalidInput("PLC_LOG_SIGNING_KEY is not a note signer key") from exc
+        if not ORIGIN_RE.fullmatch(signer.name):  # its name is the origin the log signs
+            raise InvalidInput(f"PLC_LOG_SIGNING_KEY's name {ORIGIN_RULE}")
         if origin is not None and signer.name != origin:
             raise InvalidInput("PLC_LOG_SIGNING_KEY is named differently from PLC_LOG_ORIGIN")
         if stored is not None:

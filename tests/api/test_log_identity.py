@@ -19,7 +19,7 @@ from plc.store.migrate import upgrade
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
 from plc.tlog.checkpoint import open_checkpoint
-from plc.tlog.note import generate_signer, parse_verifier_key
+from plc.tlog.note import Signer, generate_signer, parse_verifier_key
 
 from ..conftest import REPO, Clock
 
@@ -74,6 +74,15 @@ def test_a_log_without_checkpoints_may_take_any_key(tlog: TlogStore) -> None:
     second_key, second_verifier = generate_signer("logs.example.org/b")
     load_or_create_signer(tlog, first_key)  # no checkpoint signed: nothing pins the key yet
     assert _sign(tlog, second_key) == second_verifier
+
+
+@pytest.mark.parametrize("name", ["bad@origin!", "ümlaut.example", "a—b"])
+def test_a_given_key_whose_name_no_origin_may_have_is_refused(tlog: TlogStore, name: str) -> None:
+    # PLC_LOG_ORIGIN refused these characters while a key named with them started the log
+    signer_key = Signer.generate(name).key_text
+    with pytest.raises(InvalidInput, match="PLC_LOG_SIGNING_KEY's name may only hold"):
+        load_or_create_signer(tlog, signer_key)
+    assert tlog.latest_checkpoint() is None and tlog.signer_row() is None
 
 
 def test_another_origin_is_refused(tlog: TlogStore) -> None:
