@@ -68,6 +68,7 @@ def run_refresh(
 
     from plc.config import SettingRefused, command_settings
     from plc.document import DOCUMENTS_VERSION
+    from plc.errors import PlcError
     from plc.store.documents import (
         RefreshCounts,
         count_dids,
@@ -117,6 +118,9 @@ def run_refresh(
             markup=False,
         )
         return 130
+    except PlcError as exc:
+        out.print(f"error: {exc.message}", markup=False)
+        return EXIT_FAILED
     except SQLAlchemyError as exc:
         out.print(
             f"error: database {shown}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",

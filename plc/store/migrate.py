@@ -7,7 +7,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
+
+from plc.errors import InvalidInput, echo
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -41,12 +45,32 @@ def upgrade(engine: Engine) -> None:
     On PostgreSQL the migration holds an advisory lock for its transaction, so processes
     starting at once on one database migrate one after the other (the others then find it
     done); two at once failed on the catalog's unique index.
+
+    Raises:
+        InvalidInput: the database is at a revision this version does not know (a newer
+            version migrated it); nothing is changed.
+        SQLAlchemyError: the database failed.
     """
     config = alembic_config()
     with engine.begin() as connection:
         serialize_migrations(connection)
+        _refuse_unknown_revision(connection, config)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _refuse_unknown_revision(connection: Connection, config: Config) -> None:
+    # Alembic's own answer is a CommandError with a long traceback in every command; an
+    # older plc started beside a newer one after an upgrade meets exactly this.
+    script = ScriptDirectory.from_config(config)
+    known = {revision.revision for revision in script.walk_revisions()}
+    for current in MigrationContext.configure(connection).get_current_heads():
+        if current not in known:
+            raise InvalidInput(
+                f"the database's schema is at revision {echo(current)}, which this version of"
+                f" plc does not know (its newest is {script.get_current_head()}): a newer"
+                " version migrated it; run that version"
+            )
 
 
 def serialize_migrations(connection: Connection) -> None:

@@ -3,15 +3,19 @@ PostgreSQL, Alembic's own upgrade path)."""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
+from typer.testing import CliRunner
 
 from plc.api.app import create_app
+from plc.cli import app
 from plc.document import DOCUMENTS_VERSION
+from plc.errors import InvalidInput
 from plc.store.documents import stored_documents_version
 from plc.store.engine import make_engine
 from plc.store.migrate import alembic_config, upgrade
@@ -99,3 +103,24 @@ def test_an_empty_database_is_marked_with_the_current_rendering(db_url: str) -> 
     upgrade(engine)
     assert stored_documents_version(engine) == DOCUMENTS_VERSION
     engine.dispose()
+
+
+def test_a_database_a_newer_version_migrated_is_refused_in_one_line(db_url: str) -> None:
+    # an older plc restarted beside a newer one after an upgrade: Alembic's CommandError was a
+    # 100-line traceback in plc serve, plc import and plc refresh-documents alike
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(InvalidInput, match="schema is at revision 0099, which this version"):
+        upgrade(engine)
+    with engine.connect() as connection:  # refused before anything was changed
+        assert MigrationContext.configure(connection).get_current_heads() == ("0099",)
+    engine.dispose()
+    for command_line in (["serve", "--port", "0"], ["refresh-documents"]):
+        result = CliRunner().invoke(app, [*command_line, "--database-url", db_url])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip().splitlines() == [
+            "error: the database's schema is at revision 0099, which this version of plc does"
+            " not know (its newest is 0003): a newer version migrated it; run that version"
+        ]
