@@ -153,7 +153,7 @@ def serve(
         )
     log.info(
         "listening on http://%s:%d, database %s",
-        settings.host,
+        f"[{settings.host}]" if ":" in settings.host else settings.host,  # RFC 3986 §3.2.2
         settings.port,
         redacted(settings.database_url),
         extra={"fields": {"host": settings.host, "port": settings.port}},
@@ -198,6 +198,8 @@ def _bind_probe(host: str, port: int) -> int | str:
             return int(probe.getsockname()[1])
     except OSError as exc:
         return exc.strerror or str(exc)
+    except UnicodeError:  # getaddrinfo's IDNA encoding: an empty or over-long label
+        return "not a host name"
 
 
 app.command("resolve")(resolve_command)

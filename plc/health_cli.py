@@ -91,6 +91,8 @@ def health_command(
         _unhealthy(f"{url}: no whole answer within {timeout:g} s")
     except httpx.InvalidURL as exc:
         _unhealthy(f"not a URL: {str(exc)[:200]}")
+    except UnicodeError:  # the host's IDNA encoding: an empty or over-long label
+        _unhealthy(f"{url}: not a host name")
     except httpx.HTTPError as exc:
         _unhealthy(f"{url}: {type(exc).__name__}: {str(exc)[:200] or 'no answer'}")
     finally:

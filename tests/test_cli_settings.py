@@ -220,17 +220,24 @@ def test_a_bad_option_is_named_as_the_option(tmp_path: Path) -> None:
     assert not database.exists()
 
 
-def test_a_host_that_cannot_be_bound_stops_a_start_on_any_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("192.0.2.1", "Cannot assign requested address"),  # TEST-NET-1: no address of ours
+        ("bad..host", "not a host name"),  # an empty label: a UnicodeError traceback before
+        ("a" * 64 + ".example", "not a host name"),  # a label over 63 characters
+    ],
+)
+def test_a_host_that_cannot_be_bound_stops_a_start_on_any_port(
+    tmp_path: Path, host: str, why: str
+) -> None:
     database = tmp_path / "never.sqlite3"
     url = f"sqlite:///{database}"
-    # 192.0.2.1 (TEST-NET-1) is no address of this machine
     result = CliRunner().invoke(
-        app, ["serve", "--host", "192.0.2.1", "--port", "0", "--database-url", url]
+        app, ["serve", "--host", host, "--port", "0", "--database-url", url]
     )
     assert result.exit_code == 1
-    assert result.stderr.strip() == (
-        "error: cannot listen on 192.0.2.1: Cannot assign requested address"
-    )
+    assert result.stderr.strip() == f"error: cannot listen on {host}: {why}"
     assert result.stdout == "" and not database.exists()
 
 

@@ -82,6 +82,14 @@ def test_port_zero_is_chosen_before_the_start_up_line(tmp_path: Path) -> None:
                 time.sleep(0.05)
 
 
+def test_an_ipv6_host_is_bracketed_in_the_start_up_line(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'v6.sqlite3'}"
+    with _serving(database, {"PLC_HOST": "::1"}) as process:
+        record = _until_listening(process)[-1]
+        port = record["port"]
+        assert record["msg"] == f"listening on http://[::1]:{port}, database {database}"
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stop_during_start_up_ends_with_its_code_and_no_traceback(
     tmp_path: Path, sig: signal.Signals, code: int

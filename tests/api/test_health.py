@@ -157,6 +157,11 @@ def test_plc_health_refuses_settings_it_cannot_use() -> None:
     done = plc_health(env={"PATH": "", "PLC_PORT": "port"})
     assert done.returncode == 1 and "PLC_PORT" in done.stderr
     assert plc_health("--url", f"http://127.0.0.1:{free_port()}/_health").returncode == 1
+    done = plc_health(env={"PATH": "", "PLC_HOST": "bad..host"})  # was a UnicodeError traceback
+    assert (done.returncode, done.stderr) == (
+        1,
+        "unhealthy: http://bad..host:2582/_health: not a host name\n",
+    )
 
 
 def test_health_url() -> None:
