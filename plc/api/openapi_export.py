@@ -12,8 +12,11 @@ from plc.config import Settings
 
 
 def render() -> bytes:
-    """The OpenAPI document of the app with default settings, as stable pretty JSON."""
-    app = create_app(Settings())
+    """The OpenAPI document of the app with default settings, as stable pretty JSON.
+
+    The defaults themselves, not the environment's settings: ``PLC_METRICS=false`` in the
+    caller's shell left ``/metrics`` out of the committed document."""
+    app = create_app(Settings.model_construct())
     return orjson.dumps(app.openapi(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 

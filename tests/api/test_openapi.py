@@ -20,6 +20,14 @@ def test_openapi_file_matches_app() -> None:
     assert committed == render(), "openapi/plc-directory.json is stale: run `make openapi`"
 
 
+def test_the_document_does_not_depend_on_the_callers_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PLC_METRICS", "false")
+    document = orjson.loads(render())
+    assert "/metrics" in document["paths"]
+
+
 def test_openapi_lists_real_statuses_and_content_types() -> None:
     spec = orjson.loads(render())
     post = spec["paths"]["/{did}"]["post"]
