@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     """Serve ``GET /metrics`` (Prometheus text format: ops committed and refused, group
     commit sizes and durations, tree size, process CPU and memory) (``PLC_METRICS``)."""
     db_pool_size: int = Field(default=16, ge=1, le=1000)
-    """Connections kept open per process (``PLC_DB_POOL_SIZE``)."""
+    """Connections kept open per pool, as many more opened under load and closed after
+    (``PLC_DB_POOL_SIZE``). A process has one pool on SQLite and two on PostgreSQL (writes,
+    reads): up to four times this many PostgreSQL connections per process."""
     db_busy_timeout_ms: int = Field(default=5000, ge=0, le=HOUR_MS)
     """How long a writer waits for the write lock (SQLite's lock, PostgreSQL's log head row)
     before the request answers 503 (``PLC_DB_BUSY_TIMEOUT_MS``)."""

@@ -91,7 +91,11 @@ def resolve_command(
     ] = "https://plc.directory",
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", min=0.01, help="Time budget in seconds (default 3)."),
+        typer.Option(
+            "--timeout",
+            min=0.01,
+            help="Time budget in seconds, at most 60 (default PLC_RESOLVE_TIME_BUDGET_S, 3).",
+        ),
     ] = None,
 ) -> int:
     """Resolve a handle or DID and print the verified identity as JSON (exit 1 when it does
