@@ -208,7 +208,12 @@ def test_the_alembic_command_says_a_database_it_cannot_open_in_one_line(tmp_path
     alembic = str(Path(sys.executable).parent / "alembic")
     ini = str(Path(__file__).resolve().parents[2] / "alembic.ini")
     env = {"PATH": "/usr/bin:/bin"}
-    for url in (f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite3'}", "garbage://x"):
+    (tmp_path / "not-a-database").write_text("plain text\n")
+    for url in (
+        f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite3'}",
+        "garbage://x",
+        f"sqlite:///{tmp_path / 'not-a-database'}",  # a DatabaseError: was a traceback
+    ):
         done = subprocess.run(
             [alembic, "-c", ini, "-x", f"database_url={url}", "current"],
             cwd=tmp_path,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from alembic import context
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
 import plc.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -42,7 +42,7 @@ def run_migrations() -> None:
             with context.begin_transaction():
                 serialize_migrations(conn)  # as plc serve does, beside running servers
                 context.run_migrations()
-    except OperationalError as exc:  # unreachable, no such database, not a database file
+    except DBAPIError as exc:  # unreachable, no such database, not a database file
         first = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
         raise SystemExit(f"error: database {redacted(url)}: {first}") from None
     finally:
