@@ -213,8 +213,12 @@ def run_import(
     except PlcError as exc:
         code = EXIT_FAILED
         out.print(f"error: {exc.message}", markup=False)
+    except OSError as exc:  # reading the source, or writing the rejects file
+        code = EXIT_FAILED
+        out.print(f"error: {exc.strerror or exc}", markup=False)
     finally:
-        writer.close()
+        if not writer.close():
+            code = EXIT_FAILED
         if pages is not None:
             pages.close()
         tree_size = store.tree_size() if code != EXIT_FAILED else None
@@ -427,6 +431,14 @@ class _Rejects:
             }
             self._file.write(orjson.dumps(record) + b"\n")
 
-    def close(self) -> None:
-        if self._file is not None:
+    def close(self) -> bool:
+        """Close the rejects file; False (said on the console) when what was written to it
+        could not be (a full disk shows only here, when the buffer is written)."""
+        if self._file is None:
+            return True
+        try:
             self._file.close()
+        except OSError as exc:
+            self._out.print(f"error: cannot write the rejects file: {exc.strerror}", markup=False)
+            return False
+        return True

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from plc.errors import PlcError, echo
-from plc.importer.lines import ImportItem, parse_import_line
+from plc.importer.lines import MAX_FUTURE, ImportItem, parse_import_line
 from plc.importer.sources import SourceLine
 from plc.operation import parse_operation
 from plc.rules import LogEntry
@@ -114,7 +114,8 @@ class Importer:
             self._batch.append(_Waiting(source, None, source.error))
         else:
             try:
-                item: ImportItem | None = parse_import_line(source.line)
+                latest = self.directory.clock() + MAX_FUTURE
+                item: ImportItem | None = parse_import_line(source.line, latest)
             except PlcError as exc:
                 self._batch.append(_Waiting(source, None, exc.message))
             else:

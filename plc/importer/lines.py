@@ -9,7 +9,7 @@ carries the flag as of its fetch, a ``sequenced_op`` line none).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
@@ -17,6 +17,11 @@ import orjson
 from plc.codec import has_bad_unicode
 from plc.errors import InvalidInput, echo
 from plc.timestamps import parse_timestamp
+
+MAX_FUTURE = timedelta(minutes=10)
+"""How far past the importer's clock a ``createdAt`` may be (clocks differ a little). The
+stamp is not signed: a later one is a source's error or forgery, and would hold the DID back
+until then (each op must be later than its ``prev``)."""
 
 
 class BadLine(InvalidInput):
@@ -41,14 +46,15 @@ class ImportItem(NamedTuple):
     source_seq: int | None
 
 
-def parse_import_line(line: bytes) -> ImportItem:
-    """Read one export line (without its newline).
+def parse_import_line(line: bytes, not_after: datetime | None = None) -> ImportItem:
+    """Read one export line (without its newline); ``not_after`` (aware UTC), when given, is
+    the latest ``createdAt`` taken.
 
     Raises:
         BadLine: not a JSON object; ``did`` or ``createdAt`` not a string; ``createdAt`` not
             ``YYYY-MM-DDTHH:MM:SS.sssZ``; ``operation`` not an object; ``cid`` present and not a
             string; ``seq`` present and not a non-negative integer; ``type`` present and not
-            ``sequenced_op``.
+            ``sequenced_op``; ``createdAt`` later than ``not_after``.
     """
     try:
         value = orjson.loads(line)
@@ -69,6 +75,8 @@ def parse_import_line(line: bytes) -> ImportItem:
         created_at = parse_timestamp(created)
     except InvalidInput as exc:
         raise BadLine(f"createdAt is not YYYY-MM-DDTHH:MM:SS.sssZ: {echo(created)}") from exc
+    if not_after is not None and created_at > not_after:
+        raise BadLine(f"createdAt is in the future: {echo(created)}")
     cid = value.get("cid")
     if cid is not None and not isinstance(cid, str):
         raise BadLine("cid is not a string")

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -22,6 +23,7 @@ from typing import BinaryIO, NamedTuple
 import httpx
 import orjson
 
+from plc.content_coding import ACCEPT_ENCODING, ContentCodingError, decoded
 from plc.retry_after import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
 from plc.retry_after import retry_after_seconds
 
@@ -29,13 +31,18 @@ USER_AGENT = "plc-directory-import"
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 """Largest ``/export`` page read (1000 lines of at most 64 KiB each fit)."""
 MAX_FILE_LINE_BYTES = 1024 * 1024
-"""Longest line read from a file; a longer one is refused without being held (an export line
-is at most 64 KiB)."""
+"""Longest line read from a file or a page; a longer one is refused without being parsed (an
+export line is at most 64 KiB)."""
+MAX_PAGE_LINES = 1000
+"""Most lines a page may hold beyond the ``count`` asked for (a directory serves at most 1000
+whatever ``count`` says); more is no export page, refused before the lines are parsed."""
 MAX_ARRAY_FILE_BYTES = 32 * 1024 * 1024
 """Largest file read as one JSON array (it is parsed whole; a DID's ``/log/audit`` of 4,000
 ops takes a few MiB); a larger one is refused: JSON lines are read one at a time."""
 PAGE_TIMEOUT_S = 300.0
-"""Longest one ``/export`` page may take to arrive, whatever each read's timeout."""
+"""Longest one ``/export`` request may take, its answer's head and body, whatever each read's
+timeout (a head sent a byte a minute passed every read's timeout for weeks)."""
+_LINE = re.compile(rb"[^\n]+")
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]+(/.*)?")
 """A source like ``127.0.0.1:2582``: meant as a URL, not a file."""
 
@@ -75,6 +82,8 @@ def file_lines(path: str) -> Iterator[SourceLine]:
     """
     stream: BinaryIO
     if path == "-":
+        if sys.stdin is None:  # started with standard input closed (<&-)
+            raise SourceError("cannot read -: there is no standard input")
         stream = sys.stdin.buffer
     else:
         try:
@@ -111,7 +120,7 @@ def _lines(stream: BinaryIO) -> Iterator[SourceLine]:
             if line.strip():
                 yield SourceLine(f"line {number}", line, read)
     finally:
-        if stream is not sys.stdin.buffer:
+        if sys.stdin is None or stream is not sys.stdin.buffer:
             stream.close()
 
 
@@ -184,13 +193,18 @@ class ExportPages:
         self._count = count
         self._interval_s = interval_s
         self._retries = retries
-        self._client = httpx.Client(
-            timeout=timeout_s,
-            headers={"user-agent": USER_AGENT},
-            transport=transport,
+        self._timeout_s = timeout_s
+        self._transport = transport
+        self._client = self._new_client()
+        self._last_request = 0.0
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=self._timeout_s,
+            headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
+            transport=self._transport,
             follow_redirects=True,
         )
-        self._last_request = 0.0
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -210,6 +224,12 @@ class ExportPages:
                 return
             start = self.cursor
             for line in lines:
+                if len(line) > MAX_FILE_LINE_BYTES:  # not parsed: 60 MB of [] took 3.5 GB
+                    error = f"line longer than {MAX_FILE_LINE_BYTES} bytes"
+                    yield SourceLine(
+                        f"a line after seq {self.cursor}", line[:200], self.cursor, error
+                    )
+                    continue
                 seq = _seq_of(line)
                 if seq is not None and seq > self.cursor:
                     self.cursor = seq
@@ -232,14 +252,14 @@ class ExportPages:
             self._last_request = time.monotonic()
             retry_after = None
             try:
-                status, body, retry_after = self._get(url, params)
+                status, body, retry_after = self._get_within(url, params)
             except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
                 raise SourceError(f"{self.base_url}: {exc}") from exc
             except (httpx.HTTPError, _SlowPage) as exc:
                 problem = f"{exc.__class__.__name__}: {str(exc)[:200]}"
             else:
                 if status == 200:
-                    return [line for line in body.split(b"\n") if line.strip()]
+                    return _page_lines(body, max(self._count, MAX_PAGE_LINES), url)
                 problem = f"HTTP {status}"
                 if status == 404 and self.base_url.endswith("/export"):
                     problem += " (give the directory's base URL, without /export)"
@@ -256,25 +276,83 @@ class ExportPages:
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
 
-    def _get(self, url: str, params: dict[str, str]) -> tuple[int, bytes, float | None]:
-        """Status, body (read only for a 200, at most MAX_PAGE_BYTES of it, within
-        PAGE_TIMEOUT_S) and the ``Retry-After`` seconds of a 429 or 503 (capped)."""
-        deadline = time.monotonic() + PAGE_TIMEOUT_S
-        with self._client.stream("GET", url, params=params) as response:
+    def _get_within(self, url: str, params: dict[str, str]) -> tuple[int, bytes, float | None]:
+        """:meth:`_get` bounded by :data:`PAGE_TIMEOUT_S` as a whole: httpx bounds each read,
+        not the answer's head, so the request runs in a thread of its own, which a page too
+        slow is left to (with the connection and the client it uses; the next request takes
+        a new client). A Ctrl-C stops the wait at once.
+
+        Raises:
+            _SlowPage: no whole answer within the time.
+            As :meth:`_get`.
+        """
+        outcome: list[tuple[int, bytes, float | None] | BaseException] = []
+        done = threading.Event()
+        client = self._client
+
+        def fetch() -> None:
+            try:
+                outcome.append(self._get(client, url, params))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=fetch, name="plc-import-page", daemon=True).start()
+        if not done.wait(PAGE_TIMEOUT_S):
+            self._client = self._new_client()
+            raise _SlowPage(f"the answer took over {PAGE_TIMEOUT_S:g} s")
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @staticmethod
+    def _get(
+        client: httpx.Client, url: str, params: dict[str, str]
+    ) -> tuple[int, bytes, float | None]:
+        """Status, body (read only for a 200, at most MAX_PAGE_BYTES of it once decoded,
+        checked every :data:`plc.content_coding.DECODE_STEP` bytes) and the ``Retry-After``
+        seconds of a 429 or 503 (capped).
+
+        Raises:
+            SourceError: a page over MAX_PAGE_BYTES.
+            httpx.HTTPError: a transport failure, or a body that cannot be decoded.
+        """
+        with client.stream("GET", url, params=params) as response:
             if response.status_code != 200:
                 return response.status_code, b"", _retry_after(response)
             body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_PAGE_BYTES:
-                    raise SourceError(f"{url}: a page of over {MAX_PAGE_BYTES} bytes")
-                if time.monotonic() > deadline:
-                    raise _SlowPage(f"the page took over {PAGE_TIMEOUT_S:.0f} s")
+            coding = response.headers.get("content-encoding", "")
+            try:
+                for chunk in decoded(response.iter_raw(), coding):
+                    body += chunk
+                    if len(body) > MAX_PAGE_BYTES:
+                        raise SourceError(f"{url}: a page of over {MAX_PAGE_BYTES} bytes")
+            except ContentCodingError as exc:
+                raise httpx.DecodingError(str(exc)) from exc
             return 200, bytes(body), None
 
 
 class _SlowPage(Exception):
     """A page that trickles in (retried like a timeout)."""
+
+
+def _page_lines(body: bytes, most: int, url: str) -> list[bytes]:
+    """The non-blank lines of a page, without their newlines.
+
+    Raises:
+        SourceError: more than ``most`` of them (a page of 32 million one-byte lines took
+            minutes and gigabytes as lines to refuse one by one).
+    """
+    lines: list[bytes] = []
+    for match in _LINE.finditer(body):  # empty lines are skipped in C, not one by one here
+        line = match.group()
+        if line.strip():
+            if len(lines) == most:
+                raise SourceError(f"{url}: a page of more than {most} lines")
+            lines.append(line)
+    return lines
 
 
 def _retry_after(response: httpx.Response) -> float | None:
