@@ -201,7 +201,10 @@ def validate_next_op(
     if lapsed > RECOVERY_WINDOW:
         raise late_recovery(lapsed)
     nullified = tuple(entry.cid for entry in candidates)
-    valid_until = first.created_at + RECOVERY_WINDOW
+    try:
+        valid_until: datetime | None = first.created_at + RECOVERY_WINDOW
+    except OverflowError:  # within 72 h of the last moment a datetime holds: no later stamp
+        valid_until = None
     return PreparedOperation(did, op, created_at, prev, nullified, recovery_index, valid_until)
 
 

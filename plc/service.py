@@ -8,6 +8,7 @@ after the commit that holds its op is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -223,7 +224,10 @@ class Directory(DirectoryReads):
         if created_at is None:
             created_at = truncate_ms(self.clock())
             if head is not None and created_at <= head.created_at:
-                created_at = head.created_at + ONE_MS
+                # No later moment past the last a datetime holds (an imported stamp): the
+                # clock's then, which the rules refuse as not later than the head.
+                with contextlib.suppress(OverflowError):
+                    created_at = head.created_at + ONE_MS
         prepared = validate_next_op(history, did, op, created_at)
         if not prepared.nullified and not imported:
             validate_rate_limit([e.created_at for e in active], created_at, self.policy)

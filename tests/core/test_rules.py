@@ -193,3 +193,19 @@ def test_schema_is_strict(mutate) -> None:  # type: ignore[no-untyped-def]
     _, genesis, _ = new_did("s")
     with pytest.raises(MalformedOperation):
         parse_operation(mutate(genesis))
+
+
+def test_a_recovery_at_the_last_moment_a_date_holds_does_not_overflow() -> None:
+    # an imported (unsigned) stamp can sit at the end of year 9999: 72 h after it is no date
+    did, genesis, keys = new_did("end")
+    hijack = update(genesis, keys[1], also_known_as=["at://evil.example.com"])
+    end = parse_timestamp("9999-12-31T23:59:59.000Z")
+    history: list[LogEntry] = []
+    for op, at in ((genesis, end - timedelta(milliseconds=2)), (hijack, end)):
+        accepted = validate_next_op(history, did, parse_operation(op), at)
+        history.append(LogEntry(did, accepted.operation, accepted.created_at))
+    recovery = update(genesis, keys[0], also_known_as=["at://good.example.com"])
+    prepared = validate_next_op(
+        history, did, parse_operation(recovery), end + timedelta(milliseconds=999)
+    )
+    assert prepared.nullified == (history[1].cid,) and prepared.valid_until is None

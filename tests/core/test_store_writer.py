@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from plc.errors import Unavailable
+from plc.errors import MisorderedOperation, Unavailable
 from plc.policy import PolicySettings
 from plc.service import GATHER_TURNS, Directory
 from plc.store.engine import make_engine
@@ -24,6 +24,7 @@ from plc.store.migrate import upgrade
 from plc.store.records import CommitOutcome, CommitStatus, PendingCommit
 from plc.store.sql import SqlStore
 from plc.store.tlog_store import TlogStore
+from plc.timestamps import parse_timestamp
 
 from ..conftest import Clock
 from ..helpers import new_did, update
@@ -278,3 +279,17 @@ def _prepared(directory: Directory, did: str, op: dict[str, object]) -> PendingC
     pending = directory.prepare(did, op)
     assert isinstance(pending, PendingCommit)
     return pending
+
+
+def test_an_op_after_a_head_stamped_at_the_last_moment_is_refused_not_a_crash(
+    env: tuple[SqlStore, Directory, str],
+) -> None:
+    # such a head comes only from an import; head + 1 ms is no date (a POST answered 500)
+    store, directory, _ = env
+    did, genesis, keys = new_did("last-moment")
+    last = parse_timestamp("9999-12-31T23:59:59.999Z")
+    pending = directory.prepare(did, genesis, created_at=last, imported=True)
+    assert isinstance(pending, PendingCommit)
+    store.commit_batch([pending])
+    with pytest.raises(MisorderedOperation, match="not later than"):
+        directory.prepare(did, update(genesis, keys[0], also_known_as=["at://next.example"]))
