@@ -13,7 +13,6 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -24,6 +23,7 @@ import httpx
 import orjson
 
 from plc.content_coding import ACCEPT_ENCODING, ContentCodingError, decoded
+from plc.deadline import TooSlow, call_within
 from plc.retry_after import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
 from plc.retry_after import retry_after_seconds
 
@@ -277,35 +277,20 @@ class ExportPages:
         raise AssertionError("unreachable")
 
     def _get_within(self, url: str, params: dict[str, str]) -> tuple[int, bytes, float | None]:
-        """:meth:`_get` bounded by :data:`PAGE_TIMEOUT_S` as a whole: httpx bounds each read,
-        not the answer's head, so the request runs in a thread of its own, which a page too
-        slow is left to (with the connection and the client it uses; the next request takes
-        a new client). A Ctrl-C stops the wait at once.
+        """:meth:`_get` bounded by :data:`PAGE_TIMEOUT_S` as a whole (httpx bounds each
+        read, not the answer's head); a page too slow is left to its thread, with the
+        client it uses, and the next request takes a new client.
 
         Raises:
             _SlowPage: no whole answer within the time.
             As :meth:`_get`.
         """
-        outcome: list[tuple[int, bytes, float | None] | BaseException] = []
-        done = threading.Event()
         client = self._client
-
-        def fetch() -> None:
-            try:
-                outcome.append(self._get(client, url, params))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-                outcome.append(exc)
-            finally:
-                done.set()
-
-        threading.Thread(target=fetch, name="plc-import-page", daemon=True).start()
-        if not done.wait(PAGE_TIMEOUT_S):
+        try:
+            return call_within(lambda: self._get(client, url, params), PAGE_TIMEOUT_S)
+        except TooSlow:
             self._client = self._new_client()
-            raise _SlowPage(f"the answer took over {PAGE_TIMEOUT_S:g} s")
-        result = outcome[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+            raise _SlowPage(f"the answer took over {PAGE_TIMEOUT_S:g} s") from None
 
     @staticmethod
     def _get(
