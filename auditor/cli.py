@@ -13,8 +13,11 @@ progress bar go to stderr. Exit codes (design.md decision 8): 0 clean (informati
 only), 2 misbehaviour found, 1 the audit itself failed — network, unreadable input, bad
 arguments and usage errors (click's usage exit code 2 is turned into 1), 130 interrupted
 (Ctrl-C; the state keeps every committed batch, and ``sync`` run again, or ``verify
---resume``, continues from there). ``check-evidence`` has its own: 0 every finding
-verified, 3 some only unverifiable, 1 some rejected.
+--resume``, continues from there). Ctrl-C while ``sync --follow`` follows the stream stops
+following instead: the run ends with its summary and exit code 0 or 2. The first Ctrl-C
+takes effect between batches (:mod:`auditor.interrupt`); a second one aborts at once (130).
+``check-evidence`` has its own: 0 every finding verified, 3 some only unverifiable, 1 some
+rejected.
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ from auditor.backdating import DEFAULT_TOLERANCE_MS
 from auditor.compare import compare_states
 from auditor.errors import AuditFailed
 from auditor.findings import MISBEHAVIOUR, Finding
-from auditor.options import MAX_RESPONSE_BYTES, REQUEST_DEADLINE_S, HttpLimits
+from auditor.options import (
+    MAX_RESPONSE_BYTES,
+    REQUEST_DEADLINE_S,
+    STREAM_SILENCE_S,
+    HttpLimits,
+)
 from auditor.removals import load_removed_cids
 from auditor.report import (
     render_findings,
@@ -86,6 +94,16 @@ def _tolerance_ms(seconds: float) -> int:
             "must be a finite number of seconds >= 0", param_hint="--created-at-tolerance"
         )
     return round(seconds * 1000)
+
+
+def _finite(value: float | None, hint: str, *, low: float) -> None:
+    """Refuse a number of seconds that is not finite or below ``low`` (None passes).
+
+    Raises:
+        typer.BadParameter: NaN, infinite or too small (click lets NaN through).
+    """
+    if value is not None and (not math.isfinite(value) or value < low):
+        raise typer.BadParameter(f"must be a finite number of seconds >= {low:g}", param_hint=hint)
 
 
 EXIT_INTERRUPTED = 130
@@ -138,8 +156,31 @@ def _output(path: str) -> Iterator[IO[bytes]]:
     if path == "-":
         yield sys.stdout.buffer
         return
-    with open(path, "wb") as handle:
+    try:
+        handle = open(path, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise AuditFailed(f"--findings {path}: {exc.strerror or exc}") from exc
+    with handle:
         yield handle
+
+
+def _writable(path: str) -> None:
+    """Check before a run that findings can be written to ``path`` (a run of hours must not
+    end with nowhere to put them); a file this check creates is removed again.
+
+    Raises:
+        AuditFailed: ``path`` cannot be opened for writing.
+    """
+    if path == "-":
+        return
+    existed = Path(path).exists()
+    try:
+        with open(path, "ab"):  # append: an existing file keeps its bytes until the end
+            pass
+    except OSError as exc:
+        raise AuditFailed(f"--findings {path}: {exc.strerror or exc}") from exc
+    if not existed:
+        Path(path).unlink(missing_ok=True)
 
 
 def _finish(outcome: AuditOutcome, findings_path: str) -> int:
@@ -169,8 +210,15 @@ def sync(
     vkey: Annotated[list[str], typer.Option(help="The log's verifier key.")] = [],  # noqa: B006
     follow: Annotated[bool, typer.Option(help="Keep following /export/stream.")] = False,
     follow_seconds: Annotated[
-        float | None, typer.Option(help="Stop following after this long.")
+        float | None, typer.Option(help="Stop following after this long (seconds).")
     ] = None,
+    stream_silence: Annotated[
+        float,
+        typer.Option(
+            help="Without /tlog/: seconds without a stream message before /export is asked "
+            "for new entries (the stream is reconnected if it had some)."
+        ),
+    ] = STREAM_SILENCE_S,
     allow_seq_gaps: Annotated[
         bool, typer.Option(help="Report seq gaps as information (plc.directory).")
     ] = False,
@@ -209,7 +257,10 @@ def sync(
     """Replay a directory's /export (and /tlog/), resuming from the state file."""
     if recheck not in ("full", "tail", "none"):
         raise typer.BadParameter("must be full, tail or none", param_hint="--recheck")
+    _finite(follow_seconds, "--follow-seconds", low=0.0)
+    _finite(stream_silence, "--stream-silence", low=0.1)
     spec = SourceSpec.for_url(directory)
+    _writable(findings)
     options = AuditOptions(
         workers=workers,
         allow_seq_gaps=allow_seq_gaps,
@@ -220,6 +271,7 @@ def sync(
         recheck=recheck,
         follow=follow,
         follow_seconds=follow_seconds,
+        stream_silence_s=stream_silence,
         progress=progress,
         seed=seed,
         http_limits=HttpLimits(request_deadline, max_response_bytes),
@@ -263,6 +315,7 @@ def verify(
     spec = SourceSpec.for_file(file)
     if not Path(spec.location).is_file():
         raise AuditFailed(f"no such file: {file}")
+    _writable(findings)
     try:
         notes = tuple(p.read_text("utf-8") for p in checkpoint)
     except OSError as exc:

@@ -25,6 +25,9 @@ MAX_RESPONSE_BYTES = 128 << 20
 """Largest answer body read from a directory, in decoded bytes (after gzip or deflate): a
 full ``/export`` page of 1000 ops of at most 100 kB each, with their line envelopes, is
 about 100 MB. Bounds the memory a compressed answer can make the auditor use."""
+STREAM_SILENCE_S = 60.0
+"""Seconds without a stream message after which ``sync --follow`` of a directory without
+``/tlog/`` asks ``/export`` for new entries (``--stream-silence``; :mod:`auditor.follow`)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class AuditOptions:
     recheck: str = "full"
     follow: bool = False
     follow_seconds: float | None = None
+    stream_silence_s: float = STREAM_SILENCE_S
     progress: bool | None = None
     seed: int | None = None
     batch_lines: int = BATCH_LINES

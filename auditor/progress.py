@@ -50,6 +50,8 @@ class ReplayProgress:
     ) -> None:
         show = sys.stderr.isatty() if enabled is None else enabled
         self._ops = 0
+        self._total = total
+        self._position = start
         self._started = time.monotonic()
         self._progress: Progress | None = None
         if not show:
@@ -78,17 +80,28 @@ class ReplayProgress:
         """Count ``ops`` more operations; ``completed`` sets the bar position (bytes for a
         file), otherwise the bar advances by ``ops``."""
         self._ops += ops
+        self._position = self._position + ops if completed is None else completed
+        if self._total is not None and self._position > self._total:
+            # read past the total known (a checkpoint older than the stream): no bar stuck
+            # at 100 %; the next checkpoint sets it again (set_total)
+            self._total = self._position
         if self._progress is None:
             return
-        if completed is None:
-            self._progress.update(self._task, advance=ops, ops=self._ops)
-        else:
-            self._progress.update(self._task, completed=completed, ops=self._ops)
+        self._progress.update(
+            self._task, completed=self._position, total=self._total, ops=self._ops
+        )
+
+    @property
+    def total(self) -> int | None:
+        """The bar's total (None: unknown)."""
+        return self._total
 
     def set_total(self, total: int | None) -> None:
-        """Change the bar's total (e.g. a newer checkpoint is larger)."""
+        """Change the bar's total (a newer checkpoint is larger); never below what was
+        read."""
+        self._total = None if total is None else max(total, self._position)
         if self._progress is not None:
-            self._progress.update(self._task, total=total)
+            self._progress.update(self._task, total=self._total)
 
     def close(self) -> None:
         """Stop drawing."""

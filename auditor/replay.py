@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 
 from auditor import state
 from auditor.backdating import HIGH_WATER_KEY, CreatedAtTracker
+from auditor.errors import AuditFailed
 from auditor.findings import Finding, line_text
 from auditor.lines import MalformedLine, parse_header
 from auditor.progress import ReplayProgress
 from auditor.sequence import SeqTracker
 from auditor.sources import RawLine
+from auditor.streambytes import rewritten
 from auditor.tlogcheck import TlogChecker
 from auditor.treestore import TreeStore
 from auditor.worker import PIPELINE_DEPTH, Item, WorkerPool
@@ -94,6 +96,7 @@ class Replayer:
         self._created = created
         self._inflight: deque[_InFlight] = deque()
         self._batch_id = 0
+        self._broken = False
         self.committed_tree_size = tree.tree_size
         self.counters = ReplayCounters()
         # The seq the next leaf has unless it breaks the run (see state.seq_of_leaf).
@@ -101,12 +104,24 @@ class Replayer:
         self._next_seq = state.seq_of_leaf(conn, size - 1) + 1 if size else 1
 
     @property
+    def read_size(self) -> int:
+        """Leaves read so far (committed or in flight)."""
+        return self._tree.tree_size
+
+    @property
     def last_seq(self) -> int:
         """The largest ``seq`` read so far (committed or in flight)."""
         return self._tracker.last_seq
 
     def ingest(self, batch: Sequence[RawLine], offset: int | None = None) -> None:
-        """Check and hand over one batch; ``offset`` is the file offset after it."""
+        """Check and hand over one batch; ``offset`` is the file offset after it.
+
+        Raises:
+            AuditFailed: a worker failed, or an earlier commit was interrupted (the replay
+                cannot go on: the state keeps the batches committed before it).
+        """
+        if self._broken:
+            raise AuditFailed("a batch commit was interrupted: the run cannot go on")
         items: list[Item] = []
         leaves: list[bytes] = []
         findings: list[Finding] = []
@@ -139,6 +154,8 @@ class Replayer:
             self._next_seq = header.seq + 1
             leaves.append(leaf_hash(raw.line))
             items.append((header.seq, header.did, raw.line, raw.position))
+            if raw.reread is not None:
+                findings.append(rewritten(index, header.seq, raw.line, raw.reread))
         self._tree.append(leaves)
         high_water = self._created.mark  # once per batch: settles the tracker's candidates
         self._batch_id += 1
@@ -165,8 +182,13 @@ class Replayer:
             self._commit_oldest()
 
     def _commit_oldest(self) -> None:
+        if self._broken:
+            raise AuditFailed("a batch commit was interrupted: the run cannot go on")
+        # Broken until this commit is through: its worker result is consumed, and what is
+        # in memory (tree, in-flight queue) is ahead of what was committed.
+        self._broken = True
         result = self._pool.wait()
-        done = self._inflight.popleft()
+        done = self._inflight[0]
         assert done.batch_id == result.batch_id
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
@@ -190,8 +212,12 @@ class Replayer:
             state.store_findings(conn, findings)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # not if it was interrupted right after COMMIT
+                conn.execute("ROLLBACK")
             raise
+        self._tree.committed()
+        self._inflight.popleft()
+        self._broken = False
         self.committed_tree_size = done.tree_size
         self.counters.ops += done.ops
         self.counters.suspects.update(result.suspects)

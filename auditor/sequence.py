@@ -7,7 +7,11 @@ Within one export (did:plc spec v0.3 "Export"; design.md decision 4):
   with ``allow_gaps`` (plc.directory's ``seq`` may skip).
 - The same ``seq`` again is ``duplicate-seq``; a lower one is ``seq-regression``.
 - On the stream (``dedup_redelivery``), a message whose ``seq`` was already read and whose
-  bytes are identical is a redelivery: dropped silently, never a leaf of the tree.
+  bytes are identical to a line read with that ``seq`` is a redelivery: dropped silently,
+  never a leaf of the tree. Lines of this run still in flight are remembered (the last
+  :data:`_RECENT`); older ones, and those of earlier runs, are looked up among the committed
+  leaves (``committed``, :func:`auditor.treestore.check_line`), so a redelivery is
+  recognised however far back it reaches.
 - A ``seq`` above :data:`MAX_SEQ` is no ``seq`` at all (:func:`seq_out_of_range`,
   ``malformed-entry``): no log can hold it (a directory ordering by ``seq`` serves it after
   everything else, after any cursor), so the line is reported and dropped — not a leaf, the
@@ -20,6 +24,7 @@ Repeated ``(did, cid)`` and ops before their ``prev`` are per-DID checks (worker
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from auditor.findings import INFO, MISBEHAVIOUR, Finding, line_text
 from plc.tlog.checkpoint import MAX_TREE_SIZE
@@ -45,6 +50,9 @@ class SeqTracker:
         last_line: the line that had it (None if unknown).
         allow_gaps: report gaps as information, not misbehaviour.
         dedup_redelivery: drop identical re-sent lines (stream mode).
+        committed: ``(seq, line)`` -> True if ``line`` is a committed leaf read with
+            ``seq`` (asked only for a ``seq`` at or below the last one, with
+            ``dedup_redelivery``); None: only the lines remembered are compared.
     """
 
     def __init__(
@@ -54,11 +62,13 @@ class SeqTracker:
         *,
         allow_gaps: bool = False,
         dedup_redelivery: bool = False,
+        committed: Callable[[int, bytes], bool | None] | None = None,
     ) -> None:
         self.last_seq = last_seq
         self.last_line = last_line
         self.allow_gaps = allow_gaps
         self.dedup_redelivery = dedup_redelivery
+        self.committed = committed
         self._recent: OrderedDict[int, bytes] = OrderedDict()
         if last_line is not None and last_seq:
             self._recent[last_seq] = last_line
@@ -75,7 +85,9 @@ class SeqTracker:
         findings: list[Finding] = []
         previous = self._recent.get(seq)
         if seq <= self.last_seq:
-            if self.dedup_redelivery and previous == line:
+            if self.dedup_redelivery and (
+                previous == line or (self.committed is not None and self.committed(seq, line))
+            ):
                 return False, []
             last = self.last_line
             before = {"previous_line": last.decode("utf-8", "replace")} if last else {}

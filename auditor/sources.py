@@ -34,10 +34,13 @@ class RawLine:
     Attributes:
         line: its exact bytes, without the line feed.
         position: byte offset of its first byte in a file source; None for HTTP.
+        reread: for a stream message, the line ``/export`` serves with its ``seq`` when
+            that line holds other content (:mod:`auditor.streambytes`); else None.
     """
 
     line: bytes
     position: int | None
+    reread: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,19 @@ class SourceSpec:
 
     @classmethod
     def for_url(cls, url: str) -> SourceSpec:
-        """The spec of a directory URL."""
+        """The spec of a directory URL (``http://`` or ``https://``, with a host).
+
+        Raises:
+            AuditFailed: not such a URL (checked before any state file is made for it).
+        """
+        import httpx  # here: workers of a file never load it (see the imports above)
+
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise AuditFailed(f"invalid directory URL {url!r}: {exc}") from exc
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise AuditFailed(f"invalid directory URL {url!r}: give http(s)://host[:port]")
         return cls("http", url.rstrip("/"))
 
 

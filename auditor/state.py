@@ -121,30 +121,83 @@ def default_state_path(source: str) -> Path:
 
 
 def connect(path: Path | str, *, create: bool = True) -> sqlite3.Connection:
-    """Open (and if needed create) a state file.
+    """Open (and if needed create) a state file. A file that already holds something else
+    (a foreign SQLite database, a state of another schema version) is refused before
+    anything is written to it: no table is added, its journal mode is not changed.
 
     Raises:
         FileNotFoundError: ``create`` is False and the file does not exist.
-        sqlite3.DatabaseError: not a state file of this schema version.
+        sqlite3.DatabaseError: not a state file of this schema version (not SQLite, a
+            non-empty database without the auditor's ``meta`` table, another version).
     """
     path = Path(path)
     if not create and not path.exists():
         raise FileNotFoundError(f"no state file at {path}")
+    if path.exists() and path.stat().st_size:
+        _refuse_foreign(path)
     conn = sqlite3.connect(path, timeout=120.0, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # No fsync: the state survives the auditor being killed at any point (WAL, one
-    # transaction per batch), not an OS crash or power loss; fsyncs at WAL checkpoints cost
-    # a quarter of replay time. A state corrupted that way fails the tree check on resume.
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA busy_timeout=120000")
-    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    conn.executescript(_SCHEMA)
+    try:
+        conn.execute("PRAGMA busy_timeout=120000")
+        # The checks again on this connection, before any DDL (the file may have been
+        # created by another process since).
+        version = _schema_version(conn)
+        if version is None:
+            # One transaction: a state is never left with tables but no schema_version.
+            conn.executescript(
+                "BEGIN IMMEDIATE;"
+                + _SCHEMA
+                + "INSERT OR IGNORE INTO meta (key, value) VALUES "
+                + f"('schema_version', '{SCHEMA_VERSION}');COMMIT;"
+            )
+        elif version != str(SCHEMA_VERSION):
+            raise sqlite3.DatabaseError(
+                f"state schema version {version}, expected {SCHEMA_VERSION}"
+            )
+        conn.execute("PRAGMA journal_mode=WAL")
+        # No fsync: the state survives the auditor being killed at any point (WAL, one
+        # transaction per batch), not an OS crash or power loss; fsyncs at WAL checkpoints
+        # cost a quarter of replay time. A state corrupted that way fails the tree check on
+        # resume.
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _schema_version(conn: sqlite3.Connection) -> str | None:
+    """``meta.schema_version`` of the database behind ``conn``, or None when it is empty (no
+    table, index, view or trigger at all).
+
+    Raises:
+        sqlite3.DatabaseError: not SQLite, or a non-empty database that is no auditor state.
+    """
+    names = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
+    if not names:
+        return None
+    if "meta" not in names:
+        raise sqlite3.DatabaseError("a SQLite database without the auditor's meta table")
     version = get_meta(conn, "schema_version")
     if version is None:
-        set_meta(conn, "schema_version", str(SCHEMA_VERSION))
-    elif version != str(SCHEMA_VERSION):
+        raise sqlite3.DatabaseError("a SQLite database without the auditor's schema_version")
+    return version
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Check, read-only, that the existing file at ``path`` is empty SQLite or a state of
+    this schema version.
+
+    Raises:
+        sqlite3.DatabaseError: it is not.
+    """
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=120.0)
+    try:
+        version = _schema_version(conn)
+    finally:
+        conn.close()
+    if version is not None and version != str(SCHEMA_VERSION):
         raise sqlite3.DatabaseError(f"state schema version {version}, expected {SCHEMA_VERSION}")
-    return conn
 
 
 _TABLES = frozenset(

@@ -34,7 +34,7 @@ def holds_nothing(path: Path) -> bool:
     """Whether the state at ``path`` has no entry, finding or checkpoint (False if unreadable:
     then it is left for the user to look at)."""
     try:
-        conn = state.connect(path, create=False)
+        conn = state.open_readonly(path)  # never written: it may be something else
     except (OSError, sqlite3.Error):
         return False
     try:

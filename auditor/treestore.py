@@ -122,13 +122,17 @@ class TreeStore:
         self.tree_size += len(leaf_hashes)
 
     def flush(self) -> None:
-        """Write the changed chunks (inside the caller's transaction)."""
+        """Write the changed chunks (inside the caller's transaction); they stay changed
+        until :meth:`committed` (a rolled-back transaction leaves them to the next flush)."""
         if not self._dirty:
             return
         self._conn.executemany(
             "INSERT OR REPLACE INTO tree_chunk (chunk, hashes) VALUES (?, ?)",
             [(chunk, b"".join(hashes)) for chunk, hashes in self._dirty.items()],
         )
+
+    def committed(self) -> None:
+        """Mark the chunks written by the last :meth:`flush` as stored (call after COMMIT)."""
         for chunk, hashes in self._dirty.items():
             self._cache[chunk] = hashes
         self._dirty.clear()

@@ -126,7 +126,8 @@ class Validator:
             result.findings = state.store_findings(self._conn, findings)
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # not if it was interrupted right after COMMIT
+                self._conn.execute("ROLLBACK")
             raise
         return result
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,12 @@ class FakeLog:
         responses_override: path -> (status, JSON body) for DID endpoints.
         stream_close_reason: close the stream with this reason after the backfill.
         stream_redeliver: re-send the last N backfilled messages before going live.
+        stream_rewrite: applied to each stream message before it is sent (the reference
+            server's key order, say); None: the export line as it is.
+        stream_silent: accept the stream and never send a message (answering pings).
+        stream_handshakes: stream connections accepted so far.
+        stream_rewind: start the stream this many ``seq`` before the cursor asked for (a
+            directory redelivering ops the client already has, after a resume).
         consistency_refusals: answer this many ``/tlog/proof/consistency`` requests with
             404 first (a replica that has not caught up), then serve proofs.
         consistency_override: ``"short"`` (drop the proof's last hash) or an HTTP status to
@@ -97,6 +104,10 @@ class FakeLog:
     responses_override: dict[str, tuple[int, Any]] = field(default_factory=dict)
     stream_close_reason: str | None = None
     stream_redeliver: int = 0
+    stream_rewind: int = 0
+    stream_rewrite: Callable[[bytes], bytes] | None = None
+    stream_silent: bool = False
+    stream_handshakes: int = 0
     consistency_override: str | int | None = None
     consistency_refusals: int = 0
     tiles: bool = False
@@ -350,10 +361,17 @@ def make_app(log: FakeLog) -> Starlette:
             denial = JSONResponse({"message": "Not Found"}, status_code=log.stream_status)
             await ws.send_denial_response(denial)
             return
-        cursor = int(ws.query_params.get("cursor", "0"))
+        cursor = max(0, int(ws.query_params.get("cursor", "0")) - log.stream_rewind)
         await ws.accept()
+        log.stream_handshakes += 1
         sent = [x for x in log.lines if _seq(x) > cursor]
+        rewrite = log.stream_rewrite
+        if rewrite is not None:
+            sent = [rewrite(x) for x in sent]
         try:
+            while log.stream_silent:  # open, answering pings, sending nothing
+                if (await ws.receive()).get("type") == "websocket.disconnect":
+                    return
             for line in sent:
                 await ws.send_text(line.decode("utf-8"))
             for line in sent[len(sent) - log.stream_redeliver :] if log.stream_redeliver else []:
@@ -370,6 +388,8 @@ def make_app(log: FakeLog) -> Starlette:
                 if message.get("type") == "websocket.disconnect":
                     return
                 new = [x for x in log.lines if _seq(x) > last]
+                if rewrite is not None:
+                    new = [rewrite(x) for x in new]
                 for line in new:
                     await ws.send_text(line.decode("utf-8"))
                     last = max(last, _seq(line))

@@ -147,3 +147,41 @@ def test_a_resumed_progress_bar_starts_where_the_last_run_stopped() -> None:
         assert bar._progress.tasks[0].completed == 700 and bar.ops == 100
     finally:
         bar.close()
+
+
+def test_the_progress_total_follows_the_log_and_what_was_read() -> None:
+    """The bar's total is the newest checkpoint's size, never below what was read (a bar
+    stuck at 100 % while following)."""
+    from auditor.progress import ReplayProgress
+
+    bar = ReplayProgress("sync", 100, enabled=False, start=40)
+    bar.advance(100)  # 140 read: past the checkpoint the run started with
+    assert bar.total == 140
+    bar.set_total(300)  # a newer checkpoint
+    assert bar.total == 300
+    bar.set_total(100)  # an older one: not below what was read
+    assert bar.total == 140
+    bar.close()
+
+
+def test_the_websockets_log_prints_nothing() -> None:
+    """The library logs a keepalive timeout with its traceback; the follower reports each
+    stream failure itself, in one line, so that log is not printed. (In a process of its
+    own: pytest's log capture would hide what Python prints with no handler set up.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, auditor.follow\n"
+        "try:\n    raise TimeoutError('keepalive ping timeout')\n"
+        "except TimeoutError:\n"
+        "    logging.getLogger('websockets.client').error('keepalive failed', exc_info=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr

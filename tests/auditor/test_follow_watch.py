@@ -1,0 +1,152 @@
+"""``sync --follow`` against streams that differ from ``/export``: messages with another key
+order (the reference server's), with other content, a ``ConsumerTooSlow`` on every
+handshake, and a stream that stays open and sends nothing (the watchdog). Real fake
+directories over HTTP and WebSocket; only module timings are shortened."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from auditor import follow, state
+from auditor.audit import AuditOptions, sync_directory
+
+from .conftest import assert_evidence_consistent, serve, stored_findings
+from .corpus import Corpus
+from .fakedir import FakeLog
+
+OPTIONS: dict[str, Any] = {"workers": 0, "progress": False, "spot_checks": 2, "seed": 1}
+REFERENCE_ORDER = ("seq", "type", "did", "operation", "cid", "createdAt")
+"""Key order of the reference server's stream messages (plc-spec-notes.md §4.2)."""
+
+
+def _reference_order(line: bytes) -> bytes:
+    value = orjson.loads(line)
+    return orjson.dumps({key: value[key] for key in REFERENCE_ORDER})
+
+
+def _meta(path: Path, key: str) -> int:
+    conn = state.open_readonly(path)
+    try:
+        return state.get_meta_int(conn, key)
+    finally:
+        conn.close()
+
+
+def _grow_when_following(log: FakeLog, lines: list[bytes], path: Path) -> threading.Thread:
+    """Append ``lines`` in groups once the state holds every line served so far."""
+    first = len(log.lines)
+
+    def grow() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if _meta(path, "cursor_seq") >= first:
+                    break
+            except Exception:  # noqa: BLE001 - not created yet
+                pass
+            time.sleep(0.02)
+        time.sleep(0.3)  # the stream is connected
+        for i in range(0, len(lines), 50):
+            log.lines.extend(lines[i : i + 50])
+            log.changed()
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=grow, daemon=True)
+    thread.start()
+    return thread
+
+
+def _follow(log: FakeLog, grow: list[bytes], path: Path, seconds: float, **options: Any) -> None:
+    with serve(log) as url:
+        grower = _grow_when_following(log, grow, path)
+        run = AuditOptions(**{**OPTIONS, **options}, follow=True, follow_seconds=seconds)
+        sync_directory(url, path, run)
+        grower.join()
+        sync_directory(url, path, AuditOptions(**OPTIONS))  # re-reads all of /export
+
+
+def test_stream_messages_in_another_key_order_are_replayed_as_export_lines(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """A directory without /tlog/ whose stream encodes ops with the reference server's key
+    order: the leaves are the /export bytes, so the next run's byte-for-byte re-read of
+    /export finds nothing."""
+    log = FakeLog(list(corpus.lines[:1000]), None, stream_rewrite=_reference_order)
+    path = tmp_path / "state.sqlite3"
+    _follow(log, list(corpus.lines[1000:2000]), path, 4.0)
+    assert stored_findings(path) == []
+    assert _meta(path, "tree_size") == _meta(path, "cursor_seq") == 2000
+
+
+def test_a_stream_message_with_other_content_than_export_is_export_rewritten(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    changed_seq = 1500
+
+    def rewrite(line: bytes) -> bytes:
+        value = orjson.loads(line)
+        if value["seq"] == changed_seq:  # one millisecond later than /export says
+            stamp = value["createdAt"]
+            millis = int(stamp[20:23]) + 1 if stamp[20:23] != "999" else 998
+            value["createdAt"] = f"{stamp[:20]}{millis:03d}Z"
+        return _reference_order(orjson.dumps(value))
+
+    log = FakeLog(list(corpus.lines[:1000]), None, stream_rewrite=rewrite)
+    path = tmp_path / "state.sqlite3"
+    _follow(log, list(corpus.lines[1000:2000]), path, 4.0)
+    findings = stored_findings(path)
+    assert [(f.cls, f.seq, f.evidence["kind"]) for f in findings] == [
+        ("export-rewritten", changed_seq, "changed")
+    ]
+    assert findings[0].evidence["served_line"] == corpus.lines[changed_seq - 1].decode()
+    assert_evidence_consistent(findings, "export-rewritten")
+
+
+def test_consumer_too_slow_without_new_lines_backs_off_and_says_so(
+    corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = FakeLog(list(corpus.lines[:500]), None, stream_close_reason="ConsumerTooSlow")
+    with serve(log) as url:
+        options = AuditOptions(**OPTIONS, follow=True, follow_seconds=3.0)
+        sync_directory(url, tmp_path / "state.sqlite3", options)
+    assert 1 <= log.stream_handshakes <= 8, log.stream_handshakes
+    err = capsys.readouterr().err
+    assert "ConsumerTooSlow" in err and "retrying in" in err, err
+
+
+@pytest.mark.parametrize("tlog", [True, False], ids=["tlog", "no-tlog"])
+def test_a_stream_that_stays_open_and_silent_is_noticed(
+    corpus: Corpus,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tlog: bool,
+) -> None:
+    """The stream accepts and answers pings but never sends: with /tlog/ the checkpoints run
+    ahead of the entries read, without it nothing arrives for ``stream_silence_s``; either
+    way the run reads the new entries from /export and says so."""
+    monkeypatch.setattr(follow, "TICK_EVERY_S", 0.2)
+    log = FakeLog(list(corpus.lines[:1000]), corpus.signer if tlog else None, stream_silent=True)
+    path = tmp_path / "state.sqlite3"
+    with serve(log) as url:
+        grower = _grow_when_following(log, list(corpus.lines[1000:2000]), path)
+        options = AuditOptions(
+            **OPTIONS,
+            follow=True,
+            follow_seconds=5.0,
+            stream_silence_s=0.5,
+            verifiers=(corpus.signer.verifier,) if tlog else (),
+        )
+        sync_directory(url, path, options)
+        grower.join()
+    assert _meta(path, "cursor_seq") == 2000
+    assert stored_findings(path) == []
+    err = capsys.readouterr().err
+    said = "stayed ahead of the" if tlog else "no message for 0.5 s"
+    assert said in err and "reconnecting" in err, err
