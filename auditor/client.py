@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import email.utils
 import time
-import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +34,8 @@ import orjson
 
 from auditor.errors import AuditFailed, DirectoryUnreachable
 from auditor.options import HttpLimits
+from plc.content_coding import ACCEPT_ENCODING, ContentCodingError, decoded
+from plc.deadline import TooSlow, call_within
 from plc.retry_after import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
 from plc.retry_after import retry_after_seconds
 from plc.tlog.encoding import decode_hash_b64
@@ -76,86 +76,6 @@ def retry_after_s(response: httpx.Response, now: float | None = None) -> float |
 
 
 _FRAMING = (b"content-encoding", b"content-length", b"transfer-encoding")
-
-DECODE_STEP = 1 << 18
-"""Most bytes one decompression step produces (256 KiB). The body cap is checked after each
-step, so a compressed answer is refused within this much past the cap; httpx decodes a whole
-network read at once, and a 64 kB read of a gzip bomb is 64 MB."""
-
-ACCEPT_ENCODING = "gzip, deflate"
-"""The codings asked for (RFC 9110 §8.4.1), the ones :func:`_decoded` undoes in steps."""
-
-
-def _codings(header: str) -> list[str]:
-    """The content-codings of a ``Content-Encoding`` value, in the order they were applied
-    (RFC 9110 §8.4), lower-case, ``identity`` left out."""
-    codings = (part.strip().lower() for part in header.split(","))
-    return [coding for coding in codings if coding not in ("", "identity")]
-
-
-def _decoded(raw: Iterator[bytes], header: str) -> Iterator[bytes]:
-    """The body ``raw`` (as received) decoded as ``header`` (a ``Content-Encoding`` value)
-    says, in pieces of at most :data:`DECODE_STEP` bytes when compressed.
-
-    Raises:
-        httpx.DecodingError: a coding other than identity, ``gzip`` or ``deflate`` (zlib
-            format, or raw deflate as some servers send), more than one, or data that does
-            not decode: bytes after the end of a deflate stream or that are no gzip member,
-            or a compressed body that stops before its end.
-    """
-    codings = _codings(header)
-    if not codings:
-        yield from raw
-        return
-    if len(codings) > 1 or codings[0] not in ("gzip", "x-gzip", "deflate"):
-        raise httpx.DecodingError(f"unsupported content-encoding {header.strip()[:100]!r}")
-    yield from _inflated(raw, gzip=codings[0] != "deflate")
-
-
-def _is_zlib_header(head: bytes) -> bool:
-    """Whether two bytes open a zlib stream (RFC 1950 §2.2: deflate method, check bits)."""
-    return head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
-
-
-def _inflated(raw: Iterator[bytes], *, gzip: bool) -> Iterator[bytes]:
-    """``raw`` inflated step by step. A gzip body may hold several members, one after the
-    other (RFC 1952 §2.2); a deflate body is one zlib or raw deflate stream, told apart by
-    its first two bytes. Nothing is fed to a finished decompressor: the bytes after a member
-    start the next one (or are an error), so they are decoded, and capped, as they come."""
-    decompressor: Any = None
-    pending = b""
-    for chunk in raw:
-        data = pending + chunk
-        pending = b""
-        # A step that filled its output may leave output inside zlib with no input left.
-        full = False
-        while data or (full and not decompressor.eof):
-            if decompressor is None or decompressor.eof:
-                if decompressor is not None and not gzip:
-                    raise httpx.DecodingError("data after the end of the deflate stream")
-                if gzip:
-                    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                elif len(data) < 2:
-                    pending = data  # the zlib header needs both bytes
-                    break
-                else:
-                    zlib_format = _is_zlib_header(data)
-                    decompressor = zlib.decompressobj(zlib.MAX_WBITS if zlib_format else -15)
-            try:
-                piece = decompressor.decompress(data, DECODE_STEP)
-            except zlib.error as exc:
-                raise httpx.DecodingError(str(exc)) from exc
-            full = len(piece) == DECODE_STEP
-            if decompressor.eof:
-                data = decompressor.unused_data
-            else:
-                if not piece and len(decompressor.unconsumed_tail) == len(data):
-                    raise httpx.DecodingError("the compressed data does not advance")
-                data = decompressor.unconsumed_tail
-            if piece:
-                yield piece
-    if pending or (decompressor is not None and not decompressor.eof):
-        raise httpx.DecodingError("the compressed answer ends before its end")
 
 
 class _TooSlow(Exception):
@@ -206,9 +126,13 @@ class DirectoryClient:
         self._retries = retries
         self._rate_limit_retries = rate_limit_retries
         self._limits = limits or HttpLimits()
-        self._http = httpx.Client(
+        self._timeout_s = timeout_s
+        self._http = self._new_http()
+
+    def _new_http(self) -> httpx.Client:
+        return httpx.Client(
             base_url=self.base_url,
-            timeout=timeout_s,
+            timeout=self._timeout_s,
             headers={"user-agent": "plc-audit", "accept-encoding": ACCEPT_ENCODING},
         )
 
@@ -261,36 +185,49 @@ class DirectoryClient:
             time.sleep(pause)
 
     def _fetch(self, path: str, params: dict[str, str | int] | None) -> httpx.Response:
-        """One GET, its body streamed and counted as it is decoded.
+        """One GET within the deadline as a whole, head included (httpx bounds each read
+        only: a head sent a byte at a time passed every read's timeout); a request too slow
+        is left to its thread with the client it uses, and the next one takes a new client.
 
         Raises:
             _TooSlow: the request took longer than the deadline.
             AuditFailed: the decoded body is larger than the cap.
-            httpx.HTTPError: a transport failure.
+            httpx.HTTPError: a transport failure, or a body that does not decode.
         """
+        deadline_s = self._limits.deadline_s
+        http = self._http
+        try:
+            return call_within(lambda: self._fetch_with(http, path, params), deadline_s)
+        except TooSlow:
+            self._http = self._new_http()
+            raise _TooSlow(
+                f"the answer took longer than {deadline_s:g} s (the deadline is "
+                "HttpLimits.deadline_s, --request-deadline)"
+            ) from None
+
+    def _fetch_with(
+        self, http: httpx.Client, path: str, params: dict[str, str | int] | None
+    ) -> httpx.Response:
+        """:meth:`_fetch`'s request on ``http``, its body counted as it is decoded."""
         limits = self._limits
         deadline = time.monotonic() + limits.deadline_s
         url = f"{self.base_url}{path}"
-        with self._http.stream("GET", path, params=params) as response:
+        with http.stream("GET", path, params=params) as response:
             body = bytearray()
-            # Checked after every chunk: a server that sends a byte now and then never trips
-            # the per-read timeout; the overshoot is at most one read timeout.
             coding = response.headers.get("content-encoding", "")
-            for chunk in _decoded(response.iter_raw(), coding):
-                body += chunk
-                if len(body) > limits.max_body_bytes:
-                    raise AuditFailed(
-                        f"GET {url}: the answer is larger than {limits.max_body_bytes} bytes "
-                        "(decoded): refused (the limit is HttpLimits.max_body_bytes, "
-                        "--max-response-bytes)"
-                    )
-                if time.monotonic() > deadline:
-                    raise _TooSlow(
-                        f"the answer took longer than {limits.deadline_s:g} s (the deadline "
-                        "is HttpLimits.deadline_s, --request-deadline)"
-                    )
-            if time.monotonic() > deadline:
-                raise _TooSlow(f"the answer took longer than {limits.deadline_s:g} s")
+            try:
+                for chunk in decoded(response.iter_raw(), coding):
+                    body += chunk
+                    if len(body) > limits.max_body_bytes:
+                        raise AuditFailed(
+                            f"GET {url}: the answer is larger than {limits.max_body_bytes} "
+                            "bytes (decoded): refused (the limit is HttpLimits.max_body_bytes, "
+                            "--max-response-bytes)"
+                        )
+                    if time.monotonic() > deadline:  # a request given up on ends here too
+                        raise _TooSlow(f"the answer took longer than {limits.deadline_s:g} s")
+            except ContentCodingError as exc:
+                raise httpx.DecodingError(str(exc)) from exc
         return httpx.Response(
             response.status_code,
             # raw bytes: a header value that is not ASCII must not fail the rebuild; the

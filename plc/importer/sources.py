@@ -304,6 +304,7 @@ class ExportPages:
             SourceError: a page over MAX_PAGE_BYTES.
             httpx.HTTPError: a transport failure, or a body that cannot be decoded.
         """
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
         with client.stream("GET", url, params=params) as response:
             if response.status_code != 200:
                 return response.status_code, b"", _retry_after(response)
@@ -314,6 +315,8 @@ class ExportPages:
                     body += chunk
                     if len(body) > MAX_PAGE_BYTES:
                         raise SourceError(f"{url}: a page of over {MAX_PAGE_BYTES} bytes")
+                    if time.monotonic() > deadline:  # a page given up on ends here too
+                        raise _SlowPage(f"the answer took over {PAGE_TIMEOUT_S:g} s")
             except ContentCodingError as exc:
                 raise httpx.DecodingError(str(exc)) from exc
             return 200, bytes(body), None

@@ -1,8 +1,9 @@
-"""How the directory client undoes ``Content-Encoding``: every gzip member of a body, zlib or
-raw deflate told apart by the first two bytes even when they arrive one at a time, and an
-error (a failed request, retried) for what does not decode whole: bytes after the end of a
-stream, a stream cut short, codings not asked for. The decoding is a pure function of the
-chunks received; one test runs it against a real server on 127.0.0.1."""
+"""How ``Content-Encoding`` is undone (plc.content_coding, used by the directory client and
+plc import): every gzip member of a body, zlib or raw deflate told apart by the first two
+bytes even when they arrive one at a time, and an error (a failed request, retried) for what
+does not decode whole: bytes after the end of a stream, a stream cut short, codings not asked
+for. The decoding is a pure function of the chunks received; one test runs it against a real
+server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import gzip
 import os
 import zlib
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from auditor.client import DECODE_STEP, DirectoryClient, _decoded
+from auditor.client import DirectoryClient
+from plc.content_coding import DECODE_STEP, ContentCodingError, decoded
 from tests.conftest import LiveServer
 
 from ..helpers import new_did
@@ -30,7 +31,7 @@ BODY = os.urandom(3000) + b"\n" * (3 * DECODE_STEP) + os.urandom(5000)
 
 
 def _decode(chunks: list[bytes], header: str) -> bytes:
-    return b"".join(_decoded(iter(chunks), header))
+    return b"".join(decoded(iter(chunks), header))
 
 
 def _split(data: bytes, sizes: list[int]) -> list[bytes]:
@@ -89,7 +90,7 @@ def test_identity_in_the_list_is_no_coding() -> None:
     ],
 )
 def test_what_does_not_decode_whole_is_an_error(chunks: list[bytes], header: str, why: str) -> None:
-    with pytest.raises(httpx.DecodingError, match=why):
+    with pytest.raises(ContentCodingError, match=why):
         _decode(chunks, header)
 
 
@@ -105,8 +106,8 @@ def test_bytes_after_a_stream_are_refused_as_they_come() -> None:
             seen += 1
             yield b"\0" * 65536
 
-    with pytest.raises(httpx.DecodingError):
-        for _ in _decoded(flood(), "deflate"):  # type: ignore[arg-type]
+    with pytest.raises(ContentCodingError):
+        for _ in decoded(flood(), "deflate"):  # type: ignore[arg-type]
             pass
     assert seen == 1
 

@@ -22,12 +22,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from auditor.audit import AuditOptions, sync_directory
-from auditor.client import DECODE_STEP, MAX_RETRY_AFTER_S, DirectoryClient, retry_after_s
+from auditor.client import MAX_RETRY_AFTER_S, DirectoryClient, retry_after_s
 from auditor.errors import AuditFailed, DirectoryUnreachable
 from auditor.options import HttpLimits
+from plc.content_coding import DECODE_STEP
 from tests.conftest import LiveServer
 
-from ..helpers import new_did
+from ..helpers import dripping_head, new_did
 from .conftest import line_for
 
 
@@ -38,6 +39,17 @@ def _slow_loris(request: Request) -> Response:
             await asyncio.sleep(0.2)
 
     return StreamingResponse(drip(), media_type="application/jsonlines")
+
+
+def test_a_head_that_drips_in_fails_the_request_at_its_deadline() -> None:
+    # the deadline was checked only as body chunks came: a head a byte at a time passed it
+    with dripping_head(seconds=15) as url:
+        client = DirectoryClient(url, retries=0, limits=HttpLimits(deadline_s=1.0))
+        started = time.monotonic()
+        with pytest.raises(DirectoryUnreachable, match="longer than 1 s"):
+            client.export_page(0)
+        assert time.monotonic() - started < 10
+        client.close()
 
 
 def _gzip_bomb(request: Request) -> Response:

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -29,7 +25,7 @@ from plc.importer.lines import MAX_FUTURE, BadLine, parse_import_line
 from plc.timestamps import parse_timestamp
 
 from ..conftest import REPO, LiveServer
-from ..helpers import VALID_LOGS, load_log
+from ..helpers import VALID_LOGS, dripping_head, load_log
 from .test_import import sequenced_lines, write
 
 LINES = sequenced_lines(load_log(VALID_LOGS[0]))
@@ -92,45 +88,12 @@ def test_a_compressed_page_is_capped_as_it_is_decoded(monkeypatch: pytest.Monkey
         pages.close()
 
 
-@contextmanager
-def _dripping_head(seconds: float) -> Iterator[str]:
-    """A server whose answer's head comes a byte every 0.2 s, for ``seconds``, then closes."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        try:
-            connection, _ = listener.accept()
-        except OSError:
-            return
-        with connection:
-            connection.recv(65536)
-            ends = time.monotonic() + seconds
-            head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 10_000
-            for byte in head:
-                if stop.wait(0.2) or time.monotonic() > ends:
-                    return
-                try:
-                    connection.sendall(bytes([byte]))
-                except OSError:
-                    return
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        listener.close()
-        thread.join(timeout=10)
-
-
 def test_a_head_that_drips_in_is_bounded_by_the_page_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # each byte comes well within the read timeout: only the whole-answer deadline stops it
     monkeypatch.setattr(sources, "PAGE_TIMEOUT_S", 1.0)
-    with _dripping_head(seconds=15) as url:
+    with dripping_head(seconds=15) as url:
         pages = sources.ExportPages(url, interval_s=0, retries=0)
         started = time.monotonic()
         with pytest.raises(sources.SourceError, match="took over 1 s; gave up"):
