@@ -89,15 +89,7 @@ def verify_file(
         if not resume:
             remove_state(state_path, spec)
         run = Run(spec, state_path, options)
-        try:
-            return _verify(run, path, options, stop, started)
-        except AuditFailed as exc:
-            told = run.failure(exc)
-            if told is exc:
-                raise
-            raise told from exc
-        finally:
-            run.close()
+        return run.carry_out(lambda: _verify(run, path, options, stop, started))
 
 
 def _verify(
@@ -170,15 +162,7 @@ def sync_directory(
         try:
             with StopRequest() as stop:
                 run = Run(spec, state_path, options)
-                try:
-                    return _sync(run, options, stop)
-                except AuditFailed as exc:
-                    told = run.failure(exc)
-                    if told is exc:
-                        raise
-                    raise told from exc
-                finally:
-                    run.close()
+                return run.carry_out(lambda: _sync(run, options, stop))
         except AuditFailed:
             if created and holds_nothing(state_path):
                 delete_state_files(state_path)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from auditor import state
@@ -86,16 +87,22 @@ class Run:
             allow_gaps=options.allow_seq_gaps,
         )
 
-    def write(self, findings: list[Finding]) -> None:
-        """Store findings (and whatever the caller changed) in one transaction."""
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT around the block, rolled back if it fails."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            state.store_findings(self.conn, findings)
+            yield
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:  # not if it was interrupted right after COMMIT
                 self.conn.execute("ROLLBACK")
             raise
+
+    def write(self, findings: list[Finding]) -> None:
+        """Store findings (and whatever the caller changed) in one transaction."""
+        with self._transaction():
+            state.store_findings(self.conn, findings)
 
     def observe_checkpoint(self, note: str | None) -> None:
         """Log checks on one checkpoint note (None: only those kept from earlier runs, whose
@@ -109,8 +116,7 @@ class Run:
             if foreign is not None:
                 raise AuditFailed(foreign)
             self._note_older(note)
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             findings = self.tlog.verify_stored()
             if note is not None:
                 findings += self.tlog.observe(note)
@@ -119,11 +125,6 @@ class Run:
                 state.get_meta_int(self.conn, "cursor_seq"),
             )
             state.store_findings(self.conn, findings)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:  # not if it was interrupted right after COMMIT
-                self.conn.execute("ROLLBACK")
-            raise
 
     def _note_older(self, note: str) -> None:
         """Note a checkpoint smaller than one of the same origin served before (a stale
@@ -229,6 +230,23 @@ class Run:
             f"{exc}; this run stored {stored} {noun} before failing: "
             f"plc-audit report --state {self.outcome.state_path}"
         )
+
+    def carry_out(self, body: Callable[[], AuditOutcome]) -> AuditOutcome:
+        """``body()``'s outcome; a failure is told with the findings stored before it
+        (:meth:`failure`), and the run is closed either way.
+
+        Raises:
+            AuditFailed: ``body`` failed.
+        """
+        try:
+            return body()
+        except AuditFailed as exc:
+            told = self.failure(exc)
+            if told is exc:
+                raise
+            raise told from exc
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Release connections (and stop the workers if a failure left them running)."""

@@ -178,3 +178,12 @@ def assert_evidence_consistent(
 def classes(findings: list[Finding]) -> set[str]:
     """The finding classes present."""
     return {f.cls for f in findings}
+
+
+def state_meta(path: Path, key: str) -> int:
+    """An integer of the ``meta`` table of the state at ``path``, read-only (0 when unset)."""
+    conn = state.open_readonly(path)
+    try:
+        return state.get_meta_int(conn, key)
+    finally:
+        conn.close()

@@ -16,6 +16,8 @@ the old reference server (``@did-plc/server`` 0.0.1, plc-spec-notes.md §4-5): `
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -421,3 +423,26 @@ def _leaf_index(index: int) -> int:
     from plc.tlog.tree import stored_hash_index
 
     return stored_hash_index(0, index)
+
+
+def grow_later(
+    log: FakeLog,
+    lines: list[bytes],
+    begin: Callable[[], object],
+    *,
+    group: int = 50,
+    pause_s: float = 0.02,
+) -> threading.Thread:
+    """Append ``lines`` to ``log`` in groups of ``group``, ``pause_s`` apart, in a daemon
+    thread, once ``begin()`` has returned (a sleep, an event's wait, a state's progress)."""
+
+    def grow() -> None:
+        begin()
+        for i in range(0, len(lines), group):
+            log.lines.extend(lines[i : i + group])
+            log.changed()
+            time.sleep(pause_s)
+
+    thread = threading.Thread(target=grow, daemon=True)
+    thread.start()
+    return thread

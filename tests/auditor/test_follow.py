@@ -17,20 +17,7 @@ from auditor.findings import Finding
 from ..helpers import new_did
 from .conftest import Audit, assert_evidence, line_for, serve
 from .corpus import Corpus
-from .fakedir import FakeLog
-
-
-def _grow_later(log: FakeLog, lines: list[bytes], after_s: float) -> threading.Thread:
-    def grow() -> None:
-        time.sleep(after_s)
-        for i in range(0, len(lines), 50):
-            log.lines.extend(lines[i : i + 50])
-            log.changed()
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=grow, daemon=True)
-    thread.start()
-    return thread
+from .fakedir import FakeLog, grow_later
 
 
 def test_follow_reads_new_ops_from_the_stream_and_drops_redeliveries(
@@ -39,7 +26,7 @@ def test_follow_reads_new_ops_from_the_stream_and_drops_redeliveries(
     log = FakeLog(list(corpus.lines[:1200]), corpus.signer, stream_redeliver=3)
     keys = (corpus.signer.verifier,)
     with serve(log) as url:
-        grower = _grow_later(log, list(corpus.lines[1200:]), 0.8)
+        grower = grow_later(log, list(corpus.lines[1200:]), lambda: time.sleep(0.8))
         findings = sync(url, follow=True, follow_seconds=3.0, verifiers=keys)
         grower.join()
     assert findings == []
@@ -55,7 +42,7 @@ def test_follow_reads_new_ops_from_the_stream_and_drops_redeliveries(
 def test_outdated_cursor_falls_back_to_export_pages(corpus: Corpus, sync: Audit) -> None:
     log = FakeLog(list(corpus.lines[:1000]), corpus.signer, stream_close_reason="OutdatedCursor")
     with serve(log) as url:
-        grower = _grow_later(log, list(corpus.lines[1000:]), 0.3)
+        grower = grow_later(log, list(corpus.lines[1000:]), lambda: time.sleep(0.3))
         findings = sync(url, follow=True, follow_seconds=2.0, verifiers=(corpus.signer.verifier,))
         grower.join()
     assert findings == []

@@ -24,36 +24,13 @@ from auditor.errors import AuditFailed
 from auditor.treestore import TreeStore
 from plc.tlog.hashing import leaf_hash
 
-from .conftest import serve, stored_findings
+from .conftest import serve, state_meta, stored_findings
 from .corpus import Corpus
-from .fakedir import FakeLog
+from .fakedir import FakeLog, grow_later
 from .test_resume import cursor
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONS: dict[str, Any] = {"workers": 0, "progress": False, "spot_checks": 2, "seed": 1}
-
-
-def _meta(path: Path, key: str) -> int:
-    conn = state.open_readonly(path)
-    try:
-        return state.get_meta_int(conn, key)
-    finally:
-        conn.close()
-
-
-def _grow(log: FakeLog, lines: list[bytes], when: threading.Event) -> threading.Thread:
-    """Append ``lines`` in small groups once ``when`` is set (the stream is being read)."""
-
-    def grow() -> None:
-        when.wait(30)
-        for i in range(0, len(lines), 20):
-            log.lines.extend(lines[i : i + 20])
-            log.changed()
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=grow, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_an_interrupt_inside_a_commit_while_following_is_not_carried_on_from(
@@ -82,7 +59,9 @@ def test_an_interrupt_inside_a_commit_while_following_is_not_carried_on_from(
     monkeypatch.setattr(treestore.TreeStore, "flush", flush)
     path = tmp_path / "state.sqlite3"
     with serve(log) as url:
-        grower = _grow(log, list(corpus.lines[1000:2000]), following)
+        grower = grow_later(
+            log, list(corpus.lines[1000:2000]), lambda: following.wait(30), group=20, pause_s=0.05
+        )
         options = AuditOptions(**OPTIONS, follow=True, follow_seconds=20.0)
         with pytest.raises(KeyboardInterrupt):
             sync_directory(url, path, options)
@@ -91,8 +70,8 @@ def test_an_interrupt_inside_a_commit_while_following_is_not_carried_on_from(
         assert flushes["n"] == 3
         sync_directory(url, path, AuditOptions(**OPTIONS))  # resumes: no traceback
     assert stored_findings(path) == []
-    assert _meta(path, "tree_size") == _meta(path, "ops_read") == len(log.lines)
-    assert _meta(path, "cursor_seq") == len(log.lines)
+    assert state_meta(path, "tree_size") == state_meta(path, "ops_read") == len(log.lines)
+    assert state_meta(path, "cursor_seq") == len(log.lines)
 
 
 def test_a_rolled_back_tree_write_is_written_again_by_the_next_commit(tmp_path: Path) -> None:
@@ -184,7 +163,7 @@ def test_ctrl_c_stops_following_with_a_summary(
     assert "stopped following (interrupted)" in stderr, stderr
     if directory == "down":
         assert "skipped after the interrupt" in stderr, stderr
-    assert _meta(path, "tree_size") == _meta(path, "ops_read") == 800
+    assert state_meta(path, "tree_size") == state_meta(path, "ops_read") == 800
 
 
 def test_a_redelivery_reaching_back_before_a_resume_is_dropped(
@@ -201,4 +180,4 @@ def test_a_redelivery_reaching_back_before_a_resume_is_dropped(
         options = AuditOptions(**OPTIONS, follow=True, follow_seconds=3.0, recheck="none")
         sync_directory(url, path, options)
     assert stored_findings(path) == []
-    assert _meta(path, "tree_size") == _meta(path, "cursor_seq") == 1100
+    assert state_meta(path, "tree_size") == state_meta(path, "cursor_seq") == 1100

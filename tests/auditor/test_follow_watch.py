@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from auditor import follow, state
+from auditor import follow
 from auditor.audit import AuditOptions, sync_directory
 
-from .conftest import assert_evidence_consistent, serve, stored_findings
+from .conftest import assert_evidence_consistent, serve, state_meta, stored_findings
 from .corpus import Corpus
-from .fakedir import FakeLog
+from .fakedir import FakeLog, grow_later
 
 OPTIONS: dict[str, Any] = {"workers": 0, "progress": False, "spot_checks": 2, "seed": 1}
 REFERENCE_ORDER = ("seq", "type", "did", "operation", "cid", "createdAt")
@@ -30,36 +30,22 @@ def _reference_order(line: bytes) -> bytes:
     return orjson.dumps({key: value[key] for key in REFERENCE_ORDER})
 
 
-def _meta(path: Path, key: str) -> int:
-    conn = state.open_readonly(path)
-    try:
-        return state.get_meta_int(conn, key)
-    finally:
-        conn.close()
-
-
 def _grow_when_following(log: FakeLog, lines: list[bytes], path: Path) -> threading.Thread:
     """Append ``lines`` in groups once the state holds every line served so far."""
     first = len(log.lines)
 
-    def grow() -> None:
+    def following() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if _meta(path, "cursor_seq") >= first:
+                if state_meta(path, "cursor_seq") >= first:
                     break
             except Exception:  # noqa: BLE001 - not created yet
                 pass
             time.sleep(0.02)
         time.sleep(0.3)  # the stream is connected
-        for i in range(0, len(lines), 50):
-            log.lines.extend(lines[i : i + 50])
-            log.changed()
-            time.sleep(0.02)
 
-    thread = threading.Thread(target=grow, daemon=True)
-    thread.start()
-    return thread
+    return grow_later(log, lines, following)
 
 
 def _follow(log: FakeLog, grow: list[bytes], path: Path, seconds: float, **options: Any) -> None:
@@ -81,7 +67,7 @@ def test_stream_messages_in_another_key_order_are_replayed_as_export_lines(
     path = tmp_path / "state.sqlite3"
     _follow(log, list(corpus.lines[1000:2000]), path, 4.0)
     assert stored_findings(path) == []
-    assert _meta(path, "tree_size") == _meta(path, "cursor_seq") == 2000
+    assert state_meta(path, "tree_size") == state_meta(path, "cursor_seq") == 2000
 
 
 def test_a_stream_message_with_other_content_than_export_is_export_rewritten(
@@ -145,7 +131,7 @@ def test_a_stream_that_stays_open_and_silent_is_noticed(
         )
         sync_directory(url, path, options)
         grower.join()
-    assert _meta(path, "cursor_seq") == 2000
+    assert state_meta(path, "cursor_seq") == 2000
     assert stored_findings(path) == []
     err = capsys.readouterr().err
     said = "stayed ahead of the" if tlog else "no message for 0.5 s"
