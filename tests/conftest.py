@@ -3,8 +3,10 @@ PostgreSQL schema of its own), the app, and a live server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -154,3 +156,19 @@ class LiveServer:
 def live_server(app_factory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     with LiveServer(app_factory()) as server:
         yield server
+
+
+@pytest.fixture
+def logging_left_as_found() -> Iterator[None]:
+    """``plc serve`` sets up JSON logging on stderr before it opens the database: undo it, or
+    later tests in this process would find their stderr full of log lines."""
+    loggers = [
+        logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+    ]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    hook = sys.unraisablehook
+    yield
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:], lg.propagate = handlers, propagate
+        lg.setLevel(level)
+    sys.unraisablehook = hook

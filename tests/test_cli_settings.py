@@ -3,11 +3,8 @@ DATABASE_URL may hold a password); misspelt PLC_ names are reported, not silentl
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +14,7 @@ from plc.cli import app
 from plc.config import unknown_settings
 from plc.store.engine import redacted
 
-
-@pytest.fixture(autouse=True)
-def _logging_left_as_found() -> Iterator[None]:
-    """``plc serve`` sets up JSON logging on stderr before it opens the database: undo it, or
-    later tests in this process would find their stderr full of log lines."""
-    loggers = [
-        logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")
-    ]
-    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
-    hook = sys.unraisablehook
-    yield
-    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
-        lg.handlers[:], lg.propagate = handlers, propagate
-        lg.setLevel(level)
-    sys.unraisablehook = hook
+pytestmark = pytest.mark.usefixtures("logging_left_as_found")
 
 
 @pytest.mark.parametrize(

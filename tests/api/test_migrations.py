@@ -105,6 +105,7 @@ def test_an_empty_database_is_marked_with_the_current_rendering(db_url: str) -> 
     engine.dispose()
 
 
+@pytest.mark.usefixtures("logging_left_as_found")  # plc serve sets up logging in-process
 def test_a_database_a_newer_version_migrated_is_refused_in_one_line(db_url: str) -> None:
     # an older plc restarted beside a newer one after an upgrade: Alembic's CommandError was a
     # 100-line traceback in plc serve, plc import and plc refresh-documents alike
