@@ -25,6 +25,7 @@ cap holds against a compressed answer that expands a thousandfold (a "gzip bomb"
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -200,6 +201,9 @@ class DirectoryClient:
             return call_within(lambda: self._fetch_with(http, path, params), deadline_s)
         except TooSlow:
             self._http = self._new_http()
+            # Closed aside (it may wait on the request left behind), so that the request's
+            # socket is closed and its thread ends at its next read, not when the server stops.
+            threading.Thread(target=http.close, daemon=True).start()
             raise _TooSlow(
                 f"the answer took longer than {deadline_s:g} s (the deadline is "
                 "HttpLimits.deadline_s, --request-deadline)"

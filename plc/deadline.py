@@ -39,7 +39,8 @@ def call_within(fn: Callable[[], T], seconds: float, name: str = "plc-deadline")
             done.set()
 
     threading.Thread(target=run, name=name, daemon=True).start()
-    if not done.wait(seconds):
+    # Event.wait refuses a timeout past TIMEOUT_MAX (inf: OverflowError); NaN waits not at all
+    if not done.wait(min(seconds, threading.TIMEOUT_MAX) if seconds == seconds else 0):
         raise TooSlow(f"no answer within {seconds:g} s")
     returned, value = outcome[0]
     if not returned:

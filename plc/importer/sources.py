@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -39,6 +40,8 @@ whatever ``count`` says); more is no export page, refused before the lines are p
 MAX_ARRAY_FILE_BYTES = 32 * 1024 * 1024
 """Largest file read as one JSON array (it is parsed whole; a DID's ``/log/audit`` of 4,000
 ops takes a few MiB); a larger one is refused: JSON lines are read one at a time."""
+MAX_REDIRECTS = 20
+"""Redirects followed for one page (httpx's own default)."""
 PAGE_TIMEOUT_S = 300.0
 """Longest one ``/export`` request may take, its answer's head and body, whatever each read's
 timeout (a head sent a byte a minute passed every read's timeout for weeks)."""
@@ -203,7 +206,6 @@ class ExportPages:
             timeout=self._timeout_s,
             headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
             transport=self._transport,
-            follow_redirects=True,
         )
 
     def close(self) -> None:
@@ -290,6 +292,9 @@ class ExportPages:
             return call_within(lambda: self._get(client, url, params), PAGE_TIMEOUT_S)
         except TooSlow:
             self._client = self._new_client()
+            # Closed aside (it may wait on the request left behind), so that the request's
+            # socket is closed and its thread ends at its next read, not when the server stops.
+            threading.Thread(target=client.close, daemon=True).start()
             raise _SlowPage(f"the answer took over {PAGE_TIMEOUT_S:g} s") from None
 
     @staticmethod
@@ -305,7 +310,19 @@ class ExportPages:
             httpx.HTTPError: a transport failure, or a body that cannot be decoded.
         """
         deadline = time.monotonic() + PAGE_TIMEOUT_S
-        with client.stream("GET", url, params=params) as response:
+        request = client.build_request("GET", url, params=params)
+        # Redirects followed here, their bodies unread: httpx reads a redirect's whole body
+        # with its own decoders (zstd too) before following it, past every bound.
+        for _ in range(MAX_REDIRECTS):
+            response = client.send(request, stream=True)
+            if response.next_request is None:
+                break
+            response.close()
+            request = response.next_request
+        else:
+            response.close()
+            raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+        try:
             if response.status_code != 200:
                 return response.status_code, b"", _retry_after(response)
             body = bytearray()
@@ -320,6 +337,8 @@ class ExportPages:
             except ContentCodingError as exc:
                 raise httpx.DecodingError(str(exc)) from exc
             return 200, bytes(body), None
+        finally:
+            response.close()
 
 
 class _SlowPage(Exception):

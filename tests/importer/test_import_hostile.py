@@ -17,7 +17,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from plc.importer import sources
 from plc.importer.cli import EXIT_FAILED, EXIT_REFUSED, run_import
@@ -163,3 +163,16 @@ def test_io_errors_are_said_in_one_line(sqlite_url: str, tmp_path: Path) -> None
     assert "Traceback" not in said
     assert "error: No space left on device" in said or "cannot write the rejects file" in said
     assert " lines: 0 imported, 0 already present, " in said  # the summary says what was done
+
+
+def test_a_redirect_is_followed_without_its_body_being_read(sqlite_url: str) -> None:
+    # httpx read (and decoded, zstd too) a redirect's whole body before following it
+    async def moved(request: Request) -> Response:
+        headers = {"location": f"/real/export?{request.url.query}", "content-encoding": "zstd"}
+        return Response(b"(\xb5/\xfd" + bytes(64), status_code=302, headers=headers)
+
+    inner = _directory(PAGE)
+    app = Starlette(routes=[Route("/export", moved), Mount("/real", app=inner)])
+    with LiveServer(app) as server:  # type: ignore[arg-type]
+        code = run_import(server.url, database_url=sqlite_url, interval_s=0, progress=False)
+    assert code == 0
