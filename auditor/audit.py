@@ -281,7 +281,10 @@ def _sync(run: Run, options: AuditOptions, stop: StopRequest) -> AuditOutcome:
         run,
         interrupted,
         "spot checks",
-        lambda: _spot_checks(run, replayer.counters.suspects, replayer.last_seq),
+        # A Ctrl-C that stopped following asked for these; any other stops them too.
+        lambda: _spot_checks(
+            run, replayer.counters.suspects, replayer.last_seq, None if interrupted else stop
+        ),
     )
     for cp in stored_checkpoints(run.conn):
         if cp.status == "pending":
@@ -316,7 +319,11 @@ _STALL_KEY = "export_stall"
 hash), so that the same page is not replayed into the tree on every later run."""
 
 
-def _spot_checks(run: Run, suspects: set[str], synced_seq: int) -> None:
+def _spot_checks(
+    run: Run, suspects: set[str], synced_seq: int, stop: StopRequest | None = None
+) -> None:
+    """Spot-check sampled and suspect DIDs; findings stored at the end, or at a Ctrl-C
+    (``stop``), which then raises :class:`StopRequested` between two DIDs."""
     if run.client is None or run.options.spot_checks < 0:
         return
     rng = random.Random(run.options.seed)
@@ -326,6 +333,9 @@ def _spot_checks(run: Run, suspects: set[str], synced_seq: int) -> None:
     checker = SpotChecker(run.conn, run.client, run.fetcher, tail)
     findings: list[Finding] = []
     for did in dids:
+        if stop is not None and stop.requested:
+            run.write(findings)
+            stop.check()
         findings.extend(checker.check(did))
     run.write(findings)
     checked = len(dids) - len(checker.unserved)

@@ -259,6 +259,7 @@ def sync(
         raise typer.BadParameter("must be full, tail or none", param_hint="--recheck")
     _finite(follow_seconds, "--follow-seconds", low=0.0)
     _finite(stream_silence, "--stream-silence", low=0.1)
+    _finite(request_deadline, "--request-deadline", low=0.1)
     spec = SourceSpec.for_url(directory)
     _writable(findings)
     options = AuditOptions(

@@ -64,6 +64,8 @@ logging.getLogger("websockets").propagate = False
 
 BATCH_LINES = 1000
 BATCH_SECONDS = 0.5
+LOOKUP_BATCH_SECONDS = 1.0
+"""Batch window when each batch is looked up in ``/export`` (a directory without ``/tlog/``)."""
 MAX_FUTURE_CURSOR = 5
 TICK_EVERY_S = 5.0
 """Seconds between two log checks (a new checkpoint) while following."""
@@ -167,13 +169,20 @@ def follow_stream(
     future = 0
     last_tick = time.monotonic()
     watchdog = _Watchdog()
+    # Each batch handed to ``lines`` costs an /export request: no more than one a second
+    # (plc.directory allows 500 requests in 5 minutes).
+    window_s = BATCH_SECONDS if lines is None else LOOKUP_BATCH_SECONDS
 
     def expired() -> bool:
         return deadline is not None and time.monotonic() >= deadline
 
     def hand(batch: list[RawLine]) -> None:
         if batch:
-            replayer.ingest(batch if lines is None else lines(batch))
+            taken = batch[:]
+            # Emptied first: a look-up that fails is not made again by hand_safely (the
+            # stream sends these lines again after reconnecting from the last seq read).
+            batch.clear()
+            replayer.ingest(taken if lines is None else lines(taken))
 
     def hand_safely(batch: list[RawLine]) -> None:
         """``hand`` after a failure: a batch that cannot be looked up now is dropped (it is
@@ -217,7 +226,7 @@ def follow_stream(
                         # keeps its growing pause)
                         on_retry("/export/stream: connected again")
                         failures = 0
-                    if batch and (len(batch) >= BATCH_LINES or now - flushed >= BATCH_SECONDS):
+                    if batch and (len(batch) >= BATCH_LINES or now - flushed >= window_s):
                         hand(batch)
                         batch, flushed = [], now
                     if now - last_tick >= tick_every_s:

@@ -153,6 +153,10 @@ def connect(path: Path | str, *, create: bool = True) -> sqlite3.Connection:
             raise sqlite3.DatabaseError(
                 f"state schema version {version}, expected {SCHEMA_VERSION}"
             )
+        else:
+            # Ours: tables added to this version later (leaf_seq, findings_by_op) are made
+            # in states written before them (every statement is IF NOT EXISTS).
+            conn.executescript(_SCHEMA)
         conn.execute("PRAGMA journal_mode=WAL")
         # No fsync: the state survives the auditor being killed at any point (WAL, one
         # transaction per batch), not an OS crash or power loss; fsyncs at WAL checkpoints

@@ -48,6 +48,7 @@ from typing import Any
 from auditor import state
 from auditor.checkpointpairs import PairSettler, Signed, b64_list
 from auditor.client import DirectoryClient, ProofUnavailable
+from auditor.errors import DirectoryUnreachable
 from auditor.findings import Finding
 from auditor.sources import LineFetcher
 from auditor.treestore import TreeStore, leaves_of_seq, verified_line
@@ -294,7 +295,9 @@ class TlogChecker:
         if self._client is not None:
             try:
                 leaf = self._locate(cp)
-            except (ProofUnavailable, PlcError):
+            except (ProofUnavailable, DirectoryUnreachable, PlcError):
+                # best effort: the finding stands without the located leaf (an outage here
+                # must not undo the commit it is part of, which ended a --follow run)
                 leaf = None
         return Finding(
             "checkpoint-root-mismatch",
@@ -313,7 +316,7 @@ class TlogChecker:
         if self._client is not None and unserved <= cp.tree_size:
             try:
                 directory_leaf, inclusion = self._proven_leaf(unserved - 1, cp)
-            except (ProofUnavailable, PlcError):
+            except (ProofUnavailable, DirectoryUnreachable, PlcError):  # best effort, as above
                 pass
             else:
                 leaf = {

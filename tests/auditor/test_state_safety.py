@@ -130,8 +130,33 @@ def test_a_second_run_on_a_state_in_use_is_refused(tmp_path: Path) -> None:
     assert not lock_path(path).exists()  # released and removed with the run
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
-def test_follow_seconds_must_be_a_finite_number(tmp_path: Path, value: str) -> None:
-    done = plc_audit("sync", "-d", CLOSED, "--follow", "--follow-seconds", value, cwd=tmp_path)
-    assert done.returncode == 1 and "finite" in done.stderr, done.stderr
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--follow-seconds", "nan"),
+        ("--follow-seconds", "inf"),
+        ("--follow-seconds", "-1"),
+        ("--request-deadline", "nan"),  # every request was "too slow" at once
+        ("--request-deadline", "inf"),  # Event.wait: OverflowError, a traceback
+    ],
+)
+def test_seconds_must_be_finite_numbers(tmp_path: Path, option: tuple[str, str]) -> None:
+    done = plc_audit("sync", "-d", CLOSED, "--follow", *option, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "Invalid value for" in done.stderr and option[0] in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_state_of_this_version_gets_the_tables_added_to_it_later(tmp_path: Path) -> None:
+    # leaf_seq and findings_by_op came after schema version 1 was set; connect made them
+    # in older states until it stopped running the schema on an existing one
+    path = tmp_path / "old.sqlite3"
+    conn = state.connect(path)
+    conn.execute("DROP TABLE leaf_seq")
+    conn.close()
+    conn = state.connect(path)
+    try:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    assert "leaf_seq" in names
