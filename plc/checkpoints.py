@@ -7,7 +7,8 @@
   interval is made however fast ops arrive. With several processes on one database, a tick
   that finds a checkpoint another process signed since this process's last tick signs nothing
   (:meth:`Checkpointer.tick`): that process signs again within its own interval, so the log
-  still makes about one signature per interval, not one per process.
+  still makes about one signature per interval, not one per process. When the process that
+  signed last stops (a restart), an op may wait up to two intervals once.
 - Before signing, the new tree is proven consistent with the newest stored checkpoint, from
   the stored hashes (RFC 6962 §2.1.2), and that checkpoint's root is recomputed. If either
   check fails (the database was altered), nothing is signed: the log never signs two
@@ -235,7 +236,9 @@ class Checkpointer:
 
         Deferring keeps every op covered within one interval: the process that signed last
         before an op was committed ticks again within an interval of that signature and
-        signs then, unless a checkpoint signed after the op already covers it.
+        signs then, unless a checkpoint signed after the op already covers it. If that
+        process stopped instead (its last signature made at shutdown), the others, having
+        deferred once, sign at their next tick: within two intervals.
 
         Raises:
             PlcError: as :meth:`sign_if_grown`.
