@@ -25,7 +25,6 @@ cap holds against a compressed answer that expands a thousandfold (a "gzip bomb"
 from __future__ import annotations
 
 import email.utils
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +35,7 @@ import orjson
 from auditor.errors import AuditFailed, DirectoryUnreachable
 from auditor.options import HttpLimits
 from plc.content_coding import ACCEPT_ENCODING, ContentCodingError, decoded
-from plc.deadline import TooSlow, call_within
+from plc.deadline import TooSlow, call_with_client
 from plc.retry_after import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
 from plc.retry_after import retry_after_seconds
 from plc.tlog.encoding import decode_hash_b64
@@ -196,14 +195,11 @@ class DirectoryClient:
             httpx.HTTPError: a transport failure, or a body that does not decode.
         """
         deadline_s = self._limits.deadline_s
-        http = self._http
+        fetch = self._fetch_with
         try:
-            return call_within(lambda: self._fetch_with(http, path, params), deadline_s)
+            return call_with_client(self._http, lambda http: fetch(http, path, params), deadline_s)
         except TooSlow:
             self._http = self._new_http()
-            # Closed aside (it may wait on the request left behind), so that the request's
-            # socket is closed and its thread ends at its next read, not when the server stops.
-            threading.Thread(target=http.close, daemon=True).start()
             raise _TooSlow(
                 f"the answer took longer than {deadline_s:g} s (the deadline is "
                 "HttpLimits.deadline_s, --request-deadline)"

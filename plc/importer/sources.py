@@ -13,7 +13,6 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -24,7 +23,7 @@ import httpx
 import orjson
 
 from plc.content_coding import ACCEPT_ENCODING, ContentCodingError, decoded
-from plc.deadline import TooSlow, call_within
+from plc.deadline import TooSlow, call_with_client
 from plc.retry_after import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
 from plc.retry_after import retry_after_seconds
 
@@ -287,14 +286,12 @@ class ExportPages:
             _SlowPage: no whole answer within the time.
             As :meth:`_get`.
         """
-        client = self._client
         try:
-            return call_within(lambda: self._get(client, url, params), PAGE_TIMEOUT_S)
+            return call_with_client(
+                self._client, lambda client: self._get(client, url, params), PAGE_TIMEOUT_S
+            )
         except TooSlow:
             self._client = self._new_client()
-            # Closed aside (it may wait on the request left behind), so that the request's
-            # socket is closed and its thread ends at its next read, not when the server stops.
-            threading.Thread(target=client.close, daemon=True).start()
             raise _SlowPage(f"the answer took over {PAGE_TIMEOUT_S:g} s") from None
 
     @staticmethod
