@@ -241,31 +241,31 @@ def test_a_malformed_chunked_body_is_refused_at_once_and_once(live_server: LiveS
         assert answer.endswith(b'{"message":"Invalid HTTP request received."}')
 
 
+_PIPELINED_POST = b"POST /did:plc:zzz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+"""The head of a POST pipelined behind another, up to its framing headers."""
+
+
+def _behind_a_genesis(port: int, seed: str, second: bytes) -> tuple[str, bytes]:
+    """A new DID, and the answers to its genesis POST with ``second`` pipelined behind it."""
+    did, genesis, _ = new_did(seed)
+    return did, _raw_exchange(port, _post(f"/{did}", orjson.dumps(genesis)) + second)
+
+
 def test_a_pipelined_request_still_reading_its_body_gets_its_own_answer(
     quick_body_timeout: LiveServer,
 ) -> None:
     # The drain timer was armed for the next request as the first was answered, and closed
     # the connection before that request's own 408.
-    did, genesis, _ = new_did("pipelined-slow-body")
-    second = (
-        b"POST /did:plc:zzz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b'Content-Length: 100\r\n\r\n{"a":'
-    )
-    answer = _raw_exchange(
-        quick_body_timeout.port, _post(f"/{did}", orjson.dumps(genesis)) + second
-    )
+    second = _PIPELINED_POST + b'Content-Length: 100\r\n\r\n{"a":'
+    _, answer = _behind_a_genesis(quick_body_timeout.port, "pipelined-slow-body", second)
     assert [s[:12] for s in _statuses(answer)] == [b"HTTP/1.1 200", b"HTTP/1.1 408"], answer
 
 
 def test_a_malformed_body_behind_a_request_being_answered_waits_for_that_answer(
     live_server: LiveServer,
 ) -> None:
-    did, genesis, _ = new_did("pipelined-bad-body")
-    bad = (
-        b"POST /did:plc:zzz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
-    )
-    answer = _raw_exchange(live_server.port, _post(f"/{did}", orjson.dumps(genesis)) + bad)
+    bad = _PIPELINED_POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+    did, answer = _behind_a_genesis(live_server.port, "pipelined-bad-body", bad)
     assert [s[:12] for s in _statuses(answer)] == [b"HTTP/1.1 200", b"HTTP/1.1 400"], answer
     with httpx.Client(base_url=live_server.url) as http:
         assert http.get(f"/{did}/log/last").status_code == 200
