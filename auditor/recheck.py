@@ -305,26 +305,44 @@ class PrefixChecker:
         lines[stored] = line
 
     def _finding(self, index: int, kind: str, line: bytes | None) -> Finding:
-        stored = self._tree.leaf_hash(index)
-        evidence: dict[str, Any] = {
-            "kind": kind,
-            "leaf_index": index,
-            "stored_leaf_hash": encode_b64(stored),
-            "served_line": None if line is None else line.decode("utf-8", "replace"),
-            "checkpoint": None,
-            "inclusion_proof": None,
-        }
+        finding = export_rewritten(
+            index,
+            state.seq_of_leaf(self._conn, index),
+            kind,
+            self._tree.leaf_hash(index),
+            line,
+            "on a second read of the export",
+        )
         cover = next((cp for cp in self._covering if cp.tree_size > index), None)
         if cover is not None:
             proof = inclusion_proof(index, cover.tree_size, self._tree)
-            evidence["checkpoint"] = cover.note
-            evidence["inclusion_proof"] = [encode_b64(h) for h in proof]
-        served = "" if line is None else encode_b64(leaf_hash(line))
-        seq = state.seq_of_leaf(self._conn, index)
-        return Finding(
-            "export-rewritten",
-            f"position {index} (seq {seq}): {kind} on a second read of the export",
-            evidence,
-            seq=seq,
-            scope=f"{kind}:{encode_b64(stored)}:{served}",
-        )
+            finding.evidence["checkpoint"] = cover.note
+            finding.evidence["inclusion_proof"] = [encode_b64(h) for h in proof]
+        return finding
+
+
+def export_rewritten(
+    index: int, seq: int, kind: str, stored: bytes, line: bytes | None, how: str
+) -> Finding:
+    """The ``export-rewritten`` finding of leaf ``index`` (read with ``seq``, its hash
+    ``stored``) that the directory now serves as ``line`` (None: not at all): ``kind`` is
+    ``changed``, ``missing``, ``duplicated``, ``reordered`` or ``inserted``, ``how`` ends the
+    message. Its key (``scope``) depends on the two leaves only, so a difference found when
+    following the stream and again on the next re-read is stored once. Evidence without a
+    checkpoint; the caller adds one and its inclusion proof when it has them."""
+    evidence: dict[str, Any] = {
+        "kind": kind,
+        "leaf_index": index,
+        "stored_leaf_hash": encode_b64(stored),
+        "served_line": None if line is None else line.decode("utf-8", "replace"),
+        "checkpoint": None,
+        "inclusion_proof": None,
+    }
+    served = "" if line is None else encode_b64(leaf_hash(line))
+    return Finding(
+        "export-rewritten",
+        f"position {index} (seq {seq}): {kind} {how}",
+        evidence,
+        seq=seq,
+        scope=f"{kind}:{encode_b64(stored)}:{served}",
+    )

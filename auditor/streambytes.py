@@ -24,8 +24,8 @@ import orjson
 
 from auditor.client import EXPORT_PAGE, DirectoryClient
 from auditor.findings import Finding
+from auditor.recheck import export_rewritten
 from auditor.sources import RawLine
-from plc.tlog.encoding import encode_b64
 from plc.tlog.hashing import leaf_hash
 
 
@@ -112,21 +112,10 @@ def as_exported(client: DirectoryClient, batch: Sequence[RawLine]) -> list[RawLi
 def rewritten(leaf_index: int, seq: int, line: bytes, served: bytes) -> Finding:
     """The ``export-rewritten`` finding of a stream message (leaf ``leaf_index``, read with
     ``seq``) whose ``seq`` ``/export`` serves with other content (``served``): the same
-    finding, with the same key, that the next run's re-read of the export reports."""
-    stored = leaf_hash(line)
-    evidence: dict[str, Any] = {
-        "kind": "changed",
-        "leaf_index": leaf_index,
-        "stored_leaf_hash": encode_b64(stored),
-        "served_line": served.decode("utf-8", "replace"),
-        "checkpoint": None,
-        "inclusion_proof": None,
-        "stream_line": line.decode("utf-8", "replace"),
-    }
-    return Finding(
-        "export-rewritten",
-        f"position {leaf_index} (seq {seq}): changed between the stream and /export",
-        evidence,
-        seq=seq,
-        scope=f"changed:{encode_b64(stored)}:{encode_b64(leaf_hash(served))}",
+    finding, with the same key, that the next run's re-read of the export reports, and the
+    message as it came."""
+    finding = export_rewritten(
+        leaf_index, seq, "changed", leaf_hash(line), served, "between the stream and /export"
     )
+    finding.evidence["stream_line"] = line.decode("utf-8", "replace")
+    return finding
