@@ -248,7 +248,7 @@ class Checkpointer:
         if newest != self._seen_size:
             self._seen_size = newest
             return None
-        signed = self.sign_if_grown()
+        signed = self._sign_over(latest)
         self._seen_size = signed.tree_size
         return signed
 
@@ -259,8 +259,11 @@ class Checkpointer:
             PlcError: the stored tree is not consistent with the newest checkpoint (nothing
                 is signed), or the database is unavailable.
         """
+        return self._sign_over(self.tlog.latest_checkpoint())
+
+    def _sign_over(self, latest: StoredCheckpoint | None) -> StoredCheckpoint:
+        """:meth:`sign_if_grown` with the newest checkpoint already read (``latest``)."""
         tree_size = self.tlog.store.tree_size()
-        latest = self.tlog.latest_checkpoint()
         if latest is not None and latest.tree_size >= tree_size:
             return latest
         reader = self.tlog.reader
