@@ -45,7 +45,7 @@ from auditor.sources import FileSource, HttpExportSource, SourceSpec, refuse_una
 from auditor.spotcheck import ExportTail, SpotChecker, sample_dids
 from auditor.statefiles import delete_state_files, holds_nothing, remove_state
 from auditor.statelock import state_lock
-from auditor.streambytes import as_exported
+from auditor.streambytes import ExportLines
 from auditor.tlogcheck import stored_checkpoints
 from auditor.treestore import check_line
 
@@ -265,7 +265,7 @@ def _sync(run: Run, options: AuditOptions, stop: StopRequest) -> AuditOutcome:
                 stop=stop,
                 # Leaves are the bytes /export serves; a directory with /tlog/ sends them on
                 # the stream as well (ours does), one without may not (plc.directory).
-                lines=None if has_tlog else lambda batch: as_exported(client, batch),
+                lines=None if has_tlog else ExportLines(client),
                 silence_s=None if has_tlog else options.stream_silence_s,
             )
             if stopped is not None:

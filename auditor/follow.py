@@ -35,7 +35,9 @@ Messages redelivered with a ``seq`` already read and the same bytes are dropped 
 ``seq`` tracker (go-didplc's replica does the same after reconnects). Stream messages are
 batched (at most :data:`BATCH_LINES` or :data:`BATCH_SECONDS`) into the normal replay loop;
 for a directory without ``/tlog/`` each batch first becomes the ``/export`` lines of its ops
-(``lines``, :mod:`auditor.streambytes`).
+(``lines``, :mod:`auditor.streambytes`). When ``/export`` does not serve a message's ``seq``
+yet (:class:`auditor.streambytes.ExportBehind`), the lines before it are replayed and the
+stream is read again from there after :data:`LOOKUP_BATCH_SECONDS`.
 
 The ``websockets`` library's own log (a keepalive timeout's traceback) is silenced: each
 failure is reported once, as one line, by the retry.
@@ -57,6 +59,7 @@ from auditor.interrupt import NEVER, StopRequest
 from auditor.options import STREAM_SILENCE_S
 from auditor.replay import Replayer
 from auditor.sources import RawLine
+from auditor.streambytes import ExportBehind
 
 # Failures are told as one line each (on_retry); the library would print tracebacks.
 logging.getLogger("websockets").addHandler(logging.NullHandler())
@@ -97,6 +100,10 @@ def _tell(text: str) -> None:
 
 class _Stuck(Exception):
     """The open stream is not delivering what the directory has (the watchdog)."""
+
+
+class _Behind(Exception):
+    """``/export`` does not serve a streamed op yet: read it again from the stream later."""
 
 
 class _Watchdog:
@@ -149,7 +156,8 @@ def follow_stream(
         stop: Ctrl-C; checked between messages and during retry pauses.
         lines: turns a batch of stream messages into the lines replayed (default: as they
             are); may raise :class:`DirectoryUnreachable` (the batch is then dropped: the
-            stream sends it again from the last ``seq`` read).
+            stream sends it again from the last ``seq`` read) or :class:`ExportBehind` (its
+            ready lines are replayed, the stream is read again from there).
         silence_s: seconds without a message before ``/export`` is asked for new entries
             (None: never; for directories without ``/tlog/``).
 
@@ -169,6 +177,7 @@ def follow_stream(
     future = 0
     last_tick = time.monotonic()
     watchdog = _Watchdog()
+    lag_told = ""
     # Each batch handed to ``lines`` costs an /export request: no more than one a second
     # (plc.directory allows 500 requests in 5 minutes).
     window_s = BATCH_SECONDS if lines is None else LOOKUP_BATCH_SECONDS
@@ -176,13 +185,30 @@ def follow_stream(
     def expired() -> bool:
         return deadline is not None and time.monotonic() >= deadline
 
-    def hand(batch: list[RawLine]) -> None:
-        if batch:
-            taken = batch[:]
-            # Emptied first: a look-up that fails is not made again by hand_safely (the
-            # stream sends these lines again after reconnecting from the last seq read).
-            batch.clear()
-            replayer.ingest(taken if lines is None else lines(taken))
+    def hand(batch: list[RawLine]) -> str | None:
+        """Replay ``batch``; what ``/export`` does not serve yet, if anything (the rest of
+        the batch is then dropped: the stream sends it again from the last ``seq`` read)."""
+        if not batch:
+            return None
+        taken = batch[:]
+        # Emptied first: a look-up that fails is not made again by hand_safely (the
+        # stream sends these lines again after reconnecting from the last seq read).
+        batch.clear()
+        if lines is None:
+            replayer.ingest(taken)
+            return None
+        try:
+            replayer.ingest(lines(taken))
+        except ExportBehind as behind:
+            replayer.ingest(behind.ready)
+            return str(behind)
+        return None
+
+    def hand_or_reread(batch: list[RawLine]) -> None:
+        """``hand``, then, if ``/export`` lags, leave this connection to read again."""
+        lag = hand(batch)
+        if lag is not None:
+            raise _Behind(lag)
 
     def hand_safely(batch: list[RawLine]) -> None:
         """``hand`` after a failure: a batch that cannot be looked up now is dropped (it is
@@ -227,10 +253,10 @@ def follow_stream(
                         on_retry("/export/stream: connected again")
                         failures = 0
                     if batch and (len(batch) >= BATCH_LINES or now - flushed >= window_s):
-                        hand(batch)
+                        hand_or_reread(batch)
                         batch, flushed = [], now
                     if now - last_tick >= tick_every_s:
-                        hand(batch)
+                        hand_or_reread(batch)
                         batch = []
                         replayer.drain()
                         reason = watchdog.stuck(tick(), replayer.read_size)
@@ -249,6 +275,13 @@ def follow_stream(
                 return None
         except _Stuck as exc:
             on_retry(f"/export/stream: {exc}; reconnecting")
+            continue
+        except _Behind as exc:
+            # Not a failure: the growing pause stays as it is. Said once per seq waited for.
+            if str(exc) != lag_told:
+                lag_told = str(exc)
+                on_retry(f"{exc}; reading the stream again from there every {window_s:g} s")
+            _pause(window_s, stop)
             continue
         except ConnectionClosed as exc:
             hand_safely(batch)

@@ -94,6 +94,8 @@ class FakeLog:
         legacy_documents: serve ``/{did}`` in the pre-2023-09 form (:func:`legacy_document`).
         page_delay_s: seconds each seq-mode ``/export`` page waits before it is answered (a
             run that must last a while however fast the machine replays).
+        export_upto: seq-mode ``/export`` serves no op past this ``seq`` (None: all of
+            them), while the stream sends them: an export that lags the stream.
     """
 
     lines: list[bytes]
@@ -120,6 +122,7 @@ class FakeLog:
     """Handshakes answered with ``stream_status`` so far."""
     legacy_documents: bool = False
     page_delay_s: float = 0.0
+    export_upto: int | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def changed(self) -> None:
@@ -148,7 +151,14 @@ class FakeLog:
             return self.export_override[after][:count]
         seqs = self.seqs
         start = next((i for i, s in enumerate(seqs) if s > after), len(self.lines))
-        return self.lines[start : start + count]
+        upto = self.export_upto
+        return [
+            line
+            for line, seq in zip(
+                self.lines[start : start + count], seqs[start : start + count], strict=True
+            )
+            if upto is None or seq <= upto
+        ]
 
     def legacy_page(self, after: str) -> list[bytes]:
         """What an ``/export`` without seq mode serves: ops created after the timestamp

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from auditor import follow
+from auditor import follow, streambytes
 from auditor.audit import AuditOptions, sync_directory
 
 from .conftest import assert_evidence_consistent, serve, state_meta, stored_findings
@@ -143,3 +143,56 @@ def test_a_stream_that_stays_open_and_silent_is_noticed(
     err = capsys.readouterr().err
     said = "stayed ahead of the" if tlog else "no message for 0.5 s"
     assert said in err and "reconnecting" in err, err
+
+
+def _lift_export_lag(log: FakeLog, total: int, after_s: float) -> threading.Thread:
+    """Serve every op on /export ``after_s`` seconds after the log holds ``total`` lines."""
+
+    def lift() -> None:
+        deadline = time.monotonic() + 30
+        while len(log.lines) < total and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(after_s)
+        log.export_upto = None
+
+    thread = threading.Thread(target=lift, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_stream_messages_export_does_not_serve_yet_are_read_again_until_it_does(
+    corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/export lags the stream (a replica behind the primary) for a second and a half: the
+    messages it does not serve yet are read again from the stream until it does, so their
+    leaves are the export's bytes. Kept as sent, each would be a false export-rewritten in
+    the next run's byte-for-byte re-read (the stream's key order differs)."""
+    log = FakeLog(
+        list(corpus.lines[:1000]), None, stream_rewrite=_reference_order, export_upto=1000
+    )
+    path = tmp_path / "state.sqlite3"
+    lifter = _lift_export_lag(log, 2000, 1.5)
+    _follow(log, list(corpus.lines[1000:2000]), path, 6.0)
+    lifter.join()
+    assert stored_findings(path) == []
+    assert state_meta(path, "tree_size") == state_meta(path, "cursor_seq") == 2000
+    told = capsys.readouterr().err
+    assert "/export does not serve seq 1001 yet; reading the stream again" in told
+    assert told.count("does not serve seq 1001 yet") == 1  # said once, not at every re-read
+
+
+def test_a_streamed_op_export_never_serves_is_kept_as_sent_and_reported_missing(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past EXPORT_LAG_S a message /export still does not serve is replayed as sent, and
+    the next run's re-read of /export reports the op missing from it."""
+    monkeypatch.setattr(streambytes, "EXPORT_LAG_S", 0.5)
+    log = FakeLog(list(corpus.lines[:1000]), None, export_upto=1000)
+    path = tmp_path / "state.sqlite3"
+    _follow(log, list(corpus.lines[1000:1100]), path, 3.0)
+    findings = stored_findings(path)
+    assert state_meta(path, "tree_size") == 1100
+    assert findings and {(f.cls, f.evidence["kind"]) for f in findings} == {
+        ("export-rewritten", "missing")
+    }
+    assert {f.seq for f in findings} <= set(range(1001, 1101))
