@@ -97,6 +97,13 @@ def install_error_handlers(app: FastAPI) -> None:
                 return Response(body, 405, headers, "application/json; charset=utf-8")
             # Express has no such answer: a method no route takes is an unmatched route, 404.
             return message_response(404, "Not Found")
+        if exc.status_code == 404 and request.url.path.startswith("/xrpc/"):
+            # No such XRPC method here: XRPC servers answer 501 MethodNotImplemented (404 is
+            # XRPCNotSupported to clients: "no XRPC server at all").
+            body = orjson.dumps(
+                {"error": "MethodNotImplemented", "message": "Method Not Implemented"}
+            )
+            return Response(body, 501, None, "application/json; charset=utf-8")
         detail = exc.detail if isinstance(exc.detail, str) else "Error"
         return message_response(exc.status_code, detail, dict(exc.headers or {}))
 

@@ -97,6 +97,20 @@ def test_unmatched_routes_have_message_bodies(client: TestClient) -> None:
     assert xrpc.json() == {"error": "InvalidRequest", "message": "Method Not Allowed"}
 
 
+@pytest.mark.parametrize(
+    "path", ["/xrpc/com.atproto.identity.nonexistent", "/xrpc/com.atproto.server.describeServer"]
+)
+def test_an_xrpc_method_not_served_is_method_not_implemented(client: TestClient, path: str) -> None:
+    """As XRPC servers answer (501); a 404 means "no XRPC server here" to XRPC clients."""
+    for response in (client.get(path), client.post(path, json={})):
+        assert response.status_code == 501
+        assert response.json() == {
+            "error": "MethodNotImplemented",
+            "message": "Method Not Implemented",
+        }
+        assert response.headers["access-control-allow-origin"] == "*"
+
+
 def test_export_sequence_mode(client: TestClient, clock: Clock) -> None:
     dids = [_register(client, clock, f"exp{i}")[0] for i in range(3)]
     body = client.get("/export?after=0")
