@@ -80,8 +80,15 @@ class Settings(BaseSettings):
     (``PLC_DB_POOL_SIZE``). A process has one pool on SQLite and two on PostgreSQL (writes,
     reads): up to four times this many PostgreSQL connections per process."""
     db_busy_timeout_ms: int = Field(default=5000, ge=0, le=HOUR_MS)
-    """How long a writer waits for the write lock (SQLite's lock, PostgreSQL's log head row)
-    before the request answers 503 (``PLC_DB_BUSY_TIMEOUT_MS``)."""
+    """How long a writer waits for the write lock (SQLite's lock, PostgreSQL's log head row),
+    and on PostgreSQL any statement for a lock another session holds on a table, before the
+    request answers 503 (``PLC_DB_BUSY_TIMEOUT_MS``)."""
+    db_timeout_s: float = Field(default=30.0, gt=0, le=HOUR_S)
+    """Seconds a request waits for the database before it answers 503
+    (``PLC_DB_TIMEOUT_S``): each read on PostgreSQL, and a POST's commit (which goes on: its
+    503 says that the op may yet be stored). A database that stops answering without closing
+    the connection (a hung server, a proxy that stopped forwarding) must not hold clients
+    forever. ``/_health`` answers 503 while a commit has waited this long."""
     db_start_wait_s: float = Field(default=60.0, ge=0, le=DAY_S)
     """How long a worker starting on its own waits for a database that does not answer
     (``PLC_DB_START_WAIT_S``)."""

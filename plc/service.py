@@ -22,6 +22,7 @@ import orjson
 from plc.codec import has_bad_unicode
 from plc.document import operation_state_bodies
 from plc.errors import (
+    DATABASE_UNAVAILABLE,
     HeadMismatch,
     InvalidInput,
     LogEntryTooLarge,
@@ -33,6 +34,7 @@ from plc.errors import (
     echo,
 )
 from plc.exportline import MAX_LINE_BYTES, longest_line, operation_json
+from plc.logging_setup import RepeatLimit
 from plc.metrics import DirectoryMetrics
 from plc.operation import Operation, parse_operation, trusted_operation
 from plc.policy import (
@@ -51,6 +53,11 @@ from plc.timestamps import ONE_MS, from_ms, to_ms, truncate_ms
 from plc.validation_process import ValidationProcess, ValidatorUnavailable
 
 log = logging.getLogger("plc.service")
+
+COMMIT_TIMED_OUT = (
+    "Database did not finish the commit in time: the operation may yet be stored; "
+    "re-submitting the same operation is safe"
+)
 
 HISTORY_WINDOW_MS = 8 * 24 * 3600 * 1000
 """How far back the history read to validate an op reaches (:meth:`Directory.prepare`):
@@ -112,6 +119,9 @@ class Directory(DirectoryReads):
         inline_io: run reads and validation on the event loop instead of a worker thread.
             Right for SQLite, where a read takes ~20 µs and a thread hop costs more than the
             work; wrong for a database across a network.
+        db_timeout_s: seconds a store call on a worker thread (:meth:`run`), and a
+            submitter's wait for its commit, may take before :class:`Unavailable` is raised
+            (a commit goes on: the op may yet be stored); None: no bound.
     """
 
     def __init__(
@@ -121,9 +131,13 @@ class Directory(DirectoryReads):
         clock: Clock = system_clock,
         batch_max: int = 256,
         inline_io: bool = False,
+        db_timeout_s: float | None = None,
     ) -> None:
         self.store = store
         self.inline_io = inline_io
+        self.db_timeout_s = db_timeout_s
+        self._under_way: dict[str, float] = {}  # "loop" / "thread" -> monotonic start
+        self._said = RepeatLimit()
         self.policy = policy
         self.clock = clock
         self.batch_max = batch_max
@@ -238,10 +252,30 @@ class Directory(DirectoryReads):
         )
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking store work: inline (SQLite) or in a worker thread (PostgreSQL)."""
+        """Run blocking store work: inline (SQLite) or in a worker thread (PostgreSQL),
+        there for at most :attr:`db_timeout_s`.
+
+        Raises:
+            Unavailable: the worker thread did not finish in time (a connection that stopped
+                answering; the thread is left to it).
+        """
         if self.inline_io:
             return fn(*args, **kwargs)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        if self.db_timeout_s is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), self.db_timeout_s)
+        except TimeoutError:
+            self._say_timeout("a database call")
+            raise Unavailable(DATABASE_UNAVAILABLE) from None
+
+    def _say_timeout(self, what: str) -> None:
+        if self._said.due(what):
+            log.warning(
+                "%s did not finish within %g s: the database does not answer",
+                what,
+                self.db_timeout_s,
+            )
 
     async def submit_body(self, did: str, body: bytes) -> SubmitResult:
         """Validate and durably append the op in a request body (JSON bytes); answers after
@@ -310,7 +344,7 @@ class Directory(DirectoryReads):
                 self._flusher = loop.create_task(self._flush_pending())
         else:
             self._queue.put(job)
-        outcome = await future
+        outcome = await self._outcome(future)
         cid = prepared.prepared.operation.cid
         if outcome.status is CommitStatus.CONFLICT:
             raise HeadMismatch(
@@ -323,6 +357,32 @@ class Directory(DirectoryReads):
         if outcome.status is CommitStatus.DUPLICATE:
             return SubmitResult(cid, None, duplicate=True)
         return SubmitResult(cid, outcome.seq, duplicate=False)
+
+    async def _outcome(self, future: asyncio.Future[CommitOutcome]) -> CommitOutcome:
+        """The commit's outcome, waited for at most :attr:`db_timeout_s`.
+
+        Raises:
+            Unavailable: the commit did not finish in time (it goes on: the op may yet be
+                stored, and a re-submission then finds it).
+            PlcError: as the commit raised it.
+        """
+        if self.db_timeout_s is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.db_timeout_s)
+        except TimeoutError:
+            future.add_done_callback(_forget)
+            self._say_timeout("a commit")
+            raise Unavailable(COMMIT_TIMED_OUT) from None
+
+    def commit_stalled_s(self) -> float | None:
+        """Seconds the commit under way has taken, when that is longer than
+        :attr:`db_timeout_s` (a database that stopped answering); None otherwise."""
+        starts, limit = list(self._under_way.values()), self.db_timeout_s
+        if not starts or limit is None:
+            return None
+        taken = time.monotonic() - min(starts)
+        return taken if taken > limit else None
 
     def import_op(self, did: str, body: Any, created_at: datetime) -> SubmitResult:
         """Append a historical op with its original timestamp, synchronously (no policy;
@@ -352,6 +412,7 @@ class Directory(DirectoryReads):
             await self._gather()
             jobs, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
             started = time.perf_counter()
+            self._under_way["loop"] = time.monotonic()
             try:
                 written = self.store.write_batch([job.pending for job in jobs], self.clock)
                 if written is None:
@@ -367,6 +428,8 @@ class Directory(DirectoryReads):
                 failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
                 _resolve_all([(job.future, failure) for job in jobs])
                 continue
+            finally:
+                self._under_way.pop("loop", None)
             # Either order answers after the listeners here (the waiters run once this task
             # yields); this one matches the committer thread's.
             self._notify(outcomes, time.perf_counter() - started)
@@ -405,6 +468,7 @@ class Directory(DirectoryReads):
 
     def _commit_jobs(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
+        self._under_way["thread"] = time.monotonic()
         try:
             outcomes = self.store.commit_batch([job.pending for job in jobs], self.clock)
         except PlcError as exc:
@@ -415,6 +479,8 @@ class Directory(DirectoryReads):
             failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
             _deliver(jobs, [failure] * len(jobs))
             return
+        finally:
+            self._under_way.pop("thread", None)
         # Listeners first: a client that has its answer must find its commit counted
         # (GET /metrics) and the stream connections woken; _deliver answers it on its loop,
         # which may run before this thread's next line.
@@ -448,6 +514,13 @@ def _deliver(jobs: list[_Job], results: Sequence[CommitOutcome | PlcError]) -> N
         by_loop.setdefault(job.loop, []).append((job.future, result))
     for loop, items in by_loop.items():
         loop.call_soon_threadsafe(_resolve_all, items)
+
+
+def _forget(future: asyncio.Future[Any]) -> None:
+    """Retrieve the exception of a commit no one waits for any more (its submitter was
+    answered 503), so that asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _resolve_all(items: list[tuple[asyncio.Future[Any], Any]]) -> None:

@@ -165,7 +165,9 @@ def create_app(
             busy_timeout_ms=settings.db_busy_timeout_ms,
         )
         await _upgrade_when_reachable(db, settings.db_start_wait_s)
-        reads = make_read_engine(db, pool_size=settings.db_pool_size)
+        reads = make_read_engine(
+            db, pool_size=settings.db_pool_size, busy_timeout_ms=settings.db_busy_timeout_ms
+        )
         store = SqlStore(db, reads, settings.db_busy_timeout_ms)
         store.pin_reads()  # SQLite: the event loop's reads on a connection of their own
         directory = Directory(
@@ -174,6 +176,7 @@ def create_app(
             clock,
             settings.commit_batch_max,
             inline_io=is_sqlite(db),
+            db_timeout_s=settings.db_timeout_s,
         )
         tlog = TlogStore(store)
         store.leaf_hooks.append(tlog.append_in)

@@ -161,7 +161,8 @@ def run_import(
         text = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
         out.print(f"error: database {redacted(settings.database_url)}: {text}", markup=False)
         return EXIT_FAILED
-    store = SqlStore(engine, make_read_engine(engine), settings.db_busy_timeout_ms)
+    reads = make_read_engine(engine, busy_timeout_ms=settings.db_busy_timeout_ms)
+    store = SqlStore(engine, reads, settings.db_busy_timeout_ms)
     store.leaf_hooks.append(TlogStore(store).append_in)
     directory = Directory(store, settings.policy(), inline_io=True)
     importer = Importer(directory, batch_size=batch_size, on_refused=writer.refused, start=after)

@@ -98,7 +98,7 @@ def make_engine(url: str, *, pool_size: int = 16, busy_timeout_ms: int = 5000) -
 
     ``busy_timeout_ms`` bounds a writer's wait for a lock: SQLite's ``busy_timeout``,
     PostgreSQL's ``lock_timeout`` (every connection of this engine; reads use
-    :func:`make_read_engine`'s and take no row locks).
+    :func:`make_read_engine`'s, bounded the same way).
 
     Raises:
         InvalidInput: as :func:`normalize_database_url`.
@@ -132,6 +132,10 @@ POSTGRES_CONNECT_ARGS = {
     "keepalives_idle": 30,
     "keepalives_interval": 10,
     "keepalives_count": 3,
+    # Likewise a peer that stops acknowledging what was sent (a COMMIT or a query in
+    # flight, when keepalives do not run): the connection fails after 30 s instead of the
+    # kernel's 15 minutes of retransmissions, and the lost-commit check settles the batch.
+    "tcp_user_timeout": 30_000,
     "connect_timeout": 10,
 }
 """libpq connection parameters of every PostgreSQL pool (a URL's own query overrides)."""
@@ -140,10 +144,11 @@ POSTGRES_CONNECT_ARGS = {
 def _configure_postgresql(engine: Engine, lock_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Writers queue on the log head's row lock; one held by a stuck process or session
-        # must not hold every writer forever: after the busy timeout the wait fails
-        # (LockNotAvailable) and the op is answered 503, as on SQLite. Set outside a
-        # transaction, so that the pool's rollback on return does not undo it.
+        # Writers queue on the log head's row lock, and any statement on a table another
+        # session locked: one held by a stuck process or session must not hold them
+        # forever. After the busy timeout the wait fails (LockNotAvailable) and the request
+        # is answered 503, as on SQLite. Set outside a transaction, so that the pool's
+        # rollback on return does not undo it.
         autocommit = dbapi_connection.autocommit
         dbapi_connection.autocommit = True
         try:
@@ -167,13 +172,16 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.close()
 
 
-def make_read_engine(engine: Engine, *, pool_size: int = 16) -> Engine:
+def make_read_engine(engine: Engine, *, pool_size: int = 16, busy_timeout_ms: int = 5000) -> Engine:
     """The engine reads use. SQLite: the same one (its connections are in autocommit mode
     already). PostgreSQL: a second pool in AUTOCOMMIT, so a read is one round trip with no
-    transaction to roll back when the connection returns to the pool."""
+    transaction to roll back when the connection returns to the pool, and whose waits for a
+    lock (a table another session locked: ``VACUUM FULL``, ``ALTER TABLE``, ``LOCK TABLE``)
+    end after ``busy_timeout_ms`` (``lock_timeout``; the read answers 503): reads run on
+    worker threads, and a few waiting without end would take every one of them."""
     if is_sqlite(engine):
         return engine
-    return create_engine(
+    reads = create_engine(
         engine.url,
         connect_args=POSTGRES_CONNECT_ARGS,
         isolation_level="AUTOCOMMIT",
@@ -181,3 +189,5 @@ def make_read_engine(engine: Engine, *, pool_size: int = 16) -> Engine:
         max_overflow=pool_size,
         pool_pre_ping=True,
     )
+    _configure_postgresql(reads, busy_timeout_ms)
+    return reads

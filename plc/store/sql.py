@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import PoolProxiedConnection
 
 from plc.errors import DATABASE_UNAVAILABLE, Unavailable
@@ -121,6 +122,7 @@ class SqlStore:
         self._db_errors: tuple[type[BaseException], ...] = (
             OperationalError,
             InterfaceError,
+            PoolTimeout,  # every pooled connection busy for the pool's timeout: 503, not 500
             *self._driver_errors(),
         )
 

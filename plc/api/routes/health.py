@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from fastapi import APIRouter
 from starlette.responses import RedirectResponse, Response
@@ -23,17 +25,28 @@ router = APIRouter()
     },
 )
 async def health(directory: DirectoryDep, settings: SettingsDep) -> Response:
+    stalled = directory.commit_stalled_s()
+    if stalled is not None:
+        # Reads may still work (a new connection) while writes wait on one that stopped
+        # answering: a load balancer must not keep sending POSTs here.
+        return _unhealthy(settings.version, f"{COMMIT_STALLED}: for {stalled:.0f} s")
     try:
-        await directory.run(directory.store.ping)
+        await asyncio.wait_for(directory.run(directory.store.ping), PING_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - any database failure means unhealthy
-        # The reference's body, plus the message every other error of ours carries.
-        body = {
-            "version": settings.version,
-            "error": "Service Unavailable",
-            "message": DATABASE_UNAVAILABLE,
-        }
-        return Response(orjson.dumps(body), status_code=503, media_type=JSON)
+        return _unhealthy(settings.version, DATABASE_UNAVAILABLE)
     return Response(orjson.dumps({"version": settings.version}), media_type=JSON)
+
+
+PING_TIMEOUT_S = 5.0
+"""Longest wait for the database's answer to ``/_health``'s ping (a load balancer's check
+must not wait out ``PLC_DB_TIMEOUT_S``)."""
+COMMIT_STALLED = "Database unavailable: a commit has waited for its answer"
+
+
+def _unhealthy(version: str, message: str) -> Response:
+    # The reference's body, plus the message every other error of ours carries.
+    body = {"version": version, "error": "Service Unavailable", "message": message}
+    return Response(orjson.dumps(body), status_code=503, media_type=JSON)
 
 
 @router.get("/", include_in_schema=False)
