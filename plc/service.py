@@ -368,12 +368,18 @@ class Directory(DirectoryReads):
         """
         if self.db_timeout_s is None:
             return await future
+        # A timer, not wait_for and shield: those cost about 15 µs per POST, 3 % of one.
+        # The commit's own answer, when it comes, finds the future done and is dropped.
+        timer = asyncio.get_running_loop().call_later(self.db_timeout_s, self._expire, future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.db_timeout_s)
-        except TimeoutError:
-            future.add_done_callback(_forget)
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future[CommitOutcome]) -> None:
+        if not future.done():
             self._say_timeout("a commit")
-            raise Unavailable(COMMIT_TIMED_OUT) from None
+            future.set_exception(Unavailable(COMMIT_TIMED_OUT))
 
     def commit_stalled_s(self) -> float | None:
         """Seconds the commit under way has taken, when that is longer than
@@ -514,13 +520,6 @@ def _deliver(jobs: list[_Job], results: Sequence[CommitOutcome | PlcError]) -> N
         by_loop.setdefault(job.loop, []).append((job.future, result))
     for loop, items in by_loop.items():
         loop.call_soon_threadsafe(_resolve_all, items)
-
-
-def _forget(future: asyncio.Future[Any]) -> None:
-    """Retrieve the exception of a commit no one waits for any more (its submitter was
-    answered 503), so that asyncio does not log it as never retrieved."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _resolve_all(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
