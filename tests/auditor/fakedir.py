@@ -96,6 +96,8 @@ class FakeLog:
             run that must last a while however fast the machine replays).
         export_upto: seq-mode ``/export`` serves no op past this ``seq`` (None: all of
             them), while the stream sends them: an export that lags the stream.
+        export_requests: ``(time.monotonic(), after)`` of every seq-mode ``/export``
+            request so far.
     """
 
     lines: list[bytes]
@@ -123,6 +125,7 @@ class FakeLog:
     legacy_documents: bool = False
     page_delay_s: float = 0.0
     export_upto: int | None = None
+    export_requests: list[tuple[float, int]] = field(default_factory=list)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def changed(self) -> None:
@@ -308,6 +311,7 @@ def make_app(log: FakeLog) -> Starlette:
             return Response(b"\n".join(page), media_type="application/jsonlines")
         after = int(request.query_params.get("after", "0"))
         count = int(request.query_params.get("count", "1000"))
+        log.export_requests.append((time.monotonic(), after))
         if count == 1 and after + 1 in log.refetch:
             line = log.refetch[after + 1]
             return Response(line or b"", media_type="application/jsonlines")

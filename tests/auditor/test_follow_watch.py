@@ -196,3 +196,32 @@ def test_a_streamed_op_export_never_serves_is_kept_as_sent_and_reported_missing(
         ("export-rewritten", "missing")
     }
     assert {f.seq for f in findings} <= set(range(1001, 1101))
+
+
+def test_stream_batches_are_looked_up_in_export_at_most_once_a_second(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """Ops streamed without a pause (a group every 20 ms for 2 s) from a directory without
+    /tlog/: each batch costs an /export look-up, and batches close at most once a second
+    (plc.directory allows 500 requests in 5 minutes; half-second batches made 600)."""
+    log = FakeLog(list(corpus.lines[:1000]), None, stream_rewrite=_reference_order)
+    path = tmp_path / "state.sqlite3"
+    growing: list[float] = []
+
+    def when_following() -> None:
+        _grow_when_following(log, [], path).join()
+        growing.append(time.monotonic())
+
+    with serve(log) as url:
+        grower = grow_later(
+            log, list(corpus.lines[1000:2000]), when_following, group=10, pause_s=0.02
+        )
+        run = AuditOptions(**{**OPTIONS, "spot_checks": 0}, follow=True, follow_seconds=5.0)
+        sync_directory(url, path, run)
+        grower.join()
+    assert state_meta(path, "tree_size") == 2000
+    # While the ops come (2 s), not the run's own requests when following ends (5 s).
+    look_ups = [when for when, _ in log.export_requests if 0 < when - growing[0] < 3.5]
+    assert len(look_ups) >= 2
+    gaps = [b - a for a, b in itertools.pairwise(look_ups)]
+    assert min(gaps) >= 0.9, gaps
