@@ -15,9 +15,10 @@ bodies.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
@@ -34,7 +35,7 @@ from plc.api.bodies import (
 from plc.api.errors import error_message, message_response
 from plc.api.etag import ETAG, conditional_headers, is_fresh, weak_etag
 from plc.api.responses import DID_LD_JSON, JSON, TEXT, only_real_answers
-from plc.errors import PlcError
+from plc.errors import PlcError, echo
 from plc.service import Directory
 
 log = logging.getLogger("plc.api")
@@ -129,10 +130,11 @@ class PlcApp(FastAPI):
     segment of any other route of the app (so FastAPI would route it to the same
     ``/{did}…`` endpoint too).
 
-    In front of both paths, three rules of the reference's Express router: one trailing ``/``
+    In front of both paths, five rules of the reference's Express router: one trailing ``/``
     is dropped (``/x/`` is ``/x``), a path ending in a newline matches no literal route
-    (:meth:`_newline_path`), and a path with an encoded slash in a DID route's segments is
-    routed on its raw segments (:meth:`_encoded_slash`).
+    (:meth:`_newline_path`), a path with an encoded slash in a DID route's segments is
+    routed on its raw segments (:meth:`_encoded_slash`), a DID that does not decode is 400
+    (:func:`_undecodable_did`), and literal segments ignore case (:func:`_case_folded`).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -171,14 +173,23 @@ class PlcApp(FastAPI):
             if (
                 scope["method"] != "OPTIONS"  # a CORS preflight, answered by the middleware
                 and isinstance(raw, bytes)
-                and b"%2" in raw
-                and b"%2f" in raw.lower()
-                and await self._encoded_slash(scope, receive, send, raw, taken)
+                and b"%" in raw
+                and (
+                    (
+                        b"%2f" in raw.lower()
+                        and await self._encoded_slash(scope, receive, send, raw, taken)
+                    )
+                    or await _undecodable_did(scope, send, raw, taken)
+                )
             ):
                 return
             slash = path.find("/", 1)
             did = path[1:] if slash < 0 else path[1:slash]
-            handler = self._handlers.get((scope["method"], "" if slash < 0 else path[slash:]))
+            suffix = "" if slash < 0 else path[slash:]
+            if (suffix and suffix not in _SUFFIXES) or (did[:1] in _CASED_FIRST and not suffix):
+                scope, suffix = _case_folded(scope, did, suffix)
+                did = scope["path"][1 : len(scope["path"]) - len(suffix)]  # "export" is taken
+            handler = self._handlers.get((scope["method"], suffix))
             if (
                 handler is not None
                 and did
@@ -339,6 +350,59 @@ def headers_only(send: Send) -> Send:
         await send(message)
 
     return send_headers
+
+
+_SUFFIXES = frozenset(suffix for _, suffix in DID_ROUTES)
+_LITERAL_FIRST = frozenset({"export", "_health"})
+"""The reference's routes whose first segment is a literal (its Express router matches them
+ignoring case, as it does the literal segments after a DID)."""
+_CASED_FIRST = frozenset("Ee_")
+
+
+def _case_folded(scope: Scope, did: str, suffix: str) -> tuple[Scope, str]:
+    """``scope`` routed as the reference's Express router does, which ignores case in
+    literal segments: ``/{did}/LOG`` is ``/{did}/log`` and ``/EXPORT`` is ``/export`` (the
+    DID itself is never folded). Also the suffix to route on."""
+    if suffix:
+        folded = suffix.lower()
+        if folded not in _SUFFIXES:
+            return scope, suffix
+        return {**scope, "path": f"/{did}{folded}"}, folded
+    folded = did.lower()
+    if folded == did or folded not in _LITERAL_FIRST:
+        return scope, suffix
+    return {**scope, "path": f"/{folded}"}, suffix
+
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+async def _undecodable_did(scope: Scope, send: Send, raw: bytes, taken: frozenset[str]) -> bool:
+    """Answer 400 as Express does when a DID route matched the raw path and its DID
+    parameter does not decode (a ``%`` without two hex digits after it, or bytes that are
+    not UTF-8): ``Failed to decode param '…'`` (the raw segment); a decoder that replaced
+    them would answer 404 for a DID that is not what was sent. True when answered."""
+    parts = raw.split(b"/")
+    segment = parts[1] if len(parts) > 1 else b""
+    if b"%" not in segment:
+        return False
+    suffix = "".join("/" + part.decode("ascii", "replace").lower() for part in parts[2:])
+    method = "GET" if scope["method"] == "HEAD" else scope["method"]
+    if (method, suffix) not in DID_ROUTES:  # no route matched: no parameter is decoded
+        return False
+    text = segment.decode("ascii", "replace")
+    if text in taken:
+        return False
+    try:
+        if _BAD_ESCAPE.search(segment) is None:
+            unquote_to_bytes(segment).decode("utf-8")
+            return False
+    except UnicodeDecodeError:
+        pass
+    if scope["method"] == "HEAD":
+        send = headers_only(send)
+    await _send_message(send, 400, f"Failed to decode param '{echo(text)}'")
+    return True
 
 
 def _without_trailing_slash(scope: Scope) -> Scope:

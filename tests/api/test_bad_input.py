@@ -413,3 +413,46 @@ def test_a_body_in_another_utf_is_read_as_body_parser_reads_it(post_path) -> Non
         )
         assert unknown.status_code == 415
         assert unknown.json() == {"message": 'unsupported charset "UTF-9"'}
+
+
+def test_a_did_that_does_not_decode_is_refused_as_express_refuses_it(
+    client: TestClient,
+) -> None:
+    """The reference's Express router decodes a route's parameter after matching and
+    answers 400 when it does not decode; before, the bytes were replaced (U+FFFD) and the
+    404 named a DID that was not the one sent."""
+    for path, segment in (
+        ("/%E0%A4%A", "%E0%A4%A"),  # an escape cut short
+        ("/did:plc:%zz/log", "did:plc:%zz"),  # no hex digits
+        ("/did:plc:%FF%FE/log/audit", "did:plc:%FF%FE"),  # not UTF-8
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 400, path
+        assert answer.json() == {"message": f"Failed to decode param '{segment}'"}
+        assert answer.headers["access-control-allow-origin"] == "*"
+        head = client.head(path)
+        assert head.status_code == 400 and head.content == b""
+    refused = client.post("/did:plc:%zz", json=GENESIS)
+    assert refused.json() == {"message": "Failed to decode param 'did:plc:%zz'"}
+    assert client.get("/export?after=0").content == b""  # nothing stored
+    # No route matched (a method or a path no DID route has): nothing is decoded, 404.
+    assert client.get("/%zz/unknown").status_code == 404
+    assert client.delete("/%zz").status_code == 404
+    # A DID sent percent-encoded, as @did-plc/lib's client sends it, still decodes.
+    encoded = "/" + DID.replace(":", "%3A")
+    assert client.get(encoded).json() == {"message": f"DID not registered: {DID}"}
+
+
+def test_literal_route_segments_ignore_case_as_express_does(client: TestClient) -> None:
+    """Express routes ignore case in their literal segments; a DID is never case-folded."""
+    assert client.post(f"/{DID}", json=GENESIS).status_code == 200
+    for literal in ("/LOG", "/Log/Audit", "/DATA", "/log/LAST"):
+        answer = client.get(f"/{DID}{literal}")
+        assert answer.status_code == 200, literal
+        assert answer.content == client.get(f"/{DID}{literal.lower()}").content
+        assert client.head(f"/{DID}{literal}").status_code == 200
+    assert client.get("/EXPORT?after=0").headers["content-type"] == "application/jsonlines"
+    assert client.get("/Export?after=0").content == client.get("/export?after=0").content
+    assert client.get("/_HEALTH").json() == client.get("/_health").json()
+    assert client.get(f"/{DID.upper()}").status_code == 404
+    assert client.get(f"/{DID}/LOG/proof").status_code == 404  # no such reference route
