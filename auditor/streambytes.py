@@ -18,7 +18,9 @@ not serve yet ends the batch there (:class:`ExportBehind`: the lines before it a
 the stream sends it again from the last ``seq`` read) for up to :data:`EXPORT_LAG_S` seconds;
 stored as sent in the meantime, its stream bytes would be reported as ``export-rewritten`` by
 the next run's byte-for-byte re-read. After that it is kept as sent, for the re-read to
-check: a directory that streams an op and never exports it is then reported there.
+check: an op ``/export`` never serves is reported ``missing`` there, and one it serves later
+with other bytes (another key order) ``changed``: a lag over the patience is taken for
+misbehaviour.
 """
 
 from __future__ import annotations

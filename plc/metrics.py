@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -316,20 +317,40 @@ def _serving_beside_us(pid: int) -> bool:
     return state not in ("Z", "X") and int(parent) == os.getppid()
 
 
+TREE_SIZE_WAIT_S = 5.0
+"""Longest wait of a scrape for the database's tree size (then NaN)."""
+
+
 class _TreeSize(Collector):
     """``plc_log_tree_size``, read at scrape time (a collector rather than a function gauge,
-    which multi-process mode does not support)."""
+    which multi-process mode does not support) on a thread of its own, waited for at most
+    :data:`TREE_SIZE_WAIT_S`: a database that stops answering without closing the
+    connection must not hold the scrape (NaN then, and NaN at once while that read still
+    waits, so that stuck reads do not pile up)."""
 
     def __init__(self, read: Callable[[], int] | None) -> None:
         self.read = read
+        self._waiting: threading.Thread | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "plc_log_tree_size",
             "Operations in the transparency log (the last committed seq), read from the "
             "database at scrape time (NaN when it does not answer).",
-            value=0.0 if self.read is None else _or_nan(self.read),
+            value=0.0 if self.read is None else self._value(self.read),
         )
+
+    def _value(self, read: Callable[[], int]) -> float:
+        if self._waiting is not None and self._waiting.is_alive():
+            return float("nan")
+        values: list[float] = []
+        thread = threading.Thread(
+            target=lambda: values.append(_or_nan(read)), name="plc-metrics-tree-size", daemon=True
+        )
+        thread.start()
+        thread.join(TREE_SIZE_WAIT_S)
+        self._waiting = thread
+        return values[0] if values else float("nan")
 
 
 def _or_nan(read: Callable[[], int]) -> float:

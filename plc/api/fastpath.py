@@ -175,11 +175,12 @@ class PlcApp(FastAPI):
                 and isinstance(raw, bytes)
                 and b"%" in raw
                 and (
-                    (
+                    # Express decodes the DID after matching on the raw path, %2F included.
+                    await _undecodable_did(scope, send, raw, taken)
+                    or (
                         b"%2f" in raw.lower()
                         and await self._encoded_slash(scope, receive, send, raw, taken)
                     )
-                    or await _undecodable_did(scope, send, raw, taken)
                 )
             ):
                 return
@@ -241,7 +242,7 @@ class PlcApp(FastAPI):
         method = scope["method"]
         handler = None
         if not any("/" in part for part in rest):
-            suffix = "".join("/" + part for part in rest)
+            suffix = "".join("/" + part for part in rest).lower()  # literal: any case
             handler = self._did_handlers.get(("GET" if method == "HEAD" else method, suffix))
         if handler is None:
             await _send_message(send, 404, "Not Found")
@@ -375,6 +376,8 @@ def _case_folded(scope: Scope, did: str, suffix: str) -> tuple[Scope, str]:
 
 
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_SUSPECT_ESCAPE = re.compile(rb"%(?![0-7][0-9A-Fa-f])")
+"""A ``%`` not followed by an ASCII character's escape: a bad escape or a byte over 0x7F."""
 
 
 async def _undecodable_did(scope: Scope, send: Send, raw: bytes, taken: frozenset[str]) -> bool:
@@ -384,7 +387,7 @@ async def _undecodable_did(scope: Scope, send: Send, raw: bytes, taken: frozense
     them would answer 404 for a DID that is not what was sent. True when answered."""
     parts = raw.split(b"/")
     segment = parts[1] if len(parts) > 1 else b""
-    if b"%" not in segment:
+    if _SUSPECT_ESCAPE.search(segment) is None:  # no escape, or only ASCII ones: it decodes
         return False
     suffix = "".join("/" + part.decode("ascii", "replace").lower() for part in parts[2:])
     method = "GET" if scope["method"] == "HEAD" else scope["method"]

@@ -456,3 +456,19 @@ def test_literal_route_segments_ignore_case_as_express_does(client: TestClient) 
     assert client.get("/_HEALTH").json() == client.get("/_health").json()
     assert client.get(f"/{DID.upper()}").status_code == 404
     assert client.get(f"/{DID}/LOG/proof").status_code == 404  # no such reference route
+
+
+def test_an_encoded_slash_changes_neither_decoding_nor_case_folding(client: TestClient) -> None:
+    """Express matches on the raw path, %2F included, then decodes the DID, and ignores the
+    case of literal segments there too."""
+    for path, segment in (
+        ("/did:plc:%ZZ%2Fx", "did:plc:%ZZ%2Fx"),
+        ("/did:plc:%FF%2Fx/log", "did:plc:%FF%2Fx"),
+        ("/%E0%A4%A%2F", "%E0%A4%A%2F"),
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 400, path
+        assert answer.json() == {"message": f"Failed to decode param '{segment}'"}
+    for literal in ("/log", "/LOG"):
+        answer = client.get(f"/did:plc:abc%2Fdef{literal}")
+        assert answer.json() == {"message": "DID not registered: did:plc:abc/def"}, literal

@@ -23,6 +23,7 @@ from sqlalchemy.pool import QueuePool
 from plc.api.app import create_app
 from plc.api.routes.health import COMMIT_STALLED
 from plc.errors import DATABASE_UNAVAILABLE, Unavailable
+from plc.metrics import TREE_SIZE_WAIT_S
 from plc.service import COMMIT_TIMED_OUT
 from plc.store.sql import SqlStore
 
@@ -225,3 +226,27 @@ def test_a_database_that_stops_answering_gets_every_request_answered(
             assert httpx.get(f"{server.url}/_health", timeout=10).status_code == 200
             lines = httpx.get(f"{server.url}/export?after=0").content.split(b"\n")
             assert len(lines) == 2  # warm and held, each once
+
+
+@pytest.mark.postgres
+def test_metrics_answer_while_the_database_stalls(pg_url: str, clock: Clock) -> None:
+    """A scrape whose tree-size read meets a stalled connection answers within
+    TREE_SIZE_WAIT_S with NaN (it waited for as long as the database did, holding a worker
+    thread), and so does the next one while that read still waits."""
+    with _through_proxy(pg_url) as (proxy, url):
+        with LiveServer(create_app(make_settings(url), clock=clock)) as server:
+            warm, warm_genesis, _ = new_did("warm")
+            assert httpx.post(f"{server.url}/{warm}", json=warm_genesis).status_code == 200
+            assert "plc_log_tree_size 1.0" in httpx.get(f"{server.url}/metrics").text
+            proxy.stall()
+            for _ in range(2):
+                started = time.monotonic()
+                scrape = httpx.get(f"{server.url}/metrics", timeout=30)
+                assert scrape.status_code == 200
+                assert "plc_log_tree_size NaN" in scrape.text
+                assert time.monotonic() - started < TREE_SIZE_WAIT_S + 3
+            proxy.resume()
+            deadline = time.monotonic() + 20
+            while "plc_log_tree_size 1.0" not in httpx.get(f"{server.url}/metrics").text:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
