@@ -229,18 +229,23 @@ def test_a_stalled_body_is_408_and_the_connection_closed(post_path) -> None:  # 
     assert answer.endswith(b'{"message":"Request timeout: the body did not arrive in time"}')
 
 
+def _assert_answer(client: TestClient, path: str, status: int, message: str) -> None:
+    """GET ``path`` answers ``status`` with ``message`` and CORS; HEAD the same, no body."""
+    answer = client.get(path)
+    assert answer.status_code == status, path
+    assert answer.json() == {"message": message}
+    assert answer.headers["access-control-allow-origin"] == "*"
+    head = client.head(path)
+    assert head.status_code == status and head.content == b""
+
+
 def test_an_encoded_slash_stays_inside_the_did_segment(client: TestClient) -> None:
     # Express matches routes on the raw path and decodes each parameter afterwards:
     # /{did}%2Fdata is GET /:did for the DID "did:plc:…/data", which is not registered.
     assert client.post(f"/{DID}", json=GENESIS).status_code == 200
     cases = ((f"/{DID}%2Fdata", f"{DID}/data"), (f"/{DID}%2flog%2Flast", f"{DID}/log/last"))
     for raw, did in cases:
-        response = client.get(raw)
-        assert response.status_code == 404, raw
-        assert response.json() == {"message": f"DID not registered: {did}"}
-        assert response.headers["access-control-allow-origin"] == "*"
-        head = client.head(raw)
-        assert head.status_code == 404 and head.content == b""
+        _assert_answer(client, raw, 404, f"DID not registered: {did}")
     nested = client.get(f"/{DID}%2Fx/log/audit")
     assert nested.json() == {"message": f"DID not registered: {DID}/x"}
     assert client.get(f"/{DID}/log%2Faudit").json() == {"message": "Not Found"}
@@ -426,12 +431,7 @@ def test_a_did_that_does_not_decode_is_refused_as_express_refuses_it(
         ("/did:plc:%zz/log", "did:plc:%zz"),  # no hex digits
         ("/did:plc:%FF%FE/log/audit", "did:plc:%FF%FE"),  # not UTF-8
     ):
-        answer = client.get(path)
-        assert answer.status_code == 400, path
-        assert answer.json() == {"message": f"Failed to decode param '{segment}'"}
-        assert answer.headers["access-control-allow-origin"] == "*"
-        head = client.head(path)
-        assert head.status_code == 400 and head.content == b""
+        _assert_answer(client, path, 400, f"Failed to decode param '{segment}'")
     refused = client.post("/did:plc:%zz", json=GENESIS)
     assert refused.json() == {"message": "Failed to decode param 'did:plc:%zz'"}
     assert client.get("/export?after=0").content == b""  # nothing stored

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -29,6 +28,7 @@ from plc.store.sql import SqlStore
 
 from ..conftest import Clock, LiveServer, make_settings
 from ..helpers import new_did
+from .pgproxy import PgProxy, upstream_of
 
 
 def _unanswered(url: str, count: int, seconds: float) -> list[threading.Thread]:
@@ -127,18 +127,14 @@ def test_reads_waiting_for_a_table_lock_end_after_the_busy_timeout(
         assert httpx.get(f"{server.url}/{did}").status_code == 200
 
 
-class _Stall:
-    """A TCP proxy to PostgreSQL. :meth:`stall` makes the connections open at that moment
-    stop forwarding (a hung server, a NAT or proxy that dropped them without a reset: TCP
-    still acknowledges, nothing answers); later connections work. :meth:`resume` forwards
-    what was held."""
+class _Stall(PgProxy):
+    """:meth:`stall` makes the connections open at that moment stop forwarding (a hung
+    server, a NAT or proxy that dropped them without a reset: TCP still acknowledges, nothing
+    answers); later connections work. :meth:`resume` forwards what was held."""
 
-    def __init__(self, upstream: int) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        self._upstream = upstream
+    def __init__(self, upstream: tuple[str, int]) -> None:
         self._stalled_before = 0.0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
     def stall(self) -> None:
         self._stalled_before = time.monotonic()
@@ -146,40 +142,23 @@ class _Stall:
     def resume(self) -> None:
         self._stalled_before = 0.0
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self._upstream))
-            born = time.monotonic()
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b, born), daemon=True).start()
+    def opened(self) -> float:
+        return time.monotonic()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, born: float) -> None:
-        try:
-            while data := source.recv(65536):
-                while self._stalled_before > born:
-                    time.sleep(0.02)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                sock.close()
-
-    def close(self) -> None:
-        self._listener.close()
+    def forward(
+        self, data: bytes, source: socket.socket, sink: socket.socket, upstream: bool, born: float
+    ) -> bool:
+        while self._stalled_before > born:
+            time.sleep(0.02)
+        sink.sendall(data)
+        return True
 
 
 @contextmanager
 def _through_proxy(pg_url: str) -> Iterator[tuple[_Stall, str]]:
-    parts = urlsplit(pg_url)
-    proxy = _Stall(parts.port or 5432)
-    netloc = f"{parts.username}@127.0.0.1:{proxy.port}"
+    proxy = _Stall(upstream_of(pg_url))
     try:
-        yield proxy, urlunsplit(parts._replace(netloc=netloc))
+        yield proxy, proxy.url(pg_url)
     finally:
         proxy.resume()
         proxy.close()

@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,6 +17,7 @@ from plc.api.app import create_app
 
 from ..conftest import Clock, make_settings
 from ..helpers import new_did
+from .pgproxy import PgProxy, upstream_of
 
 pytestmark = pytest.mark.postgres
 
@@ -25,71 +25,52 @@ COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
 """The simple-query message psycopg sends for a COMMIT."""
 
 
-class CuttingProxy:
+class CuttingProxy(PgProxy):
     """Forwards TCP to ``upstream``; once armed, the next connection that sends a COMMIT is
     cut: after forwarding it ("after") or instead of forwarding it ("before")."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.armed: str | None = None
         self.cuts = 0
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            cutting = threading.Event()  # set: nothing more reaches the client
-            for source, sink, upstream in ((client, server, True), (server, client, False)):
-                threading.Thread(
-                    target=self._pump, args=(source, sink, upstream, cutting), daemon=True
-                ).start()
+    def opened(self) -> threading.Event:
+        return threading.Event()  # set: nothing more reaches the client
 
-    def _pump(
-        self, source: socket.socket, sink: socket.socket, upstream: bool, cutting: threading.Event
-    ) -> None:
-        try:
-            while data := source.recv(65536):
-                mode = None
-                if upstream and COMMIT in data:
-                    with self.lock:
-                        mode, self.armed = self.armed, None
-                if mode is not None:
-                    cutting.set()
-                elif not upstream and cutting.is_set():
-                    continue
-                if mode == "after":
-                    sink.sendall(data)
-                    time.sleep(0.1)  # PostgreSQL commits; its answer never gets through
-                if mode is not None:
-                    self.cuts += 1
-                    for end in (source, sink):
-                        end.shutdown(socket.SHUT_RDWR)
-                    return
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
+    def forward(
+        self,
+        data: bytes,
+        source: socket.socket,
+        sink: socket.socket,
+        upstream: bool,
+        cutting: threading.Event,
+    ) -> bool:
+        mode = None
+        if upstream and COMMIT in data:
+            with self.lock:
+                mode, self.armed = self.armed, None
+        if mode is not None:
+            cutting.set()
+        elif not upstream and cutting.is_set():
+            return True
+        if mode == "after":
+            sink.sendall(data)
+            time.sleep(0.1)  # PostgreSQL commits; its answer never gets through
+        if mode is not None:
+            self.cuts += 1
             for end in (source, sink):
-                end.close()
-
-    def close(self) -> None:
-        self.listener.close()
+                end.shutdown(socket.SHUT_RDWR)
+            return False
+        sink.sendall(data)
+        return True
 
 
 @pytest.fixture
 def proxied(pg_url: str) -> Iterator[tuple[str, CuttingProxy]]:
-    parts = urlsplit(pg_url)
-    proxy = CuttingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-    netloc = parts.netloc.replace(f":{parts.port}", f":{proxy.port}")
+    proxy = CuttingProxy(upstream_of(pg_url))
     try:
-        yield urlunsplit(parts._replace(netloc=netloc)), proxy
+        yield proxy.url(pg_url), proxy
     finally:
         proxy.close()
 

@@ -26,11 +26,13 @@ class Clock:
 
 
 @contextmanager
-def _client(log: FakeLog) -> Iterator[DirectoryClient]:
+def _export_lines(log: FakeLog, patience_s: float) -> Iterator[tuple[ExportLines, Clock]]:
+    """An ExportLines on ``log``'s fake directory, and the clock it reads."""
+    clock = Clock()
     with serve(log) as url:
         client = DirectoryClient(url)
         try:
-            yield client
+            yield ExportLines(client, patience_s=patience_s, clock=clock), clock
         finally:
             client.close()
 
@@ -43,9 +45,7 @@ def test_the_batch_ends_at_the_first_op_export_lacks_and_each_waits_from_its_fir
     corpus: Corpus,
 ) -> None:
     log = FakeLog(list(corpus.lines[:20]), None, export_upto=10)
-    clock = Clock()
-    with _client(log) as client:
-        lines = ExportLines(client, patience_s=5.0, clock=clock)
+    with _export_lines(log, 5.0) as (lines, clock):
         with pytest.raises(ExportBehind) as behind:
             lines(_raw(corpus.lines[8:14]))
         assert behind.value.seq == 11
@@ -66,9 +66,7 @@ def test_a_message_given_up_on_is_kept_as_sent_each_time_it_comes_in_the_batch(
     corpus: Corpus,
 ) -> None:
     log = FakeLog(list(corpus.lines[:5]), None, export_upto=4)
-    clock = Clock()
-    with _client(log) as client:
-        lines = ExportLines(client, patience_s=1.0, clock=clock)
+    with _export_lines(log, 1.0) as (lines, clock):
         with pytest.raises(ExportBehind):
             lines(_raw([corpus.lines[4]]))
         clock.now += 1.0
