@@ -329,6 +329,8 @@ class Directory(DirectoryReads):
         Raises:
             PlcError: as :meth:`prepare`; InvalidInput (400) when ``body`` is not JSON.
         """
+        if not body:  # as Express's JSON parser reads it (body-parser: an empty body is {})
+            return self.prepare(did, {}, json_text=b"{}")
         return self.prepare(did, decode_json_body(body), json_text=body)
 
     async def _append(self, prepared: PendingCommit | SubmitResult) -> SubmitResult:

@@ -472,3 +472,14 @@ def test_an_encoded_slash_changes_neither_decoding_nor_case_folding(client: Test
     for literal in ("/log", "/LOG"):
         answer = client.get(f"/did:plc:abc%2Fdef{literal}")
         assert answer.json() == {"message": "DID not registered: did:plc:abc/def"}, literal
+
+
+def test_an_empty_json_body_is_read_as_an_empty_object(client: TestClient) -> None:
+    """As the reference's JSON body parser reads it (an empty body is ``{}``); a body of
+    whitespace is still malformed JSON."""
+    empty = client.post(f"/{DID}", content=b"", headers={"content-type": "application/json"})
+    assert empty.status_code == 400
+    assert empty.json() == {"message": "Not a valid operation: {}"}
+    blank = client.post(f"/{DID}", content=b" ", headers={"content-type": "application/json"})
+    assert blank.json()["message"].startswith("Malformed JSON body")
+    assert client.get("/export?after=0").content == b""  # nothing stored
