@@ -1,8 +1,7 @@
 """The directory service: load history → rules → policy → commit, and the read models.
 
-Knows nothing about HTTP. Writes go through one committer thread per process that groups the
-ops waiting at that moment into one transaction (group commit); each submitter is answered
-after the commit that holds its op is durable.
+Knows nothing about HTTP. An op validated here is committed by :mod:`plc.group_commit` with the
+others waiting at that moment, and its submitter answered once that commit is durable.
 """
 
 from __future__ import annotations
@@ -10,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
@@ -31,9 +27,9 @@ from plc.errors import (
     MisorderedOperation,
     PlcError,
     Unavailable,
-    echo,
 )
 from plc.exportline import MAX_LINE_BYTES, longest_line, operation_json
+from plc.group_commit import GroupCommit
 from plc.logging_setup import RepeatLimit
 from plc.metrics import DirectoryMetrics
 from plc.operation import Operation, parse_operation, trusted_operation
@@ -47,29 +43,18 @@ from plc.policy import (
 from plc.reads import DirectoryReads
 from plc.rules import LogEntry, late_recovery, validate_next_op
 from plc.store.history import NEWEST_ROWS, audit_rows_since, newest_audit_rows
-from plc.store.records import CommitOutcome, CommitStatus, PendingCommit, StoredOp
+from plc.store.records import CommitStatus, PendingCommit, StoredOp
 from plc.store.sql import Clock, SqlStore
 from plc.timestamps import ONE_MS, from_ms, to_ms, truncate_ms
 from plc.validation_process import ValidationProcess, ValidatorUnavailable
 
 log = logging.getLogger("plc.service")
 
-COMMIT_TIMED_OUT = (
-    "Database did not finish the commit in time: the operation may yet be stored; "
-    "re-submitting the same operation is safe"
-)
-
 HISTORY_WINDOW_MS = 8 * 24 * 3600 * 1000
 """How far back the history read to validate an op reaches (:meth:`Directory.prepare`):
 longer than the recovery window and the longest rate-limit window (a week)."""
 
 T = TypeVar("T")
-
-GATHER_TURNS = 8
-"""Most event-loop turns a SQLite group commit waits for ops still being validated to join
-its batch; it stops at the first turn that adds none. Measured (2 cores, 8 writers, the
-reference's load generator): 10-15 % more updates/s than one turn, from fewer and larger
-commits; 4 and 16 turns did worse than 8."""
 
 
 def decode_json_body(body: bytes) -> Any:
@@ -95,17 +80,6 @@ class SubmitResult(NamedTuple):
     cid: str
     seq: int | None
     duplicate: bool
-
-
-class _Job:
-    __slots__ = ("pending", "loop", "future")
-
-    def __init__(
-        self, pending: PendingCommit, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
-    ) -> None:
-        self.pending = pending
-        self.loop = loop
-        self.future = future
 
 
 class Directory(DirectoryReads):
@@ -136,20 +110,19 @@ class Directory(DirectoryReads):
         self.store = store
         self.inline_io = inline_io
         self.db_timeout_s = db_timeout_s
-        self._under_way: dict[str, float] = {}  # "loop" / "thread" -> monotonic start
         self._said = RepeatLimit()
         self.policy = policy
         self.clock = clock
-        self.batch_max = batch_max
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._pending: list[_Job] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._thread: threading.Thread | None = None
-        self.commit_listeners: list[Callable[[list[CommitOutcome], float], None]] = []
-        """Called after each commit with its outcomes (in batch order) and its wall time in
-        seconds, on the committing thread, before the batch's submitters are answered (so an
-        answered client finds its commit counted): keep listeners quick and non-blocking.
-        Their exceptions are logged and ignored."""
+        self.committer = GroupCommit(
+            store,
+            clock,
+            batch_max,
+            inline_io=inline_io,
+            timeout_s=db_timeout_s,
+            on_timeout=self._say_timeout,
+        )
+        self.commit_listeners = self.committer.listeners
+        """:attr:`GroupCommit.listeners`: told of each commit before its submitters."""
         self.validator: ValidationProcess | None = None
         """The child process that validates POST bodies (:meth:`submit_body`); None: here."""
         self.metrics: DirectoryMetrics | None = None
@@ -160,16 +133,11 @@ class Directory(DirectoryReads):
 
     def start(self) -> None:
         """Start the committer thread."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="plc-committer", daemon=True)
-            self._thread.start()
+        self.committer.start()
 
     def stop(self) -> None:
         """Finish queued commits and stop the committer thread."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-            self._thread = None
+        self.committer.stop()
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -337,16 +305,7 @@ class Directory(DirectoryReads):
         """Commit a prepared op (group commit) and answer once it is durable."""
         if isinstance(prepared, SubmitResult):
             return prepared
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[CommitOutcome] = loop.create_future()
-        job = _Job(prepared, loop, future)
-        if self.inline_io:
-            self._pending.append(job)
-            if self._flusher is None or self._flusher.done():
-                self._flusher = loop.create_task(self._flush_pending())
-        else:
-            self._queue.put(job)
-        outcome = await self._outcome(future)
+        outcome = await self.committer.commit(prepared)
         cid = prepared.prepared.operation.cid
         if outcome.status is CommitStatus.CONFLICT:
             raise HeadMismatch(
@@ -360,37 +319,9 @@ class Directory(DirectoryReads):
             return SubmitResult(cid, None, duplicate=True)
         return SubmitResult(cid, outcome.seq, duplicate=False)
 
-    async def _outcome(self, future: asyncio.Future[CommitOutcome]) -> CommitOutcome:
-        """The commit's outcome, waited for at most :attr:`db_timeout_s`.
-
-        Raises:
-            Unavailable: the commit did not finish in time (it goes on: the op may yet be
-                stored, and a re-submission then finds it).
-            PlcError: as the commit raised it.
-        """
-        if self.db_timeout_s is None:
-            return await future
-        # A timer, not wait_for and shield: those cost about 15 µs per POST, 3 % of one.
-        # The commit's own answer, when it comes, finds the future done and is dropped.
-        timer = asyncio.get_running_loop().call_later(self.db_timeout_s, self._expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-
-    def _expire(self, future: asyncio.Future[CommitOutcome]) -> None:
-        if not future.done():
-            self._say_timeout("a commit")
-            future.set_exception(Unavailable(COMMIT_TIMED_OUT))
-
     def commit_stalled_s(self) -> float | None:
-        """Seconds the commit under way has taken, when that is longer than
-        :attr:`db_timeout_s` (a database that stopped answering); None otherwise."""
-        starts, limit = list(self._under_way.values()), self.db_timeout_s
-        if not starts or limit is None:
-            return None
-        taken = time.monotonic() - min(starts)
-        return taken if taken > limit else None
+        """:meth:`GroupCommit.stalled_s`, for ``/_health``."""
+        return self.committer.stalled_s()
 
     def import_op(self, did: str, body: Any, created_at: datetime) -> SubmitResult:
         """Append a historical op with its original timestamp, synchronously (no policy;
@@ -402,105 +333,10 @@ class Directory(DirectoryReads):
         pending = self.prepare(did, body, created_at=created_at, imported=True)
         if isinstance(pending, SubmitResult):
             return pending
-        started = time.perf_counter()
-        outcome = self.store.commit_batch([pending])[0]
-        self._notify([outcome], time.perf_counter() - started)
+        outcome = self.committer.commit_now(pending)
         if outcome.status is not CommitStatus.COMMITTED:
             raise HeadMismatch("Proposed prev does not match the most recent operation")
         return SubmitResult(pending.prepared.operation.cid, outcome.seq, duplicate=False)
-
-    async def _flush_pending(self) -> None:
-        """Group commit for SQLite on the event loop: the batch is written here (CPU work,
-        no waiting: the write lock is taken without blocking), and only the COMMIT, which
-        fsyncs and releases the GIL, runs on a worker thread. Ops that arrive meanwhile form
-        the next batch. Running Python on one thread avoids the GIL contention a committer
-        thread costs (measured: about 40 % less CPU per op). When another process holds the
-        lock, the batch goes to the committer thread, which may wait."""
-        while self._pending:
-            await self._gather()
-            jobs, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
-            started = time.perf_counter()
-            self._under_way["loop"] = time.monotonic()
-            try:
-                written = self.store.write_batch([job.pending for job in jobs], self.clock)
-                if written is None:
-                    for job in jobs:
-                        self._queue.put(job)
-                    continue
-                outcomes = await asyncio.to_thread(written.commit)
-            except PlcError as exc:
-                _resolve_all([(job.future, exc) for job in jobs])
-                continue
-            except Exception as exc:  # noqa: BLE001 - any driver failure must reach the waiters
-                log.exception("commit failed")
-                failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
-                _resolve_all([(job.future, failure) for job in jobs])
-                continue
-            finally:
-                self._under_way.pop("loop", None)
-            # Either order answers after the listeners here (the waiters run once this task
-            # yields); this one matches the committer thread's.
-            self._notify(outcomes, time.perf_counter() - started)
-            _resolve_all([(job.future, o) for job, o in zip(jobs, outcomes, strict=True)])
-
-    async def _gather(self) -> None:
-        """Let requests already running join the next batch: yield to the event loop while
-        each turn adds ops, for at most :data:`GATHER_TURNS` turns or ``batch_max`` ops."""
-        for _ in range(GATHER_TURNS):
-            before = len(self._pending)
-            if before >= self.batch_max:
-                return
-            await asyncio.sleep(0)
-            if len(self._pending) == before:
-                return
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs = [first]
-            stop = False
-            while len(jobs) < self.batch_max:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
-                jobs.append(job)
-            self._commit_jobs(jobs)
-            if stop:
-                return
-
-    def _commit_jobs(self, jobs: list[_Job]) -> None:
-        started = time.perf_counter()
-        self._under_way["thread"] = time.monotonic()
-        try:
-            outcomes = self.store.commit_batch([job.pending for job in jobs], self.clock)
-        except PlcError as exc:
-            _deliver(jobs, [exc] * len(jobs))
-            return
-        except Exception as exc:  # noqa: BLE001 - any driver failure must reach the waiters
-            log.exception("commit failed")
-            failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
-            _deliver(jobs, [failure] * len(jobs))
-            return
-        finally:
-            self._under_way.pop("thread", None)
-        # Listeners first: a client that has its answer must find its commit counted
-        # (GET /metrics) and the stream connections woken; _deliver answers it on its loop,
-        # which may run before this thread's next line.
-        self._notify(outcomes, time.perf_counter() - started)
-        _deliver(jobs, outcomes)
-
-    def _notify(self, outcomes: list[CommitOutcome], seconds: float) -> None:
-        for listener in self.commit_listeners:
-            try:
-                listener(outcomes, seconds)
-            except Exception:  # noqa: BLE001 - a listener must not break the write path
-                log.exception("commit listener failed")
 
 
 def history_of(did: str, rows: Sequence[StoredOp]) -> list[LogEntry]:
@@ -513,22 +349,3 @@ def _entry(did: str, row: StoredOp) -> LogEntry:
     return LogEntry(
         did, trusted_operation(op_data, row.cid), from_ms(row.created_at_ms), row.nullified
     )
-
-
-def _deliver(jobs: list[_Job], results: Sequence[CommitOutcome | PlcError]) -> None:
-    """Hand each job its result on its event loop: one wake-up per loop, not one per job."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-    for job, result in zip(jobs, results, strict=True):
-        by_loop.setdefault(job.loop, []).append((job.future, result))
-    for loop, items in by_loop.items():
-        loop.call_soon_threadsafe(_resolve_all, items)
-
-
-def _resolve_all(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    for future, result in items:
-        if future.done():
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)

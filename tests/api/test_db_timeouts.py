@@ -22,8 +22,8 @@ from sqlalchemy.pool import QueuePool
 from plc.api.app import create_app
 from plc.api.routes.health import COMMIT_STALLED
 from plc.errors import DATABASE_UNAVAILABLE, Unavailable
+from plc.group_commit import COMMIT_TIMED_OUT
 from plc.metrics import TREE_SIZE_WAIT_S
-from plc.service import COMMIT_TIMED_OUT
 from plc.store.sql import SqlStore
 
 from ..conftest import Clock, LiveServer, make_settings

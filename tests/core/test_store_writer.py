@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from plc.errors import MisorderedOperation, Unavailable
+from plc.group_commit import GATHER_TURNS
 from plc.policy import PolicySettings
-from plc.service import GATHER_TURNS, Directory
+from plc.service import Directory
 from plc.store.engine import make_engine
 from plc.store.lost_commit import settle_lost_commit
 from plc.store.migrate import upgrade
