@@ -174,12 +174,8 @@ class GroupCommit:
                         self._queue.put(job)
                     continue
                 outcomes = await asyncio.to_thread(written.commit)
-            except PlcError as exc:
-                _resolve_all([(job.future, exc) for job in jobs])
-                continue
-            except Exception as exc:  # noqa: BLE001 - any driver failure must reach the waiters
-                log.exception("commit failed")
-                failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
+            except Exception as exc:  # noqa: BLE001 - any failure must reach the waiters
+                failure = _failure(exc)
                 _resolve_all([(job.future, failure) for job in jobs])
                 continue
             finally:
@@ -225,13 +221,8 @@ class GroupCommit:
         self._under_way["thread"] = time.monotonic()
         try:
             outcomes = self.store.commit_batch([job.pending for job in jobs], self.clock)
-        except PlcError as exc:
-            _deliver(jobs, [exc] * len(jobs))
-            return
-        except Exception as exc:  # noqa: BLE001 - any driver failure must reach the waiters
-            log.exception("commit failed")
-            failure = Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
-            _deliver(jobs, [failure] * len(jobs))
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the waiters
+            _deliver(jobs, [_failure(exc)] * len(jobs))
             return
         finally:
             self._under_way.pop("thread", None)
@@ -247,6 +238,15 @@ class GroupCommit:
                 listener(outcomes, seconds)
             except Exception:  # noqa: BLE001 - a listener must not break the write path
                 log.exception("commit listener failed")
+
+
+def _failure(exc: Exception) -> PlcError:
+    """What a batch's submitters are answered when its commit raised ``exc``: the store's
+    own refusal as it is; any other failure (the driver's) logged, and 503."""
+    if isinstance(exc, PlcError):
+        return exc
+    log.error("commit failed", exc_info=exc)
+    return Unavailable(f"Commit failed: {echo(type(exc).__name__)}")
 
 
 def _deliver(jobs: list[_Job], results: Sequence[CommitOutcome | PlcError]) -> None:
