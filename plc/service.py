@@ -121,8 +121,6 @@ class Directory(DirectoryReads):
             timeout_s=db_timeout_s,
             on_timeout=self._say_timeout,
         )
-        self.commit_listeners = self.committer.listeners
-        """:attr:`GroupCommit.listeners`: told of each commit before its submitters."""
         self.validator: ValidationProcess | None = None
         """The child process that validates POST bodies (:meth:`submit_body`); None: here."""
         self.metrics: DirectoryMetrics | None = None
@@ -318,10 +316,6 @@ class Directory(DirectoryReads):
         if outcome.status is CommitStatus.DUPLICATE:
             return SubmitResult(cid, None, duplicate=True)
         return SubmitResult(cid, outcome.seq, duplicate=False)
-
-    def commit_stalled_s(self) -> float | None:
-        """:meth:`GroupCommit.stalled_s`, for ``/_health``."""
-        return self.committer.stalled_s()
 
     def import_op(self, did: str, body: Any, created_at: datetime) -> SubmitResult:
         """Append a historical op with its original timestamp, synchronously (no policy;

@@ -191,9 +191,9 @@ def create_app(
         if settings.metrics:
             app.state.metrics = DirectoryMetrics(store.tree_size)
             directory.metrics = app.state.metrics
-            directory.commit_listeners.append(app.state.metrics.committed)
+            directory.committer.listeners.append(app.state.metrics.committed)
         signal = CommitSignal()
-        directory.commit_listeners.append(signal.notify)
+        directory.committer.listeners.append(signal.notify)
         app.state.commit_signal = signal
         poll_s = settings.stream_poll_interval_ms / 1000
         hub = StreamHub(directory, signal, poll_s, keep=max(2 * PAGE, settings.stream_buffer))

@@ -147,7 +147,7 @@ def test_group_commit_gathers_ops_still_being_validated(
     store = env[0]
     directory = Directory(store, PolicySettings(), clock, inline_io=True)
     batches: list[list[int | None]] = []
-    directory.commit_listeners.append(
+    directory.committer.listeners.append(
         lambda outcomes, _seconds: batches.append([o.seq for o in outcomes])
     )
     assert GATHER_TURNS >= 6
@@ -181,7 +181,7 @@ def test_listeners_have_run_when_the_committer_threads_submitter_gets_its_answer
         threading.Event().wait(0.2)  # long enough for a woken submitter to overtake it
         finished.extend(o.seq for o in outcomes)
 
-    directory.commit_listeners.append(slow_listener)
+    directory.committer.listeners.append(slow_listener)
     directory.start()
     try:
         did, genesis, _ = new_did("listeners")

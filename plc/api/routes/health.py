@@ -25,7 +25,7 @@ router = APIRouter()
     },
 )
 async def health(directory: DirectoryDep, settings: SettingsDep) -> Response:
-    stalled = directory.commit_stalled_s()
+    stalled = directory.committer.stalled_s()
     if stalled is not None:
         # Reads may still work (a new connection) while writes wait on one that stopped
         # answering: a load balancer must not keep sending POSTs here.
